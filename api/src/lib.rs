@@ -1,0 +1,1 @@
+//! Types of the StaticWire HTTP API, shared by `staticwire-control` and `staticip`.
