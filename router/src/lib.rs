@@ -1,0 +1,14 @@
+//! staticwire-router: a userspace WireGuard data plane for many peers.
+//!
+//! [`device`] is the sans-IO packet core (routing, anti-spoofing, peers, configuration);
+//! [`uapi`] speaks the standard configuration protocol; [`io`] drives the core with a TUN device
+//! and UDP sockets; [`metrics`] exports Prometheus series.
+
+pub mod device;
+pub mod io;
+pub mod key;
+pub mod metrics;
+pub mod peer;
+pub mod routes;
+pub mod stats;
+pub mod uapi;
