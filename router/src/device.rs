@@ -19,6 +19,8 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::IpNet;
 use parking_lot::Mutex;
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -97,7 +99,8 @@ struct Config {
     listen_port: u16,
     fwmark: u32,
     peers: Vec<Option<PeerConf>>,
-    free: Vec<PeerId>,
+    /// Freed ids, lowest first, so a rebuilt configuration keeps its order.
+    free: BinaryHeap<Reverse<PeerId>>,
     by_key: FxHashMap<Key, PeerId>,
     routes: RouteTable,
 }
@@ -475,11 +478,14 @@ fn remove_peer(cfg: &mut Config, id: PeerId) {
         }
     }
     cfg.by_key.remove(&pc.peer.public_key);
-    cfg.free.push(id);
+    cfg.free.push(Reverse(id));
 }
 
 fn add_peer(cfg: &mut Config, key: Key) -> PeerId {
-    let id = cfg.free.pop().unwrap_or(cfg.peers.len() as PeerId);
+    let id = cfg
+        .free
+        .pop()
+        .map_or(cfg.peers.len() as PeerId, |Reverse(id)| id);
     let pc = PeerConf {
         peer: Arc::new(Peer::new(id, key, None)),
         allowed_ips: Vec::new(),
@@ -556,3 +562,7 @@ fn apply_peer(cfg: &mut Config, change: &PeerChange) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "device_tests.rs"]
+mod tests;

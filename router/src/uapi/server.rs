@@ -140,3 +140,108 @@ pub fn handle_connection(
         writer.write_all(answer.as_bytes())?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use std::io::Read;
+
+    struct NoNet;
+    impl NetControl for NoNet {
+        fn rebind(&self, port: u16, _fwmark: u32) -> Result<u16, UapiError> {
+            Ok(port)
+        }
+    }
+
+    /// Sends `requests` over a socket pair and returns everything the server answered.
+    fn converse(device: &Device, requests: &str) -> String {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(requests.as_bytes()).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let _ = handle_connection(server, device, &NoNet);
+        let mut out = String::new();
+        // A server that hangs up on unread input resets the connection; what came before counts.
+        let _ = client.read_to_string(&mut out);
+        out
+    }
+
+    fn pk(n: u8) -> String {
+        Key([n; 32]).to_hex()
+    }
+
+    #[test]
+    fn set_then_get_on_one_connection() {
+        let dev = Device::new();
+        let out = converse(
+            &dev,
+            &format!(
+                "set=1\nlisten_port=51820\npublic_key={}\nallowed_ip=203.0.113.10/32\n\nget=1\n\n",
+                pk(2)
+            ),
+        );
+        let (set, get) = out.split_once("\n\n").unwrap();
+        assert_eq!(set, "errno=0");
+        assert!(get.contains("listen_port=51820\n"));
+        assert!(get.contains(&format!("public_key={}\n", pk(2))));
+        assert!(get.contains("allowed_ip=203.0.113.10/32\n"));
+        assert!(get.ends_with("errno=0\n\n"));
+    }
+
+    #[test]
+    fn bad_lines_answer_einval_and_change_nothing() {
+        let dev = Device::new();
+        converse(
+            &dev,
+            &format!(
+                "set=1\npublic_key={}\nallowed_ip=203.0.113.10/32\n\n",
+                pk(2)
+            ),
+        );
+        let before = dev.view();
+        for bad in [
+            format!(
+                "set=1\npublic_key={}\nallowed_ip=203.0.113.11/32\nbogus=1\n\n",
+                pk(3)
+            ),
+            format!(
+                "set=1\nreplace_peers=true\npublic_key={}\nendpoint=nowhere\n\n",
+                pk(3)
+            ),
+            format!("set=1\nlisten_port=99999\npublic_key={}\n\n", pk(3)),
+            "set=1\nnot a key value line\n\n".to_string(),
+        ] {
+            assert_eq!(converse(&dev, &bad), "errno=22\n\n", "{bad}");
+            assert_eq!(dev.view(), before, "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_operation_and_dirty_get_are_refused() {
+        let dev = Device::new();
+        assert_eq!(converse(&dev, "delete=1\n\n"), "errno=22\n\n");
+        assert_eq!(converse(&dev, "get=1\nextra=1\n\n"), "errno=22\n\n");
+    }
+
+    #[test]
+    fn overlong_line_closes_the_connection_without_change() {
+        let dev = Device::new();
+        let out = converse(
+            &dev,
+            &format!("set=1\nlisten_port={}\n\n", "1".repeat(10_000)),
+        );
+        assert_eq!(out, "");
+        assert_eq!(dev.view(), crate::device::DeviceView::default());
+    }
+
+    #[test]
+    fn truncated_set_applies_nothing() {
+        let dev = Device::new();
+        let out = converse(
+            &dev,
+            &format!("set=1\npublic_key={}\nallowed_ip=10.0.0.1/32\n", pk(2)),
+        );
+        assert_eq!(out, "");
+        assert!(dev.view().peers.is_empty());
+    }
+}

@@ -1,0 +1,535 @@
+//! Tests of the packet core against a real WireGuard peer (boringtun's `Tunn` as the customer),
+//! entirely in memory.
+
+use super::*;
+use crate::uapi::format::format_get;
+use crate::uapi::parse::parse_set;
+
+struct FixedNet;
+impl NetControl for FixedNet {
+    fn rebind(&self, port: u16, _fwmark: u32) -> Result<u16, UapiError> {
+        Ok(if port == 0 { 40000 } else { port })
+    }
+}
+
+struct BusyNet;
+impl NetControl for BusyNet {
+    fn rebind(&self, port: u16, _fwmark: u32) -> Result<u16, UapiError> {
+        Err(UapiError::PortInUse(port))
+    }
+}
+
+#[derive(Default)]
+struct Capture {
+    udp: Vec<(SocketAddr, Vec<u8>)>,
+    tun: Vec<Vec<u8>>,
+}
+
+impl Io for Capture {
+    fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) -> bool {
+        self.udp.push((to, packet.to_vec()));
+        true
+    }
+    fn write_tun(&mut self, packet: &[u8]) -> bool {
+        self.tun.push(packet.to_vec());
+        true
+    }
+}
+
+fn secret(n: u8) -> StaticSecret {
+    StaticSecret::from([n; 32])
+}
+
+fn public(n: u8) -> Key {
+    Key(PublicKey::from(&secret(n)).to_bytes())
+}
+
+fn set(dev: &Device, text: &str) -> Result<(), UapiError> {
+    dev.apply(&parse_set(text.lines())?, &FixedNet)
+}
+
+/// An IPv4/UDP packet with a valid header length field.
+fn ipv4(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let src: Ipv4Addr = src.parse().unwrap();
+    let dst: Ipv4Addr = dst.parse().unwrap();
+    let total = 28 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+const SERVER: u8 = 1;
+const CUSTOMER: u8 = 2;
+const RENTED: &str = "203.0.113.10";
+const INTERNET: &str = "198.19.0.2";
+
+fn customer_addr() -> SocketAddr {
+    "198.18.0.2:40001".parse().unwrap()
+}
+
+/// A router with one rented /32 and a customer Tunn that has completed its handshake.
+fn connected() -> (Device, Tunn, Capture) {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!(
+            "private_key={}\nlisten_port=51820\npublic_key={}\nallowed_ip={RENTED}/32",
+            Key(secret(SERVER).to_bytes()).to_hex(),
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    let mut customer = Tunn::new(
+        secret(CUSTOMER),
+        PublicKey::from(public(SERVER).0),
+        None,
+        None,
+        9,
+        None,
+    )
+    .unwrap();
+    let mut io = Capture::default();
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    let init = match customer.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        other => panic!("no initiation: {other:?}"),
+    };
+    dev.handle_udp(customer_addr(), &init, &mut out, &mut io);
+    assert_eq!(io.udp.len(), 1, "handshake response expected");
+    let (to, response) = io.udp.pop().unwrap();
+    assert_eq!(to, customer_addr());
+    let keepalive = match customer.decapsulate(None, &response, &mut buf) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        other => panic!("customer did not accept the response: {other:?}"),
+    };
+    dev.handle_udp(customer_addr(), &keepalive, &mut out, &mut io);
+    assert!(io.tun.is_empty() && io.udp.is_empty());
+    (dev, customer, io)
+}
+
+fn seal(customer: &mut Tunn, packet: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    match customer.encapsulate(packet, &mut buf) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        other => panic!("cannot encapsulate: {other:?}"),
+    }
+}
+
+#[test]
+fn handshake_then_traffic_both_ways() {
+    let (dev, mut customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+
+    // Upload: customer -> internet, source is the rented address.
+    let up = ipv4(RENTED, INTERNET, b"hello");
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &up),
+        &mut out,
+        &mut io,
+    );
+    assert_eq!(io.tun, vec![up]);
+    assert_eq!(dev.stats.udp_to_tun.get(), 1);
+
+    // Inbound: internet -> rented address, encrypted to the customer's endpoint.
+    let down = ipv4(INTERNET, RENTED, b"welcome");
+    dev.handle_tun(&down, &mut out, &mut io);
+    let (to, sealed) = io.udp.pop().expect("encrypted packet");
+    assert_eq!(to, customer_addr());
+    let mut buf = vec![0u8; 2048];
+    match customer.decapsulate(None, &sealed, &mut buf) {
+        TunnResult::WriteToTunnelV4(p, src) => {
+            assert_eq!(p, &down[..]);
+            assert_eq!(src, INTERNET.parse::<Ipv4Addr>().unwrap());
+        }
+        other => panic!("customer could not open it: {other:?}"),
+    }
+
+    let view = dev.view();
+    let p = &view.peers[0];
+    assert!(p.last_handshake.0 > 1_700_000_000);
+    assert!(p.rx_bytes > 0 && p.tx_bytes > 0);
+    assert_eq!(p.endpoint, Some(customer_addr()));
+    assert_eq!(dev.stats.handshakes.get(), 1);
+}
+
+#[test]
+fn spoofed_source_is_dropped_and_counted() {
+    let (dev, mut customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+    let spoof = ipv4("203.0.113.99", INTERNET, b"spoof");
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &spoof),
+        &mut out,
+        &mut io,
+    );
+    assert!(io.tun.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::SpoofedSource), 1);
+}
+
+#[test]
+fn source_owned_by_another_peer_is_spoofed() {
+    let (dev, mut customer, mut io) = connected();
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nallowed_ip=203.0.113.11/32",
+            public(3).to_hex()
+        ),
+    )
+    .unwrap();
+    let mut out = vec![0u8; 2048];
+    let spoof = ipv4("203.0.113.11", INTERNET, b"x");
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &spoof),
+        &mut out,
+        &mut io,
+    );
+    assert!(io.tun.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::SpoofedSource), 1);
+}
+
+#[test]
+fn destination_without_peer_is_dropped_and_counted() {
+    let (dev, _customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+    dev.handle_tun(&ipv4(INTERNET, "203.0.113.50", b"x"), &mut out, &mut io);
+    assert!(io.udp.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::NoRoute), 1);
+    dev.handle_tun(&[0x45, 0, 0], &mut out, &mut io);
+    dev.handle_tun(&[], &mut out, &mut io);
+    assert_eq!(dev.stats.dropped(DropReason::InvalidPacket), 2);
+}
+
+#[test]
+fn endpoint_roams_to_newest_authenticated_packet() {
+    let (dev, mut customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+    let moved: SocketAddr = "198.18.0.77:5555".parse().unwrap();
+    let up = ipv4(RENTED, INTERNET, b"from new place");
+    dev.handle_udp(moved, &seal(&mut customer, &up), &mut out, &mut io);
+    assert_eq!(dev.view().peers[0].endpoint, Some(moved));
+    // An unauthenticated packet from elsewhere does not move it.
+    let mut forged = seal(&mut customer, &up);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    dev.handle_udp(customer_addr(), &forged, &mut out, &mut io);
+    assert_eq!(dev.view().peers[0].endpoint, Some(moved));
+    assert_eq!(dev.stats.dropped(DropReason::AuthFailed), 1);
+}
+
+#[test]
+fn replayed_packet_is_dropped() {
+    let (dev, mut customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+    let sealed = seal(&mut customer, &ipv4(RENTED, INTERNET, b"once"));
+    dev.handle_udp(customer_addr(), &sealed, &mut out, &mut io);
+    dev.handle_udp(customer_addr(), &sealed, &mut out, &mut io);
+    assert_eq!(io.tun.len(), 1);
+    assert_eq!(dev.stats.dropped(DropReason::Replay), 1);
+}
+
+#[test]
+fn removed_peer_stops_at_once() {
+    let (dev, mut customer, mut io) = connected();
+    set(
+        &dev,
+        &format!("public_key={}\nremove=true", public(CUSTOMER).to_hex()),
+    )
+    .unwrap();
+    let mut out = vec![0u8; 2048];
+    dev.handle_tun(&ipv4(INTERNET, RENTED, b"x"), &mut out, &mut io);
+    assert!(io.udp.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::NoRoute), 1);
+    let sealed = seal(&mut customer, &ipv4(RENTED, INTERNET, b"x"));
+    dev.handle_udp(customer_addr(), &sealed, &mut out, &mut io);
+    assert!(io.tun.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::UnknownPeer), 1);
+}
+
+#[test]
+fn unknown_customer_gets_no_answer() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!("private_key={}", Key(secret(SERVER).to_bytes()).to_hex()),
+    )
+    .unwrap();
+    let mut stranger = Tunn::new(
+        secret(5),
+        PublicKey::from(public(SERVER).0),
+        None,
+        None,
+        1,
+        None,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let init = match stranger.format_handshake_initiation(&mut buf, false) {
+        TunnResult::WriteToNetwork(p) => p.to_vec(),
+        other => panic!("{other:?}"),
+    };
+    let mut io = Capture::default();
+    let mut out = vec![0u8; 2048];
+    dev.handle_udp(customer_addr(), &init, &mut out, &mut io);
+    assert!(io.udp.is_empty());
+    assert_eq!(dev.stats.dropped(DropReason::UnknownPeer), 1);
+}
+
+#[test]
+fn garbage_datagrams_never_panic_and_change_nothing() {
+    let (dev, _customer, mut io) = connected();
+    let before = dev.view();
+    let mut out = vec![0u8; 2048];
+    let mut seed = 0x1234_5678_u64;
+    for len in 0..400usize {
+        let mut d = vec![0u8; len];
+        for b in d.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        if len >= 4 {
+            // Exercise every message type, with and without plausible lengths.
+            d[0] = (len % 5) as u8;
+            d[1..4].fill(0);
+        }
+        dev.handle_udp(customer_addr(), &d, &mut out, &mut io);
+        dev.handle_tun(&d, &mut out, &mut io);
+    }
+    assert!(io.tun.is_empty());
+    let after = dev.view();
+    assert_eq!(before.peers[0].endpoint, after.peers[0].endpoint);
+    assert_eq!(before.peers[0].allowed_ips, after.peers[0].allowed_ips);
+}
+
+#[test]
+fn no_private_key_means_no_traffic() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nallowed_ip={RENTED}/32",
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    let mut io = Capture::default();
+    let mut out = vec![0u8; 2048];
+    dev.handle_tun(&ipv4(INTERNET, RENTED, b"x"), &mut out, &mut io);
+    assert_eq!(dev.stats.dropped(DropReason::NoKey), 1);
+}
+
+#[test]
+fn every_set_key_takes_effect() {
+    let dev = Device::new();
+    let psk = Key([9; 32]);
+    set(
+        &dev,
+        &format!(
+            "private_key={}\nlisten_port=51999\nfwmark=7\npublic_key={}\npreshared_key={}\n\
+             endpoint=198.18.0.2:1234\npersistent_keepalive_interval=25\nallowed_ip=203.0.113.10/32\n\
+             allowed_ip=10.9.0.0/16\nallowed_ip=2001:db8::/64\nprotocol_version=1",
+            Key(secret(SERVER).to_bytes()).to_hex(),
+            public(CUSTOMER).to_hex(),
+            psk.to_hex()
+        ),
+    )
+    .unwrap();
+    let v = dev.view();
+    assert_eq!(v.private_key, Some(Key(secret(SERVER).to_bytes())));
+    assert_eq!(v.public_key, Some(public(SERVER)));
+    assert_eq!((v.listen_port, v.fwmark), (51999, 7));
+    let p = &v.peers[0];
+    assert_eq!(p.preshared_key, Some(psk));
+    assert_eq!(p.endpoint, Some("198.18.0.2:1234".parse().unwrap()));
+    assert_eq!(p.persistent_keepalive, 25);
+    assert_eq!(p.allowed_ips.len(), 3);
+
+    // Removal forms: zero keys, fwmark 0, allowed_ip=-, replace_allowed_ips.
+    let pk = public(CUSTOMER).to_hex();
+    set(
+        &dev,
+        &format!(
+            "fwmark=0\npublic_key={pk}\npreshared_key={}\nallowed_ip=-10.9.0.0/16\n\
+             persistent_keepalive_interval=0",
+            Key::default().to_hex()
+        ),
+    )
+    .unwrap();
+    let v = dev.view();
+    assert_eq!(v.fwmark, 0);
+    assert_eq!(v.peers[0].preshared_key, None);
+    assert_eq!(v.peers[0].persistent_keepalive, 0);
+    assert_eq!(
+        v.peers[0].allowed_ips,
+        vec![
+            "203.0.113.10/32".parse().unwrap(),
+            "2001:db8::/64".parse().unwrap()
+        ]
+    );
+    set(
+        &dev,
+        &format!("public_key={pk}\nreplace_allowed_ips=true\nallowed_ip=203.0.113.20/32"),
+    )
+    .unwrap();
+    assert_eq!(
+        dev.view().peers[0].allowed_ips,
+        vec!["203.0.113.20/32".parse().unwrap()]
+    );
+    assert_eq!(dev.snapshot().routes.len(), 1);
+
+    // update_only skips unknown peers; replace_peers empties; zero private key removes it.
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nupdate_only=true\nallowed_ip=10.0.0.1/32",
+            public(4).to_hex()
+        ),
+    )
+    .unwrap();
+    assert_eq!(dev.view().peers.len(), 1);
+    set(
+        &dev,
+        &format!(
+            "replace_peers=true\nprivate_key={}",
+            Key::default().to_hex()
+        ),
+    )
+    .unwrap();
+    let v = dev.view();
+    assert!(v.peers.is_empty() && v.private_key.is_none());
+    assert!(dev.snapshot().routes.is_empty());
+}
+
+#[test]
+fn allowed_ip_moves_to_its_newest_owner() {
+    let dev = Device::new();
+    let (a, b) = (public(3).to_hex(), public(4).to_hex());
+    set(
+        &dev,
+        &format!("public_key={a}\nallowed_ip=203.0.113.10/32\nallowed_ip=203.0.113.11/32"),
+    )
+    .unwrap();
+    set(&dev, &format!("public_key={b}\nallowed_ip=203.0.113.10/32")).unwrap();
+    let v = dev.view();
+    assert_eq!(
+        v.peers[0].allowed_ips,
+        vec!["203.0.113.11/32".parse().unwrap()]
+    );
+    assert_eq!(
+        v.peers[1].allowed_ips,
+        vec!["203.0.113.10/32".parse().unwrap()]
+    );
+    let snap = dev.snapshot();
+    assert_eq!(snap.routes.lookup("203.0.113.10".parse().unwrap()), Some(1));
+}
+
+#[test]
+fn own_public_key_is_never_a_peer() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!(
+            "private_key={}\npublic_key={}\nallowed_ip=10.0.0.1/32",
+            Key(secret(SERVER).to_bytes()).to_hex(),
+            public(SERVER).to_hex()
+        ),
+    )
+    .unwrap();
+    assert!(dev.view().peers.is_empty());
+}
+
+#[test]
+fn failed_bind_changes_nothing() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!("public_key={}\nallowed_ip=10.0.0.1/32", public(3).to_hex()),
+    )
+    .unwrap();
+    let before = dev.view();
+    let req = parse_set(
+        format!(
+            "listen_port=5353\nreplace_peers=true\npublic_key={}\nallowed_ip=10.0.0.2/32",
+            public(4).to_hex()
+        )
+        .lines(),
+    )
+    .unwrap();
+    let err = dev.apply(&req, &BusyNet).unwrap_err();
+    assert_eq!(err.errno(), libc::EADDRINUSE);
+    assert_eq!(dev.view(), before);
+}
+
+/// Parses a `get=1` answer back into (public key hex -> its lines), the way `wg` reads it.
+fn peers_of(get: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut current = None;
+    for line in get.lines() {
+        if let Some(k) = line.strip_prefix("public_key=") {
+            current = Some(k.to_string());
+            out.insert(k.to_string(), Vec::new());
+        } else if let Some(k) = &current {
+            if line.starts_with("allowed_ip=") || line.starts_with("endpoint=") {
+                out.get_mut(k).unwrap().push(line.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn thousand_peers_set_get_round_trip() {
+    let dev = Device::new();
+    let mut req = format!(
+        "private_key={}\nreplace_peers=true\n",
+        Key(secret(SERVER).to_bytes()).to_hex()
+    );
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..1000u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[31] = 0x42;
+        let key = Key(k).to_hex();
+        let addr = format!("203.0.{}.{}/32", 100 + i / 250, i % 250 + 1);
+        let ep = format!("198.18.{}.{}:{}", i / 250, i % 250 + 1, 10000 + i);
+        req.push_str(&format!(
+            "public_key={key}\nendpoint={ep}\nreplace_allowed_ips=true\nallowed_ip={addr}\n"
+        ));
+        expected.insert(
+            key,
+            vec![format!("endpoint={ep}"), format!("allowed_ip={addr}")],
+        );
+    }
+    set(&dev, &req).unwrap();
+    let get = format_get(&dev.view());
+    assert_eq!(peers_of(&get), expected);
+    assert_eq!(dev.snapshot().routes.len(), 1000);
+
+    // Feeding the answer back as a set (what `wg syncconf` amounts to) changes nothing.
+    let body: String = get
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("errno")
+                && !l.starts_with("last_handshake")
+                && !l.starts_with("tx_bytes")
+                && !l.starts_with("rx_bytes")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    set(&dev, &format!("replace_peers=true\n{body}")).unwrap();
+    assert_eq!(format_get(&dev.view()), get);
+}
