@@ -1,1 +1,282 @@
-fn main() {}
+//! staticwire-control: the StaticWire rental server and its operator commands.
+
+mod clock;
+mod config;
+mod db;
+mod feed;
+mod http;
+mod ledger;
+mod lightning;
+mod service;
+mod store;
+mod tls;
+
+use clap::{Parser, Subcommand};
+use config::{Config, LightningConfig};
+use feed::RouterLink;
+use lightning::{cln::Cln, dev, lnd::Lnd, Backend};
+use service::Service;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The StaticWire rental server: sells static IPv4 addresses for Lightning payments, with no
+/// account, and drives staticwire-router over its UAPI socket.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file; without it the embedded defaults apply (dev Lightning backend,
+    /// pool 203.0.113.0/24, router socket /var/run/wireguard/wg0.sock).
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (database, keys); overrides the config file.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve {
+        /// HTTP listen address; overrides the config file.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Enable POST /v1/dev/clock to move time forward (dev backend only; for demos and tests).
+        #[arg(long)]
+        dev_clock: bool,
+    },
+    /// Pay an invoice of the dev Lightning backend (refused with any other backend).
+    DevPay {
+        /// The BOLT11 invoice.
+        bolt11: String,
+    },
+    /// Operator commands; output is JSON.
+    Rentals {
+        #[command(subcommand)]
+        action: RentalsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RentalsAction {
+    /// Every rental, live and past.
+    List,
+    /// One rental with its invoices and event log.
+    Show { public_key: String },
+    /// Remove the peer from the router until resumed; the ledger keeps running.
+    Suspend { public_key: String },
+    /// Undo a suspension.
+    Resume { public_key: String },
+    /// End the rental now; the address rests for the cool-down, then returns to the pool.
+    Release { public_key: String },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("staticwire-control: {msg}");
+    std::process::exit(1)
+}
+
+/// Loads (or creates, 0600) a router's WireGuard key; returns (private, public).
+fn router_key(path: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let secret = match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes = STANDARD
+                .decode(text.trim())
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+            <[u8; 32]>::try_from(bytes).map_err(|_| {
+                std::io::Error::other(format!("{}: not a 32-byte key", path.display()))
+            })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let s = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+            dev::write_private(path, &format!("{}\n", STANDARD.encode(s.to_bytes())))?;
+            s.to_bytes()
+        }
+        Err(e) => return Err(e),
+    };
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
+    Ok((secret, public.to_bytes()))
+}
+
+fn build(cfg: Config) -> Service {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .unwrap_or_else(|e| fail(format!("data dir {}: {e}", cfg.data_dir.display())));
+    let conn = db::open(&cfg.db_path()).unwrap_or_else(|e| fail(e));
+    let offset: i64 = db::meta_get(&conn, "dev_clock_offset")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let clock = clock::Clock::system();
+    if offset != 0 && matches!(cfg.lightning, LightningConfig::Dev) {
+        clock.advance(offset);
+    }
+    let db = Arc::new(Mutex::new(conn));
+    let ln = match &cfg.lightning {
+        LightningConfig::Dev => {
+            let key = dev::load_or_create_key(&cfg.data_dir.join("dev-node.key"))
+                .unwrap_or_else(|e| fail(format!("dev node key: {e}")));
+            Backend::Dev(dev::DevNode::new(key, db.clone()))
+        }
+        LightningConfig::Lnd {
+            url,
+            macaroon,
+            tls_cert,
+            ..
+        } => Backend::Lnd(Lnd::new(url, macaroon, tls_cert).unwrap_or_else(|e| fail(e))),
+        LightningConfig::Cln { socket, .. } => Backend::Cln(Cln::new(socket)),
+    };
+    let routers = cfg
+        .routers
+        .iter()
+        .map(|r| {
+            let (private_key, public_key) = router_key(&cfg.key_file(r))
+                .unwrap_or_else(|e| fail(format!("router {} key: {e}", r.name)));
+            RouterLink {
+                name: r.name.clone(),
+                socket: r.socket.clone(),
+                listen_port: r.listen_port,
+                private_key,
+                public_key,
+            }
+        })
+        .collect();
+    Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e))
+}
+
+async fn serve(service: Arc<Service>, dev_clock: bool) {
+    let listener = tokio::net::TcpListener::bind(service.cfg.listen)
+        .await
+        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg.listen)));
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, network = service.cfg.network(), "staticwire-control listening");
+    for t in service.api_terms().servers {
+        tracing::info!(endpoint = %t.endpoint, public_key = %t.public_key, "router");
+    }
+    // Crash recovery first: settle what was paid while we were down, fix every router.
+    if let Err(e) = service.check_invoices().await {
+        tracing::warn!("{e}");
+    }
+    if let Err(e) = service.reconcile().await {
+        tracing::warn!("{e}");
+    }
+    let bg = service.clone();
+    tokio::spawn(async move {
+        let poll = Duration::from_millis(bg.cfg.invoice_poll_millis.max(50));
+        let full = Duration::from_secs(bg.cfg.reconcile_interval_secs.max(1));
+        let mut last_full = Instant::now();
+        let mut last_desired = None;
+        loop {
+            tokio::time::sleep(poll).await;
+            if let Err(e) = bg.check_invoices().await {
+                tracing::warn!("{e}");
+            }
+            // Reconcile at once when the set of active rentals changed, and periodically
+            // anyway (that also catches a router that restarted or came back).
+            let desired = bg.sweep().ok();
+            if desired != last_desired || last_full.elapsed() >= full {
+                if let Err(e) = bg.reconcile().await {
+                    tracing::warn!("{e}");
+                }
+                last_full = Instant::now();
+                last_desired = desired;
+            }
+        }
+    });
+    let app = http::router(service, dev_clock);
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .unwrap_or_else(|e| fail(e));
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .unwrap_or_else(|e| fail(e));
+}
+
+fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = Config::load(cli.config.as_deref()).unwrap_or_else(|e| fail(e));
+    if let Some(d) = cli.data_dir {
+        cfg.data_dir = d;
+    }
+    let command = cli.command.unwrap_or(Command::Serve {
+        listen: None,
+        dev_clock: false,
+    });
+    if let Command::Serve {
+        listen: Some(l), ..
+    } = &command
+    {
+        cfg.listen = *l;
+    }
+    let dev_backend = matches!(cfg.lightning, LightningConfig::Dev);
+    let service = Arc::new(build(cfg));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(e));
+    match command {
+        Command::Serve { dev_clock, .. } => {
+            if dev_clock && !dev_backend {
+                fail("--dev-clock needs the dev Lightning backend");
+            }
+            rt.block_on(serve(service, dev_clock));
+        }
+        Command::DevPay { bolt11 } => {
+            let Backend::Dev(node) = &service.ln else {
+                fail("dev-pay only works with the dev Lightning backend");
+            };
+            let db = service.db().unwrap_or_else(|e| fail(e));
+            match dev::pay(&db, &node.node_id, &bolt11, service.clock.now()) {
+                Ok(hash) => print_json(&serde_json::json!({"paid": true, "payment_hash": hash})),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Rentals { action } => {
+            let out = match action {
+                RentalsAction::List => service
+                    .list()
+                    .map(|l| serde_json::to_value(l).expect("json")),
+                RentalsAction::Show { public_key } => service.show(&public_key),
+                RentalsAction::Suspend { public_key } => service
+                    .set_suspended(&public_key, true)
+                    .map(|r| serde_json::to_value(r).expect("json")),
+                RentalsAction::Resume { public_key } => service
+                    .set_suspended(&public_key, false)
+                    .map(|r| serde_json::to_value(r).expect("json")),
+                RentalsAction::Release { public_key } => service
+                    .release(&public_key)
+                    .map(|r| serde_json::to_value(r).expect("json")),
+            };
+            match out {
+                Ok(v) => print_json(&v),
+                Err(e) => fail(e),
+            }
+            // Apply a change to the routers now rather than at the server's next round.
+            if let Err(e) = rt.block_on(service.reconcile()) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}

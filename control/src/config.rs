@@ -1,0 +1,286 @@
+//! Configuration: a TOML file whose every field has a default, so `staticwire-control serve`
+//! runs out of the box (SQLite in the data dir, the dev Lightning backend, one router).
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP API address.
+    pub listen: SocketAddr,
+    /// Where the database, keys and the dev node live.
+    pub data_dir: PathBuf,
+    pub terms: TermsConfig,
+    pub lightning: LightningConfig,
+    pub routers: Vec<RouterConfig>,
+    /// Seconds between full reconciliations of every router.
+    pub reconcile_interval_secs: u64,
+    /// Seconds between checks of open invoices with the backend (where it cannot stream).
+    pub invoice_poll_millis: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TermsConfig {
+    pub activation_sat: u64,
+    pub monthly_sat: u64,
+    pub month_days: u64,
+    pub reservation_months: u64,
+    pub invoice_expiry_secs: u64,
+    /// Days a released address rests before it is rented again.
+    pub cooldown_days: u64,
+    pub max_months: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+pub enum LightningConfig {
+    /// Built-in backend: real signed regtest invoices, settled with `staticwire-control dev-pay`.
+    Dev,
+    Lnd {
+        /// e.g. https://127.0.0.1:8080
+        url: String,
+        macaroon: PathBuf,
+        tls_cert: PathBuf,
+        #[serde(default = "default_network")]
+        network: String,
+    },
+    Cln {
+        /// lightning-rpc socket, e.g. ~/.lightning/bitcoin/lightning-rpc
+        socket: PathBuf,
+        #[serde(default = "default_network")]
+        network: String,
+    },
+}
+
+fn default_network() -> String {
+    "bitcoin".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// A name for logs and the database.
+    #[serde(default = "default_router_name")]
+    pub name: String,
+    /// The router's UAPI socket.
+    pub socket: PathBuf,
+    /// `host:port` customers connect to.
+    pub endpoint: String,
+    /// UDP port the router listens on.
+    #[serde(default = "default_port")]
+    pub listen_port: u16,
+    /// Pools of rentable addresses; network and broadcast addresses of pools shorter than /31
+    /// are never handed out.
+    pub pools: Vec<Ipv4Net>,
+    /// Addresses inside the pools that must not be rented (gateways, the provider's own).
+    #[serde(default)]
+    pub reserved: Vec<Ipv4Addr>,
+    /// WireGuard private key file (base64); generated on first start if missing.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+fn default_router_name() -> String {
+    "wg0".into()
+}
+
+fn default_port() -> u16 {
+    51820
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8420".parse().expect("valid"),
+            data_dir: PathBuf::from("/var/lib/staticwire"),
+            terms: TermsConfig::default(),
+            lightning: LightningConfig::Dev,
+            routers: vec![RouterConfig {
+                name: default_router_name(),
+                socket: PathBuf::from("/var/run/wireguard/wg0.sock"),
+                endpoint: "198.18.0.1:51820".into(),
+                listen_port: default_port(),
+                pools: vec!["203.0.113.0/24".parse().expect("valid")],
+                reserved: vec!["203.0.113.1".parse().expect("valid")],
+                private_key_file: None,
+            }],
+            reconcile_interval_secs: 2,
+            invoice_poll_millis: 200,
+        }
+    }
+}
+
+impl Default for TermsConfig {
+    fn default() -> Self {
+        TermsConfig {
+            activation_sat: 48_000,
+            monthly_sat: 24_000,
+            month_days: 30,
+            reservation_months: 2,
+            invoice_expiry_secs: 3600,
+            cooldown_days: 7,
+            max_months: 12,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let cfg = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(p.into(), e))?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.terms;
+        if t.monthly_sat == 0 || t.month_days == 0 || t.max_months == 0 {
+            return Err(ConfigError::Invalid(
+                "terms: monthly_sat, month_days and max_months must be positive".into(),
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&t.invoice_expiry_secs) {
+            return Err(ConfigError::Invalid(
+                "terms.invoice_expiry_secs must be between 60 and 604800".into(),
+            ));
+        }
+        if self.routers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one [[routers]] is needed".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.routers {
+            if !names.insert(&r.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "router name {} twice",
+                    r.name
+                )));
+            }
+            if r.pools.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "router {} has no pools",
+                    r.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn month_secs(&self) -> i64 {
+        (self.terms.month_days * 86_400) as i64
+    }
+
+    pub fn network(&self) -> &str {
+        match &self.lightning {
+            LightningConfig::Dev => "regtest",
+            LightningConfig::Lnd { network, .. } | LightningConfig::Cln { network, .. } => network,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("staticwire.sqlite")
+    }
+
+    pub fn key_file(&self, router: &RouterConfig) -> PathBuf {
+        router
+            .private_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(format!("{}.key", router.name)))
+    }
+}
+
+impl RouterConfig {
+    /// Every rentable address of this router's pools, in order.
+    pub fn addresses(&self) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        for pool in &self.pools {
+            let skip_edges = pool.prefix_len() < 31;
+            for a in pool.hosts() {
+                // ipnet's hosts() already leaves out network and broadcast for < /31.
+                let _ = skip_edges;
+                if !self.reserved.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_exclude_reserved_and_edges() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let a = c.routers[0].addresses();
+        assert_eq!(a.len(), 253);
+        assert!(!a.contains(&"203.0.113.0".parse().unwrap()));
+        assert!(!a.contains(&"203.0.113.1".parse().unwrap()));
+        assert!(!a.contains(&"203.0.113.255".parse().unwrap()));
+        assert_eq!(c.month_secs(), 30 * 86_400);
+    }
+
+    #[test]
+    fn toml_with_every_section() {
+        let c: Config = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            data_dir = "/tmp/x"
+            [terms]
+            monthly_sat = 1000
+            [lightning]
+            backend = "cln"
+            socket = "/tmp/rpc"
+            [[routers]]
+            name = "a"
+            socket = "/tmp/a.sock"
+            endpoint = "198.18.0.1:51820"
+            pools = ["203.0.113.8/29"]
+            reserved = ["203.0.113.9"]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.terms.monthly_sat, 1000);
+        assert_eq!(c.terms.activation_sat, 48_000);
+        assert_eq!(c.network(), "bitcoin");
+        assert_eq!(c.routers[0].addresses().len(), 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let mut c = Config::default();
+        c.terms.monthly_sat = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.routers.clear();
+        assert!(c.validate().is_err());
+    }
+}

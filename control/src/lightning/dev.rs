@@ -1,0 +1,261 @@
+//! The dev backend: a local "node" whose key lives in the data dir. It signs real regtest BOLT11
+//! invoices (any decoder accepts them) and keeps their preimages in the database, where
+//! `staticwire-control dev-pay` settles them — also while the server runs, since both open the
+//! same SQLite file.
+
+use super::{LnError, NewInvoice, Status};
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret};
+use rand::RngCore;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct DevNode {
+    key: SecretKey,
+    pub node_id: PublicKey,
+    db: Arc<Mutex<Connection>>,
+}
+
+/// Loads the node key from `path`, creating it (0600) on first use.
+pub fn load_or_create_key(path: &Path) -> std::io::Result<SecretKey> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let bytes = hex::decode(text.trim())
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        return SecretKey::from_slice(&bytes)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())));
+    }
+    let mut raw = [0u8; 32];
+    loop {
+        rand::thread_rng().fill_bytes(&mut raw);
+        if let Ok(k) = SecretKey::from_slice(&raw) {
+            write_private(path, &hex::encode(raw))?;
+            return Ok(k);
+        }
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+fn db_err(e: rusqlite::Error) -> LnError {
+    LnError::Dev(format!("dev node database: {e}"))
+}
+
+impl DevNode {
+    pub fn new(key: SecretKey, db: Arc<Mutex<Connection>>) -> Self {
+        let node_id = PublicKey::from_secret_key(&Secp256k1::new(), &key);
+        DevNode { key, node_id, db }
+    }
+
+    pub fn create_invoice(
+        &self,
+        amount_msat: u64,
+        description: &str,
+        expiry: Duration,
+        now: i64,
+    ) -> Result<NewInvoice, LnError> {
+        let mut preimage = [0u8; 32];
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut preimage);
+        rand::thread_rng().fill_bytes(&mut secret);
+        let hash = sha256::Hash::hash(&preimage);
+        let secp = Secp256k1::new();
+        let invoice = InvoiceBuilder::new(Currency::Regtest)
+            .description(description.to_string())
+            .payment_hash(hash)
+            .payment_secret(PaymentSecret(secret))
+            .duration_since_epoch(Duration::from_secs(now.max(0) as u64))
+            .min_final_cltv_expiry_delta(18)
+            .amount_milli_satoshis(amount_msat)
+            .expiry_time(expiry)
+            .build_signed(|m: &Message| secp.sign_ecdsa_recoverable(m, &self.key))
+            .map_err(|e| LnError::Dev(format!("cannot build invoice: {e}")))?;
+        let bolt11 = invoice.to_string();
+        let payment_hash = hex::encode(hash.to_byte_array());
+        let expires_at = now + expiry.as_secs() as i64;
+        self.db
+            .lock()
+            .map_err(|_| LnError::Dev("database lock poisoned".into()))?
+            .execute(
+                "INSERT INTO dev_invoices(payment_hash, preimage, bolt11, amount_msat, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    payment_hash,
+                    hex::encode(preimage),
+                    bolt11,
+                    amount_msat as i64,
+                    expires_at
+                ],
+            )
+            .map_err(db_err)?;
+        Ok(NewInvoice {
+            bolt11,
+            payment_hash,
+            expires_at,
+        })
+    }
+
+    pub fn status(&self, payment_hash: &str, now: i64) -> Result<Status, LnError> {
+        let db = self
+            .db
+            .lock()
+            .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
+        status_in(&db, payment_hash, now)
+    }
+}
+
+fn status_in(db: &Connection, payment_hash: &str, now: i64) -> Result<Status, LnError> {
+    let row: Option<(i64, Option<i64>)> = db
+        .query_row(
+            "SELECT expires_at, settled_at FROM dev_invoices WHERE payment_hash = ?1",
+            [payment_hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_err)?;
+    Ok(match row {
+        None => return Err(LnError::Dev(format!("no dev invoice {payment_hash}"))),
+        Some((_, Some(at))) => Status::Settled { at },
+        Some((expires, None)) if now >= expires => Status::Gone,
+        Some(_) => Status::Open,
+    })
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DevPayError {
+    #[error("not a BOLT11 invoice: {0}")]
+    Malformed(String),
+    #[error("this invoice was not issued by this server's dev node")]
+    ForeignInvoice,
+    #[error("invoice already paid")]
+    AlreadyPaid,
+    #[error("invoice expired")]
+    Expired,
+    #[error("{0}")]
+    Db(String),
+}
+
+/// Settles an invoice of the dev node, as a payer's node would by paying it.
+pub fn pay(
+    db: &Connection,
+    node_id: &PublicKey,
+    bolt11: &str,
+    now: i64,
+) -> Result<String, DevPayError> {
+    let invoice: Bolt11Invoice = bolt11
+        .trim()
+        .parse()
+        .map_err(|e| DevPayError::Malformed(format!("{e}")))?;
+    if invoice.recover_payee_pub_key() != *node_id {
+        return Err(DevPayError::ForeignInvoice);
+    }
+    let hash = hex::encode(invoice.payment_hash().to_byte_array());
+    match status_in(db, &hash, now) {
+        Ok(Status::Open) => {}
+        Ok(Status::Settled { .. }) => return Err(DevPayError::AlreadyPaid),
+        Ok(Status::Gone) => return Err(DevPayError::Expired),
+        Err(_) => return Err(DevPayError::ForeignInvoice),
+    }
+    db.execute(
+        "UPDATE dev_invoices SET settled_at = ?1 WHERE payment_hash = ?2 AND settled_at IS NULL",
+        params![now, hash],
+    )
+    .map_err(|e| DevPayError::Db(e.to_string()))?;
+    Ok(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> (tempfile::TempDir, DevNode, Arc<Mutex<Connection>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Mutex::new(crate::db::open(&dir.path().join("db")).unwrap()));
+        let key = load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
+        (dir, DevNode::new(key, db.clone()), db)
+    }
+
+    #[test]
+    fn issues_real_regtest_invoices_and_settles_them_once() {
+        let (_d, node, db) = node();
+        let inv = node
+            .create_invoice(
+                72_000_000,
+                "StaticWire rental",
+                Duration::from_secs(3600),
+                1_800_000_000,
+            )
+            .unwrap();
+        assert!(inv.bolt11.starts_with("lnbcrt720u1"), "{}", inv.bolt11);
+        let parsed: Bolt11Invoice = inv.bolt11.parse().unwrap();
+        assert_eq!(parsed.amount_milli_satoshis(), Some(72_000_000));
+        assert_eq!(parsed.currency(), Currency::Regtest);
+        assert!(parsed.check_signature().is_ok());
+        assert_eq!(parsed.recover_payee_pub_key(), node.node_id);
+        assert_eq!(
+            node.status(&inv.payment_hash, 1_800_000_001).unwrap(),
+            Status::Open
+        );
+
+        let c = db.lock().unwrap();
+        assert_eq!(
+            pay(&c, &node.node_id, "lnbc1garbage", 1_800_000_010),
+            Err(DevPayError::Malformed(
+                pay(&c, &node.node_id, "lnbc1garbage", 0)
+                    .unwrap_err()
+                    .to_string()
+                    .trim_start_matches("not a BOLT11 invoice: ")
+                    .into()
+            ))
+        );
+        assert_eq!(
+            pay(&c, &node.node_id, &inv.bolt11, 1_800_000_010).unwrap(),
+            inv.payment_hash
+        );
+        assert_eq!(
+            pay(&c, &node.node_id, &inv.bolt11, 1_800_000_011),
+            Err(DevPayError::AlreadyPaid)
+        );
+        drop(c);
+        assert_eq!(
+            node.status(&inv.payment_hash, 1_800_000_020).unwrap(),
+            Status::Settled { at: 1_800_000_010 }
+        );
+    }
+
+    #[test]
+    fn expired_and_foreign_invoices_are_refused() {
+        let (_d, node, db) = node();
+        let inv = node
+            .create_invoice(1000, "x", Duration::from_secs(60), 1_000)
+            .unwrap();
+        let c = db.lock().unwrap();
+        assert_eq!(
+            pay(&c, &node.node_id, &inv.bolt11, 1_060),
+            Err(DevPayError::Expired)
+        );
+        let other = PublicKey::from_secret_key(
+            &Secp256k1::new(),
+            &SecretKey::from_slice(&[7; 32]).unwrap(),
+        );
+        assert_eq!(
+            pay(&c, &other, &inv.bolt11, 1_001),
+            Err(DevPayError::ForeignInvoice)
+        );
+        drop(c);
+        assert_eq!(node.status(&inv.payment_hash, 1_060).unwrap(), Status::Gone);
+    }
+}

@@ -1,0 +1,600 @@
+//! The rental service: what the API and the background tasks do, over the database, the
+//! Lightning backend and the routers.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::feed::{decode_key, Desired, RouterLink};
+use crate::ledger::{self, RenewError, Terms};
+use crate::lightning::{Backend, LnError, Status};
+use crate::store::{self, InvoiceRow, RentalRow};
+use rusqlite::Connection;
+use staticwire_api as api;
+use staticwire_api::{InvoicePurpose, InvoiceState, RentalState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a request was refused; the HTTP layer maps each to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid WireGuard public key: {0}")]
+    BadKey(String),
+    #[error("{0}")]
+    BadMonths(String),
+    #[error("no rental for this key")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no free address left in the pools")]
+    PoolExhausted,
+    #[error("{0}")]
+    Lightning(#[from] LnError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for ServiceError {
+    fn from(e: rusqlite::Error) -> Self {
+        ServiceError::Internal(format!("database: {e}"))
+    }
+}
+
+/// Accepts standard or URL-safe base64 of exactly 32 bytes; returns the standard form.
+pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    use base64::Engine;
+    let bad = || ServiceError::BadKey("expected 32 bytes in base64 (44 characters)".into());
+    if s.len() != 44 {
+        return Err(bad());
+    }
+    let bytes = STANDARD
+        .decode(s)
+        .or_else(|_| URL_SAFE.decode(s))
+        .map_err(|_| bad())?;
+    let key: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+    Ok(STANDARD.encode(key))
+}
+
+pub struct Service {
+    pub cfg: Config,
+    pub terms: Terms,
+    pub clock: Clock,
+    db: Arc<Mutex<Connection>>,
+    pub ln: Backend,
+    pub routers: Vec<RouterLink>,
+    /// Bumped whenever an invoice settles or expires, for long-polls.
+    changed: watch::Sender<u64>,
+}
+
+impl Service {
+    pub fn new(
+        cfg: Config,
+        clock: Clock,
+        db: Arc<Mutex<Connection>>,
+        ln: Backend,
+        routers: Vec<RouterLink>,
+    ) -> Result<Self, ServiceError> {
+        let t = &cfg.terms;
+        let month_secs = cfg.month_secs();
+        let terms = Terms {
+            activation_sat: t.activation_sat,
+            monthly_sat: t.monthly_sat,
+            month_secs,
+            reservation_secs: t.reservation_months as i64 * month_secs,
+            cooldown_secs: t.cooldown_days as i64 * 86_400,
+            max_months: t.max_months,
+        };
+        {
+            let db = db
+                .lock()
+                .map_err(|_| ServiceError::Internal("lock".into()))?;
+            for r in &cfg.routers {
+                store::seed_addresses(&db, &r.name, &r.addresses())?;
+            }
+        }
+        Ok(Service {
+            cfg,
+            terms,
+            clock,
+            db,
+            ln,
+            routers,
+            changed: watch::channel(0).0,
+        })
+    }
+
+    pub fn db(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        self.db
+            .lock()
+            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))
+    }
+
+    fn router(&self, name: &str) -> Option<&RouterLink> {
+        self.routers.iter().find(|r| r.name == name)
+    }
+
+    fn server_of(&self, router: &str) -> api::Server {
+        let (endpoint, public_key) = match (
+            self.router(router),
+            self.cfg.routers.iter().find(|r| r.name == router),
+        ) {
+            (Some(link), Some(rc)) => (rc.endpoint.clone(), link.public_key_b64()),
+            _ => (String::new(), String::new()),
+        };
+        api::Server {
+            endpoint,
+            public_key,
+        }
+    }
+
+    pub fn api_terms(&self) -> api::Terms {
+        let t = &self.terms;
+        api::Terms {
+            activation_sat: t.activation_sat,
+            monthly_sat: t.monthly_sat,
+            first_payment_sat: t.activation_sat + t.monthly_sat,
+            month_seconds: t.month_secs as u64,
+            reservation_seconds: t.reservation_secs as u64,
+            invoice_expiry_seconds: self.cfg.terms.invoice_expiry_secs,
+            max_months: t.max_months,
+            network: self.cfg.network().to_string(),
+            servers: self
+                .cfg
+                .routers
+                .iter()
+                .map(|r| self.server_of(&r.name))
+                .collect(),
+        }
+    }
+
+    fn rental_view(
+        &self,
+        db: &Connection,
+        r: &RentalRow,
+        now: i64,
+    ) -> Result<api::Rental, ServiceError> {
+        let acc = r.account();
+        let state = acc.state(&self.terms, now);
+        let open = if state == RentalState::Released {
+            None
+        } else {
+            store::open_invoice(db, r.id, now)?
+        };
+        let amount_due_sat = match (&open, state) {
+            (Some(inv), RentalState::Pending) => (inv.amount_msat / 1000) as u64,
+            _ => ledger::amount_due(&self.terms, &acc, now),
+        };
+        Ok(api::Rental {
+            public_key: r.public_key.clone(),
+            state,
+            address: r.address.clone(),
+            created_at: r.created_at,
+            started_at: r.started_at,
+            paid_until: acc.paid_until(),
+            months_owed: if matches!(state, RentalState::Lapsed | RentalState::Suspended) {
+                acc.months_owed(&self.terms, now)
+            } else {
+                0
+            },
+            amount_due_sat,
+            reserved_until: if state == RentalState::Lapsed {
+                acc.reserved_until(&self.terms)
+            } else {
+                None
+            },
+            open_invoice: open.map(|i| i.to_api()),
+            server: self.server_of(&r.router),
+        })
+    }
+
+    fn description(&self, r: &RentalRow, what: &str) -> String {
+        format!("StaticWire {what}: {} for {}", r.address, r.public_key)
+    }
+
+    /// RentNewIP: hold an address for `key` and return the first invoice.
+    pub async fn rent(&self, key: &str) -> Result<api::InvoiceResponse, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let rental = {
+            let mut db = self.db()?;
+            let tx = db.transaction()?;
+            if let Some(r) = store::live_rental(&tx, &key)? {
+                match r.account().state(&self.terms, now) {
+                    RentalState::Pending => {
+                        if let Some(inv) = store::open_invoice(&tx, r.id, now)? {
+                            // Asking again returns the same invoice instead of a second address.
+                            let view = self.rental_view(&tx, &r, now)?;
+                            return Ok(api::InvoiceResponse {
+                                rental: view,
+                                invoice: inv.to_api(),
+                            });
+                        }
+                        if now - r.created_at < 60 {
+                            return Err(ServiceError::Conflict(
+                                "this rental's invoice is being created; retry".into(),
+                            ));
+                        }
+                        store::release(&tx, r.id, now, "unpaid", 0)?;
+                    }
+                    RentalState::Released => {
+                        let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
+                            + self.terms.cooldown_secs;
+                        store::release(&tx, r.id, now, "reservation_ended", cool)?;
+                    }
+                    state => {
+                        return Err(ServiceError::Conflict(format!(
+                            "this key already rents {} ({state:?}); renew it instead",
+                            r.address
+                        )))
+                    }
+                }
+            }
+            let (address, router) =
+                store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
+            let id = store::insert_rental(&tx, &key, &address, &router, now)?;
+            store::event(
+                &tx,
+                now,
+                Some(id),
+                "rented",
+                &serde_json::json!({"address": address}),
+            )?;
+            tx.commit()?;
+            store::rental_by_id(&db, id)?
+        };
+        let quote = ledger::activation_quote(&self.terms);
+        match self
+            .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
+            .await
+        {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                // No invoice, no hold: give the address back at once.
+                let db = self.db()?;
+                store::release(&db, rental.id, now, "invoice_failed", 0)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn invoice_for(
+        &self,
+        r: &RentalRow,
+        quote: ledger::Quote,
+        purpose: InvoicePurpose,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        let what = match purpose {
+            InvoicePurpose::Activation => "activation and first month".to_string(),
+            InvoicePurpose::Renewal => format!("{} month(s)", quote.months),
+        };
+        let expiry = Duration::from_secs(self.cfg.terms.invoice_expiry_secs);
+        let new = self
+            .ln
+            .create_invoice(
+                quote.amount_sat * 1000,
+                &self.description(r, &what),
+                expiry,
+                now,
+            )
+            .await?;
+        let db = self.db()?;
+        store::insert_invoice(
+            &db,
+            &new.payment_hash,
+            r.id,
+            &new.bolt11,
+            quote.amount_sat * 1000,
+            purpose,
+            quote.months,
+            now,
+            new.expires_at,
+        )?;
+        let inv = store::invoice_by_hash(&db, &new.payment_hash)?
+            .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
+        Ok(api::InvoiceResponse {
+            rental: self.rental_view(&db, r, now)?,
+            invoice: inv.to_api(),
+        })
+    }
+
+    /// GetRentalStatus.
+    pub fn status(&self, key: &str) -> Result<api::Rental, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let db = self.db()?;
+        let r = store::latest_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+        self.rental_view(&db, &r, now)
+    }
+
+    /// GetConf: the wg-quick file without the private key.
+    pub fn config(&self, key: &str) -> Result<api::ConfigResponse, ServiceError> {
+        let status = self.status(key)?;
+        if status.state == RentalState::Released {
+            return Err(ServiceError::Conflict("the rental was released".into()));
+        }
+        let s = &status.server;
+        let keepalive = 25;
+        let allowed = vec!["0.0.0.0/0".to_string()];
+        let wg_quick = format!(
+            "[Interface]\n# PrivateKey = <the private key of {}; never sent to the server>\nAddress = {}/32\n\n\
+             [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}\nPersistentKeepalive = {keepalive}\n",
+            status.public_key,
+            status.address,
+            s.public_key,
+            s.endpoint,
+            allowed.join(", ")
+        );
+        Ok(api::ConfigResponse {
+            wg_quick,
+            address: status.address,
+            endpoint: s.endpoint.clone(),
+            server_public_key: s.public_key.clone(),
+            allowed_ips: allowed,
+            persistent_keepalive: keepalive,
+        })
+    }
+
+    /// Renew: an invoice for `months` more, plus any back payments owed.
+    pub async fn renew(
+        &self,
+        key: &str,
+        months: u32,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let (rental, quote) = {
+            let db = self.db()?;
+            let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+            let q =
+                ledger::renewal_quote(&self.terms, &r.account(), months, now).map_err(
+                    |e| match e {
+                        RenewError::BadMonths(_) => ServiceError::BadMonths(e.to_string()),
+                        RenewError::NotStarted | RenewError::Released => {
+                            ServiceError::Conflict(e.to_string())
+                        }
+                    },
+                )?;
+            (r, q)
+        };
+        self.invoice_for(&rental, quote, InvoicePurpose::Renewal, now)
+            .await
+    }
+
+    pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ServiceError::NotFound);
+        }
+        let db = self.db()?;
+        let inv =
+            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        Ok(inv.to_api())
+    }
+
+    /// Answers once the invoice is no longer open, or after `wait`.
+    pub async fn wait_invoice(
+        &self,
+        hash: &str,
+        wait: Duration,
+    ) -> Result<api::Invoice, ServiceError> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let inv = self.invoice(hash)?;
+            if inv.state != InvoiceState::Open {
+                return Ok(inv);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Ok(inv);
+            }
+        }
+    }
+
+    /// Credits a settled invoice once, then admits the peer if the rental is active.
+    pub async fn settle(&self, hash: &str, settled_at: i64) -> Result<bool, ServiceError> {
+        let now = self.clock.now();
+        let rental = {
+            let mut db = self.db()?;
+            let tx = db.transaction()?;
+            if store::payment_exists(&tx, hash)? {
+                return Ok(false);
+            }
+            let inv: InvoiceRow =
+                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NotFound)?;
+            store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
+            let r = store::rental_by_id(&tx, inv.rental_id)?;
+            if r.released_at.is_some() {
+                store::event(
+                    &tx,
+                    now,
+                    Some(r.id),
+                    "payment_after_release",
+                    &serde_json::json!({"payment_hash": hash}),
+                )?;
+            }
+            tx.commit()?;
+            r
+        };
+        tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
+        if rental.account().state(&self.terms, now) == RentalState::Active {
+            if let (Some(link), Some(key)) =
+                (self.router(&rental.router), decode_key(&rental.public_key))
+            {
+                match rental.address.parse() {
+                    Ok(addr) => match link.admit(&key, addr).await {
+                        Ok(()) => tracing::info!(address = %rental.address, "peer admitted"),
+                        Err(e) => tracing::warn!("admission deferred to reconciliation: {e}"),
+                    },
+                    Err(_) => tracing::error!(address = %rental.address, "bad address in database"),
+                }
+            }
+        }
+        self.changed.send_modify(|v| *v += 1);
+        Ok(true)
+    }
+
+    /// Checks every open invoice with the backend: settles paid ones, expires dead ones (and
+    /// with an unpaid first invoice, the rental and its hold on the address).
+    pub async fn check_invoices(&self) -> Result<(), ServiceError> {
+        let open = store::open_invoices(&*self.db()?)?;
+        for inv in open {
+            let now = self.clock.now();
+            match self.ln.status(&inv.payment_hash, now).await {
+                Ok(Status::Settled { at }) => {
+                    self.settle(&inv.payment_hash, if at > 0 { at } else { now })
+                        .await?;
+                }
+                Ok(Status::Gone) => self.expire(&inv, now)?,
+                Ok(Status::Open) if now > inv.expires_at + 600 => self.expire(&inv, now)?,
+                Ok(Status::Open) => {}
+                Err(e) => {
+                    tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn expire(&self, inv: &InvoiceRow, now: i64) -> Result<(), ServiceError> {
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        if store::expire_invoice(&tx, &inv.payment_hash, now)?
+            && inv.purpose == InvoicePurpose::Activation
+        {
+            let r = store::rental_by_id(&tx, inv.rental_id)?;
+            let still_open = store::open_invoice(&tx, r.id, now)?.is_some();
+            if r.started_at.is_none() && r.released_at.is_none() && !still_open {
+                store::release(&tx, r.id, now, "unpaid", 0)?;
+            }
+        }
+        tx.commit()?;
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Ends reservations that ran out; returns the peers each router should hold.
+    pub fn sweep(&self) -> Result<HashMap<String, Desired>, ServiceError> {
+        let now = self.clock.now();
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        let mut desired: HashMap<String, Desired> = self
+            .routers
+            .iter()
+            .map(|r| (r.name.clone(), Desired::new()))
+            .collect();
+        for r in store::live_rentals(&tx)? {
+            let acc = r.account();
+            match acc.state(&self.terms, now) {
+                RentalState::Released => {
+                    let end = acc.reserved_until(&self.terms).unwrap_or(now);
+                    store::release(
+                        &tx,
+                        r.id,
+                        end,
+                        "reservation_ended",
+                        end + self.terms.cooldown_secs,
+                    )?;
+                }
+                RentalState::Active => {
+                    if let (Some(key), Ok(addr)) = (decode_key(&r.public_key), r.address.parse()) {
+                        desired
+                            .entry(r.router.clone())
+                            .or_default()
+                            .insert(key, addr);
+                    }
+                }
+                _ => {}
+            }
+        }
+        tx.commit()?;
+        Ok(desired)
+    }
+
+    /// Brings every router in line with the database. A router that is down is skipped (and
+    /// caught up at the next round); it never stops the control.
+    pub async fn reconcile(&self) -> Result<(), ServiceError> {
+        let desired = self.sweep()?;
+        for link in &self.routers {
+            let want = desired.get(&link.name).cloned().unwrap_or_default();
+            match link.reconcile(&want).await {
+                Ok(c) if c != Default::default() => {
+                    tracing::info!(router = %link.name, admitted = c.admitted, removed = c.removed, interface = c.interface, "router reconciled");
+                    let db = self.db()?;
+                    store::event(
+                        &db,
+                        self.clock.now(),
+                        None,
+                        "reconciled",
+                        &serde_json::json!({
+                            "router": link.name, "admitted": c.admitted, "removed": c.removed, "interface": c.interface
+                        }),
+                    )?;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Operator actions.
+    pub fn set_suspended(&self, key: &str, suspended: bool) -> Result<api::Rental, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let db = self.db()?;
+        let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+        store::set_suspended(&db, r.id, suspended, now)?;
+        let r = store::rental_by_id(&db, r.id)?;
+        self.rental_view(&db, &r, now)
+    }
+
+    pub fn release(&self, key: &str) -> Result<api::Rental, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let db = self.db()?;
+        let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+        store::release(&db, r.id, now, "operator", now + self.terms.cooldown_secs)?;
+        let r = store::rental_by_id(&db, r.id)?;
+        self.rental_view(&db, &r, now)
+    }
+
+    pub fn list(&self) -> Result<Vec<api::Rental>, ServiceError> {
+        let now = self.clock.now();
+        let db = self.db()?;
+        store::all_rentals(&db)?
+            .iter()
+            .map(|r| self.rental_view(&db, r, now))
+            .collect()
+    }
+
+    /// A rental with its invoices and event log, for `rentals show`.
+    pub fn show(&self, key: &str) -> Result<serde_json::Value, ServiceError> {
+        let key = parse_public_key(key)?;
+        let now = self.clock.now();
+        let db = self.db()?;
+        let r = store::latest_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+        let invoices: Vec<api::Invoice> = store::invoices_of(&db, r.id)?
+            .iter()
+            .map(InvoiceRow::to_api)
+            .collect();
+        let events: Vec<serde_json::Value> = store::events_of(&db, r.id)?
+            .into_iter()
+            .map(|(at, kind, detail)| {
+                serde_json::json!({"at": at, "kind": kind, "detail": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or_default()})
+            })
+            .collect();
+        Ok(serde_json::json!({
+            "rental": self.rental_view(&db, &r, now)?,
+            "invoices": invoices,
+            "events": events,
+        }))
+    }
+
+    pub fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}

@@ -1,0 +1,395 @@
+//! Rows and queries. Functions take a `Connection` (inside the caller's transaction where it
+//! matters) and know nothing about HTTP or Lightning.
+
+use crate::ledger::Account;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use staticwire_api::{Invoice, InvoicePurpose, InvoiceState};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RentalRow {
+    pub id: i64,
+    pub public_key: String,
+    pub address: String,
+    pub router: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub credited_secs: i64,
+    pub suspended: bool,
+    pub released_at: Option<i64>,
+    pub release_reason: Option<String>,
+}
+
+impl RentalRow {
+    pub fn account(&self) -> Account {
+        Account {
+            started_at: self.started_at,
+            credited_secs: self.credited_secs,
+            suspended: self.suspended,
+            released: self.released_at.is_some(),
+        }
+    }
+}
+
+const RENTAL_COLS: &str = "id, public_key, address, router, created_at, started_at, \
+     credited_secs, suspended, released_at, release_reason";
+
+fn rental(r: &Row) -> rusqlite::Result<RentalRow> {
+    Ok(RentalRow {
+        id: r.get(0)?,
+        public_key: r.get(1)?,
+        address: r.get(2)?,
+        router: r.get(3)?,
+        created_at: r.get(4)?,
+        started_at: r.get(5)?,
+        credited_secs: r.get(6)?,
+        suspended: r.get::<_, i64>(7)? != 0,
+        released_at: r.get(8)?,
+        release_reason: r.get(9)?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRow {
+    pub payment_hash: String,
+    pub rental_id: i64,
+    pub bolt11: String,
+    pub amount_msat: i64,
+    pub purpose: InvoicePurpose,
+    pub months: u32,
+    pub state: InvoiceState,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub settled_at: Option<i64>,
+}
+
+impl InvoiceRow {
+    pub fn to_api(&self) -> Invoice {
+        Invoice {
+            payment_hash: self.payment_hash.clone(),
+            bolt11: self.bolt11.clone(),
+            amount_sat: (self.amount_msat / 1000) as u64,
+            purpose: self.purpose,
+            months: self.months,
+            state: self.state,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            settled_at: self.settled_at,
+        }
+    }
+}
+
+const INVOICE_COLS: &str = "payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, \
+     created_at, expires_at, settled_at";
+
+fn purpose_str(p: InvoicePurpose) -> &'static str {
+    match p {
+        InvoicePurpose::Activation => "activation",
+        InvoicePurpose::Renewal => "renewal",
+    }
+}
+
+fn invoice(r: &Row) -> rusqlite::Result<InvoiceRow> {
+    let purpose: String = r.get(4)?;
+    let state: String = r.get(6)?;
+    Ok(InvoiceRow {
+        payment_hash: r.get(0)?,
+        rental_id: r.get(1)?,
+        bolt11: r.get(2)?,
+        amount_msat: r.get(3)?,
+        purpose: if purpose == "activation" {
+            InvoicePurpose::Activation
+        } else {
+            InvoicePurpose::Renewal
+        },
+        months: r.get(5)?,
+        state: match state.as_str() {
+            "settled" => InvoiceState::Settled,
+            "expired" => InvoiceState::Expired,
+            _ => InvoiceState::Open,
+        },
+        created_at: r.get(7)?,
+        expires_at: r.get(8)?,
+        settled_at: r.get(9)?,
+    })
+}
+
+/// Makes sure every configured address exists; existing rows (and their cool-downs) stay.
+pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> rusqlite::Result<()> {
+    let mut stmt = db.prepare(
+        "INSERT INTO addresses(address, num, router) VALUES (?1, ?2, ?3)
+         ON CONFLICT(address) DO UPDATE SET router = excluded.router",
+    )?;
+    for a in addrs {
+        stmt.execute(params![a.to_string(), u32::from(*a), router])?;
+    }
+    Ok(())
+}
+
+/// The lowest free address: no live rental holds it and its cool-down is over.
+pub fn free_address(db: &Connection, now: i64) -> rusqlite::Result<Option<(String, String)>> {
+    db.query_row(
+        "SELECT a.address, a.router FROM addresses a
+         WHERE a.cooldown_until <= ?1
+           AND NOT EXISTS (SELECT 1 FROM rentals r WHERE r.address = a.address AND r.released_at IS NULL)
+         ORDER BY a.num LIMIT 1",
+        [now],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+pub fn live_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option<RentalRow>> {
+    db.query_row(
+        &format!("SELECT {RENTAL_COLS} FROM rentals WHERE public_key = ?1 AND released_at IS NULL"),
+        [public_key],
+        rental,
+    )
+    .optional()
+}
+
+/// The live rental of a key, or else its most recent one.
+pub fn latest_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option<RentalRow>> {
+    db.query_row(
+        &format!(
+            "SELECT {RENTAL_COLS} FROM rentals WHERE public_key = ?1
+             ORDER BY (released_at IS NULL) DESC, id DESC LIMIT 1"
+        ),
+        [public_key],
+        rental,
+    )
+    .optional()
+}
+
+pub fn rental_by_id(db: &Connection, id: i64) -> rusqlite::Result<RentalRow> {
+    db.query_row(
+        &format!("SELECT {RENTAL_COLS} FROM rentals WHERE id = ?1"),
+        [id],
+        rental,
+    )
+}
+
+pub fn live_rentals(db: &Connection) -> rusqlite::Result<Vec<RentalRow>> {
+    let mut stmt = db.prepare(&format!(
+        "SELECT {RENTAL_COLS} FROM rentals WHERE released_at IS NULL ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], rental)?.collect();
+    rows
+}
+
+pub fn all_rentals(db: &Connection) -> rusqlite::Result<Vec<RentalRow>> {
+    let mut stmt = db.prepare(&format!("SELECT {RENTAL_COLS} FROM rentals ORDER BY id"))?;
+    let rows = stmt.query_map([], rental)?.collect();
+    rows
+}
+
+pub fn insert_rental(
+    db: &Connection,
+    public_key: &str,
+    address: &str,
+    router: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    db.execute(
+        "INSERT INTO rentals(public_key, address, router, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![public_key, address, router, now],
+    )?;
+    Ok(db.last_insert_rowid())
+}
+
+/// Ends a rental. `cooldown_until` keeps the address out of the pool for a while.
+pub fn release(
+    db: &Connection,
+    id: i64,
+    at: i64,
+    reason: &str,
+    cooldown_until: i64,
+) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE rentals SET released_at = ?1, release_reason = ?2 WHERE id = ?3 AND released_at IS NULL",
+        params![at, reason, id],
+    )?;
+    db.execute(
+        "UPDATE addresses SET cooldown_until = MAX(cooldown_until, ?1)
+         WHERE address = (SELECT address FROM rentals WHERE id = ?2)",
+        params![cooldown_until, id],
+    )?;
+    event(
+        db,
+        at,
+        Some(id),
+        "released",
+        &serde_json::json!({ "reason": reason }),
+    )
+}
+
+pub fn set_suspended(db: &Connection, id: i64, suspended: bool, now: i64) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE rentals SET suspended = ?1 WHERE id = ?2",
+        params![suspended as i64, id],
+    )?;
+    let kind = if suspended { "suspended" } else { "resumed" };
+    event(db, now, Some(id), kind, &serde_json::json!({}))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn insert_invoice(
+    db: &Connection,
+    payment_hash: &str,
+    rental_id: i64,
+    bolt11: &str,
+    amount_msat: u64,
+    purpose: InvoicePurpose,
+    months: u32,
+    created_at: i64,
+    expires_at: i64,
+) -> rusqlite::Result<()> {
+    db.execute(
+        "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
+        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at],
+    )?;
+    event(
+        db,
+        created_at,
+        Some(rental_id),
+        "invoice",
+        &serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)}),
+    )
+}
+
+pub fn invoice_by_hash(db: &Connection, hash: &str) -> rusqlite::Result<Option<InvoiceRow>> {
+    db.query_row(
+        &format!("SELECT {INVOICE_COLS} FROM invoices WHERE payment_hash = ?1"),
+        [hash],
+        invoice,
+    )
+    .optional()
+}
+
+/// The newest open invoice of a rental that can still be paid.
+pub fn open_invoice(
+    db: &Connection,
+    rental_id: i64,
+    now: i64,
+) -> rusqlite::Result<Option<InvoiceRow>> {
+    db.query_row(
+        &format!(
+            "SELECT {INVOICE_COLS} FROM invoices WHERE rental_id = ?1 AND state = 'open' AND expires_at > ?2
+             ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        ),
+        params![rental_id, now],
+        invoice,
+    )
+    .optional()
+}
+
+pub fn open_invoices(db: &Connection) -> rusqlite::Result<Vec<InvoiceRow>> {
+    let mut stmt = db.prepare(&format!(
+        "SELECT {INVOICE_COLS} FROM invoices WHERE state = 'open' ORDER BY created_at"
+    ))?;
+    let rows = stmt.query_map([], invoice)?.collect();
+    rows
+}
+
+pub fn invoices_of(db: &Connection, rental_id: i64) -> rusqlite::Result<Vec<InvoiceRow>> {
+    let mut stmt = db.prepare(&format!(
+        "SELECT {INVOICE_COLS} FROM invoices WHERE rental_id = ?1 ORDER BY created_at, rowid"
+    ))?;
+    let rows = stmt.query_map([rental_id], invoice)?.collect();
+    rows
+}
+
+pub fn expire_invoice(db: &Connection, hash: &str, now: i64) -> rusqlite::Result<bool> {
+    let n = db.execute(
+        "UPDATE invoices SET state = 'expired' WHERE payment_hash = ?1 AND state = 'open'",
+        [hash],
+    )?;
+    if n > 0 {
+        let rid: i64 = db.query_row(
+            "SELECT rental_id FROM invoices WHERE payment_hash = ?1",
+            [hash],
+            |r| r.get(0),
+        )?;
+        event(
+            db,
+            now,
+            Some(rid),
+            "invoice_expired",
+            &serde_json::json!({"payment_hash": hash}),
+        )?;
+    }
+    Ok(n > 0)
+}
+
+pub fn payment_exists(db: &Connection, hash: &str) -> rusqlite::Result<bool> {
+    Ok(db
+        .query_row(
+            "SELECT 1 FROM payments WHERE payment_hash = ?1",
+            [hash],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Records a settled invoice and credits its rental: the one place money turns into time.
+pub fn credit(
+    db: &Connection,
+    inv: &InvoiceRow,
+    settled_at: i64,
+    month_secs: i64,
+) -> rusqlite::Result<()> {
+    let credited = i64::from(inv.months) * month_secs;
+    db.execute(
+        "INSERT INTO payments(payment_hash, rental_id, amount_msat, credited_secs, settled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            inv.payment_hash,
+            inv.rental_id,
+            inv.amount_msat,
+            credited,
+            settled_at
+        ],
+    )?;
+    db.execute(
+        "UPDATE invoices SET state = 'settled', settled_at = ?1 WHERE payment_hash = ?2",
+        params![settled_at, inv.payment_hash],
+    )?;
+    // The ledger starts at the first payment, never before the invoice existed.
+    db.execute(
+        "UPDATE rentals SET started_at = COALESCE(started_at, MAX(?1, ?2)),
+                credited_secs = credited_secs + ?3 WHERE id = ?4",
+        params![settled_at, inv.created_at, credited, inv.rental_id],
+    )?;
+    event(
+        db,
+        settled_at,
+        Some(inv.rental_id),
+        "payment",
+        &serde_json::json!({"payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat, "credited_secs": credited}),
+    )
+}
+
+pub fn event(
+    db: &Connection,
+    at: i64,
+    rental_id: Option<i64>,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> rusqlite::Result<()> {
+    db.execute(
+        "INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![at, rental_id, kind, detail.to_string()],
+    )?;
+    Ok(())
+}
+
+pub fn events_of(db: &Connection, rental_id: i64) -> rusqlite::Result<Vec<(i64, String, String)>> {
+    let mut stmt =
+        db.prepare("SELECT at, kind, detail FROM events WHERE rental_id = ?1 ORDER BY id")?;
+    let rows = stmt
+        .query_map([rental_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect();
+    rows
+}
