@@ -211,16 +211,10 @@ mod tests {
         );
 
         let c = db.lock().unwrap();
-        assert_eq!(
+        assert!(matches!(
             pay(&c, &node.node_id, "lnbc1garbage", 1_800_000_010),
-            Err(DevPayError::Malformed(
-                pay(&c, &node.node_id, "lnbc1garbage", 0)
-                    .unwrap_err()
-                    .to_string()
-                    .trim_start_matches("not a BOLT11 invoice: ")
-                    .into()
-            ))
-        );
+            Err(DevPayError::Malformed(_))
+        ));
         assert_eq!(
             pay(&c, &node.node_id, &inv.bolt11, 1_800_000_010).unwrap(),
             inv.payment_hash
