@@ -280,3 +280,6 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod api_tests;
