@@ -78,3 +78,6 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod standin_tests;
