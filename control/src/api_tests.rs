@@ -486,3 +486,24 @@ async fn operator_suspend_resume_release() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_hold_without_invoice_is_released() {
+    let h = harness("203.0.113.0/30").await;
+    {
+        // What a crash between allocating and invoicing leaves behind.
+        let db = h.svc.db().unwrap();
+        crate::store::insert_rental(&db, &new_key(), "203.0.113.1", "t", h.svc.clock.now())
+            .unwrap();
+    }
+    h.svc.sweep().unwrap();
+    let r = h.rent(&new_key()).await;
+    assert_eq!(
+        r["rental"]["address"], "203.0.113.2",
+        "the fresh hold is kept for now"
+    );
+    h.svc.clock.advance(121);
+    h.svc.sweep().unwrap();
+    let r = h.rent(&new_key()).await;
+    assert_eq!(r["rental"]["address"], "203.0.113.1");
+}

@@ -56,6 +56,9 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
     Ok(STANDARD.encode(key))
 }
 
+/// How long an address may be held by a rental that has no invoice at all.
+const ORPHAN_HOLD_SECS: i64 = 120;
+
 pub struct Service {
     pub cfg: Config,
     pub terms: Terms,
@@ -498,6 +501,13 @@ impl Service {
                         "reservation_ended",
                         end + self.terms.cooldown_secs,
                     )?;
+                }
+                // A hold whose invoice never came (a crash between the two steps of `rent`).
+                RentalState::Pending
+                    if now - r.created_at > ORPHAN_HOLD_SECS
+                        && store::invoices_of(&tx, r.id)?.is_empty() =>
+                {
+                    store::release(&tx, r.id, now, "no_invoice", 0)?;
                 }
                 RentalState::Active => {
                     if let (Some(key), Ok(addr)) = (decode_key(&r.public_key), r.address.parse()) {
