@@ -38,7 +38,14 @@ pub struct RouterState {
     pub listen_port: u16,
     /// Hex public key -> allowed IPs.
     pub peers: HashMap<String, Vec<String>>,
+    /// Hex public key -> the endpoint the router last saw.
+    pub endpoints: HashMap<String, String>,
 }
+
+/// Where each customer was last seen (public key -> `host:port`). Handing it back with an
+/// admission lets the router reach a returning customer at once for inbound traffic, instead
+/// of waiting until the customer's side sends data and handshakes anew.
+pub type Endpoints = HashMap<[u8; 32], String>;
 
 /// Peers a router should have: public key -> rented address.
 pub type Desired = BTreeMap<[u8; 32], Ipv4Addr>;
@@ -49,6 +56,17 @@ pub struct Changes {
     pub interface: bool,
     pub admitted: usize,
     pub removed: usize,
+}
+
+fn admission(key: &[u8; 32], addr: Ipv4Addr, known: &Endpoints) -> String {
+    let endpoint = known
+        .get(key)
+        .map(|e| format!("endpoint={e}\n"))
+        .unwrap_or_default();
+    format!(
+        "public_key={}\n{endpoint}replace_allowed_ips=true\nallowed_ip={addr}/32\n",
+        hex::encode(key)
+    )
 }
 
 pub fn decode_key(b64: &str) -> Option<[u8; 32]> {
@@ -108,6 +126,11 @@ impl RouterLink {
                     state.peers.insert(v.to_string(), Vec::new());
                     current = Some(v.to_string());
                 }
+                "endpoint" => {
+                    if let Some(c) = &current {
+                        state.endpoints.insert(c.clone(), v.to_string());
+                    }
+                }
                 "allowed_ip" => {
                     if let Some(peer) = current.as_ref().and_then(|c| state.peers.get_mut(c)) {
                         peer.push(v.to_string());
@@ -124,17 +147,30 @@ impl RouterLink {
     }
 
     /// Admits one peer at once (a payment just settled).
-    pub async fn admit(&self, key: &[u8; 32], addr: Ipv4Addr) -> Result<(), FeedError> {
-        self.set(&format!(
-            "public_key={}\nreplace_allowed_ips=true\nallowed_ip={addr}/32\n",
-            hex::encode(key)
-        ))
-        .await
+    pub async fn admit(
+        &self,
+        key: &[u8; 32],
+        addr: Ipv4Addr,
+        known: &Endpoints,
+    ) -> Result<(), FeedError> {
+        self.set(&admission(key, addr, known)).await
     }
 
-    /// Makes the router hold exactly `desired`, with our key and port.
-    pub async fn reconcile(&self, desired: &Desired) -> Result<Changes, FeedError> {
+    /// Makes the router hold exactly `desired`, with our key and port; learns endpoints.
+    pub async fn reconcile(
+        &self,
+        desired: &Desired,
+        known: &mut Endpoints,
+    ) -> Result<Changes, FeedError> {
         let state = self.get().await?;
+        for (peer, ep) in &state.endpoints {
+            if let Some(k) = hex::decode(peer)
+                .ok()
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            {
+                known.insert(k, ep.clone());
+            }
+        }
         let mut body = String::new();
         let mut changes = Changes::default();
         let key_hex = hex::encode(self.private_key);
@@ -160,10 +196,7 @@ impl RouterLink {
         for (key, addr) in desired {
             let want = vec![format!("{addr}/32")];
             if state.peers.get(&hex::encode(key)) != Some(&want) {
-                body.push_str(&format!(
-                    "public_key={}\nreplace_allowed_ips=true\nallowed_ip={addr}/32\n",
-                    hex::encode(key)
-                ));
+                body.push_str(&admission(key, *addr, known));
                 changes.admitted += 1;
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::feed::{decode_key, Desired, RouterLink};
+use crate::feed::{decode_key, Desired, Endpoints, RouterLink};
 use crate::ledger::{self, RenewError, Terms};
 use crate::lightning::{Backend, LnError, Status};
 use crate::store::{self, InvoiceRow, RentalRow};
@@ -68,6 +68,8 @@ pub struct Service {
     pub routers: Vec<RouterLink>,
     /// Bumped whenever an invoice settles or expires, for long-polls.
     changed: watch::Sender<u64>,
+    /// Customers' last endpoints as the routers reported them.
+    endpoints: Mutex<Endpoints>,
 }
 
 impl Service {
@@ -104,6 +106,7 @@ impl Service {
             ln,
             routers,
             changed: watch::channel(0).0,
+            endpoints: Mutex::new(Endpoints::new()),
         })
     }
 
@@ -428,7 +431,7 @@ impl Service {
                 (self.router(&rental.router), decode_key(&rental.public_key))
             {
                 match rental.address.parse() {
-                    Ok(addr) => match link.admit(&key, addr).await {
+                    Ok(addr) => match link.admit(&key, addr, &self.known_endpoints()).await {
                         Ok(()) => tracing::info!(address = %rental.address, "peer admitted"),
                         Err(e) => tracing::warn!("admission deferred to reconciliation: {e}"),
                     },
@@ -530,7 +533,12 @@ impl Service {
         let desired = self.sweep()?;
         for link in &self.routers {
             let want = desired.get(&link.name).cloned().unwrap_or_default();
-            match link.reconcile(&want).await {
+            let mut known = self.known_endpoints();
+            let result = link.reconcile(&want, &mut known).await;
+            if let Ok(mut e) = self.endpoints.lock() {
+                *e = known;
+            }
+            match result {
                 Ok(c) if c != Default::default() => {
                     tracing::info!(router = %link.name, admitted = c.admitted, removed = c.removed, interface = c.interface, "router reconciled");
                     let db = self.db()?;
@@ -602,6 +610,10 @@ impl Service {
             "invoices": invoices,
             "events": events,
         }))
+    }
+
+    fn known_endpoints(&self) -> Endpoints {
+        self.endpoints.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     pub fn bump(&self) {

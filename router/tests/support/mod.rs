@@ -18,16 +18,29 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// True when the namespace tests can run; otherwise says so loudly.
 pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    let uid = Command::new("id").arg("-u").output().map(|o| o.stdout);
+    if uid.is_ok_and(|u| u.trim_ascii() == b"0") {
         return true;
     }
     eprintln!("\n!!!!! SKIPPED {test}: needs root (network namespaces, TUN). Run the tests with sudo. !!!!!\n");
     false
 }
 
+/// The router binary: Cargo's own path inside the router package, else the one built beside
+/// the running test (other packages' tests, under `cargo test --workspace`).
 pub fn router_bin() -> String {
-    env!("CARGO_BIN_EXE_staticwire-router").to_string()
+    if let Some(p) = option_env!("CARGO_BIN_EXE_staticwire-router") {
+        return p.to_string();
+    }
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("staticwire-router");
+    assert!(
+        bin.exists(),
+        "{} missing: build it with `cargo build -p staticwire-router`",
+        bin.display()
+    );
+    bin.display().to_string()
 }
 
 pub struct Lab {
@@ -124,18 +137,39 @@ impl Lab {
         ))
     }
 
-    /// Starts our router in the foreground inside the provider namespace (metrics on loopback).
-    pub fn start_router(&mut self) {
-        let log = std::fs::File::create(self.path("router.log")).unwrap();
+    /// Starts `program args` inside `ns`, logging to `<lab dir>/<log>`; returns its handle for
+    /// [`Lab::kill`]. The lab kills it on drop in any case.
+    pub fn spawn_in(&mut self, ns: &str, program: &str, args: &[&str], log: &str) -> usize {
+        let log = std::fs::File::create(self.path(log)).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.srv, &router_bin(), "--foreground"])
-            .args(["--metrics", "127.0.0.1:9586", &self.wgs])
+            .args(["netns", "exec", ns, program])
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("start router");
+            .expect("spawn");
         self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self, handle: usize) {
+        let c = &mut self.children[handle];
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts our router in the foreground inside the provider namespace (metrics on loopback).
+    pub fn start_router(&mut self) -> usize {
+        let (srv, wgs) = (self.srv.clone(), self.wgs.clone());
+        let h = self.spawn_in(
+            &srv,
+            &router_bin(),
+            &["--foreground", "--metrics", "127.0.0.1:9586", &wgs],
+            "router.log",
+        );
         self.wait_for(&format!("test -S /var/run/wireguard/{}.sock", self.wgs));
+        h
     }
 
     /// Starts the server under test: ours, or STATICWIRE_TEST_SERVER (e.g. wireguard-go).
