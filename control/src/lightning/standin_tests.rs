@@ -17,9 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+/// (preimage, bolt11, amount_msat, settled_at)
+type StoredInvoice = ([u8; 32], String, u64, Option<i64>);
+
 struct Node {
-    /// payment hash hex -> (preimage, bolt11, amount_msat, settled_at)
-    invoices: Mutex<HashMap<String, ([u8; 32], String, u64, Option<i64>)>>,
+    /// payment hash hex -> invoice
+    invoices: Mutex<HashMap<String, StoredInvoice>>,
     labels: Mutex<Vec<String>>,
 }
 
