@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# The README's demo: a provider running staticwire-router, a customer with wireguard-go and the
-# rented address 203.0.113.10, and a host on the "internet" reaching that address. Everything
-# lives in network namespaces this script creates and removes (also on failure or Ctrl-C).
+# The README's demo: a provider runs staticwire-control and staticwire-router; a customer rents
+# a public address with its own WireGuard key, pays the Lightning invoice (dev backend: real
+# BOLT11, settled locally), brings the tunnel up with wg-quick + wireguard-go, and a host on the
+# "internet" reaches the customer's new address. Everything lives in network namespaces this
+# script creates and removes (also on failure or Ctrl-C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the demo creates network namespaces: run it as root (sudo)" >&2; exit 1; }
 
 need=()
-for c in wireguard-go wg iperf3 ip ping python3; do command -v $c >/dev/null || need+=($c); done
+for c in wireguard-go wg wg-quick ip ping curl python3 iptables-restore; do command -v $c >/dev/null || need+=($c); done
 if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing wireguard-go wireguard-tools iperf3 iproute2 iputils-ping python3"
+  echo "== installing wireguard-go wireguard-tools iproute2 iputils-ping curl python3 iptables"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    wireguard-go wireguard-tools iperf3 iproute2 iputils-ping python3
+    wireguard-go wireguard-tools iproute2 iputils-ping curl python3 iptables
 fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -30,10 +32,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 ex() { ip netns exec "$@"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-step "build staticwire-router"
-cargo build --release -q -p staticwire-router
+step "build staticwire-router and staticwire-control"
+cargo build --release -q -p staticwire-router -p staticwire-control
 router=$PWD/target/release/staticwire-router
+control=$PWD/target/release/staticwire-control
 
 step "namespaces: customer $CLI (198.18.0.2), provider $SRV (198.18.0.1 / 198.19.0.1), internet $INET (198.19.0.2)"
 for ns in $CLI $SRV $INET; do ip netns add $ns; ex $ns ip link set lo up; done
@@ -48,46 +52,77 @@ ex $INET ip addr add 198.19.0.2/24 dev ${id}x; ex $INET ip link set ${id}x up
 ex $INET ip route add 203.0.113.0/24 via 198.19.0.1
 ex $SRV sysctl -qw net.ipv4.ip_forward=1
 
-step "keys: each side generates its own"
-umask 077
-wg genkey > $tmp/srv.key; wg pubkey < $tmp/srv.key > $tmp/srv.pub
-wg genkey > $tmp/cli.key; wg pubkey < $tmp/cli.key > $tmp/cli.pub
-echo "provider public key: $(cat $tmp/srv.pub)"
-echo "customer public key: $(cat $tmp/cli.pub)"
-
-step "provider: start staticwire-router on $WGS, admit the customer's key for 203.0.113.10/32"
+step "provider: staticwire-router on $WGS; the pool 203.0.113.0/24 is routed to it"
 ex $SRV $router --log-file $tmp/router.log --metrics 127.0.0.1:9586 $WGS
-ex $SRV wg set $WGS private-key $tmp/srv.key listen-port 51820 peer "$(cat $tmp/cli.pub)" allowed-ips 203.0.113.10/32
 ex $SRV ip link set $WGS up
 ex $SRV ip route add 203.0.113.0/24 dev $WGS
 
-step "customer: wireguard-go on $WGC with the rented address 203.0.113.10"
-ex $CLI wireguard-go $WGC 2>/dev/null
-ex $CLI wg set $WGC private-key $tmp/cli.key peer "$(cat $tmp/srv.pub)" endpoint 198.18.0.1:51820 allowed-ips 198.19.0.0/24 persistent-keepalive 25
-ex $CLI ip addr add 203.0.113.10/32 dev $WGC
-ex $CLI ip link set $WGC mtu 1420 up
-ex $CLI ip route add 198.19.0.0/24 dev $WGC src 203.0.113.10
+step "provider: staticwire-control (SQLite, dev Lightning backend) drives the router"
+cat > $tmp/control.toml <<CONF
+listen = "198.18.0.1:8420"
+data_dir = "$tmp/control"
+[[routers]]
+name = "$WGS"
+socket = "/var/run/wireguard/$WGS.sock"
+endpoint = "198.18.0.1:51820"
+pools = ["203.0.113.0/24"]
+reserved = ["203.0.113.1"]
+CONF
+cat $tmp/control.toml
+ex $SRV $control -c $tmp/control.toml serve > $tmp/control.log 2>&1 &
+api=http://198.18.0.1:8420
+for i in $(seq 1 50); do ex $CLI curl -sf $api/healthz >/dev/null && break; sleep 0.1; done
+echo "terms: $(ex $CLI curl -sf $api/v1/terms)"
 
-step "customer -> internet: ping from 203.0.113.10"
-for i in $(seq 1 10); do ex $CLI ping -c 1 -W 1 -I 203.0.113.10 198.19.0.2 >/dev/null && break; done
-ex $CLI ping -c 3 -I 203.0.113.10 198.19.0.2
+step "customer: a WireGuard key made locally; only the public key is sent"
+umask 077
+wg genkey > $tmp/customer.key
+pub=$(wg pubkey < $tmp/customer.key)
+urlkey=$(printf %s "$pub" | tr '+/' '-_')
+echo "public key: $pub"
 
-step "internet -> the customer's rented address"
-ex $INET ping -c 3 203.0.113.10
+step "customer: RentNewIP"
+rent=$(ex $CLI curl -sf -X POST -H 'content-type: application/json' -d "{\"public_key\":\"$pub\"}" $api/v1/rentals)
+addr=$(echo "$rent" | json 'd["rental"]["address"]')
+bolt11=$(echo "$rent" | json 'd["invoice"]["bolt11"]')
+echo "address held: $addr"
+echo "invoice: $(echo "$rent" | json 'd["invoice"]["amount_sat"]') sat"
+echo "$bolt11"
 
-step "TCP both ways (iperf3, 3 s each)"
-ex $INET iperf3 -s -D -1 -B 198.19.0.2 >/dev/null; sleep 0.3
-echo -n "upload  (customer -> internet): "
-ex $CLI iperf3 -c 198.19.0.2 -B 203.0.113.10 -t 3 -J | python3 -c 'import json,sys; print("%.0f Mbit/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
-ex $CLI iperf3 -s -D -1 -B 203.0.113.10 >/dev/null; sleep 0.3
-echo -n "inbound (internet -> 203.0.113.10): "
-ex $INET iperf3 -c 203.0.113.10 -t 3 -J | python3 -c 'import json,sys; print("%.0f Mbit/s" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))'
+step "customer pays the invoice (dev backend: staticwire-control dev-pay)"
+$control -c $tmp/control.toml dev-pay "$bolt11"
+for i in $(seq 1 50); do
+  state=$(ex $CLI curl -sf $api/v1/rentals/$urlkey | json 'd["state"]')
+  [ "$state" = active ] && break; sleep 0.1
+done
+ex $CLI curl -sf $api/v1/rentals/$urlkey | json 'json.dumps({k: d[k] for k in ("state", "address", "paid_until", "amount_due_sat")})'
 
-step "wg show on the provider"
+step "customer: GetConf, private key filled in locally, tunnel up with wg-quick + wireguard-go"
+conf=$tmp/$WGC.conf
+ex $CLI curl -sf $api/v1/rentals/$urlkey/config | json 'd["wg_quick"]' \
+  | sed "s|^# PrivateKey = .*|PrivateKey = $(cat $tmp/customer.key)|" > $conf
+sed 's|^PrivateKey = .*|PrivateKey = (hidden)|' $conf
+ex $CLI env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up $conf 2>&1 | sed 's/^/  /'
+
+step "customer serves a web page on its new address"
+mkdir -p $tmp/www; echo "hello from the customer's own static address $addr" > $tmp/www/index.html
+ex $CLI python3 -m http.server --bind $addr --directory $tmp/www 8080 >/dev/null 2>&1 &
+
+step "internet -> $addr: ping and HTTP"
+for i in $(seq 1 20); do ex $INET ping -c 1 -W 1 $addr >/dev/null && break; done
+ex $INET ping -c 3 $addr
+for i in $(seq 1 20); do ex $INET curl -sf --max-time 2 http://$addr:8080/ && break; sleep 0.2; done
+
+step "customer -> internet leaves from $addr"
+ex $INET python3 -c "
+import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('198.19.0.2', 9000)); s.listen(1); s.settimeout(10); c, a = s.accept(); print('  the internet host sees a connection from', a[0])" &
+sleep 0.3
+ex $CLI python3 -c "import socket; socket.create_connection(('198.19.0.2', 9000), timeout=5).close()"
+wait $!
+
+step "provider: wg show and a few Prometheus series"
 ex $SRV wg show $WGS
-
-step "a few of the router's Prometheus series"
-ex $SRV python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9586/metrics").read().decode())' \
-  | grep -E '^(wireguard_|staticwire_router_packets|staticwire_router_dropped_packets_total.*spoofed)' || true
+ex $SRV curl -sf http://127.0.0.1:9586/metrics | grep -E '^(wireguard_|staticwire_router_packets)' || true
 
 step "done: removing namespaces, interfaces and processes"

@@ -14,6 +14,7 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v pgrep >/dev/null || need+=(procps)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
+command -v iptables-restore >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
