@@ -9,7 +9,6 @@ mod ledger;
 mod lightning;
 mod service;
 mod store;
-mod tls;
 
 use clap::{Parser, Subcommand};
 use config::{Config, LightningConfig};

@@ -42,9 +42,9 @@ impl Lnd {
             .map_err(|e| LnError::Unreachable(format!("macaroon {}: {e}", macaroon.display())))?;
         let pem = std::fs::read_to_string(tls_cert)
             .map_err(|e| LnError::Unreachable(format!("tls cert {}: {e}", tls_cert.display())))?;
-        let der = crate::tls::first_cert_der(&pem)
+        let der = staticwire_tls::first_cert_der(&pem)
             .map_err(|e| LnError::Unreachable(format!("tls cert {}: {e}", tls_cert.display())))?;
-        let tls = crate::tls::pinned_client_config(der)
+        let tls = staticwire_tls::pinned_client_config(der)
             .map_err(|e| LnError::Unreachable(format!("tls: {e}")))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)

@@ -1,0 +1,170 @@
+//! The provider's HTTP API (`/v1`), with the shared `staticwire-api` types.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use staticwire_api as api;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+    #[error("server refused ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("server answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+/// `https://host[:port]` from a URL or a bare domain. For a domain the SRV record
+/// `_staticwire._tcp.<domain>` names host and port; without one, `https://<domain>`.
+pub async fn resolve_server(server: &str) -> Result<String, ApiError> {
+    if server.starts_with("http://") || server.starts_with("https://") {
+        let u = url::Url::parse(server)
+            .map_err(|e| ApiError::Unreachable(format!("bad URL {server}: {e}")))?;
+        return Ok(u.as_str().trim_end_matches('/').to_string());
+    }
+    if server.is_empty() || server.contains('/') {
+        return Err(ApiError::Unreachable(format!(
+            "bad server {server:?}: give a URL or a domain"
+        )));
+    }
+    if let Ok(resolver) = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf() {
+        let name = format!("_staticwire._tcp.{}.", server.trim_end_matches('.'));
+        if let Ok(Ok(found)) =
+            tokio::time::timeout(Duration::from_secs(5), resolver.srv_lookup(name)).await
+        {
+            // Lowest priority first, then highest weight.
+            if let Some(srv) = found
+                .iter()
+                .min_by_key(|s| (s.priority(), u16::MAX - s.weight()))
+            {
+                let host = srv.target().to_utf8();
+                return Ok(format!(
+                    "https://{}:{}",
+                    host.trim_end_matches('.'),
+                    srv.port()
+                ));
+            }
+        }
+    }
+    Ok(format!("https://{server}"))
+}
+
+pub fn url_key(public_key: &str) -> String {
+    STANDARD
+        .decode(public_key)
+        .map(|k| URL_SAFE.encode(k))
+        .unwrap_or_else(|_| public_key.to_string())
+}
+
+impl Api {
+    pub fn new(base: &str) -> Result<Self, ApiError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        Ok(Api {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ApiError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let (code, message) = match serde_json::from_slice::<api::ErrorBody>(&body) {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => (
+                    "http".into(),
+                    String::from_utf8_lossy(&body).chars().take(200).collect(),
+                ),
+            };
+            return Err(ApiError::Refused {
+                status,
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::Protocol(e.to_string()))
+    }
+
+    pub async fn terms(&self) -> Result<api::Terms, ApiError> {
+        self.send(self.http.get(format!("{}/v1/terms", self.base)))
+            .await
+    }
+
+    pub async fn rent(&self, public_key: &str) -> Result<api::InvoiceResponse, ApiError> {
+        let body = api::RentRequest {
+            public_key: public_key.to_string(),
+        };
+        self.send(
+            self.http
+                .post(format!("{}/v1/rentals", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn status(&self, public_key: &str) -> Result<api::Rental, ApiError> {
+        self.send(
+            self.http
+                .get(format!("{}/v1/rentals/{}", self.base, url_key(public_key))),
+        )
+        .await
+    }
+
+    pub async fn config(&self, public_key: &str) -> Result<api::ConfigResponse, ApiError> {
+        self.send(self.http.get(format!(
+            "{}/v1/rentals/{}/config",
+            self.base,
+            url_key(public_key)
+        )))
+        .await
+    }
+
+    pub async fn renew(
+        &self,
+        public_key: &str,
+        months: u32,
+    ) -> Result<api::InvoiceResponse, ApiError> {
+        let body = api::RenewRequest { months };
+        self.send(
+            self.http
+                .post(format!(
+                    "{}/v1/rentals/{}/renewals",
+                    self.base,
+                    url_key(public_key)
+                ))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Long-polls an invoice for up to `wait` seconds.
+    pub async fn invoice(&self, payment_hash: &str, wait: u64) -> Result<api::Invoice, ApiError> {
+        self.send(self.http.get(format!(
+            "{}/v1/invoices/{payment_hash}?wait={wait}",
+            self.base
+        )))
+        .await
+    }
+}

@@ -1,0 +1,498 @@
+//! staticip: rent a dedicated public static IPv4 address over WireGuard from a StaticWire
+//! provider, pay it with Lightning (by hand or automatically through your own node), configure
+//! the tunnel, and keep it renewed.
+
+mod api;
+mod invoice;
+mod pay;
+mod state;
+
+use api::{Api, ApiError};
+use clap::{Parser, Subcommand};
+use invoice::{Action, InvoiceError};
+use pay::{LogEntry, PayConfig, PayError, PaymentLog};
+use serde_json::{json, Value};
+use state::{Saved, Slot, StateError};
+use staticwire_api::{InvoiceState, RentalState};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Rent a dedicated public static IPv4 address over WireGuard, paid with Lightning, no account.
+///
+/// Exit codes: 0 done; 1 local error (state dir, wg-quick); 2 usage; 3 the server refused or is
+/// unreachable; 4 an invoice failed the checks against the provider's terms (nothing was paid);
+/// 5 payment refused by the caps or failed; 6 the invoice expired unpaid.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Provider: a URL (https://host:port) or a bare domain (DNS SRV _staticwire._tcp.<domain>,
+    /// else https://<domain>). Remembered per rental after the first use.
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// State directory [default: $XDG_CONFIG_HOME/staticip].
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Which rental (one machine can hold several addresses).
+    #[arg(long, global = true, default_value = "default")]
+    name: String,
+    /// Machine-readable JSON on stdout (one object per command).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Pay invoices through your own node ([lnd] or [cln] in <state dir>/config.toml), within
+    /// its caps.
+    #[arg(short = 'a', long, global = true)]
+    auto_pay: bool,
+    /// Print the invoice and return without waiting for payment.
+    #[arg(long, global = true)]
+    no_wait: bool,
+    /// Shift this tool's clock by SECS (testing the daemon).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    clock_offset: i64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rent a new address: key made locally, invoice for activation + first month.
+    #[command(name = "RentNewIP", alias = "rent")]
+    Rent,
+    /// Show the rental: state, address, paid until, what is due.
+    #[command(name = "GetRentalStatus", alias = "status")]
+    Status,
+    /// Write the wg-quick file (0600, private key filled in locally) and print it.
+    #[command(name = "GetConf", alias = "conf")]
+    Conf {
+        /// Print the private key too.
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Pay for more months (plus any back payments owed).
+    #[command(name = "Renew", alias = "renew")]
+    Renew {
+        #[arg(long, default_value_t = 1)]
+        months: u32,
+    },
+    /// Bring the tunnel up with wg-quick.
+    Up,
+    /// Take the tunnel down with wg-quick.
+    Down,
+    /// Keep the rental paid: renew with auto-pay when paid-until is near; survives restarts.
+    Daemon {
+        /// Renew this many days before paid-until.
+        #[arg(long, default_value_t = 5)]
+        renew_days: u32,
+        #[arg(long, default_value_t = 1)]
+        months: u32,
+        /// One round, then exit (for cron and tests).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error("refusing this invoice: {0}")]
+    Invoice(#[from] InvoiceError),
+    #[error("{0}")]
+    Pay(#[from] PayError),
+    #[error("the invoice expired unpaid")]
+    Unpaid,
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            CliError::State(_) | CliError::Local(_) => 1,
+            CliError::Usage(_) => 2,
+            CliError::Api(_) => 3,
+            CliError::Invoice(_) => 4,
+            CliError::Pay(_) => 5,
+            CliError::Unpaid => 6,
+        }
+    }
+}
+
+struct Ctx {
+    cli: Cli,
+    state_dir: PathBuf,
+}
+
+impl Ctx {
+    fn now(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0) as i64;
+        (real + self.cli.clock_offset).max(0) as u64
+    }
+
+    /// Human progress goes to stderr so stdout stays clean for --json.
+    fn say(&self, msg: impl AsRef<str>) {
+        if !self.cli.json {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+
+    fn slot(&self) -> Result<Slot, CliError> {
+        Ok(Slot::open(&self.state_dir, &self.cli.name)?)
+    }
+
+    async fn api(&self, slot: &Slot) -> Result<Api, CliError> {
+        let server = match (&self.cli.server, slot.saved()?) {
+            (Some(s), _) => api::resolve_server(s).await?,
+            (None, Some(saved)) => saved.server,
+            (None, None) => return Err(CliError::Usage("no provider yet: give --server".into())),
+        };
+        Ok(Api::new(&server)?)
+    }
+
+    /// Checks, shows or pays, then waits for settlement of an invoice.
+    async fn settle(
+        &self,
+        api: &Api,
+        resp: &staticwire_api::InvoiceResponse,
+        action: Action,
+        public_key: &str,
+    ) -> Result<Value, CliError> {
+        let terms = api.terms().await?;
+        let inv = &resp.invoice;
+        let checked = invoice::check(&inv.bolt11, inv, &terms, action, self.now())?;
+        let mut paid_by_us = false;
+        if self.cli.auto_pay {
+            let cfg_path = self.state_dir.join("config.toml");
+            let cfg = PayConfig::load(&cfg_path)?;
+            let log = PaymentLog::new(self.state_dir.join("payments.log"));
+            pay::check_caps(&cfg.autopay, &log, checked.amount_sat, self.now())?;
+            let entry = |status: &str, detail: String| LogEntry {
+                at: self.now(),
+                payment_hash: checked.payment_hash.clone(),
+                amount_sat: checked.amount_sat,
+                server: api.base.clone(),
+                public_key: public_key.to_string(),
+                status: status.into(),
+                detail,
+            };
+            log.append(&entry("attempt", String::new()))?;
+            self.say(format!(
+                "paying {} sat through your node...",
+                checked.amount_sat
+            ));
+            match pay::pay(&cfg, &cfg_path, &inv.bolt11).await {
+                Ok(preimage) => {
+                    log.append(&entry("succeeded", preimage))?;
+                    paid_by_us = true;
+                }
+                Err(e) => {
+                    log.append(&entry("failed", e.to_string()))?;
+                    return Err(e.into());
+                }
+            }
+        } else if !self.cli.json {
+            eprintln!(
+                "\nPay {} sat with any Lightning wallet:\n\n{}\n",
+                checked.amount_sat, inv.bolt11
+            );
+            if let Ok(code) = qrcode::QrCode::new(inv.bolt11.to_uppercase().as_bytes()) {
+                eprintln!(
+                    "{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .quiet_zone(true)
+                        .build()
+                );
+            }
+        }
+        if self.cli.no_wait && !paid_by_us {
+            return Ok(json!({"invoice": inv, "paid": false}));
+        }
+        // Wait for the server to see the payment, giving up at the invoice's expiry.
+        loop {
+            let left = checked.expires_at.saturating_sub(self.now());
+            let got = api
+                .invoice(&checked.payment_hash, left.clamp(1, 30))
+                .await?;
+            match got.state {
+                InvoiceState::Settled => {
+                    self.say("payment received.");
+                    return Ok(json!({"invoice": got, "paid": true}));
+                }
+                InvoiceState::Expired => return Err(CliError::Unpaid),
+                InvoiceState::Open if left == 0 => return Err(CliError::Unpaid),
+                InvoiceState::Open => self.say(format!("waiting for payment ({left} s left)...")),
+            }
+        }
+    }
+
+    /// Fetches GetConf, fills in the private key, writes the wg-quick file 0600.
+    async fn write_conf(&self, api: &Api, slot: &Slot) -> Result<(PathBuf, String), CliError> {
+        let (private, public) = slot.keypair()?;
+        let conf = api.config(&public).await?;
+        let text = state::fill_private_key(&conf.wg_quick, &private);
+        let path = slot.conf_path();
+        state::write_private(&path, &text)?;
+        Ok((path, text))
+    }
+}
+
+fn print(ctx: &Ctx, v: &Value, human: impl FnOnce() -> String) {
+    if ctx.cli.json {
+        println!("{}", serde_json::to_string(v).expect("json"));
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn describe(r: &staticwire_api::Rental) -> String {
+    let when = |t: Option<i64>| {
+        t.map(|t| format!("{t} (unix)"))
+            .unwrap_or_else(|| "-".into())
+    };
+    format!(
+        "address:     {}\nstate:       {:?}\npaid until:  {}\namount due:  {} sat\nserver:      {} ({})",
+        r.address,
+        r.state,
+        when(r.paid_until),
+        r.amount_due_sat,
+        r.server.endpoint,
+        r.server.public_key
+    )
+}
+
+async fn run(ctx: &Ctx) -> Result<(), CliError> {
+    let slot = ctx.slot()?;
+    match &ctx.cli.command {
+        Command::Rent => {
+            let (_, public) = slot.keypair()?;
+            let api = ctx.api(&slot).await?;
+            ctx.say(format!(
+                "renting from {} with public key {public}",
+                api.base
+            ));
+            let resp = api.rent(&public).await?;
+            slot.save(&Saved {
+                server: api.base.clone(),
+                public_key: public.clone(),
+                address: Some(resp.rental.address.clone()),
+            })?;
+            ctx.say(format!("address held: {}", resp.rental.address));
+            let paid = ctx.settle(&api, &resp, Action::Rent, &public).await?;
+            let conf = if paid["paid"] == true {
+                Some(ctx.write_conf(&api, &slot).await?.0)
+            } else {
+                None
+            };
+            let rental = api.status(&public).await?;
+            let out = json!({"rental": rental, "payment": paid, "config_path": conf});
+            print(ctx, &out, || {
+                let mut s = describe(&rental);
+                if let Some(p) = &conf {
+                    s.push_str(&format!(
+                        "\nwg-quick file: {} (bring it up: staticip up --name {})",
+                        p.display(),
+                        slot.name
+                    ));
+                }
+                s
+            });
+        }
+        Command::Status => {
+            let (_, public) = slot.keypair()?;
+            let r = ctx.api(&slot).await?.status(&public).await?;
+            print(ctx, &json!(r), || describe(&r));
+        }
+        Command::Conf { reveal } => {
+            let api = ctx.api(&slot).await?;
+            let (path, text) = ctx.write_conf(&api, &slot).await?;
+            let shown = if *reveal {
+                text.clone()
+            } else {
+                text.lines()
+                    .map(|l| {
+                        if l.starts_with("PrivateKey") {
+                            "PrivateKey = (hidden; --reveal shows it)"
+                        } else {
+                            l
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            print(
+                ctx,
+                &json!({"config_path": path, "wg_quick": shown}),
+                || format!("# {}\n{shown}", path.display()),
+            );
+        }
+        Command::Renew { months } => {
+            let (_, public) = slot.keypair()?;
+            let api = ctx.api(&slot).await?;
+            let before = api.status(&public).await?;
+            let resp = api.renew(&public, *months).await?;
+            ctx.say(format!(
+                "renewing {} for {} month(s) (+{} owed)",
+                before.address, months, before.months_owed
+            ));
+            let paid = ctx
+                .settle(
+                    &api,
+                    &resp,
+                    Action::Renew {
+                        months: *months,
+                        owed: before.months_owed,
+                    },
+                    &public,
+                )
+                .await?;
+            let rental = api.status(&public).await?;
+            print(ctx, &json!({"rental": rental, "payment": paid}), || {
+                describe(&rental)
+            });
+        }
+        Command::Up | Command::Down => {
+            let up = matches!(ctx.cli.command, Command::Up);
+            let path = slot.conf_path();
+            if up && !path.exists() {
+                let api = ctx.api(&slot).await?;
+                ctx.write_conf(&api, &slot).await?;
+            }
+            let status = std::process::Command::new("wg-quick")
+                .arg(if up { "up" } else { "down" })
+                .arg(&path)
+                .status()
+                .map_err(|e| CliError::Local(format!("cannot run wg-quick: {e}")))?;
+            if !status.success() {
+                return Err(CliError::Local(format!("wg-quick failed ({status})")));
+            }
+            print(
+                ctx,
+                &json!({"interface": slot.interface(), "up": up}),
+                || format!("{} is {}", slot.interface(), if up { "up" } else { "down" }),
+            );
+        }
+        Command::Daemon {
+            renew_days,
+            months,
+            once,
+        } => daemon(ctx, &slot, *renew_days, *months, *once).await?,
+    }
+    Ok(())
+}
+
+/// Renews `renew_days` before paid-until (or at once when lapsed), with auto-pay; retries with
+/// backoff; all state is on disk and on the server, so a restart just carries on.
+async fn daemon(
+    ctx: &Ctx,
+    slot: &Slot,
+    renew_days: u32,
+    months: u32,
+    once: bool,
+) -> Result<(), CliError> {
+    if !ctx.cli.auto_pay {
+        return Err(CliError::Usage(
+            "the daemon pays by itself: give -a/--auto-pay".into(),
+        ));
+    }
+    let (_, public) = slot.keypair()?;
+    let mut backoff = Duration::from_secs(5);
+    loop {
+        let round = async {
+            let api = ctx.api(slot).await?;
+            let r = api.status(&public).await?;
+            let due = match (r.state, r.paid_until) {
+                (RentalState::Active, Some(p)) => {
+                    (p as u64).saturating_sub(u64::from(renew_days) * 86_400) <= ctx.now()
+                }
+                (RentalState::Lapsed, _) => true,
+                _ => false,
+            };
+            if !due {
+                let next = r
+                    .paid_until
+                    .map(|p| (p as u64).saturating_sub(u64::from(renew_days) * 86_400));
+                return Ok::<_, CliError>((json!({"renewed": false, "rental": r}), next));
+            }
+            ctx.say(format!(
+                "renewing {} ({:?}, paid until {:?})",
+                r.address, r.state, r.paid_until
+            ));
+            let resp = api.renew(&public, months).await?;
+            let paid = ctx
+                .settle(
+                    &api,
+                    &resp,
+                    Action::Renew {
+                        months,
+                        owed: r.months_owed,
+                    },
+                    &public,
+                )
+                .await?;
+            let after = api.status(&public).await?;
+            Ok((
+                json!({"renewed": true, "payment": paid, "rental": after}),
+                None,
+            ))
+        };
+        match round.await {
+            Ok((out, next)) => {
+                backoff = Duration::from_secs(5);
+                if once {
+                    print(ctx, &out, || format!("{}", out["rental"]["state"]));
+                    return Ok(());
+                }
+                let wait = next.map_or(3600, |n| n.saturating_sub(ctx.now()).clamp(60, 3600));
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            Err(e @ (CliError::Invoice(_) | CliError::Usage(_) | CliError::State(_))) => {
+                return Err(e)
+            }
+            Err(e) => {
+                if once {
+                    return Err(e);
+                }
+                eprintln!("staticip daemon: {e}; retrying in {} s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(600));
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let state_dir = cli.state_dir.clone().unwrap_or_else(state::default_dir);
+    let json = cli.json;
+    let ctx = Ctx { cli, state_dir };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("staticip: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(&ctx)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", json!({"error": e.to_string(), "exit_code": e.code()}));
+            }
+            eprintln!("staticip: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! staticip against a real staticwire-control (dev Lightning backend): the full flow, renewal,
+//! auto-pay through CLN and LND stand-ins that settle via the dev backend, tampered invoices,
+//! caps, the daemon, and --json. Every byte the client sends goes through a recording proxy, so
+//! the test can check that the private key never leaves the machine.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn staticip() -> &'static str {
+    env!("CARGO_BIN_EXE_staticip")
+}
+
+fn control_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("staticwire-control");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p staticwire-control",
+        bin.display()
+    );
+    bin
+}
+
+struct Provider {
+    child: Child,
+    cfg: PathBuf,
+    port: u16,
+    /// Everything clients sent through the proxy.
+    sent: Arc<Mutex<Vec<u8>>>,
+    proxy_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP proxy that records what the client sends.
+fn recording_proxy(target: u16, sent: Arc<Mutex<Vec<u8>>>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let (mut c_r, mut up_w) = (c.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut up_r, mut c_w) = (up, c);
+                let t = std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = c_r.read(&mut buf) {
+                        if n == 0 || up_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = up_w.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut up_r, &mut c_w);
+                let _ = t.join();
+            });
+        }
+    });
+    port
+}
+
+fn provider() -> Provider {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
+             [[routers]]\nname = \"t\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
+            dir.path().display(),
+            dir.path().join("none.sock").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(control_bin())
+        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-clock"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "control did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let proxy_port = recording_proxy(port, sent.clone());
+    Provider {
+        child,
+        cfg,
+        port,
+        sent,
+        proxy_port,
+        _dir: dir,
+    }
+}
+
+impl Provider {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.proxy_port)
+    }
+
+    fn dev_pay(&self, bolt11: &str) {
+        let out = Command::new(control_bin())
+            .args(["-c", self.cfg.to_str().unwrap(), "dev-pay", bolt11])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn advance_clock(&self, secs: i64) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let body = format!("{{\"seconds\":{secs}}}");
+        write!(s, "POST /v1/dev/clock HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+
+    /// The open invoice of a rental, as the customer would see it in the status.
+    fn open_bolt11(&self, state_dir: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state_dir.join("rentals/default/rental.json").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the client never reached the server"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        loop {
+            let st = run(state_dir, &self.url(), &["--json", "status"]);
+            let text = String::from_utf8_lossy(&st.stdout).to_string();
+            if let Some(b) = serde_json::from_str::<Value>(text.trim())
+                .ok()
+                .and_then(|v| v["open_invoice"]["bolt11"].as_str().map(String::from))
+            {
+                return b;
+            }
+            assert!(Instant::now() < deadline, "no open invoice: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn cmd(state_dir: &Path, server: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(staticip());
+    c.args([
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--server",
+        server,
+    ])
+    .args(args);
+    c
+}
+
+fn run(state_dir: &Path, server: &str, args: &[&str]) -> Output {
+    cmd(state_dir, server, args).output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn private_key(state_dir: &Path) -> String {
+    std::fs::read_to_string(state_dir.join("rentals/default/private.key"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn rent_pay_status_conf_renew_and_the_key_never_leaves() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+
+    // Rent, waiting for payment; the customer pays from elsewhere.
+    let child = cmd(sd, &p.url(), &["--json", "RentNewIP"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.dev_pay(&p.open_bolt11(sd));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["rental"]["state"], "active");
+    assert_eq!(v["payment"]["paid"], true);
+    assert_eq!(v["payment"]["invoice"]["amount_sat"], 72_000);
+    let conf_path = PathBuf::from(v["config_path"].as_str().unwrap());
+    let conf = std::fs::read_to_string(&conf_path).unwrap();
+    assert!(conf.contains(&format!("PrivateKey = {}", private_key(sd))));
+    assert!(conf.contains(&format!(
+        "Address = {}/32",
+        v["rental"]["address"].as_str().unwrap()
+    )));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&conf_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Status and conf from the remembered server (no --server needed now).
+    let st = Command::new(staticip())
+        .args(["--state-dir", sd.to_str().unwrap(), "--json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(json(&st)["state"], "active");
+    let c = run(sd, &p.url(), &["--json", "GetConf"]);
+    assert!(json(&c)["wg_quick"]
+        .as_str()
+        .unwrap()
+        .contains("PrivateKey = (hidden"));
+
+    // Renew two months.
+    let before = json(&st)["paid_until"].as_i64().unwrap();
+    let child = cmd(sd, &p.url(), &["--json", "renew", "--months", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.dev_pay(&p.open_bolt11(sd));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["payment"]["invoice"]["amount_sat"], 48_000);
+    assert_eq!(
+        v["rental"]["paid_until"].as_i64().unwrap(),
+        before + 2 * 30 * 86_400
+    );
+
+    // Nothing the client sent contained the private key, in any encoding.
+    let key = private_key(sd);
+    let raw = base64_decode(&key);
+    let sent = String::from_utf8_lossy(&p.sent.lock().unwrap()).to_string();
+    assert!(
+        sent.contains("POST /v1/rentals"),
+        "the proxy saw the traffic"
+    );
+    for form in [
+        key.clone(),
+        key.replace('+', "-").replace('/', "_"),
+        hex(&raw),
+        urlencode(&key),
+    ] {
+        assert!(!sent.contains(&form), "private key sent to the server");
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D")
+}
+
+/// A CLN stand-in: answers `pay` by paying through the dev backend, as a real node would pay
+/// the provider's node. Records what it was asked.
+fn cln_standin(sock: &Path, control_cfg: PathBuf) -> Arc<Mutex<Vec<Value>>> {
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let l = std::os::unix::net::UnixListener::bind(sock).unwrap();
+    let a = asked.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let req: Value = loop {
+                let n = s.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break Value::Null;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Ok(v) = serde_json::from_slice(&buf) {
+                    break v;
+                }
+            };
+            a.lock().unwrap().push(req.clone());
+            let ok = req["jsonrpc"] == "2.0"
+                && req["method"] == "pay"
+                && req["params"]["bolt11"].is_string();
+            let reply = if ok {
+                let bolt11 = req["params"]["bolt11"].as_str().unwrap();
+                let paid = Command::new(control_bin())
+                    .args(["-c", control_cfg.to_str().unwrap(), "dev-pay", bolt11])
+                    .output()
+                    .unwrap();
+                if paid.status.success() {
+                    serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": {"status": "complete", "payment_preimage": "ab".repeat(32), "amount_msat": 0}})
+                } else {
+                    serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 210, "message": "payment failed"}})
+                }
+            } else {
+                serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": -32600, "message": "invalid request"}})
+            };
+            let mut bytes = serde_json::to_vec(&reply).unwrap();
+            bytes.extend_from_slice(b"\n\n");
+            let _ = s.write_all(&bytes);
+        }
+    });
+    asked
+}
+
+#[test]
+fn auto_pay_through_cln_with_caps_and_the_daemon() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    let sock = sd.join("lightning-rpc");
+    let asked = cln_standin(&sock, p.cfg.clone());
+    std::fs::write(
+        sd.join("config.toml"),
+        format!("[autopay]\nmax_payment_sat = 80000\nmax_30_days_sat = 130000\n[cln]\nsocket = \"{}\"\n", sock.display()),
+    )
+    .unwrap();
+
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["rental"]["state"], "active");
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(
+        log.contains("\"succeeded\"") && log.contains("72000"),
+        "{log}"
+    );
+
+    // Over the per-payment cap: refused before the node is asked.
+    let out = run(sd, &p.url(), &["--json", "-a", "renew", "--months", "4"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(json(&out)["error"].as_str().unwrap().contains("cap"));
+    assert_eq!(asked.lock().unwrap().len(), 1);
+
+    // The daemon renews once paid-until is near: 27 days on, 3 days left, renew 5 days ahead.
+    let before = json(&run(sd, &p.url(), &["--json", "status"]))["paid_until"]
+        .as_i64()
+        .unwrap();
+    p.advance_clock(27 * 86_400);
+    let offset = (27 * 86_400).to_string();
+    let out = run(
+        sd,
+        &p.url(),
+        &[
+            "--json",
+            "-a",
+            "--clock-offset",
+            &offset,
+            "daemon",
+            "--once",
+            "--renew-days",
+            "5",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json(&out);
+    assert_eq!(v["renewed"], true);
+    assert_eq!(
+        v["rental"]["paid_until"].as_i64().unwrap(),
+        before + 30 * 86_400
+    );
+    assert_eq!(asked.lock().unwrap().len(), 2);
+
+    // The 30-day cap: 72,000 + 24,000 spent; another 48,000 would pass 130,000.
+    let out = run(sd, &p.url(), &["--json", "-a", "renew", "--months", "2"]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+
+    // Not near paid-until: the daemon does nothing.
+    let out = run(
+        sd,
+        &p.url(),
+        &[
+            "--json",
+            "-a",
+            "--clock-offset",
+            &offset,
+            "daemon",
+            "--once",
+        ],
+    );
+    assert_eq!(json(&out)["renewed"], false);
+}
+
+/// A provider that lies: serves real terms but invoices that do not match them.
+fn lying_provider(terms: Value, invoice: Value) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.to_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let (status, v) = if line.starts_with("GET /v1/terms") {
+                (200, terms.clone())
+            } else if line.starts_with("POST /v1/rentals ") {
+                (
+                    201,
+                    serde_json::json!({"rental": rental_json(), "invoice": invoice}),
+                )
+            } else {
+                (200, rental_json())
+            };
+            let text = v.to_string();
+            let mut s = s;
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+        }
+    });
+    url
+}
+
+fn rental_json() -> Value {
+    serde_json::json!({"public_key": "k", "state": "pending", "address": "203.0.113.5", "created_at": 0,
+        "started_at": null, "paid_until": null, "months_owed": 0, "amount_due_sat": 72000, "reserved_until": null,
+        "open_invoice": null, "server": {"endpoint": "198.18.0.1:51820", "public_key": "x"}})
+}
+
+fn signed(currency: lightning_invoice::Currency, msat: u64) -> (String, String) {
+    use bitcoin::hashes::{sha256, Hash};
+    use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+    let hash = sha256::Hash::hash(&[9u8; 32]);
+    let key = SecretKey::from_slice(&[5; 32]).unwrap();
+    let secp = Secp256k1::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let inv = lightning_invoice::InvoiceBuilder::new(currency)
+        .description("StaticWire".into())
+        .payment_hash(hash)
+        .payment_secret(lightning_invoice::PaymentSecret([1; 32]))
+        .duration_since_epoch(now)
+        .min_final_cltv_expiry_delta(18)
+        .amount_milli_satoshis(msat)
+        .expiry_time(Duration::from_secs(3600))
+        .build_signed(|m: &Message| secp.sign_ecdsa_recoverable(m, &key))
+        .unwrap();
+    (inv.to_string(), hex(&hash.to_byte_array()))
+}
+
+#[test]
+fn tampered_invoices_are_refused_and_nothing_is_paid() {
+    let terms = serde_json::json!({"activation_sat": 48000, "monthly_sat": 24000, "first_payment_sat": 72000,
+        "month_seconds": 2592000, "reservation_seconds": 5184000, "invoice_expiry_seconds": 3600, "max_months": 12,
+        "network": "regtest", "servers": [{"endpoint": "198.18.0.1:51820", "public_key": "x"}]});
+    let cases = [
+        (
+            lightning_invoice::Currency::Regtest,
+            100_000_000u64,
+            100_000u64,
+            "asks 100000 sat",
+        ),
+        (
+            lightning_invoice::Currency::Regtest,
+            100_000_000,
+            72_000,
+            "asks 100000 sat",
+        ),
+        (
+            lightning_invoice::Currency::Bitcoin,
+            72_000_000,
+            72_000,
+            "network bitcoin",
+        ),
+    ];
+    for (currency, msat, claimed, why) in cases {
+        let (bolt11, hash) = signed(currency, msat);
+        let invoice = serde_json::json!({"payment_hash": hash, "bolt11": bolt11, "amount_sat": claimed, "purpose": "activation",
+            "months": 1, "state": "open", "created_at": 0, "expires_at": 4_000_000_000u64, "settled_at": null});
+        let url = lying_provider(terms.clone(), invoice);
+        let dir = tempfile::tempdir().unwrap();
+        let sd = dir.path();
+        let sock = sd.join("lightning-rpc");
+        let asked = cln_standin(&sock, PathBuf::from("/nonexistent"));
+        std::fs::write(
+            sd.join("config.toml"),
+            format!("[cln]\nsocket = \"{}\"\n", sock.display()),
+        )
+        .unwrap();
+        let out = run(sd, &url, &["--json", "-a", "rent"]);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{why}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            json(&out)["error"].as_str().unwrap().contains(why),
+            "{}",
+            json(&out)
+        );
+        assert!(
+            asked.lock().unwrap().is_empty(),
+            "{why}: the node was asked to pay"
+        );
+        assert!(!sd.join("payments.log").exists());
+    }
+}
