@@ -573,3 +573,133 @@ fn tampered_invoices_are_refused_and_nothing_is_paid() {
         assert!(!sd.join("payments.log").exists());
     }
 }
+
+const MACAROON: &[u8] = b"\x02\x01\x03lnd admin macaroon";
+
+/// An LND stand-in over TLS (its own CA:TRUE self-signed certificate, as lnd makes them):
+/// `POST /v2/router/send` streams IN_FLIGHT, pays through the dev backend, then SUCCEEDED.
+fn lnd_standin(control_cfg: PathBuf) -> (String, Vec<u8>, Arc<Mutex<Vec<String>>>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().to_vec();
+    let server = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let a = asked.clone();
+    std::thread::spawn(move || {
+        for tcp in l.incoming().flatten() {
+            let conn = rustls::ServerConnection::new(server.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if tls.read(&mut byte).unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            let _ = tls.read_exact(&mut body);
+            let macaroon_ok = head
+                .to_lowercase()
+                .contains(&format!("grpc-metadata-macaroon: {}", hex(MACAROON)));
+            if !head.starts_with("POST /v2/router/send ") || !macaroon_ok {
+                let _ = tls.write_all(b"HTTP/1.1 500 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"code\":2,\"message\":\"verification failed\"}\n");
+                continue;
+            }
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let bolt11 = req["payment_request"].as_str().unwrap_or("").to_string();
+            a.lock().unwrap().push(bolt11.clone());
+            let _ = tls.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            );
+            let _ =
+                tls.write_all(b"{\"result\":{\"status\":\"IN_FLIGHT\",\"payment_hash\":\"00\"}}\n");
+            let _ = tls.flush();
+            let paid = Command::new(control_bin())
+                .args(["-c", control_cfg.to_str().unwrap(), "dev-pay", &bolt11])
+                .output()
+                .unwrap();
+            let last = if paid.status.success() {
+                format!(
+                    "{{\"result\":{{\"status\":\"SUCCEEDED\",\"payment_preimage\":\"{}\"}}}}\n",
+                    "cd".repeat(32)
+                )
+            } else {
+                "{\"result\":{\"status\":\"FAILED\",\"failure_reason\":\"FAILURE_REASON_NO_ROUTE\"}}\n".to_string()
+            };
+            let _ = tls.write_all(last.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (format!("{}:{}", addr.ip(), addr.port()), der, asked)
+}
+
+#[test]
+fn auto_pay_through_lnd_stream_over_pinned_tls() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let p = provider();
+    let (hostport, der, asked) = lnd_standin(p.cfg.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    std::fs::write(
+        sd.join("config.toml"),
+        format!(
+            "[lnd]\nlndconnect = \"lndconnect://{hostport}?cert={}&macaroon={}\"\n",
+            b64(&der),
+            b64(MACAROON)
+        ),
+    )
+    .unwrap();
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["rental"]["state"], "active");
+    assert_eq!(asked.lock().unwrap().len(), 1);
+
+    // Another node's certificate is not trusted: nothing is sent to it.
+    let (_, other_der, _) = lnd_standin(p.cfg.clone());
+    std::fs::write(
+        sd.join("config.toml"),
+        format!(
+            "[lnd]\nlndconnect = \"lndconnect://{hostport}?cert={}&macaroon={}\"\n",
+            b64(&other_der),
+            b64(MACAROON)
+        ),
+    )
+    .unwrap();
+    let out = run(sd, &p.url(), &["--json", "-a", "renew"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(asked.lock().unwrap().len(), 1);
+}
