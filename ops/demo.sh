@@ -19,7 +19,7 @@ fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 id=swdemo$$
-CLI=$id-cli SRV=$id-srv INET=$id-inet WGS=${id}s WGC=${id}c
+CLI=$id-cli SRV=$id-srv INET=$id-inet WGS=${id}s
 tmp=$(mktemp -d)
 cleanup() {
   for ns in $CLI $SRV $INET; do
@@ -27,17 +27,18 @@ cleanup() {
   done
   sleep 0.3
   for ns in $CLI $SRV $INET; do ip netns del $ns 2>/dev/null || true; done
-  rm -f /var/run/wireguard/$WGS.sock /var/run/wireguard/$WGC.sock
+  rm -f /var/run/wireguard/$WGS.sock
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 ex() { ip netns exec "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
-step "build staticwire-router and staticwire-control"
-cargo build --release -q -p staticwire-router -p staticwire-control
+step "build staticwire-router, staticwire-control and staticip"
+cargo build --release -q -p staticwire-router -p staticwire-control -p staticip
 router=$PWD/target/release/staticwire-router
 control=$PWD/target/release/staticwire-control
+staticip=$PWD/target/release/staticip
 
 step "namespaces: customer $CLI (198.18.0.2), provider $SRV (198.18.0.1 / 198.19.0.1), internet $INET (198.19.0.2)"
 for ns in $CLI $SRV $INET; do ip netns add $ns; ex $ns ip link set lo up; done
@@ -74,35 +75,21 @@ api=http://198.18.0.1:8420
 for i in $(seq 1 50); do ex $CLI curl -sf $api/healthz >/dev/null && break; sleep 0.1; done
 echo "terms: $(ex $CLI curl -sf $api/v1/terms)"
 
-step "customer: a WireGuard key made locally; only the public key is sent"
-umask 077
-wg genkey > $tmp/customer.key
-pub=$(wg pubkey < $tmp/customer.key)
-urlkey=$(printf %s "$pub" | tr '+/' '-_')
-echo "public key: $pub"
+step "customer: staticip RentNewIP (key made locally; only the public key is sent)"
+sip() { ex $CLI env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go $staticip --state-dir $tmp/customer --server $api "$@"; }
+sip RentNewIP --no-wait
+pub=$(sip --json status | json 'd["public_key"]')
+bolt11=$(sip --json status | json 'd["open_invoice"]["bolt11"]')
+addr=$(sip --json status | json 'd["address"]')
 
-step "customer: RentNewIP"
-rent=$(ex $CLI curl -sf -X POST -H 'content-type: application/json' -d "{\"public_key\":\"$pub\"}" $api/v1/rentals)
-addr=$(echo "$rent" | json 'd["rental"]["address"]')
-bolt11=$(echo "$rent" | json 'd["invoice"]["bolt11"]')
-echo "address held: $addr"
-echo "invoice: $(echo "$rent" | json 'd["invoice"]["amount_sat"]') sat"
-echo "$bolt11"
-
-step "customer pays the invoice (dev backend: staticwire-control dev-pay)"
+step "the customer's wallet pays the invoice (dev backend: staticwire-control dev-pay)"
 $control -c $tmp/control.toml dev-pay "$bolt11"
-for i in $(seq 1 50); do
-  state=$(ex $CLI curl -sf $api/v1/rentals/$urlkey | json 'd["state"]')
-  [ "$state" = active ] && break; sleep 0.1
-done
-ex $CLI curl -sf $api/v1/rentals/$urlkey | json 'json.dumps({k: d[k] for k in ("state", "address", "paid_until", "amount_due_sat")})'
+for i in $(seq 1 50); do [ "$(sip --json status | json 'd["state"]')" = active ] && break; sleep 0.1; done
+sip GetRentalStatus
 
-step "customer: GetConf, private key filled in locally, tunnel up with wg-quick + wireguard-go"
-conf=$tmp/$WGC.conf
-ex $CLI curl -sf $api/v1/rentals/$urlkey/config | json 'd["wg_quick"]' \
-  | sed "s|^# PrivateKey = .*|PrivateKey = $(cat $tmp/customer.key)|" > $conf
-sed 's|^PrivateKey = .*|PrivateKey = (hidden)|' $conf
-ex $CLI env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up $conf 2>&1 | sed 's/^/  /'
+step "customer: staticip GetConf writes the wg-quick file (private key filled in locally), staticip up"
+sip GetConf
+sip up 2>&1 | sed 's/^/  /'
 
 step "customer serves a web page on its new address"
 mkdir -p $tmp/www; echo "hello from the customer's own static address $addr" > $tmp/www/index.html
