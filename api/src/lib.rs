@@ -27,6 +27,10 @@ pub struct Terms {
     pub network: String,
     /// The WireGuard servers rentals are placed on.
     pub servers: Vec<Server>,
+    /// SHA-256 of the provider's HTTPS certificate (DER), 64 lowercase hex characters, for
+    /// clients that pin it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

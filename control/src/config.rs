@@ -30,6 +30,33 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// Seconds between checks of open invoices with the backend (where it cannot stream).
     pub invoice_poll_millis: u64,
+    /// HTTPS (self-signed, pinned by fingerprint) serving the original StaticWire client's
+    /// protocol beside `/v1`. Off unless `listen` is set.
+    pub compat: CompatConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatConfig {
+    /// e.g. "0.0.0.0:8443".
+    pub listen: Option<SocketAddr>,
+    /// Smallest credit a new AddCredit rental may start with (on top of the activation fee).
+    pub minimum_initial_credit_sat: u64,
+    /// Smallest top-up.
+    pub min_regular_payment_sat: u64,
+    /// Most credit a rental may hold.
+    pub maximum_credit_sat: u64,
+}
+
+impl Default for CompatConfig {
+    fn default() -> Self {
+        CompatConfig {
+            listen: None,
+            minimum_initial_credit_sat: 1_000,
+            min_regular_payment_sat: 500,
+            maximum_credit_sat: 150_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +147,7 @@ impl Default for Config {
             }],
             reconcile_interval_secs: 2,
             invoice_poll_millis: 200,
+            compat: CompatConfig::default(),
         }
     }
 }

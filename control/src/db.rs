@@ -75,6 +75,12 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: credit top-ups (the original client's AddCredit) carry their credited seconds, and an
+    //    AddCredit rental's ledger runs from when it was quoted, as the original server's did.
+    r#"
+    ALTER TABLE invoices ADD COLUMN credit_secs INTEGER;
+    ALTER TABLE invoices ADD COLUMN ledger_from_creation INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,12 @@
 //! staticwire-control: the StaticWire rental server and its operator commands.
 
 mod clock;
+mod compat;
 mod config;
 mod db;
 mod feed;
 mod http;
+mod https;
 mod ledger;
 mod lightning;
 mod service;
@@ -46,6 +48,8 @@ enum Command {
         #[arg(long)]
         dev_clock: bool,
     },
+    /// Print the SHA-256 fingerprint of the HTTPS certificate, for clients to pin.
+    Fingerprint,
     /// Pay an invoice of the dev Lightning backend (refused with any other backend).
     DevPay {
         /// The BOLT11 invoice.
@@ -101,7 +105,7 @@ fn router_key(path: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
     Ok((secret, public.to_bytes()))
 }
 
-fn build(cfg: Config) -> Service {
+fn build(cfg: Config) -> (Service, https::Identity) {
     std::fs::create_dir_all(&cfg.data_dir)
         .unwrap_or_else(|e| fail(format!("data dir {}: {e}", cfg.data_dir.display())));
     let conn = db::open(&cfg.db_path()).unwrap_or_else(|e| fail(e));
@@ -144,10 +148,14 @@ fn build(cfg: Config) -> Service {
             }
         })
         .collect();
-    Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e))
+    let tls = https::Identity::load_or_create(&cfg.data_dir)
+        .unwrap_or_else(|e| fail(format!("TLS certificate: {e}")));
+    let mut service = Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e));
+    service.tls_fingerprint = Some(tls.fingerprint());
+    (service, tls)
 }
 
-async fn serve(service: Arc<Service>, dev_clock: bool) {
+async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     let listener = tokio::net::TcpListener::bind(service.cfg.listen)
         .await
         .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg.listen)));
@@ -189,6 +197,14 @@ async fn serve(service: Arc<Service>, dev_clock: bool) {
             }
         }
     });
+    if let Some(addr) = service.cfg.compat.listen {
+        // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
+        let app = http::router(service.clone(), dev_clock).merge(compat::router(service.clone()));
+        let bound = https::serve(addr, &tls, app)
+            .await
+            .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
+        tracing::info!(addr = %bound, fingerprint = %tls.fingerprint(), "HTTPS (StaticWire client protocol and /v1)");
+    }
     let app = http::router(service, dev_clock);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -233,15 +249,17 @@ fn main() {
         cfg.listen = *l;
     }
     let dev_backend = matches!(cfg.lightning, LightningConfig::Dev);
-    let service = Arc::new(build(cfg));
+    let (service, tls) = build(cfg);
+    let service = Arc::new(service);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(e));
     match command {
         Command::Serve { dev_clock, .. } => {
             if dev_clock && !dev_backend {
                 fail("--dev-clock needs the dev Lightning backend");
             }
-            rt.block_on(serve(service, dev_clock));
+            rt.block_on(serve(service, tls, dev_clock));
         }
+        Command::Fingerprint => println!("{}", tls.fingerprint()),
         Command::DevPay { bolt11 } => {
             let Backend::Dev(node) = &service.ln else {
                 fail("dev-pay only works with the dev Lightning backend");

@@ -70,6 +70,8 @@ pub struct Service {
     changed: watch::Sender<u64>,
     /// Customers' last endpoints as the routers reported them.
     endpoints: Mutex<Endpoints>,
+    /// Of the HTTPS certificate, published in the terms.
+    pub tls_fingerprint: Option<String>,
 }
 
 impl Service {
@@ -107,6 +109,7 @@ impl Service {
             routers,
             changed: watch::channel(0).0,
             endpoints: Mutex::new(Endpoints::new()),
+            tls_fingerprint: None,
         })
     }
 
@@ -151,6 +154,7 @@ impl Service {
                 .iter()
                 .map(|r| self.server_of(&r.name))
                 .collect(),
+            tls_fingerprint: self.tls_fingerprint.clone(),
         }
     }
 
@@ -197,57 +201,80 @@ impl Service {
     fn description(&self, r: &RentalRow, what: &str) -> String {
         format!("StaticWire {what}: {} for {}", r.address, r.public_key)
     }
+}
+
+/// The outcome of asking for an address.
+pub enum Hold {
+    /// The key already has a pending rental with an open invoice: the same answer again.
+    Existing(api::InvoiceResponse),
+    /// A new pending rental holding an address; its first invoice is still to be made.
+    New(RentalRow),
+}
+
+impl Service {
+    /// Holds a free address for `key` (or finds its pending rental).
+    pub fn hold(&self, key: &str, now: i64) -> Result<Hold, ServiceError> {
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        if let Some(r) = store::live_rental(&tx, key)? {
+            match r.account().state(&self.terms, now) {
+                RentalState::Pending => {
+                    if let Some(inv) = store::open_invoice(&tx, r.id, now)? {
+                        // Asking again returns the same invoice instead of a second address.
+                        let view = self.rental_view(&tx, &r, now)?;
+                        return Ok(Hold::Existing(api::InvoiceResponse {
+                            rental: view,
+                            invoice: inv.to_api(),
+                        }));
+                    }
+                    if now - r.created_at < 60 {
+                        return Err(ServiceError::Conflict(
+                            "this rental's invoice is being created; retry".into(),
+                        ));
+                    }
+                    store::release(&tx, r.id, now, "unpaid", 0)?;
+                }
+                RentalState::Released => {
+                    let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
+                        + self.terms.cooldown_secs;
+                    store::release(&tx, r.id, now, "reservation_ended", cool)?;
+                }
+                state => {
+                    return Err(ServiceError::Conflict(format!(
+                        "this key already rents {} ({state:?}); renew it instead",
+                        r.address
+                    )))
+                }
+            }
+        }
+        let (address, router) =
+            store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
+        let id = store::insert_rental(&tx, key, &address, &router, now)?;
+        store::event(
+            &tx,
+            now,
+            Some(id),
+            "rented",
+            &serde_json::json!({"address": address}),
+        )?;
+        tx.commit()?;
+        Ok(Hold::New(store::rental_by_id(&db, id)?))
+    }
+
+    /// Gives a hold back when its first invoice could not be made.
+    pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
+        let db = self.db()?;
+        store::release(&db, rental.id, now, "invoice_failed", 0)?;
+        Ok(())
+    }
 
     /// RentNewIP: hold an address for `key` and return the first invoice.
     pub async fn rent(&self, key: &str) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let rental = {
-            let mut db = self.db()?;
-            let tx = db.transaction()?;
-            if let Some(r) = store::live_rental(&tx, &key)? {
-                match r.account().state(&self.terms, now) {
-                    RentalState::Pending => {
-                        if let Some(inv) = store::open_invoice(&tx, r.id, now)? {
-                            // Asking again returns the same invoice instead of a second address.
-                            let view = self.rental_view(&tx, &r, now)?;
-                            return Ok(api::InvoiceResponse {
-                                rental: view,
-                                invoice: inv.to_api(),
-                            });
-                        }
-                        if now - r.created_at < 60 {
-                            return Err(ServiceError::Conflict(
-                                "this rental's invoice is being created; retry".into(),
-                            ));
-                        }
-                        store::release(&tx, r.id, now, "unpaid", 0)?;
-                    }
-                    RentalState::Released => {
-                        let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
-                            + self.terms.cooldown_secs;
-                        store::release(&tx, r.id, now, "reservation_ended", cool)?;
-                    }
-                    state => {
-                        return Err(ServiceError::Conflict(format!(
-                            "this key already rents {} ({state:?}); renew it instead",
-                            r.address
-                        )))
-                    }
-                }
-            }
-            let (address, router) =
-                store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
-            let id = store::insert_rental(&tx, &key, &address, &router, now)?;
-            store::event(
-                &tx,
-                now,
-                Some(id),
-                "rented",
-                &serde_json::json!({"address": address}),
-            )?;
-            tx.commit()?;
-            store::rental_by_id(&db, id)?
+        let rental = match self.hold(&key, now)? {
+            Hold::Existing(resp) => return Ok(resp),
+            Hold::New(r) => r,
         };
         let quote = ledger::activation_quote(&self.terms);
         match self
@@ -257,8 +284,7 @@ impl Service {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 // No invoice, no hold: give the address back at once.
-                let db = self.db()?;
-                store::release(&db, rental.id, now, "invoice_failed", 0)?;
+                self.unhold(&rental, now)?;
                 Err(e)
             }
         }
@@ -275,15 +301,31 @@ impl Service {
             InvoicePurpose::Activation => "activation and first month".to_string(),
             InvoicePurpose::Renewal => format!("{} month(s)", quote.months),
         };
+        self.invoice_with(
+            r,
+            quote.amount_sat,
+            &what,
+            purpose,
+            store::Credit::Months(quote.months),
+            now,
+        )
+        .await
+    }
+
+    /// Creates an invoice of `amount_sat` that credits `credit` when paid.
+    pub async fn invoice_with(
+        &self,
+        r: &RentalRow,
+        amount_sat: u64,
+        what: &str,
+        purpose: InvoicePurpose,
+        credit: store::Credit,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
         let expiry = Duration::from_secs(self.cfg.terms.invoice_expiry_secs);
         let new = self
             .ln
-            .create_invoice(
-                quote.amount_sat * 1000,
-                &self.description(r, &what),
-                expiry,
-                now,
-            )
+            .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
             .await?;
         let db = self.db()?;
         store::insert_invoice(
@@ -291,9 +333,9 @@ impl Service {
             &new.payment_hash,
             r.id,
             &new.bolt11,
-            quote.amount_sat * 1000,
+            amount_sat * 1000,
             purpose,
-            quote.months,
+            credit,
             now,
             new.expires_at,
         )?;

@@ -61,6 +61,10 @@ pub struct InvoiceRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub settled_at: Option<i64>,
+    /// Seconds this invoice credits, when not whole months (credit top-ups).
+    pub credit_secs: Option<i64>,
+    /// The ledger of a new rental starts when this invoice was made, not when it was paid.
+    pub ledger_from_creation: bool,
 }
 
 impl InvoiceRow {
@@ -80,7 +84,7 @@ impl InvoiceRow {
 }
 
 const INVOICE_COLS: &str = "payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, \
-     created_at, expires_at, settled_at";
+     created_at, expires_at, settled_at, credit_secs, ledger_from_creation";
 
 fn purpose_str(p: InvoicePurpose) -> &'static str {
     match p {
@@ -111,7 +115,20 @@ fn invoice(r: &Row) -> rusqlite::Result<InvoiceRow> {
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         settled_at: r.get(9)?,
+        credit_secs: r.get(10)?,
+        ledger_from_creation: r.get::<_, i64>(11)? != 0,
     })
+}
+
+/// How an invoice credits the ledger when paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credit {
+    Months(u32),
+    /// Seconds bought by a credit top-up; `from_creation` starts a new ledger at quote time.
+    Seconds {
+        secs: i64,
+        from_creation: bool,
+    },
 }
 
 /// Makes sure every configured address exists; existing rows (and their cool-downs) stay.
@@ -240,14 +257,21 @@ pub fn insert_invoice(
     bolt11: &str,
     amount_msat: u64,
     purpose: InvoicePurpose,
-    months: u32,
+    credit: Credit,
     created_at: i64,
     expires_at: i64,
 ) -> rusqlite::Result<()> {
+    let (months, credit_secs, from_creation) = match credit {
+        Credit::Months(m) => (m, None, false),
+        Credit::Seconds {
+            secs,
+            from_creation,
+        } => (0, Some(secs), from_creation),
+    };
     db.execute(
-        "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
-        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at],
+        "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10)",
+        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64],
     )?;
     event(
         db,
@@ -340,7 +364,16 @@ pub fn credit(
     settled_at: i64,
     month_secs: i64,
 ) -> rusqlite::Result<()> {
-    let credited = i64::from(inv.months) * month_secs;
+    let credited = inv
+        .credit_secs
+        .unwrap_or(i64::from(inv.months) * month_secs);
+    // A /v1 rental starts when paid (never before its invoice existed); an AddCredit rental
+    // when quoted, as the original client computes its credit.
+    let start = if inv.ledger_from_creation {
+        inv.created_at
+    } else {
+        settled_at.max(inv.created_at)
+    };
     db.execute(
         "INSERT INTO payments(payment_hash, rental_id, amount_msat, credited_secs, settled_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -358,9 +391,9 @@ pub fn credit(
     )?;
     // The ledger starts at the first payment, never before the invoice existed.
     db.execute(
-        "UPDATE rentals SET started_at = COALESCE(started_at, MAX(?1, ?2)),
-                credited_secs = credited_secs + ?3 WHERE id = ?4",
-        params![settled_at, inv.created_at, credited, inv.rental_id],
+        "UPDATE rentals SET started_at = COALESCE(started_at, ?1),
+                credited_secs = credited_secs + ?2 WHERE id = ?3",
+        params![start, credited, inv.rental_id],
     )?;
     event(
         db,
@@ -368,6 +401,15 @@ pub fn credit(
         Some(inv.rental_id),
         "payment",
         &serde_json::json!({"payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat, "credited_secs": credited}),
+    )
+}
+
+/// (total paid in sat, number of payments) of a rental.
+pub fn paid_totals(db: &Connection, rental_id: i64) -> rusqlite::Result<(i64, i64)> {
+    db.query_row(
+        "SELECT COALESCE(SUM(amount_msat), 0) / 1000, COUNT(*) FROM payments WHERE rental_id = ?1",
+        [rental_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
 }
 
