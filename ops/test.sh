@@ -41,8 +41,30 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The original StaticWire client's Python stack, for the compatibility tests: both
+# wireguard-tools series its releases used.
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
+fi
+for v in 0.4 0.6; do
+  venv=target/compat-venv-$v
+  if [ ! -x $venv/bin/python ] || ! $venv/bin/python -c 'import wireguard_tools, bolt11, requests_toolbelt' 2>/dev/null; then
+    echo "== Python venv with wireguard-tools $v.x"
+    python3 -m venv $venv
+    $venv/bin/pip install -q "wireguard-tools==$v.*" requests requests-toolbelt bolt11 "bitstring<4.2"
+  fi
+done
+export STATICWIRE_COMPAT_PYTHON=$PWD/target/compat-venv-0.6/bin/python
+
 echo "== cargo test"
 cargo test --workspace
+
+for v in 0.4 0.6; do
+  echo "== original-client protocol suite (wireguard-tools $v.x)"
+  target/compat-venv-$v/bin/python control/tests/compat/protocol_test.py target/debug/staticwire-control
+done
 echo "== cargo bench (quick mode)"
 cargo bench -p staticwire-benches -- --quick --noplot
 echo "== all tests passed"

@@ -1,0 +1,52 @@
+//! The original client's path end to end in namespaces: AddCredit over pinned HTTPS, payment
+//! through the dev backend, GetConf turned into a wg-quick file by the real `wireguard_tools`
+//! package (WireguardConfig.from_dict), that file brought up with wg-quick + wireguard-go, and
+//! the internet reaching the rented address. Needs root and STATICWIRE_COMPAT_PYTHON (a Python
+//! with requests, requests-toolbelt, bolt11 and wireguard-tools; ops/test.sh makes one).
+
+#[path = "../../router/tests/support/mod.rs"]
+mod support;
+
+use support::*;
+
+#[test]
+fn original_client_rents_and_its_wireguard_tools_config_works() {
+    if !root_or_skip("original_client_rents_and_its_wireguard_tools_config_works") {
+        return;
+    }
+    let Ok(python) = std::env::var("STATICWIRE_COMPAT_PYTHON") else {
+        eprintln!("\n!!!!! SKIPPED original_client_rents_and_its_wireguard_tools_config_works: set STATICWIRE_COMPAT_PYTHON (ops/test.sh does) !!!!!\n");
+        return;
+    };
+    let control = env!("CARGO_BIN_EXE_staticwire-control");
+    let mut lab = Lab::new();
+    lab.start_router();
+    let (srv, cli, inet, wgs) = (lab.srv.clone(), lab.cli.clone(), lab.inet.clone(), lab.wgs.clone());
+    lab.must_in(&srv, &format!("ip link set {wgs} up && ip route add 203.0.113.0/24 dev {wgs}"));
+    let cfg = lab.path("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:8420\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n[compat]\nlisten = \"198.18.0.1:8443\"\n\
+             [[routers]]\nname = \"{wgs}\"\nsocket = \"/var/run/wireguard/{wgs}.sock\"\nendpoint = \"{PROVIDER_UNDERLAY}:51820\"\n\
+             pools = [\"{RENTED}/32\"]\n",
+            lab.path("control")
+        ),
+    )
+    .unwrap();
+    lab.spawn_in(&srv, control, &["-c", &cfg, "serve"], "control.log");
+    lab.wait_for(&format!("ip netns exec {cli} curl -skf https://198.18.0.1:8443/healthz"));
+    let fpr = must(&format!("{control} -c {cfg} fingerprint")).trim().to_string();
+
+    let conf = lab.path(&format!("{}q.conf", lab.id));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/protocol_test.py");
+    let address = lab.must_in(
+        &cli,
+        &format!("{python} {script} --customer https://198.18.0.1:8443 {fpr} {control} {cfg} {conf}"),
+    );
+    assert_eq!(address.trim(), RENTED);
+    lab.must_in(&cli, &format!("WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up {conf}"));
+    assert!(lab.ping_ok(&inet, RENTED, None), "internet -> rented address through the wireguard_tools config");
+    assert!(lab.udp_reaches(&cli, RENTED, &inet, INTERNET), "customer -> internet from the rented address");
+    lab.must_in(&cli, &format!("wg-quick down {conf}"));
+}
