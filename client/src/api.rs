@@ -22,6 +22,8 @@ pub enum ApiError {
 
 pub struct Api {
     pub base: String,
+    /// The pinned certificate fingerprint (lowercase hex), for https servers.
+    pub fingerprint: Option<String>,
     http: reqwest::Client,
 }
 
@@ -68,14 +70,31 @@ pub fn url_key(public_key: &str) -> String {
 }
 
 impl Api {
-    pub fn new(base: &str) -> Result<Self, ApiError> {
+    /// With a fingerprint, an https server is trusted by that pin alone (no CA, no hostname),
+    /// as StaticWire providers use self-signed certificates. Without one, the platform's usual
+    /// CA validation is not available in this build, so https needs the pin.
+    pub fn new(base: &str, fingerprint: Option<&str>) -> Result<Self, ApiError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(90))
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(90));
+        let mut pinned = None;
+        if let Some(f) = fingerprint {
+            let sha = staticwire_tls::parse_fingerprint(f)
+                .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+            let tls = staticwire_tls::fingerprint_client_config(sha)
+                .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+            builder = builder.use_preconfigured_tls(tls);
+            pinned = Some(hex::encode(sha));
+        } else if base.starts_with("https://") {
+            return Err(ApiError::Unreachable(
+                "https servers are trusted by pinning: give --fingerprint (staticwire-control fingerprint prints it)".into(),
+            ));
+        }
+        let http = builder
             .build()
             .map_err(|e| ApiError::Unreachable(e.to_string()))?;
         Ok(Api {
             base: base.trim_end_matches('/').to_string(),
+            fingerprint: pinned,
             http,
         })
     }

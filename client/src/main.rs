@@ -30,6 +30,10 @@ struct Cli {
     /// else https://<domain>). Remembered per rental after the first use.
     #[arg(long, global = true)]
     server: Option<String>,
+    /// Pin the provider's HTTPS certificate by its SHA-256 (64 hex characters, as
+    /// `staticwire-control fingerprint` prints it); remembered per rental.
+    #[arg(long, global = true, value_name = "SHA256")]
+    fingerprint: Option<String>,
     /// State directory [default: $XDG_CONFIG_HOME/staticip].
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -154,12 +158,18 @@ impl Ctx {
     }
 
     async fn api(&self, slot: &Slot) -> Result<Api, CliError> {
-        let server = match (&self.cli.server, slot.saved()?) {
+        let saved = slot.saved()?;
+        let server = match (&self.cli.server, &saved) {
             (Some(s), _) => api::resolve_server(s).await?,
-            (None, Some(saved)) => saved.server,
+            (None, Some(saved)) => saved.server.clone(),
             (None, None) => return Err(CliError::Usage("no provider yet: give --server".into())),
         };
-        Ok(Api::new(&server)?)
+        let fingerprint = self
+            .cli
+            .fingerprint
+            .clone()
+            .or_else(|| saved.and_then(|s| s.fingerprint));
+        Ok(Api::new(&server, fingerprint.as_deref()).map_err(CliError::Api)?)
     }
 
     /// Checks, shows or pays, then waits for settlement of an invoice.
@@ -288,6 +298,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 server: api.base.clone(),
                 public_key: public.clone(),
                 address: Some(resp.rental.address.clone()),
+                fingerprint: api.fingerprint.clone(),
             })?;
             ctx.say(format!("address held: {}", resp.rental.address));
             let paid = ctx.settle(&api, &resp, Action::Rent, &public).await?;

@@ -31,6 +31,9 @@ pub struct Saved {
     pub server: String,
     pub public_key: String,
     pub address: Option<String>,
+    /// The provider's pinned certificate fingerprint, if it uses one.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 pub struct Slot {

@@ -38,6 +38,7 @@ struct Provider {
     /// Everything clients sent through the proxy.
     sent: Arc<Mutex<Vec<u8>>>,
     proxy_port: u16,
+    https_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -89,12 +90,13 @@ fn recording_proxy(target: u16, sent: Arc<Mutex<Vec<u8>>>) -> u16 {
 
 fn provider() -> Provider {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let (port, https_port) = (free_port(), free_port());
     let cfg = dir.path().join("control.toml");
     std::fs::write(
         &cfg,
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
+             [compat]\nlisten = \"127.0.0.1:{https_port}\"\n\
              [[routers]]\nname = \"t\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
             dir.path().display(),
             dir.path().join("none.sock").display()
@@ -120,6 +122,7 @@ fn provider() -> Provider {
         port,
         sent,
         proxy_port,
+        https_port,
         _dir: dir,
     }
 }
@@ -702,4 +705,63 @@ fn auto_pay_through_lnd_stream_over_pinned_tls() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(asked.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn https_with_a_pinned_fingerprint() {
+    let p = provider();
+    let fpr = String::from_utf8(
+        Command::new(control_bin())
+            .args(["-c", p.cfg.to_str().unwrap(), "fingerprint"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fpr = fpr.trim();
+    let url = format!("https://127.0.0.1:{}", p.https_port);
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    // Without a pin, or with the wrong one, nothing is trusted.
+    let out = run(sd, &url, &["--json", "--no-wait", "rent"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(
+        sd,
+        &url,
+        &[
+            "--json",
+            "--no-wait",
+            "--fingerprint",
+            &"00".repeat(32),
+            "rent",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let out = run(
+        sd,
+        &url,
+        &["--json", "--no-wait", "--fingerprint", fpr, "rent"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["payment"]["invoice"]["amount_sat"], 72_000);
+    // The pin is remembered with the rental.
+    let st = Command::new(staticip())
+        .args(["--state-dir", sd.to_str().unwrap(), "--json", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&st)["state"],
+        "pending",
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 }

@@ -31,9 +31,18 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PemError> {
     Ok(base64::engine::general_purpose::STANDARD.decode(b64)?)
 }
 
+/// What a pinned connection accepts.
+#[derive(Debug)]
+enum Pin {
+    /// Exactly this certificate (DER).
+    Der(Vec<u8>),
+    /// Any certificate whose DER has this SHA-256.
+    Sha256([u8; 32]),
+}
+
 #[derive(Debug)]
 struct Pinned {
-    der: Vec<u8>,
+    pin: Pin,
     provider: Arc<CryptoProvider>,
 }
 
@@ -46,7 +55,13 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.der.as_slice() {
+        let matches = match &self.pin {
+            Pin::Der(der) => end_entity.as_ref() == der.as_slice(),
+            Pin::Sha256(want) => {
+                ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref()).as_ref() == want
+            }
+        };
+        if matches {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(
@@ -90,14 +105,65 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
-/// A client configuration that accepts exactly the certificate `der`.
-pub fn pinned_client_config(der: Vec<u8>) -> Result<rustls::ClientConfig, rustls::Error> {
+fn config(pin: Pin) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(
         rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned { der, provider }))
+            .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider }))
             .with_no_client_auth(),
     )
+}
+
+/// A client configuration that accepts exactly the certificate `der`.
+pub fn pinned_client_config(der: Vec<u8>) -> Result<rustls::ClientConfig, rustls::Error> {
+    config(Pin::Der(der))
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("a certificate fingerprint is 64 hex characters (SHA-256 of the DER certificate)")]
+pub struct BadFingerprint;
+
+/// Parses a fingerprint: 64 hex characters, colons allowed, any case.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], BadFingerprint> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(BadFingerprint);
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| BadFingerprint)?;
+    }
+    Ok(out)
+}
+
+/// A client configuration that accepts the certificate whose DER has this SHA-256: how the
+/// original StaticWire client trusts a provider (its `TrustedFingerprint`).
+pub fn fingerprint_client_config(sha256: [u8; 32]) -> Result<rustls::ClientConfig, rustls::Error> {
+    config(Pin::Sha256(sha256))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints() {
+        let f = "ab".repeat(32);
+        assert_eq!(parse_fingerprint(&f).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint(&f.to_uppercase()).unwrap(), [0xab; 32]);
+        let colons: Vec<String> = (0..32).map(|_| "AB".to_string()).collect();
+        assert_eq!(parse_fingerprint(&colons.join(":")).unwrap(), [0xab; 32]);
+        assert_eq!(parse_fingerprint("abc"), Err(BadFingerprint));
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), Err(BadFingerprint));
+        assert_eq!(parse_fingerprint(&"é".repeat(32)), Err(BadFingerprint));
+    }
+
+    #[test]
+    fn pem_first_certificate() {
+        let pem = "junk\n-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n";
+        assert_eq!(first_cert_der(pem).unwrap(), [1, 2, 3]);
+        assert!(first_cert_der("nothing").is_err());
+    }
 }
