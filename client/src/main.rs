@@ -169,7 +169,7 @@ impl Ctx {
             .fingerprint
             .clone()
             .or_else(|| saved.and_then(|s| s.fingerprint));
-        Ok(Api::new(&server, fingerprint.as_deref()).map_err(CliError::Api)?)
+        Api::new(&server, fingerprint.as_deref()).map_err(CliError::Api)
     }
 
     /// Checks, shows or pays, then waits for settlement of an invoice.

@@ -21,8 +21,16 @@ fn original_client_rents_and_its_wireguard_tools_config_works() {
     let control = env!("CARGO_BIN_EXE_staticwire-control");
     let mut lab = Lab::new();
     lab.start_router();
-    let (srv, cli, inet, wgs) = (lab.srv.clone(), lab.cli.clone(), lab.inet.clone(), lab.wgs.clone());
-    lab.must_in(&srv, &format!("ip link set {wgs} up && ip route add 203.0.113.0/24 dev {wgs}"));
+    let (srv, cli, inet, wgs) = (
+        lab.srv.clone(),
+        lab.cli.clone(),
+        lab.inet.clone(),
+        lab.wgs.clone(),
+    );
+    lab.must_in(
+        &srv,
+        &format!("ip link set {wgs} up && ip route add 203.0.113.0/24 dev {wgs}"),
+    );
     let cfg = lab.path("control.toml");
     std::fs::write(
         &cfg,
@@ -35,18 +43,33 @@ fn original_client_rents_and_its_wireguard_tools_config_works() {
     )
     .unwrap();
     lab.spawn_in(&srv, control, &["-c", &cfg, "serve"], "control.log");
-    lab.wait_for(&format!("ip netns exec {cli} curl -skf https://198.18.0.1:8443/healthz"));
-    let fpr = must(&format!("{control} -c {cfg} fingerprint")).trim().to_string();
+    lab.wait_for(&format!(
+        "ip netns exec {cli} curl -skf https://198.18.0.1:8443/healthz"
+    ));
+    let fpr = must(&format!("{control} -c {cfg} fingerprint"))
+        .trim()
+        .to_string();
 
     let conf = lab.path(&format!("{}q.conf", lab.id));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compat/protocol_test.py");
     let address = lab.must_in(
         &cli,
-        &format!("{python} {script} --customer https://198.18.0.1:8443 {fpr} {control} {cfg} {conf}"),
+        &format!(
+            "{python} {script} --customer https://198.18.0.1:8443 {fpr} {control} {cfg} {conf}"
+        ),
     );
     assert_eq!(address.trim(), RENTED);
-    lab.must_in(&cli, &format!("WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up {conf}"));
-    assert!(lab.ping_ok(&inet, RENTED, None), "internet -> rented address through the wireguard_tools config");
-    assert!(lab.udp_reaches(&cli, RENTED, &inet, INTERNET), "customer -> internet from the rented address");
+    lab.must_in(
+        &cli,
+        &format!("WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up {conf}"),
+    );
+    assert!(
+        lab.ping_ok(&inet, RENTED, None),
+        "internet -> rented address through the wireguard_tools config"
+    );
+    assert!(
+        lab.udp_reaches(&cli, RENTED, &inet, INTERNET),
+        "customer -> internet from the rented address"
+    );
     lab.must_in(&cli, &format!("wg-quick down {conf}"));
 }
