@@ -28,31 +28,14 @@ fn staticip_rents_and_brings_up_the_tunnel() {
     let control = sibling("staticwire-control");
     let mut lab = Lab::new();
     lab.start_router();
-    let (srv, cli, inet, wgs) = (
-        lab.srv.clone(),
-        lab.cli.clone(),
-        lab.inet.clone(),
-        lab.wgs.clone(),
+    lab.provider_interface_up();
+    let (cli, inet) = (lab.cli.clone(), lab.inet.clone());
+    let cfg = lab.start_control(
+        &control,
+        "listen = \"198.18.0.1:8420\"",
+        &[],
+        "curl -sf http://198.18.0.1:8420/healthz",
     );
-    lab.must_in(
-        &srv,
-        &format!("ip link set {wgs} up && ip route add 203.0.113.0/24 dev {wgs}"),
-    );
-    let cfg = lab.path("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"198.18.0.1:8420\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
-             [[routers]]\nname = \"{wgs}\"\nsocket = \"/var/run/wireguard/{wgs}.sock\"\nendpoint = \"{PROVIDER_UNDERLAY}:51820\"\n\
-             pools = [\"{RENTED}/32\"]\n",
-            lab.path("control")
-        ),
-    )
-    .unwrap();
-    lab.spawn_in(&srv, &control, &["-c", &cfg, "serve"], "control.log");
-    lab.wait_for(&format!(
-        "ip netns exec {cli} curl -sf http://198.18.0.1:8420/healthz"
-    ));
 
     // A rental name unique to this lab, so the interface name (sw-<name>) is too.
     let name = format!(

@@ -21,31 +21,14 @@ fn original_client_rents_and_its_wireguard_tools_config_works() {
     let control = env!("CARGO_BIN_EXE_staticwire-control");
     let mut lab = Lab::new();
     lab.start_router();
-    let (srv, cli, inet, wgs) = (
-        lab.srv.clone(),
-        lab.cli.clone(),
-        lab.inet.clone(),
-        lab.wgs.clone(),
+    lab.provider_interface_up();
+    let (cli, inet) = (lab.cli.clone(), lab.inet.clone());
+    let cfg = lab.start_control(
+        control,
+        "listen = \"127.0.0.1:8420\"\n[compat]\nlisten = \"198.18.0.1:8443\"",
+        &[],
+        "curl -skf https://198.18.0.1:8443/healthz",
     );
-    lab.must_in(
-        &srv,
-        &format!("ip link set {wgs} up && ip route add 203.0.113.0/24 dev {wgs}"),
-    );
-    let cfg = lab.path("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:8420\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n[compat]\nlisten = \"198.18.0.1:8443\"\n\
-             [[routers]]\nname = \"{wgs}\"\nsocket = \"/var/run/wireguard/{wgs}.sock\"\nendpoint = \"{PROVIDER_UNDERLAY}:51820\"\n\
-             pools = [\"{RENTED}/32\"]\n",
-            lab.path("control")
-        ),
-    )
-    .unwrap();
-    lab.spawn_in(&srv, control, &["-c", &cfg, "serve"], "control.log");
-    lab.wait_for(&format!(
-        "ip netns exec {cli} curl -skf https://198.18.0.1:8443/healthz"
-    ));
     let fpr = must(&format!("{control} -c {cfg} fingerprint"))
         .trim()
         .to_string();

@@ -48,17 +48,6 @@ fn until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn interface_up(lab: &Lab) {
-    // The provider's ops (a systemd unit, wg-quick) bring the interface up and route the pool.
-    lab.must_in(
-        &lab.srv,
-        &format!(
-            "ip link set {w} up && ip route replace 203.0.113.0/24 dev {w}",
-            w = lab.wgs
-        ),
-    );
-}
-
 fn dev_pay(cfg: &str, bolt11: &str) -> Instant {
     must(&format!(
         "{} -c {cfg} dev-pay {bolt11} >/dev/null",
@@ -74,27 +63,14 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
     }
     let mut lab = Lab::new();
     let router = lab.start_router();
-    interface_up(&lab);
-    let cfg = lab.path("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"198.18.0.1:8420\"\ndata_dir = \"{data}\"\ninvoice_poll_millis = 100\nreconcile_interval_secs = 1\n\
-             [[routers]]\nname = \"{w}\"\nsocket = \"/var/run/wireguard/{w}.sock\"\nendpoint = \"{PROVIDER_UNDERLAY}:51820\"\n\
-             pools = [\"{RENTED}/32\"]\n",
-            data = lab.path("control"),
-            w = lab.wgs
-        ),
-    )
-    .unwrap();
-    let srv = lab.srv.clone();
-    lab.spawn_in(
-        &srv,
+    lab.provider_interface_up();
+    let cfg = lab.start_control(
         control_bin(),
-        &["-c", &cfg, "serve", "--dev-clock"],
-        "control.log",
+        "listen = \"198.18.0.1:8420\"\nreconcile_interval_secs = 1",
+        &["--dev-clock"],
+        &format!("curl -sf {API}/healthz"),
     );
-    lab.wait_for(&format!("ip netns exec {} curl -sf {API}/healthz", lab.cli));
+    let srv = lab.srv.clone();
 
     // The customer rents with its own key.
     let (ckey, cpub) = lab.keypair("customer");
@@ -170,7 +146,7 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
     lab.kill(router);
     lab.wait_for(&format!("! ip -n {srv} link show {} 2>/dev/null", lab.wgs));
     lab.start_router();
-    interface_up(&lab);
+    lab.provider_interface_up();
     assert!(
         until(10, || peers(&lab).contains(&cpub)),
         "not re-admitted after router restart"

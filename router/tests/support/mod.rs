@@ -187,6 +187,49 @@ impl Lab {
         }
     }
 
+    /// The provider host's own duties (wg-quick or a systemd unit in real life): the router's
+    /// interface up and the rented pool routed to it.
+    pub fn provider_interface_up(&self) {
+        self.must_in(
+            &self.srv,
+            &format!(
+                "ip link set {w} up && ip route replace 203.0.113.0/24 dev {w}",
+                w = self.wgs
+            ),
+        );
+    }
+
+    /// Starts staticwire-control (`control` is its binary) in the provider namespace, driving
+    /// this lab's router with the rented /32 as its only pool. `head` is TOML for the top of the
+    /// config (listen addresses, [compat]); `ready` is a command run in the customer namespace
+    /// until it succeeds. Returns the config path (for `dev-pay`, `fingerprint`).
+    pub fn start_control(
+        &mut self,
+        control: &str,
+        head: &str,
+        args: &[&str],
+        ready: &str,
+    ) -> String {
+        let cfg = self.path("control.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{data}\"\ninvoice_poll_millis = 100\n{head}\n\
+                 [[routers]]\nname = \"{w}\"\nsocket = \"/var/run/wireguard/{w}.sock\"\n\
+                 endpoint = \"{PROVIDER_UNDERLAY}:51820\"\npools = [\"{RENTED}/32\"]\n",
+                data = self.path("control"),
+                w = self.wgs
+            ),
+        )
+        .unwrap();
+        let mut all = vec!["-c", cfg.as_str(), "serve"];
+        all.extend_from_slice(args);
+        let srv = self.srv.clone();
+        self.spawn_in(&srv, control, &all, "control.log");
+        self.wait_for(&format!("ip netns exec {} {ready}", self.cli));
+        cfg
+    }
+
     /// Provider: key, port 51820, one customer peer owning the rented /32, route to it.
     pub fn configure_server(&self, customer_pub: &str) -> String {
         let (key, public) = self.keypair("srv");
