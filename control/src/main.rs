@@ -174,6 +174,22 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     if let Err(e) = service.reconcile().await {
         tracing::warn!("{e}");
     }
+    // Backends that can push settlements do; the poll below catches anything missed.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let streamer = service.clone();
+    tokio::spawn(async move { streamer.ln.stream_settlements(tx).await });
+    let settler = service.clone();
+    tokio::spawn(async move {
+        while let Some((hash, at)) = rx.recv().await {
+            match settler
+                .settle(&hash, if at > 0 { at } else { settler.clock.now() })
+                .await
+            {
+                Ok(_) | Err(service::ServiceError::NotFound) => {}
+                Err(e) => tracing::warn!("streamed settlement {hash}: {e}"),
+            }
+        }
+    });
     let bg = service.clone();
     tokio::spawn(async move {
         let poll = Duration::from_millis(bg.cfg.invoice_poll_millis.max(50));

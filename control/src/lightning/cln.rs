@@ -27,6 +27,52 @@ impl Cln {
     }
 
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, LnError> {
+        self.call_within(method, params, Duration::from_secs(15))
+            .await
+    }
+
+    /// Follows `waitanyinvoice` from the first paid invoice on, forwarding each. Settlements
+    /// already credited are ignored by the ledger (credit is once per payment hash).
+    pub async fn wait_any(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<(String, i64)>,
+    ) -> Result<(), LnError> {
+        let mut last = 0u64;
+        loop {
+            let r = match self
+                .call_within(
+                    "waitanyinvoice",
+                    json!({"lastpay_index": last, "timeout": 30}),
+                    Duration::from_secs(45),
+                )
+                .await
+            {
+                Ok(r) => r,
+                // Code 904: the timeout passed with nothing paid; ask again.
+                Err(LnError::Refused(m)) if m.contains("Timed out") || m.contains("timeout") => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            last = r
+                .get("pay_index")
+                .and_then(Value::as_u64)
+                .unwrap_or(last + 1);
+            if let Some(hash) = r.get("payment_hash").and_then(Value::as_str) {
+                let at = r.get("paid_at").and_then(Value::as_i64).unwrap_or(0);
+                if tx.send((hash.to_lowercase(), at)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn call_within(
+        &self,
+        method: &str,
+        params: Value,
+        limit: Duration,
+    ) -> Result<Value, LnError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let exchange = async {
@@ -58,7 +104,7 @@ impl Cln {
             }
             serde_json::from_slice::<Value>(&buf).map_err(|e| LnError::Protocol(e.to_string()))
         };
-        let reply = tokio::time::timeout(Duration::from_secs(15), exchange)
+        let reply = tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| LnError::Unreachable("timed out".into()))??;
         if reply.get("id") != Some(&json!(id)) {

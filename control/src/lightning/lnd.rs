@@ -142,6 +142,60 @@ impl Lnd {
         })
     }
 
+    /// Follows `GET /v1/invoices/subscribe` (one JSON object per line, `{"result": invoice}`),
+    /// forwarding settled invoices. Returns when the stream ends.
+    pub async fn subscribe(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<(String, i64)>,
+    ) -> Result<(), LnError> {
+        use futures_util::StreamExt;
+        let resp = self
+            .http
+            .get(format!("{}/v1/invoices/subscribe", self.base))
+            .header("Grpc-Metadata-macaroon", &self.macaroon_hex)
+            // The stream is long-lived; reconnect now and then rather than never.
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| LnError::Unreachable(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(LnError::Refused(format!(
+                "subscribe: HTTP {}",
+                resp.status()
+            )));
+        }
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| LnError::Unreachable(e.to_string()))?);
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let inv = v.get("result").unwrap_or(&v);
+                if inv.get("state").and_then(|s| s.as_str()) != Some("SETTLED") {
+                    continue;
+                }
+                let hash = inv
+                    .get("r_hash")
+                    .and_then(|h| h.as_str())
+                    .and_then(|h| base64::engine::general_purpose::STANDARD.decode(h).ok());
+                let at = inv
+                    .get("settle_date")
+                    .and_then(|d| d.as_str())
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0);
+                if let Some(hash) = hash {
+                    if tx.send((hex::encode(hash), at)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn ping(&self) -> Result<(), LnError> {
         self.send::<serde_json::Value>(self.http.get(format!("{}/v1/getinfo", self.base)))
             .await

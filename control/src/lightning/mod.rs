@@ -69,6 +69,31 @@ impl Backend {
         }
     }
 
+    /// Streams settlements `(payment hash hex, settled at)` into `tx` where the backend can
+    /// push them (LND's invoice subscription, CLN's `waitanyinvoice`), reconnecting with backoff
+    /// for as long as `tx` is open. The dev backend has nothing to stream: its invoices are
+    /// settled in the same database the poll reads.
+    pub async fn stream_settlements(&self, tx: tokio::sync::mpsc::Sender<(String, i64)>) {
+        let mut backoff = Duration::from_secs(1);
+        while !tx.is_closed() {
+            let result = match self {
+                Backend::Dev(_) => return,
+                Backend::Lnd(l) => l.subscribe(&tx).await,
+                Backend::Cln(c) => c.wait_any(&tx).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(
+                    "settlement stream: {e}; reconnecting in {} s",
+                    backoff.as_secs()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            } else {
+                backoff = Duration::from_secs(1);
+            }
+        }
+    }
+
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), LnError> {
         match self {

@@ -24,6 +24,8 @@ struct Node {
     /// payment hash hex -> invoice
     invoices: Mutex<HashMap<String, StoredInvoice>>,
     labels: Mutex<Vec<String>>,
+    /// Payment hashes in the order they were paid (CLN's pay_index - 1).
+    paid: Mutex<Vec<String>>,
 }
 
 impl Node {
@@ -31,6 +33,7 @@ impl Node {
         Arc::new(Node {
             invoices: Mutex::new(HashMap::new()),
             labels: Mutex::new(Vec::new()),
+            paid: Mutex::new(Vec::new()),
         })
     }
 
@@ -64,6 +67,7 @@ impl Node {
 
     fn settle(&self, hash: &str, at: i64) {
         self.invoices.lock().unwrap().get_mut(hash).unwrap().3 = Some(at);
+        self.paid.lock().unwrap().push(hash.to_string());
     }
 }
 
@@ -206,6 +210,33 @@ async fn lnd_standin() -> LndStandIn {
                     if let Some((k, v)) = h.split_once(':') {
                         headers.insert(k.trim().to_lowercase(), v.trim().to_string());
                     }
+                }
+                if method == "GET"
+                    && path == "/v1/invoices/subscribe"
+                    && headers.get("grpc-metadata-macaroon") == Some(&hex::encode(MACAROON))
+                {
+                    // A stream: no headers until the first event, then one JSON object a line.
+                    let mut tls = r.into_inner();
+                    let mut sent = 0;
+                    let mut started = false;
+                    for _ in 0..500 {
+                        let paid = node.paid.lock().unwrap().clone();
+                        for hash in &paid[sent..] {
+                            if !started {
+                                let _ = tls
+                                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+                                    .await;
+                                started = true;
+                            }
+                            let at = node.invoices.lock().unwrap()[hash].3.unwrap_or(0);
+                            let line = json!({"result": {"r_hash": STANDARD.encode(hex::decode(hash).unwrap()), "state": "SETTLED", "settle_date": at.to_string()}});
+                            let _ = tls.write_all(format!("{line}\n").as_bytes()).await;
+                            let _ = tls.flush().await;
+                        }
+                        sent = paid.len();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    return;
                 }
                 let len: usize = headers
                     .get("content-length")
@@ -360,7 +391,29 @@ fn cln_standin() -> (tempfile::TempDir, std::path::PathBuf, Arc<Node>) {
                         break v;
                     }
                 };
-                let mut reply = serde_json::to_vec(&cln_answer(&node, &req)).unwrap();
+                let answer = if req["method"] == "waitanyinvoice" {
+                    let last = req["params"]["lastpay_index"].as_u64().unwrap_or(0) as usize;
+                    let mut found = None;
+                    for _ in 0..250 {
+                        if let Some(hash) = node.paid.lock().unwrap().get(last).cloned() {
+                            found = Some(hash);
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    match found {
+                        Some(hash) => {
+                            let at = node.invoices.lock().unwrap()[&hash].3.unwrap_or(0);
+                            json!({"jsonrpc": "2.0", "id": req["id"], "result": {"payment_hash": hash, "pay_index": last + 1, "paid_at": at, "status": "paid"}})
+                        }
+                        None => {
+                            json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 904, "message": "Timed out"}})
+                        }
+                    }
+                } else {
+                    cln_answer(&node, &req)
+                };
+                let mut reply = serde_json::to_vec(&answer).unwrap();
                 reply.extend_from_slice(b"\n\n");
                 let _ = s.write_all(&reply).await;
             });
@@ -413,4 +466,49 @@ async fn cln_unreachable_socket_is_an_error_not_a_panic() {
         b.status(&"00".repeat(32), 0).await,
         Err(LnError::Unreachable(_))
     ));
+}
+
+/// Waits (bounded) for the next streamed settlement.
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<(String, i64)>) -> (String, i64) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a settlement was streamed")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lnd_settlements_stream_through_the_invoice_subscription() {
+    let s = lnd_standin().await;
+    let lnd = Lnd::new(&s.url, &s.macaroon_path, &s.cert_path).unwrap();
+    let inv = lnd
+        .create_invoice(1_000, "x", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let backend = Arc::new(Backend::Lnd(lnd));
+    let b = backend.clone();
+    tokio::spawn(async move { b.stream_settlements(tx).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.node.settle(&inv.payment_hash, 1_800_000_001);
+    assert_eq!(next(&mut rx).await, (inv.payment_hash, 1_800_000_001));
+}
+
+#[tokio::test]
+async fn cln_settlements_stream_through_waitanyinvoice() {
+    let (_dir, path, node) = cln_standin();
+    let cln = Cln::new(&path);
+    let a = cln
+        .create_invoice(1_000, "a", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let b = cln
+        .create_invoice(2_000, "b", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move { Backend::Cln(cln).stream_settlements(tx).await });
+    node.settle(&b.payment_hash, 1_800_000_002);
+    assert_eq!(next(&mut rx).await, (b.payment_hash, 1_800_000_002));
+    node.settle(&a.payment_hash, 1_800_000_003);
+    assert_eq!(next(&mut rx).await, (a.payment_hash, 1_800_000_003));
 }
