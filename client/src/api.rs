@@ -40,7 +40,7 @@ pub async fn resolve_server(server: &str) -> Result<String, ApiError> {
             "bad server {server:?}: give a URL or a domain"
         )));
     }
-    if let Ok(resolver) = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf() {
+    if let Ok(resolver) = resolver() {
         let name = format!("_staticwire._tcp.{}.", server.trim_end_matches('.'));
         if let Ok(Ok(found)) =
             tokio::time::timeout(Duration::from_secs(5), resolver.srv_lookup(name)).await
@@ -60,6 +60,26 @@ pub async fn resolve_server(server: &str) -> Result<String, ApiError> {
         }
     }
     Ok(format!("https://{server}"))
+}
+
+/// The system's resolver, or the one name server STATICIP_NAMESERVER (`ip:port`) names, for
+/// hermetic setups and tests.
+fn resolver() -> Result<hickory_resolver::TokioAsyncResolver, ApiError> {
+    use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+    match std::env::var("STATICIP_NAMESERVER") {
+        Ok(ns) => {
+            let addr: std::net::SocketAddr = ns.parse().map_err(|_| {
+                ApiError::Unreachable(format!("STATICIP_NAMESERVER {ns:?} is not ip:port"))
+            })?;
+            let group = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+            Ok(hickory_resolver::TokioAsyncResolver::tokio(
+                ResolverConfig::from_parts(None, vec![], group),
+                ResolverOpts::default(),
+            ))
+        }
+        Err(_) => hickory_resolver::TokioAsyncResolver::tokio_from_system_conf()
+            .map_err(|e| ApiError::Unreachable(format!("resolver: {e}"))),
+    }
 }
 
 pub fn url_key(public_key: &str) -> String {

@@ -765,3 +765,85 @@ fn https_with_a_pinned_fingerprint() {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+/// A one-record DNS server: answers `_staticwire._tcp.<domain>` SRV with localhost:`port`.
+fn srv_dns(domain: &'static str, port: u16) -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        for _ in 0..20 {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let q = &buf[..n];
+            // Question: name labels from offset 12 to the zero byte, then type and class.
+            let Some(end) = q[12..].iter().position(|&b| b == 0).map(|p| 12 + p) else {
+                continue;
+            };
+            let qtype = u16::from_be_bytes([q[end + 1], q[end + 2]]);
+            let mut labels = Vec::new();
+            let mut i = 12;
+            while q[i] != 0 {
+                let l = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + l]).to_string());
+                i += l + 1;
+            }
+            let name = labels.join(".");
+            let hit = qtype == 33 && name == format!("_staticwire._tcp.{domain}");
+            let mut r = Vec::new();
+            r.extend_from_slice(&q[..2]); // id
+            r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(hit), 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end + 5]); // the question
+            if hit {
+                let mut target = Vec::new();
+                for l in ["localhost"] {
+                    target.push(l.len() as u8);
+                    target.extend_from_slice(l.as_bytes());
+                }
+                target.push(0);
+                r.extend_from_slice(&[0xc0, 12, 0, 33, 0, 1, 0, 0, 0, 60]);
+                r.extend_from_slice(&((6 + target.len()) as u16).to_be_bytes());
+                r.extend_from_slice(&[0, 10, 0, 5]);
+                r.extend_from_slice(&port.to_be_bytes());
+                r.extend_from_slice(&target);
+            }
+            let _ = sock.send_to(&r, from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_bare_domain_is_found_through_its_srv_record() {
+    let p = provider();
+    let fpr = String::from_utf8(
+        Command::new(control_bin())
+            .args(["-c", p.cfg.to_str().unwrap(), "fingerprint"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let dns = srv_dns("provider.test", p.https_port);
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(
+        dir.path(),
+        "provider.test",
+        &["--json", "--no-wait", "--fingerprint", fpr.trim(), "rent"],
+    )
+    .env("STATICIP_NAMESERVER", dns.to_string())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["payment"]["invoice"]["amount_sat"], 72_000);
+    let saved = std::fs::read_to_string(dir.path().join("rentals/default/rental.json")).unwrap();
+    assert!(
+        saved.contains(&format!("https://localhost:{}", p.https_port)),
+        "{saved}"
+    );
+}
