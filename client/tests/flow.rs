@@ -796,12 +796,7 @@ fn srv_dns(domain: &'static str, port: u16) -> std::net::SocketAddr {
             r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(hit), 0, 0, 0, 0]);
             r.extend_from_slice(&q[12..end + 5]); // the question
             if hit {
-                let mut target = Vec::new();
-                for l in ["localhost"] {
-                    target.push(l.len() as u8);
-                    target.extend_from_slice(l.as_bytes());
-                }
-                target.push(0);
+                let target = b"\x09localhost\x00";
                 r.extend_from_slice(&[0xc0, 12, 0, 33, 0, 1, 0, 0, 0, 60]);
                 r.extend_from_slice(&((6 + target.len()) as u16).to_be_bytes());
                 r.extend_from_slice(&[0, 10, 0, 5]);
