@@ -801,7 +801,7 @@ fn srv_dns(domain: &'static str, port: u16) -> std::net::SocketAddr {
                 r.extend_from_slice(&((6 + target.len()) as u16).to_be_bytes());
                 r.extend_from_slice(&[0, 10, 0, 5]);
                 r.extend_from_slice(&port.to_be_bytes());
-                r.extend_from_slice(&target);
+                r.extend_from_slice(target);
             }
             let _ = sock.send_to(&r, from);
         }
