@@ -243,10 +243,8 @@ impl RouterConfig {
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
         let mut out = Vec::new();
         for pool in &self.pools {
-            let skip_edges = pool.prefix_len() < 31;
+            // ipnet's hosts() leaves out the network and broadcast addresses below /31.
             for a in pool.hosts() {
-                // ipnet's hosts() already leaves out network and broadcast for < /31.
-                let _ = skip_edges;
                 if !self.reserved.contains(&a) {
                     out.push(a);
                 }
