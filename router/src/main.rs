@@ -151,12 +151,11 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
         .map_err(|e| format!("cannot create UAPI socket: {e}"))?;
     let cleanup = UapiCleanup(uapi.path.clone());
     if let Some(addr) = args.metrics {
-        let exporter = Exporter::install(
+        let exporter = Exporter::new(
             device.clone(),
             args.interface.clone(),
             !args.no_peer_metrics,
-        )
-        .map_err(|e| e.to_string())?;
+        );
         let bound = exporter
             .serve(addr)
             .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;

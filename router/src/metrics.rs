@@ -7,7 +7,7 @@
 use crate::device::Device;
 use crate::stats::DropReason;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -17,54 +17,65 @@ use std::time::Duration;
 /// Series not refreshed for this long (peers that were removed) disappear.
 const EXPIRE_AFTER: Duration = Duration::from_secs(30);
 
+fn describe() {
+    describe_counter!("wireguard_sent_bytes_total", "Bytes sent to the peer");
+    describe_counter!(
+        "wireguard_received_bytes_total",
+        "Bytes received from the peer"
+    );
+    describe_gauge!(
+        "wireguard_latest_handshake_seconds",
+        "Unix time of the peer's latest handshake (0 = never)"
+    );
+    describe_gauge!("wireguard_peers", "Configured peers");
+    describe_counter!(
+        "staticwire_router_packets_total",
+        "Packets forwarded, by path"
+    );
+    describe_counter!(
+        "staticwire_router_dropped_packets_total",
+        "Packets dropped, by reason"
+    );
+    describe_counter!(
+        "staticwire_router_handshakes_total",
+        "WireGuard handshakes completed"
+    );
+}
+
 pub struct Exporter {
     device: Arc<Device>,
     interface: String,
     per_peer: bool,
+    /// Our own recorder, used locally around each update rather than installed globally, so
+    /// nothing else in the process can write into the router's series.
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
 }
 
 impl Exporter {
-    /// Installs the global recorder. Call once.
-    pub fn install(device: Arc<Device>, interface: String, per_peer: bool) -> io::Result<Self> {
+    pub fn new(device: Arc<Device>, interface: String, per_peer: bool) -> Self {
         let recorder = PrometheusBuilder::new()
             .idle_timeout(MetricKindMask::ALL, Some(EXPIRE_AFTER))
             .build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder)
-            .map_err(|e| io::Error::other(format!("metrics recorder: {e}")))?;
-        describe_counter!("wireguard_sent_bytes_total", "Bytes sent to the peer");
-        describe_counter!(
-            "wireguard_received_bytes_total",
-            "Bytes received from the peer"
-        );
-        describe_gauge!(
-            "wireguard_latest_handshake_seconds",
-            "Unix time of the peer's latest handshake (0 = never)"
-        );
-        describe_gauge!("wireguard_peers", "Configured peers");
-        describe_counter!(
-            "staticwire_router_packets_total",
-            "Packets forwarded, by path"
-        );
-        describe_counter!(
-            "staticwire_router_dropped_packets_total",
-            "Packets dropped, by reason"
-        );
-        describe_counter!(
-            "staticwire_router_handshakes_total",
-            "WireGuard handshakes completed"
-        );
-        Ok(Exporter {
+        let exporter = Exporter {
             device,
             interface,
             per_peer,
+            recorder,
             handle,
-        })
+        };
+        metrics::with_local_recorder(&exporter.recorder, describe);
+        exporter
     }
 
     /// Copies current values into the registry and renders the exposition text.
     pub fn render(&self) -> String {
+        metrics::with_local_recorder(&self.recorder, || self.update());
+        self.handle.render()
+    }
+
+    fn update(&self) {
         let iface = self.interface.clone();
         let stats = &self.device.stats;
         gauge!("wireguard_peers", "interface" => iface.clone())
@@ -102,7 +113,6 @@ impl Exporter {
                     .set(p.last_handshake.0 as f64);
             }
         }
-        self.handle.render()
     }
 
     /// Serves `GET /metrics` on `addr` from a background thread.
@@ -146,5 +156,57 @@ impl Exporter {
             body.len()
         );
         conn.write_all(reply.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uapi::parse::parse_set;
+
+    struct NoNet;
+    impl crate::device::NetControl for NoNet {
+        fn rebind(&self, port: u16, _: u32) -> Result<u16, crate::uapi::UapiError> {
+            Ok(port)
+        }
+    }
+
+    fn device() -> Arc<Device> {
+        let dev = Arc::new(Device::new());
+        let req = format!(
+            "public_key={}\nallowed_ip=203.0.113.10/32\nallowed_ip=203.0.113.11/32",
+            crate::key::Key([5; 32]).to_hex()
+        );
+        dev.apply(&parse_set(req.lines()).unwrap(), &NoNet).unwrap();
+        dev
+    }
+
+    #[test]
+    fn per_peer_series_and_router_counters() {
+        let text = Exporter::new(device(), "wg0".into(), true).render();
+        let key = crate::key::Key([5; 32]).to_base64();
+        let labels = format!(
+            "interface=\"wg0\",public_key=\"{key}\",allowed_ips=\"203.0.113.10/32,203.0.113.11/32\""
+        );
+        for series in [
+            "wireguard_sent_bytes_total",
+            "wireguard_received_bytes_total",
+            "wireguard_latest_handshake_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("{series}{{{labels}}} 0")),
+                "{series}:\n{text}"
+            );
+        }
+        assert!(text.contains("wireguard_peers{interface=\"wg0\"} 1"));
+        assert!(text.contains("staticwire_router_dropped_packets_total{interface=\"wg0\",reason=\"spoofed_source\"} 0"));
+        assert!(text.contains("# HELP wireguard_sent_bytes_total"));
+    }
+
+    #[test]
+    fn per_peer_series_can_be_turned_off() {
+        let text = Exporter::new(device(), "wg0".into(), false).render();
+        assert!(!text.contains("public_key="), "{text}");
+        assert!(text.contains("wireguard_peers{interface=\"wg0\"} 1"));
     }
 }
