@@ -507,3 +507,46 @@ async fn a_hold_without_invoice_is_released() {
     let r = h.rent(&new_key()).await;
     assert_eq!(r["rental"]["address"], "203.0.113.1");
 }
+
+#[tokio::test]
+async fn garbage_requests_never_cause_a_server_error() {
+    let h = harness("203.0.113.0/24").await;
+    let key = new_key();
+    h.rent(&key).await;
+    let before = h.counts();
+    let bodies: [&[u8]; 8] = [
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b"{\"public_key\":null}",
+        b"{\"months\":1e9}",
+        b"\xff\xfe\x00",
+        b"{\"public_key\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\",\"x\":[]}",
+    ];
+    let paths = [
+        "/v1/rentals".to_string(),
+        format!("/v1/rentals/{}/renewals", url_key(&key)),
+        "/v1/rentals/%00/renewals".into(),
+        "/v1/rentals/..%2F..%2Fetc/config".into(),
+        "/v1/invoices/%ff".into(),
+    ];
+    for p in &paths {
+        for b in bodies {
+            let r = h
+                .http
+                .post(format!("{}{p}", h.base))
+                .body(b.to_vec())
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().as_u16() < 500, "{p} {b:?}: {}", r.status());
+            let r = h.http.get(format!("{}{p}", h.base)).send().await.unwrap();
+            assert!(r.status().as_u16() < 500, "GET {p}: {}", r.status());
+        }
+    }
+    // The long valid key in the last body is a new rental; everything else changed nothing.
+    let after = h.counts();
+    assert!(after.0 <= before.0 + 1 && after.1 <= before.1 + 1);
+}

@@ -310,3 +310,78 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod garbage {
+    use super::*;
+
+    /// Random lines built from the protocol's own vocabulary and junk: every outcome is a
+    /// request or an error, never a panic.
+    #[test]
+    fn random_requests_never_panic() {
+        let keys = [
+            "private_key",
+            "listen_port",
+            "fwmark",
+            "replace_peers",
+            "public_key",
+            "remove",
+            "update_only",
+            "preshared_key",
+            "endpoint",
+            "persistent_keepalive_interval",
+            "replace_allowed_ips",
+            "allowed_ip",
+            "protocol_version",
+            "",
+            "=",
+            "get",
+            "set",
+        ];
+        let values = [
+            "",
+            "0",
+            "1",
+            "65535",
+            "65536",
+            "-1",
+            "true",
+            "false",
+            "1.2.3.4:5",
+            "[::1]:9",
+            "10.0.0.0/8",
+            "-10.0.0.0/8",
+            "::/0",
+            "ff",
+            "\u{0}",
+            "é",
+            "9999999999999999999999",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let hexkey = "ab".repeat(32);
+        for _ in 0..20_000 {
+            let lines: Vec<String> = (0..next(8))
+                .map(|_| {
+                    let k = keys[next(keys.len())];
+                    let v = if next(4) == 0 {
+                        hexkey.as_str()
+                    } else {
+                        values[next(values.len())]
+                    };
+                    if next(10) == 0 {
+                        format!("{k}{v}")
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect();
+            let _ = parse_set(lines.iter().map(String::as_str));
+        }
+    }
+}
