@@ -533,3 +533,65 @@ fn thousand_peers_set_get_round_trip() {
     set(&dev, &format!("replace_peers=true\n{body}")).unwrap();
     assert_eq!(format_get(&dev.view()), get);
 }
+
+#[test]
+fn a_flood_of_initiations_gets_cookie_replies() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!(
+            "private_key={}\npublic_key={}\nallowed_ip={RENTED}/32",
+            Key(secret(SERVER).to_bytes()).to_hex(),
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    let mut io = Capture::default();
+    let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+    let mut cookies = 0;
+    // Each accepted initiation counts twice against the limit of 2,000 a second, so the
+    // 1,001st within one window is answered with a cookie reply instead of a handshake.
+    for _ in 0..1_100 {
+        let mut customer = Tunn::new(
+            secret(CUSTOMER),
+            PublicKey::from(public(SERVER).0),
+            None,
+            None,
+            9,
+            None,
+        )
+        .unwrap();
+        let init = match customer.format_handshake_initiation(&mut buf, false) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        dev.handle_udp(customer_addr(), &init, &mut out, &mut io);
+        let (_, reply) = io.udp.pop().expect("an answer");
+        if reply[0] == 3 && reply.len() == 64 {
+            cookies += 1;
+        }
+    }
+    assert!(cookies >= 90, "cookie replies: {cookies}");
+    assert_eq!(dev.stats.dropped(DropReason::UnderLoad), cookies);
+    // A new second: handshakes are answered again.
+    dev.reset_rate_limiter();
+    let mut customer = Tunn::new(
+        secret(CUSTOMER),
+        PublicKey::from(public(SERVER).0),
+        None,
+        None,
+        9,
+        None,
+    )
+    .unwrap();
+    let TunnResult::WriteToNetwork(init) = customer.format_handshake_initiation(&mut buf, false)
+    else {
+        panic!("no initiation")
+    };
+    dev.handle_udp(customer_addr(), init, &mut out, &mut io);
+    assert_eq!(
+        io.udp.pop().expect("an answer").1[0],
+        2,
+        "a handshake response"
+    );
+}
