@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Packets delivered per server CPU-second, side by side: staticwire-router, wireguard-go and
+# boringtun-cli, each pinned to CPU 0 with one worker, against the same load from
+# staticwire-loadtest on CPU 1: N customers, each with its own key, socket and real handshake.
+#   in:  customers -> server (decrypt, anti-spoof, route) -> "internet" host
+#   out: "internet" host -> server (route, encrypt) -> customers (who authenticate each packet)
+# usage: sudo bash benches/pps.sh   env: N (customers, 16), T (seconds per run, 5), SIZES ("1420 64")
+# Everything lives in namespaces made and removed here (198.18.0.0/15, 203.0.113.0/24).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-16} T=${T:-5} SIZES=${SIZES:-"1420 64"}
+cargo build --release -q -p staticwire-router -p staticwire-loadtest --manifest-path "$here/Cargo.toml"
+router=$here/target/release/staticwire-router
+lt=$here/target/release/staticwire-loadtest
+export PATH="$PATH:$HOME/.cargo/bin"
+id=swpps$$ CLI=swpps$$-cli SRV=swpps$$-srv INET=swpps$$-inet
+tmp=$(mktemp -d)
+ex() { ip netns exec "$@"; }
+down() {
+  for ns in $CLI $SRV $INET; do for p in $(ip netns pids $ns 2>/dev/null); do kill $p 2>/dev/null || true; done; done
+  sleep 0.3
+  for ns in $CLI $SRV $INET; do ip netns del $ns 2>/dev/null || true; done
+  rm -f /var/run/wireguard/${id}s.sock
+}
+trap 'down; rm -rf "$tmp"' EXIT INT TERM
+
+$lt keys $N > $tmp/customers.keys
+wg genkey > $tmp/srv.key; wg pubkey < $tmp/srv.key > $tmp/srv.pub
+
+up() {
+  for ns in $CLI $SRV $INET; do ip netns add $ns; ex $ns ip link set lo up; done
+  ip link add ${id}a type veth peer name ${id}b; ip link set ${id}a netns $CLI; ip link set ${id}b netns $SRV
+  ip link add ${id}x type veth peer name ${id}y; ip link set ${id}x netns $INET; ip link set ${id}y netns $SRV
+  ex $CLI ip addr add 198.18.0.2/24 dev ${id}a; ex $CLI ip link set ${id}a up
+  ex $SRV ip addr add 198.18.0.1/24 dev ${id}b; ex $SRV ip link set ${id}b up
+  ex $SRV ip addr add 198.19.0.1/24 dev ${id}y; ex $SRV ip link set ${id}y up
+  ex $INET ip addr add 198.19.0.2/24 dev ${id}x; ex $INET ip link set ${id}x up
+  ex $INET ip route add 203.0.113.0/24 via 198.19.0.1
+  ex $SRV sysctl -qw net.ipv4.ip_forward=1
+  # The sink drops what arrives, so no ICMP flows back through the server.
+  ex $INET iptables -A INPUT -p udp --dport 9 -j DROP
+  ex $CLI iptables -A INPUT -p udp --dport 9 -j DROP
+}
+
+start_server() {
+  case $1 in
+    staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    wireguard-go) ex $SRV env GOMAXPROCS=1 taskset -c 0 wireguard-go -f ${id}s >/dev/null 2>&1 & ;;
+    boringtun-cli) ex $SRV taskset -c 0 boringtun-cli -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
+  esac
+  for i in $(seq 1 50); do [ -S /var/run/wireguard/${id}s.sock ] && break; sleep 0.1; done
+  args=""
+  i=0
+  while IFS=$'\t' read -r _priv pub; do
+    args="$args peer $pub allowed-ips 203.0.113.$((10 + i))/32"; i=$((i + 1))
+  done < $tmp/customers.keys
+  ex $SRV wg set ${id}s private-key $tmp/srv.key listen-port 51820 $args
+  ex $SRV ip link set ${id}s mtu 1420 up
+  ex $SRV ip route add 203.0.113.0/24 dev ${id}s
+}
+
+# CPU seconds used so far by every process in the server namespace.
+server_cpu() {
+  local ticks=0
+  for p in $(ip netns pids $SRV); do
+    set -- $(sed 's/.*) //' /proc/$p/stat)
+    ticks=$((ticks + ${12} + ${13}))
+  done
+  echo "$ticks $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
+}
+
+common="--server 198.18.0.1:51820 --server-key $(cat $tmp/srv.pub) --keys $tmp/customers.keys --bind 198.18.0.2"
+echo "customers: $N, $T s per run, server pinned to CPU 0 (one worker), load on CPU 1"
+printf '%-20s %6s %12s %12s\n' server size "in pkt/cpu-s" "out pkt/cpu-s"
+for server in staticwire-router wireguard-go boringtun-cli; do
+  for size in $SIZES; do
+    down 2>/dev/null; up; start_server $server
+    # in: customers send through the server to the internet host.
+    rx0=$(ex $INET cat /sys/class/net/${id}x/statistics/rx_packets); c0=$(server_cpu)
+    ex $CLI taskset -c 1 $lt send $common --size $size --seconds $T > $tmp/send.out
+    rx1=$(ex $INET cat /sys/class/net/${id}x/statistics/rx_packets); c1=$(server_cpu)
+    in=$(echo "$rx0 $rx1 $c0 $c1" | awk '{d=$4-$3; printf "%.0f", (d > 0 ? ($2-$1)/d : 0)}')
+    # out: the internet host sends to the rented addresses; customers count what authenticates.
+    ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3)) > $tmp/recv.out &
+    rpid=$!
+    for i in $(seq 1 50); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
+    c0=$(server_cpu)
+    ex $INET taskset -c 1 $lt blast --customers $N --size $size --seconds $T > $tmp/blast.out
+    c1=$(server_cpu)
+    wait $rpid
+    got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/recv.out)
+    out=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
+    printf '%-20s %6s %12s %12s\n' $server $size $in $out
+  done
+done
