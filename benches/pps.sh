@@ -71,7 +71,7 @@ server_cpu() {
 
 common="--server 198.18.0.1:51820 --server-key $(cat $tmp/srv.pub) --keys $tmp/customers.keys --bind 198.18.0.2"
 echo "customers: $N, $T s per run, server pinned to CPU 0 (one worker), load on CPU 1"
-printf '%-20s %6s %12s %12s\n' server size "in pkt/cpu-s" "out pkt/cpu-s"
+printf '%-20s %6s %12s %12s %14s\n' server size "in pkt/cpu-s" "out pkt/cpu-s" "out lost at rx"
 for server in staticwire-router wireguard-go boringtun-cli; do
   for size in $SIZES; do
     down 2>/dev/null; up; start_server $server
@@ -85,11 +85,13 @@ for server in staticwire-router wireguard-go boringtun-cli; do
     rpid=$!
     for i in $(seq 1 50); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
+    lost0=$(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp)
     ex $INET taskset -c 1 $lt blast --customers $N --size $size --seconds $T > $tmp/blast.out
     c1=$(server_cpu)
     wait $rpid
+    lost=$(( $(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) - lost0 ))
     got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/recv.out)
     out=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
-    printf '%-20s %6s %12s %12s\n' $server $size $in $out
+    printf '%-20s %6s %12s %12s %14s\n' $server $size $in $out $lost
   done
 done
