@@ -15,11 +15,9 @@ lt=$here/target/release/staticwire-loadtest
 export PATH="$PATH:$HOME/.cargo/bin"
 id=swpps$$ CLI=swpps$$-cli SRV=swpps$$-srv INET=swpps$$-inet
 tmp=$(mktemp -d)
-ex() { ip netns exec "$@"; }
+. "$here/ops/netns.sh"
 down() {
-  for ns in $CLI $SRV $INET; do for p in $(ip netns pids $ns 2>/dev/null); do kill $p 2>/dev/null || true; done; done
-  sleep 0.3
-  for ns in $CLI $SRV $INET; do ip netns del $ns 2>/dev/null || true; done
+  netns_down
   rm -f /var/run/wireguard/${id}s.sock
 }
 trap 'down; rm -rf "$tmp"' EXIT INT TERM
@@ -28,15 +26,7 @@ $lt keys $N > $tmp/customers.keys
 wg genkey > $tmp/srv.key; wg pubkey < $tmp/srv.key > $tmp/srv.pub
 
 up() {
-  for ns in $CLI $SRV $INET; do ip netns add $ns; ex $ns ip link set lo up; done
-  ip link add ${id}a type veth peer name ${id}b; ip link set ${id}a netns $CLI; ip link set ${id}b netns $SRV
-  ip link add ${id}x type veth peer name ${id}y; ip link set ${id}x netns $INET; ip link set ${id}y netns $SRV
-  ex $CLI ip addr add 198.18.0.2/24 dev ${id}a; ex $CLI ip link set ${id}a up
-  ex $SRV ip addr add 198.18.0.1/24 dev ${id}b; ex $SRV ip link set ${id}b up
-  ex $SRV ip addr add 198.19.0.1/24 dev ${id}y; ex $SRV ip link set ${id}y up
-  ex $INET ip addr add 198.19.0.2/24 dev ${id}x; ex $INET ip link set ${id}x up
-  ex $INET ip route add 203.0.113.0/24 via 198.19.0.1
-  ex $SRV sysctl -qw net.ipv4.ip_forward=1
+  netns_up
   # The sink drops what arrives, so no ICMP flows back through the server.
   ex $INET iptables -A INPUT -p udp --dport 9 -j DROP
   ex $CLI iptables -A INPUT -p udp --dport 9 -j DROP

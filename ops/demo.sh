@@ -21,17 +21,13 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 id=swdemo$$
 CLI=$id-cli SRV=$id-srv INET=$id-inet WGS=${id}s
 tmp=$(mktemp -d)
+. ops/netns.sh
 cleanup() {
-  for ns in $CLI $SRV $INET; do
-    for p in $(ip netns pids $ns 2>/dev/null); do kill $p 2>/dev/null || true; done
-  done
-  sleep 0.3
-  for ns in $CLI $SRV $INET; do ip netns del $ns 2>/dev/null || true; done
+  netns_down
   rm -f /var/run/wireguard/$WGS.sock
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
-ex() { ip netns exec "$@"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 step "build staticwire-router, staticwire-control and staticip"
@@ -41,17 +37,7 @@ control=$PWD/target/release/staticwire-control
 staticip=$PWD/target/release/staticip
 
 step "namespaces: customer $CLI (198.18.0.2), provider $SRV (198.18.0.1 / 198.19.0.1), internet $INET (198.19.0.2)"
-for ns in $CLI $SRV $INET; do ip netns add $ns; ex $ns ip link set lo up; done
-ip link add ${id}a type veth peer name ${id}b
-ip link set ${id}a netns $CLI; ip link set ${id}b netns $SRV
-ip link add ${id}x type veth peer name ${id}y
-ip link set ${id}x netns $INET; ip link set ${id}y netns $SRV
-ex $CLI ip addr add 198.18.0.2/24 dev ${id}a; ex $CLI ip link set ${id}a up
-ex $SRV ip addr add 198.18.0.1/24 dev ${id}b; ex $SRV ip link set ${id}b up
-ex $SRV ip addr add 198.19.0.1/24 dev ${id}y; ex $SRV ip link set ${id}y up
-ex $INET ip addr add 198.19.0.2/24 dev ${id}x; ex $INET ip link set ${id}x up
-ex $INET ip route add 203.0.113.0/24 via 198.19.0.1
-ex $SRV sysctl -qw net.ipv4.ip_forward=1
+netns_up
 
 step "provider: staticwire-router on $WGS; the pool 203.0.113.0/24 is routed to it"
 ex $SRV $router --log-file $tmp/router.log --metrics 127.0.0.1:9586 $WGS
