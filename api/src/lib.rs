@@ -162,6 +162,11 @@ pub mod codes {
     pub const TOO_LARGE: &str = "body_too_large";
     pub const UNSUPPORTED_MEDIA: &str = "unsupported_media_type";
     pub const POOL_EXHAUSTED: &str = "pool_exhausted";
+    /// HTTP 503: the Lightning node could not be talked to (down, unreachable, timed out, or
+    /// its TLS certificate is not the pinned one).
     pub const BACKEND_DOWN: &str = "lightning_unavailable";
+    /// HTTP 502: the Lightning node answered but refused (e.g. a macaroon without the needed
+    /// permission) or answered something unusable (e.g. an invoice of another network).
+    pub const BACKEND_ERROR: &str = "lightning_error";
     pub const INTERNAL: &str = "internal";
 }

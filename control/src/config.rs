@@ -77,24 +77,22 @@ pub struct TermsConfig {
 pub enum LightningConfig {
     /// Built-in backend: real signed regtest invoices, settled with `staticwire-control dev-pay`.
     Dev,
+    /// `network`, when given, must match the node's (checked at start); without it the
+    /// node's is used.
     Lnd {
         /// e.g. https://127.0.0.1:8080
         url: String,
         macaroon: PathBuf,
         tls_cert: PathBuf,
-        #[serde(default = "default_network")]
-        network: String,
+        #[serde(default)]
+        network: Option<String>,
     },
     Cln {
         /// lightning-rpc socket, e.g. ~/.lightning/bitcoin/lightning-rpc
         socket: PathBuf,
-        #[serde(default = "default_network")]
-        network: String,
+        #[serde(default)]
+        network: Option<String>,
     },
-}
-
-fn default_network() -> String {
-    "bitcoin".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +195,13 @@ impl Config {
                 "at least one [[routers]] is needed".into(),
             ));
         }
+        if let Some(n) = self.network() {
+            if crate::lightning::normalize_network(n).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "lightning.network {n:?} is not one of bitcoin, testnet, signet, regtest"
+                )));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for r in &self.routers {
             if !names.insert(&r.name) {
@@ -219,10 +224,13 @@ impl Config {
         (self.terms.month_days * 86_400) as i64
     }
 
-    pub fn network(&self) -> &str {
+    /// The configured network, if any (the dev backend's is regtest).
+    pub fn network(&self) -> Option<&str> {
         match &self.lightning {
-            LightningConfig::Dev => "regtest",
-            LightningConfig::Lnd { network, .. } | LightningConfig::Cln { network, .. } => network,
+            LightningConfig::Dev => Some("regtest"),
+            LightningConfig::Lnd { network, .. } | LightningConfig::Cln { network, .. } => {
+                network.as_deref()
+            }
         }
     }
 
@@ -295,7 +303,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.terms.monthly_sat, 1000);
         assert_eq!(c.terms.activation_sat, 48_000);
-        assert_eq!(c.network(), "bitcoin");
+        assert_eq!(c.network(), None, "taken from the node at start");
         assert_eq!(c.routers[0].addresses().len(), 5);
     }
 
@@ -307,6 +315,11 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.routers.clear();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str(
+            "[lightning]\nbackend = \"cln\"\nsocket = \"/x\"\nnetwork = \"litecoin\"",
+        )
+        .unwrap();
         assert!(c.validate().is_err());
     }
 }

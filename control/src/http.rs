@@ -1,7 +1,6 @@
 //! The HTTP JSON API, `/v1`. Every error is `{"error":{"code","message"}}` with a fitting
 //! status; a rejected request changes nothing.
 
-use crate::lightning::LnError;
 use crate::service::{Service, ServiceError};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -43,10 +42,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED),
-            ServiceError::Lightning(LnError::Refused(_) | LnError::Protocol(_)) => {
-                (StatusCode::BAD_GATEWAY, codes::BACKEND_DOWN)
+            // One meaning per code: 503 the node could not be talked to; 502 it answered but
+            // refused or answered something unusable.
+            ServiceError::Lightning(e) if e.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::BACKEND_DOWN)
             }
-            ServiceError::Lightning(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::BACKEND_DOWN),
+            ServiceError::Lightning(_) => (StatusCode::BAD_GATEWAY, codes::BACKEND_ERROR),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         };
         if status.is_server_error() {
@@ -194,7 +195,7 @@ async fn readyz(State(s): State<Arc<Service>>) -> Result<&'static str, ApiError>
     s.db()?
         .query_row("SELECT 1", [], |_| Ok(()))
         .map_err(ServiceError::from)?;
-    s.ln.ping().await.map_err(ServiceError::from)?;
+    s.ln.ready().await.map_err(ServiceError::from)?;
     Ok("ready\n")
 }
 

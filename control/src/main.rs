@@ -163,7 +163,7 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, network = service.cfg.network(), "staticwire-control listening");
+    tracing::info!(%addr, network = service.network, "staticwire-control listening");
     for t in service.api_terms().servers {
         tracing::info!(endpoint = %t.endpoint, public_key = %t.public_key, "router");
     }
@@ -175,21 +175,7 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         tracing::warn!("{e}");
     }
     // Backends that can push settlements do; the poll below catches anything missed.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let streamer = service.clone();
-    tokio::spawn(async move { streamer.ln.stream_settlements(tx).await });
-    let settler = service.clone();
-    tokio::spawn(async move {
-        while let Some((hash, at)) = rx.recv().await {
-            match settler
-                .settle(&hash, if at > 0 { at } else { settler.clock.now() })
-                .await
-            {
-                Ok(_) | Err(service::ServiceError::NotFound) => {}
-                Err(e) => tracing::warn!("streamed settlement {hash}: {e}"),
-            }
-        }
-    });
+    tokio::spawn(service.clone().follow_settlements());
     let bg = service.clone();
     tokio::spawn(async move {
         let poll = Duration::from_millis(bg.cfg.invoice_poll_millis.max(50));
@@ -265,9 +251,16 @@ fn main() {
         cfg.listen = *l;
     }
     let dev_backend = matches!(cfg.lightning, LightningConfig::Dev);
-    let (service, tls) = build(cfg);
-    let service = Arc::new(service);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(e));
+    let (mut service, tls) = build(cfg);
+    if let Command::Serve { .. } = command {
+        // Invoices of another network than the terms say would be refused by every client
+        // while an address is held: agree with the node before serving anything.
+        let node = rt.block_on(service.ln.network());
+        service.network = lightning::resolve_network(service.cfg.network(), node)
+            .unwrap_or_else(|e| fail(e));
+    }
+    let service = Arc::new(service);
     match command {
         Command::Serve { dev_clock, .. } => {
             if dev_clock && !dev_backend {
@@ -282,7 +275,9 @@ fn main() {
             };
             let db = service.db().unwrap_or_else(|e| fail(e));
             match dev::pay(&db, &node.node_id, &bolt11, service.clock.now()) {
-                Ok(hash) => print_json(&serde_json::json!({"paid": true, "payment_hash": hash})),
+                Ok(p) => print_json(&serde_json::json!({
+                    "paid": true, "payment_hash": p.payment_hash, "preimage": p.preimage
+                })),
                 Err(e) => fail(e),
             }
         }

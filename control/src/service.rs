@@ -5,14 +5,14 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::feed::{decode_key, Desired, Endpoints, RouterLink};
 use crate::ledger::{self, RenewError, Terms};
-use crate::lightning::{Backend, LnError, Status};
+use crate::lightning::{Backend, LnError, Settlement, Status};
 use crate::store::{self, InvoiceRow, RentalRow};
 use rusqlite::Connection;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, InvoiceState, RentalState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Why a request was refused; the HTTP layer maps each to a status and a stable code.
@@ -59,6 +59,44 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
 /// How long an address may be held by a rental that has no invoice at all.
 const ORPHAN_HOLD_SECS: i64 = 120;
 
+/// The invoice poll runs several times a second; a warning about the same invoice is logged
+/// at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate-limits repeated warnings per subject (an invoice's payment hash).
+pub struct WarnLimiter {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl WarnLimiter {
+    pub fn new(every: Duration) -> Self {
+        WarnLimiter {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a warning about `subject` may be logged now.
+    pub fn allow(&self, subject: &str) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if last.len() > 4096 {
+            let every = self.every;
+            last.retain(|_, t| now.duration_since(*t) < every);
+        }
+        match last.get(subject) {
+            Some(t) if now.duration_since(*t) < self.every => false,
+            _ => {
+                last.insert(subject.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
 pub struct Service {
     pub cfg: Config,
     pub terms: Terms,
@@ -72,6 +110,10 @@ pub struct Service {
     endpoints: Mutex<Endpoints>,
     /// Of the HTTPS certificate, published in the terms.
     pub tls_fingerprint: Option<String>,
+    /// The Bitcoin network of the invoices, in the terms' spelling: the configured one, or
+    /// the node's as `serve` learns it at start.
+    pub network: &'static str,
+    warnings: WarnLimiter,
 }
 
 impl Service {
@@ -100,7 +142,13 @@ impl Service {
                 store::seed_addresses(&db, &r.name, &r.addresses())?;
             }
         }
+        let network = cfg
+            .network()
+            .and_then(crate::lightning::normalize_network)
+            .unwrap_or("bitcoin");
         Ok(Service {
+            network,
+            warnings: WarnLimiter::new(WARN_EVERY),
             cfg,
             terms,
             clock,
@@ -147,7 +195,7 @@ impl Service {
             reservation_seconds: t.reservation_secs as u64,
             invoice_expiry_seconds: self.cfg.terms.invoice_expiry_secs,
             max_months: t.max_months,
-            network: self.cfg.network().to_string(),
+            network: self.network.to_string(),
             servers: self
                 .cfg
                 .routers
@@ -232,7 +280,9 @@ impl Service {
                             "this rental's invoice is being created; retry".into(),
                         ));
                     }
-                    store::release(&tx, r.id, now, "unpaid", 0)?;
+                    if !store::forget_hold(&tx, r.id)? {
+                        store::release(&tx, r.id, now, "unpaid", 0)?;
+                    }
                 }
                 RentalState::Released => {
                     let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
@@ -249,22 +299,20 @@ impl Service {
         }
         let (address, router) =
             store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
+        // The "rented" event is written with the first invoice: a hold whose invoice cannot be
+        // made is deleted without a trace.
         let id = store::insert_rental(&tx, key, &address, &router, now)?;
-        store::event(
-            &tx,
-            now,
-            Some(id),
-            "rented",
-            &serde_json::json!({"address": address}),
-        )?;
         tx.commit()?;
         Ok(Hold::New(store::rental_by_id(&db, id)?))
     }
 
-    /// Gives a hold back when its first invoice could not be made.
+    /// Gives a hold back when its first invoice could not be made: the rejected request
+    /// leaves nothing behind (no rental, so `GET /v1/rentals/{key}` stays 404).
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
-        store::release(&db, rental.id, now, "invoice_failed", 0)?;
+        if !store::forget_hold(&db, rental.id)? {
+            store::release(&db, rental.id, now, "invoice_failed", 0)?;
+        }
         Ok(())
     }
 
@@ -327,9 +375,31 @@ impl Service {
             .ln
             .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
             .await?;
-        let db = self.db()?;
+        // A customer's client refuses an invoice of another network; refuse it first.
+        match crate::lightning::invoice_network(&new.bolt11) {
+            Some(n) if n == self.network => {}
+            other => {
+                return Err(LnError::Protocol(format!(
+                    "the node made an invoice for {}, but the network is {}",
+                    other.unwrap_or("an unknown network"),
+                    self.network
+                ))
+                .into())
+            }
+        }
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        if purpose == InvoicePurpose::Activation && store::invoices_of(&tx, r.id)?.is_empty() {
+            store::event(
+                &tx,
+                now,
+                Some(r.id),
+                "rented",
+                &serde_json::json!({"address": r.address}),
+            )?;
+        }
         store::insert_invoice(
-            &db,
+            &tx,
             &new.payment_hash,
             r.id,
             &new.bolt11,
@@ -339,6 +409,7 @@ impl Service {
             now,
             new.expires_at,
         )?;
+        tx.commit()?;
         let inv = store::invoice_by_hash(&db, &new.payment_hash)?
             .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
@@ -485,6 +556,47 @@ impl Service {
         Ok(true)
     }
 
+    /// Follows the backend's settlement stream from the position stored in the database,
+    /// crediting each settlement and then storing its position, so a restart resumes there
+    /// instead of replaying the node's history. The poll remains the safety net.
+    pub async fn follow_settlements(self: Arc<Self>) {
+        let Some(key) = self.ln.stream_index_key() else {
+            return;
+        };
+        let from = self
+            .db()
+            .ok()
+            .and_then(|db| crate::db::meta_get(&db, key).ok().flatten())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Settlement>(64);
+        let streamer = self.clone();
+        tokio::spawn(async move { streamer.ln.stream_settlements(from, tx).await });
+        while let Some(s) = rx.recv().await {
+            let at = if s.settled_at > 0 {
+                s.settled_at
+            } else {
+                self.clock.now()
+            };
+            match self.settle(&s.payment_hash, at).await {
+                Ok(_) | Err(ServiceError::NotFound) => {}
+                Err(e) => {
+                    // Not stored: the next start replays it; the poll may credit it first.
+                    tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
+                    continue;
+                }
+            }
+            if s.index > 0 {
+                let stored = self.db().map_err(|e| e.to_string()).and_then(|db| {
+                    crate::db::meta_set(&db, key, &s.index.to_string()).map_err(|e| e.to_string())
+                });
+                if let Err(e) = stored {
+                    tracing::warn!("storing the settlement stream position: {e}");
+                }
+            }
+        }
+    }
+
     /// Checks every open invoice with the backend: settles paid ones, expires dead ones (and
     /// with an unpaid first invoice, the rental and its hold on the address).
     pub async fn check_invoices(&self) -> Result<(), ServiceError> {
@@ -499,8 +611,21 @@ impl Service {
                 Ok(Status::Gone) => self.expire(&inv, now)?,
                 Ok(Status::Open) if now > inv.expires_at + 600 => self.expire(&inv, now)?,
                 Ok(Status::Open) => {}
+                // Past its expiry nobody can pay it any more, whatever the node knows: expire
+                // it like any other (a payment the node reports later is still credited).
+                Ok(Status::Unknown) if now >= inv.expires_at => {
+                    tracing::warn!(payment_hash = %inv.payment_hash, "the Lightning node does not know this invoice; expired it at its expiry");
+                    self.expire(&inv, now)?
+                }
+                Ok(Status::Unknown) => {
+                    if self.warnings.allow(&inv.payment_hash) {
+                        tracing::warn!(payment_hash = %inv.payment_hash, expires_at = inv.expires_at, "the Lightning node does not know this invoice (replaced or restored node, or another node?)")
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
+                    if self.warnings.allow(&inv.payment_hash) {
+                        tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
+                    }
                 }
             }
         }
@@ -552,7 +677,9 @@ impl Service {
                     if now - r.created_at > ORPHAN_HOLD_SECS
                         && store::invoices_of(&tx, r.id)?.is_empty() =>
                 {
-                    store::release(&tx, r.id, now, "no_invoice", 0)?;
+                    if !store::forget_hold(&tx, r.id)? {
+                        store::release(&tx, r.id, now, "no_invoice", 0)?;
+                    }
                 }
                 RentalState::Active => {
                     if let (Some(key), Ok(addr)) = (decode_key(&r.public_key), r.address.parse()) {

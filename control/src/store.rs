@@ -214,6 +214,19 @@ pub fn insert_rental(
     Ok(db.last_insert_rowid())
 }
 
+/// Deletes a hold that never got an invoice nor an event, as if it had never been asked for.
+/// Returns whether it did.
+pub fn forget_hold(db: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let n = db.execute(
+        "DELETE FROM rentals WHERE id = ?1 AND started_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM invoices WHERE rental_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM events WHERE rental_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM payments WHERE rental_id = ?1)",
+        [id],
+    )?;
+    Ok(n > 0)
+}
+
 /// Ends a rental. `cooldown_until` keeps the address out of the pool for a while.
 pub fn release(
     db: &Connection,

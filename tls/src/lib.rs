@@ -31,6 +31,96 @@ pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, PemError> {
     Ok(base64::engine::general_purpose::STANDARD.decode(b64)?)
 }
 
+/// The handshake error of a pinned connection whose server presented another certificate.
+pub const PIN_MISMATCH: &str = "server certificate does not match the pinned one";
+
+/// Whether `err` or any error it wraps is a pinned-certificate mismatch. HTTP clients bury the
+/// TLS error several layers deep (and `io::Error::source` skips its own payload), so this walks
+/// the chain by message: a mismatch must not read like "node down".
+pub fn is_pin_mismatch(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.to_string().contains(PIN_MISMATCH) {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if is_pin_mismatch(inner) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// DER of every certificate in a PEM bundle.
+pub fn all_certs_der(pem: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let tail = &rest[start..];
+        let Ok(der) = first_cert_der(tail) else {
+            break;
+        };
+        out.push(der);
+        match tail.find("-----END CERTIFICATE-----") {
+            Some(end) => rest = &tail[end + "-----END CERTIFICATE-----".len()..],
+            None => break,
+        }
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootsError {
+    #[error("no CA bundle found (set SSL_CERT_FILE); tried {0}")]
+    NoBundle(String),
+    #[error("CA bundle {0} holds no usable certificate")]
+    Empty(String),
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Common places of the system's CA bundle (Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine).
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A client configuration that validates the server's chain and name against the system's CA
+/// bundle (`SSL_CERT_FILE` first): for nodes with CA-signed certificates, which have nothing
+/// to pin.
+pub fn system_roots_client_config() -> Result<rustls::ClientConfig, RootsError> {
+    let candidates: Vec<String> = std::env::var("SSL_CERT_FILE")
+        .ok()
+        .into_iter()
+        .chain(CA_BUNDLES.iter().map(|s| s.to_string()))
+        .collect();
+    let (path, pem) = candidates
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t)))
+        .ok_or_else(|| RootsError::NoBundle(candidates.join(", ")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(
+        all_certs_der(&pem)
+            .into_iter()
+            .map(CertificateDer::from),
+    );
+    if added == 0 {
+        return Err(RootsError::Empty(path));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// What a pinned connection accepts.
 #[derive(Debug)]
 enum Pin {
@@ -64,9 +154,7 @@ impl ServerCertVerifier for Pinned {
         if matches {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General(
-                "server certificate does not match the pinned one".into(),
-            ))
+            Err(rustls::Error::General(PIN_MISMATCH.into()))
         }
     }
 
@@ -158,6 +246,35 @@ mod tests {
         assert_eq!(parse_fingerprint("abc"), Err(BadFingerprint));
         assert_eq!(parse_fingerprint(&"zz".repeat(32)), Err(BadFingerprint));
         assert_eq!(parse_fingerprint(&"é".repeat(32)), Err(BadFingerprint));
+    }
+
+    #[test]
+    fn pin_mismatch_is_recognised_through_io_and_source_chains() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let tls = rustls::Error::General(PIN_MISMATCH.into());
+        let wrapped = Outer(std::io::Error::other(tls));
+        assert!(is_pin_mismatch(&wrapped));
+        let other = Outer(std::io::Error::other("connection refused"));
+        assert!(!is_pin_mismatch(&other));
+    }
+
+    #[test]
+    fn pem_bundles() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\nx\n\
+                   -----BEGIN CERTIFICATE-----\nBAUG\n-----END CERTIFICATE-----\n";
+        assert_eq!(all_certs_der(pem), vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        assert!(all_certs_der("none").is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Every request carries `"jsonrpc":"2.0"`, an id and `params`; replies end with a blank line;
 //! amounts are msat integers.
 
-use super::{LnError, NewInvoice, Status};
+use super::{normalize_network, LnError, NewInvoice, Settlement, Status};
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -31,14 +31,16 @@ impl Cln {
             .await
     }
 
-    /// Follows `waitanyinvoice` from the first paid invoice on, forwarding each. Settlements
-    /// already credited are ignored by the ledger (credit is once per payment hash).
+    /// Follows `waitanyinvoice` from the invoice paid after `index` on, forwarding each and
+    /// moving `index` along, so a reconnect (and, stored, a restart) resumes where it was
+    /// instead of replaying the node's whole history.
     pub async fn wait_any(
         &self,
-        tx: &tokio::sync::mpsc::Sender<(String, i64)>,
+        index: &mut u64,
+        tx: &tokio::sync::mpsc::Sender<Settlement>,
     ) -> Result<(), LnError> {
-        let mut last = 0u64;
         loop {
+            let last = *index;
             let r = match self
                 .call_within(
                     "waitanyinvoice",
@@ -54,16 +56,21 @@ impl Cln {
                 }
                 Err(e) => return Err(e),
             };
-            last = r
+            let next = r
                 .get("pay_index")
                 .and_then(Value::as_u64)
                 .unwrap_or(last + 1);
             if let Some(hash) = r.get("payment_hash").and_then(Value::as_str) {
-                let at = r.get("paid_at").and_then(Value::as_i64).unwrap_or(0);
-                if tx.send((hash.to_lowercase(), at)).await.is_err() {
+                let s = Settlement {
+                    payment_hash: hash.to_lowercase(),
+                    settled_at: r.get("paid_at").and_then(Value::as_i64).unwrap_or(0),
+                    index: next,
+                };
+                if tx.send(s).await.is_err() {
                     return Ok(());
                 }
             }
+            *index = next;
         }
     }
 
@@ -168,11 +175,14 @@ impl Cln {
         let r = self
             .call("listinvoices", json!({"payment_hash": payment_hash}))
             .await?;
-        let inv = r
+        let list = r
             .get("invoices")
             .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .ok_or_else(|| LnError::Protocol(format!("no invoice {payment_hash}")))?;
+            .ok_or_else(|| LnError::Protocol("listinvoices without invoices".into()))?;
+        // An empty list: the node does not know this invoice.
+        let Some(inv) = list.first() else {
+            return Ok(Status::Unknown);
+        };
         Ok(match inv.get("status").and_then(Value::as_str) {
             Some("paid") => Status::Settled {
                 at: inv
@@ -188,5 +198,15 @@ impl Cln {
 
     pub async fn ping(&self) -> Result<(), LnError> {
         self.call("getinfo", json!({})).await.map(|_| ())
+    }
+
+    /// `getinfo`'s `network`.
+    pub async fn network(&self) -> Result<&'static str, LnError> {
+        let info = self.call("getinfo", json!({})).await?;
+        let name = info
+            .get("network")
+            .and_then(Value::as_str)
+            .ok_or_else(|| LnError::Protocol("getinfo without network".into()))?;
+        normalize_network(name).ok_or_else(|| LnError::Protocol(format!("unknown network {name:?}")))
     }
 }

@@ -127,7 +127,7 @@ fn status_in(db: &Connection, payment_hash: &str, now: i64) -> Result<Status, Ln
         .optional()
         .map_err(db_err)?;
     Ok(match row {
-        None => return Err(LnError::Dev(format!("no dev invoice {payment_hash}"))),
+        None => Status::Unknown,
         Some((_, Some(at))) => Status::Settled { at },
         Some((expires, None)) if now >= expires => Status::Gone,
         Some(_) => Status::Open,
@@ -148,13 +148,20 @@ pub enum DevPayError {
     Db(String),
 }
 
+/// What a payer's node learns by paying: the payment hash and its preimage (the proof).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paid {
+    pub payment_hash: String,
+    pub preimage: String,
+}
+
 /// Settles an invoice of the dev node, as a payer's node would by paying it.
 pub fn pay(
     db: &Connection,
     node_id: &PublicKey,
     bolt11: &str,
     now: i64,
-) -> Result<String, DevPayError> {
+) -> Result<Paid, DevPayError> {
     let invoice: Bolt11Invoice = bolt11
         .trim()
         .parse()
@@ -167,14 +174,24 @@ pub fn pay(
         Ok(Status::Open) => {}
         Ok(Status::Settled { .. }) => return Err(DevPayError::AlreadyPaid),
         Ok(Status::Gone) => return Err(DevPayError::Expired),
-        Err(_) => return Err(DevPayError::ForeignInvoice),
+        Ok(Status::Unknown) | Err(_) => return Err(DevPayError::ForeignInvoice),
     }
     db.execute(
         "UPDATE dev_invoices SET settled_at = ?1 WHERE payment_hash = ?2 AND settled_at IS NULL",
         params![now, hash],
     )
     .map_err(|e| DevPayError::Db(e.to_string()))?;
-    Ok(hash)
+    let preimage: String = db
+        .query_row(
+            "SELECT preimage FROM dev_invoices WHERE payment_hash = ?1",
+            [&hash],
+            |r| r.get(0),
+        )
+        .map_err(|e| DevPayError::Db(e.to_string()))?;
+    Ok(Paid {
+        payment_hash: hash,
+        preimage,
+    })
 }
 
 #[cfg(test)]
@@ -215,8 +232,11 @@ mod tests {
             pay(&c, &node.node_id, "lnbc1garbage", 1_800_000_010),
             Err(DevPayError::Malformed(_))
         ));
+        let paid = pay(&c, &node.node_id, &inv.bolt11, 1_800_000_010).unwrap();
+        assert_eq!(paid.payment_hash, inv.payment_hash);
+        let preimage = hex::decode(&paid.preimage).unwrap();
         assert_eq!(
-            pay(&c, &node.node_id, &inv.bolt11, 1_800_000_010).unwrap(),
+            hex::encode(sha256::Hash::hash(&preimage).to_byte_array()),
             inv.payment_hash
         );
         assert_eq!(

@@ -9,16 +9,70 @@ pub mod lnd;
 
 use std::time::Duration;
 
+/// Two families, which the API keeps apart: the node could not be talked to (`Unreachable`,
+/// `Certificate`: HTTP 503 `lightning_unavailable`), or it answered and said no or something
+/// malformed (`Refused`, `Permission`, `NotFound`, `Protocol`: HTTP 502 `lightning_error`).
 #[derive(Debug, thiserror::Error)]
 pub enum LnError {
     #[error("lightning backend unreachable: {0}")]
     Unreachable(String),
+    #[error("lightning node's TLS certificate does not match the pinned tls_cert: {0}")]
+    Certificate(String),
     #[error("lightning backend refused: {0}")]
     Refused(String),
+    #[error("lightning backend refused for lack of permission: {0}")]
+    Permission(String),
+    #[error("lightning backend does not know it: {0}")]
+    NotFound(String),
     #[error("lightning backend answered something unexpected: {0}")]
     Protocol(String),
     #[error("{0}")]
     Dev(String),
+}
+
+impl LnError {
+    /// Whether the node could not be talked to at all (as opposed to answering "no").
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            LnError::Unreachable(_) | LnError::Certificate(_) | LnError::Dev(_)
+        )
+    }
+}
+
+/// A settlement the node pushed, with its position in the node's settlement order (LND's
+/// `settle_index`, CLN's `pay_index`) so a stream can resume after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub payment_hash: String,
+    pub settled_at: i64,
+    pub index: u64,
+}
+
+/// The network name the terms publish (as the invoice prefix encodes it) for what a node or
+/// a config calls its chain: LND says `mainnet`, CLN `bitcoin`; testnet4 invoices are `lntb`.
+pub fn normalize_network(name: &str) -> Option<&'static str> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "bitcoin" | "mainnet" => "bitcoin",
+        "testnet" | "testnet3" | "testnet4" => "testnet",
+        "signet" => "signet",
+        "regtest" => "regtest",
+        "simnet" => "simnet",
+        _ => return None,
+    })
+}
+
+/// The network a BOLT11 invoice is for, by its currency prefix.
+pub fn invoice_network(bolt11: &str) -> Option<&'static str> {
+    use lightning_invoice::Currency;
+    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
+    Some(match inv.currency() {
+        Currency::Bitcoin => "bitcoin",
+        Currency::BitcoinTestnet => "testnet",
+        Currency::Regtest => "regtest",
+        Currency::Simnet => "simnet",
+        Currency::Signet => "signet",
+    })
 }
 
 /// An invoice the backend created.
@@ -38,6 +92,8 @@ pub enum Status {
     },
     /// Expired or canceled: can no longer be paid.
     Gone,
+    /// The node has no such invoice (it was replaced or restored, or is another node).
+    Unknown,
 }
 
 pub enum Backend {
@@ -69,17 +125,18 @@ impl Backend {
         }
     }
 
-    /// Streams settlements `(payment hash hex, settled at)` into `tx` where the backend can
-    /// push them (LND's invoice subscription, CLN's `waitanyinvoice`), reconnecting with backoff
-    /// for as long as `tx` is open. The dev backend has nothing to stream: its invoices are
-    /// settled in the same database the poll reads.
-    pub async fn stream_settlements(&self, tx: tokio::sync::mpsc::Sender<(String, i64)>) {
+    /// Streams settlements into `tx` where the backend can push them (LND's invoice
+    /// subscription, CLN's `waitanyinvoice`), starting after settlement index `from` and
+    /// reconnecting with backoff from the last index seen, for as long as `tx` is open. The dev
+    /// backend has nothing to stream: its invoices are settled in the database the poll reads.
+    pub async fn stream_settlements(&self, from: u64, tx: tokio::sync::mpsc::Sender<Settlement>) {
+        let mut index = from;
         let mut backoff = Duration::from_secs(1);
         while !tx.is_closed() {
             let result = match self {
                 Backend::Dev(_) => return,
-                Backend::Lnd(l) => l.subscribe(&tx).await,
-                Backend::Cln(c) => c.wait_any(&tx).await,
+                Backend::Lnd(l) => l.subscribe(&mut index, &tx).await,
+                Backend::Cln(c) => c.wait_any(&mut index, &tx).await,
             };
             if let Err(e) = result {
                 tracing::warn!(
@@ -94,15 +151,116 @@ impl Backend {
         }
     }
 
-    /// Cheap liveness check for `/readyz`.
-    pub async fn ping(&self) -> Result<(), LnError> {
+    /// Meta key under which the position of this backend's settlement stream is kept.
+    pub fn stream_index_key(&self) -> Option<&'static str> {
+        match self {
+            Backend::Dev(_) => None,
+            Backend::Lnd(_) => Some("lnd_settle_index"),
+            Backend::Cln(_) => Some("cln_pay_index"),
+        }
+    }
+
+    /// For `/readyz`: can the node do what renting needs (create invoices, look them up)?
+    /// A missing permission is named.
+    pub async fn ready(&self) -> Result<(), LnError> {
         match self {
             Backend::Dev(_) => Ok(()),
-            Backend::Lnd(l) => l.ping().await,
+            Backend::Lnd(l) => l.ready().await,
             Backend::Cln(c) => c.ping().await,
         }
+    }
+
+    /// The node's network in the terms' spelling; `None` when the node will not say (an LND
+    /// macaroon without `info:read` and no invoice yet to read it from).
+    pub async fn network(&self) -> Result<Option<&'static str>, LnError> {
+        match self {
+            Backend::Dev(_) => Ok(Some("regtest")),
+            Backend::Lnd(l) => l.network().await,
+            Backend::Cln(c) => c.network().await.map(Some),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetworkError {
+    #[error("lightning.network is {configured} but the node is on {node}; fix the config or point it at the right node")]
+    Mismatch {
+        configured: String,
+        node: &'static str,
+    },
+    #[error("lightning.network {0:?} is not one of bitcoin, testnet, signet, regtest")]
+    Invalid(String),
+    #[error("cannot learn the node's network ({0}); set lightning.network")]
+    Unknown(String),
+}
+
+/// The network to publish: the configured one if the node agrees (or cannot say), else the
+/// node's when none is configured.
+pub fn resolve_network(
+    configured: Option<&str>,
+    node: Result<Option<&'static str>, LnError>,
+) -> Result<&'static str, NetworkError> {
+    let configured = match configured {
+        Some(c) => Some(normalize_network(c).ok_or_else(|| NetworkError::Invalid(c.into()))?),
+        None => None,
+    };
+    match (configured, node) {
+        (Some(c), Ok(Some(n))) if c != n => Err(NetworkError::Mismatch {
+            configured: c.into(),
+            node: n,
+        }),
+        (Some(c), Ok(_)) => Ok(c),
+        (Some(c), Err(e)) => {
+            // Invoices are checked against it as they are made, so a wrong one cannot rent.
+            tracing::warn!("cannot ask the node for its network ({e}); trusting the config's {c}");
+            Ok(c)
+        }
+        (None, Ok(Some(n))) => Ok(n),
+        (None, Ok(None)) => Err(NetworkError::Unknown(
+            "its macaroon lacks info:read and it has no invoice to read it from".into(),
+        )),
+        (None, Err(e)) => Err(NetworkError::Unknown(e.to_string())),
     }
 }
 
 #[cfg(test)]
 mod standin_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_from_config_and_node() {
+        assert_eq!(resolve_network(None, Ok(Some("regtest"))), Ok("regtest"));
+        assert_eq!(
+            resolve_network(Some("mainnet"), Ok(Some("bitcoin"))),
+            Ok("bitcoin")
+        );
+        assert_eq!(
+            resolve_network(Some("bitcoin"), Ok(Some("regtest"))),
+            Err(NetworkError::Mismatch {
+                configured: "bitcoin".into(),
+                node: "regtest"
+            })
+        );
+        assert_eq!(resolve_network(Some("signet"), Ok(None)), Ok("signet"));
+        assert_eq!(
+            resolve_network(Some("signet"), Err(LnError::Unreachable("x".into()))),
+            Ok("signet")
+        );
+        assert!(matches!(
+            resolve_network(None, Ok(None)),
+            Err(NetworkError::Unknown(_))
+        ));
+        assert!(matches!(
+            resolve_network(None, Err(LnError::Unreachable("x".into()))),
+            Err(NetworkError::Unknown(_))
+        ));
+        assert!(matches!(
+            resolve_network(Some("litecoin"), Ok(Some("bitcoin"))),
+            Err(NetworkError::Invalid(_))
+        ));
+        assert_eq!(normalize_network("testnet4"), Some("testnet"));
+    }
+}
