@@ -8,6 +8,7 @@ pub mod device;
 pub mod io;
 pub mod key;
 pub mod metrics;
+pub mod offload;
 pub mod peer;
 pub mod routes;
 pub mod stats;
