@@ -141,7 +141,7 @@ fn split(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offload::checksum::{fold, sum};
+    use crate::offload::checksum::fold;
     use crate::offload::testutil::*;
 
     fn run(hdr: &VirtioNetHdr, packet: &[u8]) -> Result<Vec<Vec<u8>>, OffloadError> {
@@ -149,51 +149,41 @@ mod tests {
         let mut out = Vec::new();
         let n = segment(hdr, packet, &mut scratch, |s| out.push(s.to_vec()));
         assert_eq!(n.is_ok(), !out.is_empty(), "errors emit nothing");
-        n.map(|n| {
-            assert_eq!(n, out.len());
-            out
-        })
+        assert_eq!(n.unwrap_or(0), out.len());
+        n.map(|_| out)
     }
 
-    /// A super-packet as the kernel hands it over: the first segment's headers with the given
-    /// flags, all payload, the pseudo-header sum in the checksum field.
-    fn superpacket(first: &Pkt, flags: u8, payload: &[u8], gso: u16) -> (VirtioNetHdr, Vec<u8>) {
-        let mut p = Pkt {
-            flags,
-            payload: payload.to_vec(),
-            ..first.clone()
-        }
-        .build();
+    /// `p` as the kernel hands it over with `CHECKSUM_PARTIAL`: the folded pseudo-header sum in
+    /// the checksum field, and the matching header (GSO of `gso` bytes unless 0).
+    fn partial(mut p: Vec<u8>, gso: u16) -> (VirtioNetHdr, Vec<u8>) {
         let ip = parse_ip(&p).unwrap();
-        let (off, gso_type) = match (first.udp, first.v6) {
-            (true, _) => (6, GSO_UDP_L4),
-            (false, false) => (16, GSO_TCPV4),
-            (false, true) => (16, GSO_TCPV6),
+        let (off, gso_type) = match (ip.proto, ip.v6) {
+            (PROTO_UDP, _) => (6, GSO_UDP_L4),
+            (_, false) => (16, GSO_TCPV4),
+            (_, true) => (16, GSO_TCPV6),
         };
-        let partial = fold(pseudo(&p, ip.v6, ip.proto, p.len() - ip.iph));
-        put16(&mut p, ip.iph + off, partial);
+        let sum = fold(pseudo(&p, ip.v6, ip.proto, p.len() - ip.iph));
+        put16(&mut p, ip.iph + off, sum);
         let hdr_len = (ip.iph + l4_len(&p, ip).unwrap()) as u16;
-        let csum_start = ip.iph as u16;
-        let flags = FLAG_NEEDS_CSUM;
-        (
-            VirtioNetHdr {
-                flags,
-                gso_type,
-                hdr_len,
-                gso_size: gso,
-                csum_start,
-                csum_offset: off as u16,
-            },
-            p,
-        )
+        let gso_type = if gso == 0 { GSO_NONE } else { gso_type };
+        let (csum_start, csum_offset) = (ip.iph as u16, off as u16);
+        let (flags, gso_size) = (FLAG_NEEDS_CSUM, gso);
+        let h = VirtioNetHdr {
+            flags,
+            gso_type,
+            hdr_len,
+            gso_size,
+            csum_start,
+            csum_offset,
+        };
+        (h, p)
     }
 
     #[test]
     fn plain_packets_pass_through_without_copy() {
         let p = Pkt::tcp(false).payload(100, 1).build();
-        let mut scratch = [0u8; 8];
         let mut seen = None;
-        let n = segment(&VirtioNetHdr::NONE, &p, &mut scratch, |s| {
+        let n = segment(&VirtioNetHdr::NONE, &p, &mut [], |s| {
             seen = Some(s.as_ptr())
         });
         assert_eq!((n, seen), (Ok(1), Some(p.as_ptr())));
@@ -207,56 +197,33 @@ mod tests {
             Pkt::udp(false),
             Pkt::udp(true),
         ] {
-            let want = base.clone().payload(333, 5).build();
-            let ip = parse_ip(&want).unwrap();
-            let off = if base.udp { 6 } else { 16 };
-            let mut p = want.clone();
-            let partial = fold(pseudo(&p, ip.v6, ip.proto, p.len() - ip.iph));
-            put16(&mut p, ip.iph + off, partial);
-            let hdr = VirtioNetHdr {
-                flags: FLAG_NEEDS_CSUM,
-                csum_start: ip.iph as u16,
-                csum_offset: off as u16,
-                ..VirtioNetHdr::NONE
-            };
-            assert_eq!(run(&hdr, &p).unwrap(), vec![want.clone()]);
-            let bad = VirtioNetHdr {
-                csum_offset: (p.len() - ip.iph - 1) as u16,
-                ..hdr
-            };
-            assert_eq!(run(&bad, &p), Err(OffloadError::BadChecksumOffset));
-            let bad = VirtioNetHdr {
-                csum_start: u16::MAX,
-                csum_offset: u16::MAX,
-                ..hdr
-            };
-            assert_eq!(run(&bad, &p), Err(OffloadError::BadChecksumOffset));
+            let want = base.payload(333, 5).build();
+            let (h, p) = partial(want.clone(), 0);
+            assert_eq!(run(&h, &p).unwrap(), vec![want]);
+            let l4_len = p.len() - usize::from(h.csum_start);
+            for (csum_start, csum_offset) in [(h.csum_start, l4_len as u16 - 1), (u16::MAX, 9)] {
+                let bad = VirtioNetHdr {
+                    csum_start,
+                    csum_offset,
+                    ..h
+                };
+                assert_eq!(run(&bad, &p), Err(OffloadError::BadChecksumOffset));
+            }
         }
     }
 
-    /// Expected segments built from scratch by the test helper, not by the code under test.
-    fn expected(first: &Pkt, flags: u8, payload: &[u8], gso: usize) -> Vec<Vec<u8>> {
-        let n = payload.len().div_ceil(gso);
-        let chunks = payload.chunks(gso).enumerate();
-        let seg = |(i, c): (usize, &[u8])| {
-            let mut f = flags & !(CWR * (i > 0) as u8);
-            if i + 1 < n {
-                f &= !(FIN | PSH);
-            }
-            let (id, seq) = (
-                first.id.wrapping_add(i as u16),
-                first.seq.wrapping_add((i * gso) as u32),
-            );
-            Pkt {
-                flags: f,
-                id,
-                seq,
-                payload: c.to_vec(),
-                ..first.clone()
-            }
-            .build()
+    /// The segments a correct split produces, built independently by the test helper.
+    fn expected(first: &Pkt, total: usize, gso: usize) -> Vec<Vec<u8>> {
+        let n = total.div_ceil(gso);
+        let seg = |i: usize| {
+            let mut p = first.clone();
+            p.flags &= !(CWR * (i > 0) as u8) & !((FIN | PSH) * (i + 1 < n) as u8);
+            p.id = p.id.wrapping_add(i as u16);
+            p.seq = p.seq.wrapping_add((i * gso) as u32);
+            p.payload = first.payload.chunks(gso).nth(i).unwrap().to_vec();
+            p.build()
         };
-        chunks.map(seg).collect()
+        (0..n).map(seg).collect()
     }
 
     #[test]
@@ -264,18 +231,12 @@ mod tests {
         let opts = vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]; // NOP NOP timestamps
         let cases = [
             (
-                Pkt {
-                    opts: opts.clone(),
-                    ..Pkt::tcp(false)
-                },
+                Pkt::tcp(false).with(|p| p.opts = opts.clone()),
                 ACK | PSH | FIN | CWR,
                 1448,
             ),
             (
-                Pkt {
-                    opts,
-                    ..Pkt::tcp(true)
-                },
+                Pkt::tcp(true).with(|p| p.opts = opts.clone()),
                 ACK | PSH,
                 1428,
             ),
@@ -283,24 +244,12 @@ mod tests {
             (Pkt::udp(false), 0, 1200),
             (Pkt::udp(true), 0, 1232),
         ];
-        for (first, flags, gso) in cases {
-            for total in [
-                1,
-                gso - 1,
-                gso,
-                gso + 1,
-                5 * gso,
-                5 * gso + 7,
-                65_535 - 40 - 60,
-            ] {
-                let payload = first.clone().payload(total, 9).payload;
-                let (hdr, p) = superpacket(&first, flags, &payload, gso as u16);
+        for (base, flags, gso) in cases {
+            for total in [1, gso - 1, gso, gso + 1, 5 * gso, 5 * gso + 7, 65_535 - 100] {
+                let first = base.clone().with(|p| p.flags = flags).payload(total, 9);
+                let (hdr, p) = partial(first.build(), gso as u16);
                 let segs = run(&hdr, &p).unwrap();
-                assert_eq!(
-                    segs,
-                    expected(&first, flags, &payload, gso),
-                    "{first:?} {total}"
-                );
+                assert_eq!(segs, expected(&first, total, gso), "{first:?} {total}");
                 assert!(segs.iter().all(|s| checksums_ok(s)));
                 // The ECN bit and a bogus hdr_len change nothing.
                 let hdr2 = VirtioNetHdr {
@@ -315,134 +264,72 @@ mod tests {
 
     #[test]
     fn udp_zero_checksum_becomes_ffff() {
-        // Find a payload whose segment checksum computes to zero, then check it goes out as 0xffff.
-        let first = Pkt::udp(false);
-        for x in 0..=u16::MAX {
-            let payload = x.to_be_bytes();
-            let mut p = Pkt {
-                payload: payload.to_vec(),
-                ..first.clone()
-            }
-            .build();
-            put16(&mut p, 26, 0);
-            if fold(sum(&p[20..], pseudo(&p, false, PROTO_UDP, p.len() - 20))) != 0xffff {
-                continue;
-            }
-            let (hdr, sp) = superpacket(&first, 0, &payload, 100);
-            assert_eq!(be16(&run(&hdr, &sp).unwrap()[0], 26), 0xffff);
-            return;
-        }
-        panic!("no zero-checksum payload found");
+        // Search a payload whose checksum computes to 0: it must go out as 0xffff.
+        let zero = (0..=u16::MAX).find_map(|x| {
+            let p = Pkt::udp(false).with(|p| p.payload = x.to_be_bytes().to_vec());
+            (be16(&p.build(), 26) == 0xffff).then_some(p)
+        });
+        let (hdr, p) = partial(zero.unwrap().build(), 100);
+        assert_eq!(be16(&run(&hdr, &p).unwrap()[0], 26), 0xffff);
     }
 
     #[test]
     fn invalid_gso_is_refused() {
-        let first = Pkt::tcp(false);
-        let payload = vec![7u8; 3000];
-        let (hdr, p) = superpacket(&first, ACK, &payload, 1000);
-        let (hdr6, p6) = superpacket(&Pkt::tcp(true), ACK, &payload, 1000);
-        let (udp, pu) = superpacket(&Pkt::udp(false), 0, &payload, 1000);
+        let (hdr, p) = partial(Pkt::tcp(false).payload(3000, 1).build(), 1000);
+        let (_, p6) = partial(Pkt::tcp(true).payload(3000, 1).build(), 1000);
+        let (_, pu) = partial(Pkt::udp(false).payload(3000, 1).build(), 1000);
         let mut frag = p.clone();
         frag[6] |= 0x20; // MF
         let mut ext = p6.clone();
         ext[6] = 0; // hop-by-hop options header
         let mut tiny_doff = p.clone();
         tiny_doff[32] = 0x40;
-        let cases: Vec<(VirtioNetHdr, &[u8])> = vec![
-            (
-                VirtioNetHdr {
-                    gso_type: GSO_UDP,
-                    ..udp
-                },
-                &pu,
-            ),
-            (VirtioNetHdr { gso_type: 2, ..hdr }, &p),
-            (
-                VirtioNetHdr {
-                    gso_type: 0x42,
-                    ..hdr
-                },
-                &p,
-            ),
-            (VirtioNetHdr { gso_size: 0, ..hdr }, &p),
-            (
-                VirtioNetHdr {
-                    gso_type: GSO_TCPV6,
-                    ..hdr
-                },
-                &p,
-            ),
-            (
-                VirtioNetHdr {
-                    gso_type: GSO_TCPV4,
-                    ..hdr6
-                },
-                &p6,
-            ),
-            (
-                VirtioNetHdr {
-                    gso_type: GSO_UDP_L4,
-                    ..hdr
-                },
-                &p,
-            ),
-            (udp, &p),
-            (hdr, &frag),
-            (hdr6, &ext),
-            (hdr, &tiny_doff),
-            (hdr, &p[..40]), // headers only
-            (hdr, &[]),
+        let cases: [(u8, u16, &[u8]); 14] = [
+            (GSO_UDP, 1000, &pu),
+            (2, 1000, &p),
+            (0x42, 1000, &p),
+            (GSO_TCPV4, 0, &p),
+            (GSO_TCPV6, 1000, &p),
+            (GSO_TCPV4, 1000, &p6),
+            (GSO_UDP_L4, 1000, &p),
+            (GSO_TCPV4, 1000, &pu),
+            (GSO_TCPV4, 1000, &frag),
+            (GSO_TCPV6, 1000, &ext),
+            (GSO_TCPV4, 1000, &tiny_doff),
+            (GSO_TCPV4, 1000, &p[..40]), // headers only
+            (GSO_TCPV4, 1000, &[]),
+            (GSO_TCPV4, u16::MAX, &[&p[..], &[0; 70_000]].concat()), // segment > 64 KiB
         ];
-        for (h, pkt) in cases {
+        for (gso_type, gso_size, pkt) in cases {
+            let h = VirtioNetHdr {
+                gso_type,
+                gso_size,
+                ..hdr
+            };
             assert!(run(&h, pkt).is_err(), "{h:?}");
         }
-        let mut small = [0u8; 1000];
-        let r = segment(&hdr, &p, &mut small, |_| panic!("emitted"));
+        let r = segment(&hdr, &p, &mut [0; 1000], |_| panic!("emitted"));
         assert_eq!(r, Err(OffloadError::ScratchTooSmall { need: 1040 }));
-        let huge = vec![0u8; 70_000];
-        let (h, big) = superpacket(&first, ACK, &huge[..65_000], 65_000);
-        assert!(run(
-            &VirtioNetHdr {
-                gso_size: u16::MAX,
-                ..h
-            },
-            &[&big[..], &huge[..]].concat()
-        )
-        .is_err());
     }
 
     #[test]
     fn hostile_input_never_panics() {
         let mut rng = Rng::new(1);
         let mut scratch = vec![0u8; MAX_PACKET];
-        let bases = [
-            superpacket(&Pkt::tcp(false), ACK, &[1; 900], 100),
-            superpacket(
-                &Pkt {
-                    opts: vec![1; 8],
-                    ..Pkt::tcp(true)
-                },
-                ACK,
-                &[2; 900],
-                100,
-            ),
-            superpacket(&Pkt::udp(false), 0, &[3; 900], 100),
-            superpacket(&Pkt::udp(true), 0, &[4; 900], 100),
-        ];
-        for (hdr, p) in &bases {
+        let tcp6 = Pkt::tcp(true).with(|p| p.opts = vec![1; 8]);
+        for base in [Pkt::tcp(false), tcp6, Pkt::udp(false), Pkt::udp(true)] {
+            let (hdr, p) = partial(base.payload(900, 1).build(), 100);
             for n in 0..=p.len() {
-                let _ = segment(hdr, &p[..n], &mut scratch, |_| {});
+                let _ = segment(&hdr, &p[..n], &mut scratch, |_| {});
             }
             for _ in 0..3000 {
                 let mut q = p.clone();
-                let mut h = *hdr;
                 for _ in 0..1 + rng.below(4) {
-                    let i = rng.below(q.len() as u64) as usize;
-                    q[i] = rng.next() as u8;
+                    q[rng.below(p.len() as u64) as usize] = rng.next() as u8;
                 }
-                let mut raw = h.to_bytes();
+                let mut raw = hdr.to_bytes();
                 raw[rng.below(10) as usize] = rng.next() as u8;
-                h = VirtioNetHdr::decode(&raw).unwrap().0;
+                let h = VirtioNetHdr::decode(&raw).unwrap().0;
                 let n = rng.below(q.len() as u64 + 1) as usize;
                 let _ = segment(&h, &q[..n], &mut scratch, |s| {
                     assert!(s.len() <= MAX_PACKET)

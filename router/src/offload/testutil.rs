@@ -111,6 +111,11 @@ impl Pkt {
         }
     }
 
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
     /// `n` payload bytes that differ per position and per `salt`.
     pub fn payload(mut self, n: usize, salt: u8) -> Self {
         self.payload = (0..n).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect();
