@@ -257,8 +257,8 @@ fn main() {
         // Invoices of another network than the terms say would be refused by every client
         // while an address is held: agree with the node before serving anything.
         let node = rt.block_on(service.ln.network());
-        service.network = lightning::resolve_network(service.cfg.network(), node)
-            .unwrap_or_else(|e| fail(e));
+        service.network =
+            lightning::resolve_network(service.cfg.network(), node).unwrap_or_else(|e| fail(e));
     }
     let service = Arc::new(service);
     match command {

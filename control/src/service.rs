@@ -280,9 +280,7 @@ impl Service {
                             "this rental's invoice is being created; retry".into(),
                         ));
                     }
-                    if !store::forget_hold(&tx, r.id)? {
-                        store::release(&tx, r.id, now, "unpaid", 0)?;
-                    }
+                    store::drop_hold(&tx, r.id, now, "unpaid")?;
                 }
                 RentalState::Released => {
                     let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
@@ -310,9 +308,7 @@ impl Service {
     /// leaves nothing behind (no rental, so `GET /v1/rentals/{key}` stays 404).
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
-        if !store::forget_hold(&db, rental.id)? {
-            store::release(&db, rental.id, now, "invoice_failed", 0)?;
-        }
+        store::drop_hold(&db, rental.id, now, "invoice_failed")?;
         Ok(())
     }
 
@@ -677,9 +673,7 @@ impl Service {
                     if now - r.created_at > ORPHAN_HOLD_SECS
                         && store::invoices_of(&tx, r.id)?.is_empty() =>
                 {
-                    if !store::forget_hold(&tx, r.id)? {
-                        store::release(&tx, r.id, now, "no_invoice", 0)?;
-                    }
+                    store::drop_hold(&tx, r.id, now, "no_invoice")?;
                 }
                 RentalState::Active => {
                     if let (Some(key), Ok(addr)) = (decode_key(&r.public_key), r.address.parse()) {

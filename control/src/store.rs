@@ -227,6 +227,15 @@ pub fn forget_hold(db: &Connection, id: i64) -> rusqlite::Result<bool> {
     Ok(n > 0)
 }
 
+/// Gives back a hold that has no invoice: deleted when nothing refers to it, else released
+/// (no cool-down: it never was rented).
+pub fn drop_hold(db: &Connection, id: i64, at: i64, reason: &str) -> rusqlite::Result<()> {
+    if forget_hold(db, id)? {
+        return Ok(());
+    }
+    release(db, id, at, reason, 0)
+}
+
 /// Ends a rental. `cooldown_until` keeps the address out of the pool for a while.
 pub fn release(
     db: &Connection,

@@ -207,6 +207,7 @@ impl Cln {
             .get("network")
             .and_then(Value::as_str)
             .ok_or_else(|| LnError::Protocol("getinfo without network".into()))?;
-        normalize_network(name).ok_or_else(|| LnError::Protocol(format!("unknown network {name:?}")))
+        normalize_network(name)
+            .ok_or_else(|| LnError::Protocol(format!("unknown network {name:?}")))
     }
 }

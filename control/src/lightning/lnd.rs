@@ -36,8 +36,7 @@ fn transport(e: reqwest::Error) -> LnError {
 fn refusal(status: reqwest::StatusCode, msg: String) -> LnError {
     if msg.contains("permission denied") {
         LnError::Permission(msg)
-    } else if status == reqwest::StatusCode::NOT_FOUND || msg.contains("unable to locate invoice")
-    {
+    } else if status == reqwest::StatusCode::NOT_FOUND || msg.contains("unable to locate invoice") {
         LnError::NotFound(msg)
     } else {
         LnError::Refused(format!("HTTP {status}: {msg}"))
