@@ -10,7 +10,7 @@ use super::checksum::{fold, ipv4_header_checksum, sum};
 use super::vnet::*;
 use super::{be16, be32, l4_len, parse_ip, pseudo, put16, Ip, MAX_PACKET, PROTO_TCP, PROTO_UDP};
 
-/// The kernel's GRO stops at 64 segments per skb (MAX_GRO_SKBS / gso_max_segs headroom).
+/// Segments per super-packet, as in the kernel's UDP GRO (UDP_GRO_CNT_MAX) and wireguard-go.
 const MAX_SEGMENTS: usize = 64;
 const TCP_PSH: u8 = 0x08;
 const TCP_ACK: u8 = 0x10;
@@ -96,8 +96,8 @@ impl GroTable {
         std::mem::take(&mut self.stats)
     }
 
-    /// Adds a decrypted IP packet from `peer`. Returns false, changing nothing, when it needs a
-    /// new item and the table is full: flush, then push again.
+    /// Adds a decrypted IP packet from `peer`. Returns false, storing nothing, when the packet
+    /// needs a new item and the table is full: flush, then push again.
     pub fn push(&mut self, peer: u32, packet: &[u8]) -> bool {
         if packet.len() > MAX_PACKET {
             self.stats.dropped += 1;
@@ -378,12 +378,12 @@ mod tests {
             let frames = gro(&mut t, &pkts);
             assert_eq!(frames.len(), 1, "{base:?}");
             let (h, p) = VirtioNetHdr::decode(&frames[0]).unwrap();
-            let (iph, l4h) = (if base.v6 { 40 } else { 20 }, pkts[0].1.len() - 1000);
+            let (iph, hl) = (if base.v6 { 40 } else { 20 }, pkts[0].1.len() - 1000);
             let (proto, off, gso_type) = match (base.udp, base.v6) {
                 (true, _) => (PROTO_UDP, 6, GSO_UDP_L4),
                 (false, v6) => (PROTO_TCP, 16, if v6 { GSO_TCPV6 } else { GSO_TCPV4 }),
             };
-            let (flags, hdr_len, gso_size) = (FLAG_NEEDS_CSUM, l4h as u16, 1000);
+            let (flags, hdr_len, gso_size) = (FLAG_NEEDS_CSUM, hl as u16, 1000);
             let (csum_start, csum_offset) = (iph as u16, off);
             let want = VirtioNetHdr {
                 flags,
@@ -393,7 +393,7 @@ mod tests {
                 csum_start,
                 csum_offset,
             };
-            assert_eq!((h, p.len()), (want, l4h + 4300));
+            assert_eq!((h, p.len()), (want, hl + 4300));
             let l4_len = p.len() - iph;
             let partial = fold(pseudo(p, base.v6, proto, l4_len));
             assert_eq!(be16(p, iph + usize::from(off)), partial);
@@ -420,18 +420,13 @@ mod tests {
 
     #[test]
     fn only_exact_continuations_merge() {
-        let base = Pkt::tcp(false).payload(1000, 0);
-        let next = base
-            .clone()
-            .with(|p| (p.seq, p.id) = (p.seq + 1000, p.id + 1))
-            .payload(1000, 1);
         type Variant = (&'static str, fn(&mut Pkt));
-        let variants: [Variant; 14] = [
+        let variants: [Variant; 16] = [
             ("out of order", |p| p.seq += 1000),
             ("retransmission", |p| p.seq -= 1000),
             ("different ack", |p| p.ack += 1),
-            ("different ttl", |p| p.ttl -= 1),
-            ("different tos", |p| p.tos = 2),
+            ("different ttl/hop limit", |p| p.ttl -= 1),
+            ("different tos/traffic class", |p| p.tos = 2),
             ("different window", |p| p.window = 9),
             ("different options", |p| p.opts = vec![1; 4]),
             ("other port", |p| p.dport = 80),
@@ -440,36 +435,58 @@ mod tests {
             ("RST", |p| p.flags |= RST),
             ("no ACK", |p| p.flags = PSH),
             ("longer", |p| p.payload.push(0)),
-            ("non-DF with an ID out of sequence", |p| {
+            ("other protocol", |p| p.udp = true),
+            ("v6: different flow label", |p| p.flow_label = 1),
+            ("v4: no DF, ID out of sequence", |p| {
                 (p.df, p.id) = (false, 7)
             }),
         ];
-        let mut corrupt = next.build();
-        corrupt[100] ^= 1;
-        let mut cases = vec![
-            ("control", vec![(1, base.build()), (1, next.build())]),
-            ("other peer", vec![(1, base.build()), (2, next.build())]),
-            ("bad checksum", vec![(1, base.build()), (1, corrupt)]),
-        ];
-        for (name, f) in variants {
-            let first = base.clone().with(|p| p.df = !name.starts_with("non-DF"));
-            cases.push((
-                name,
-                vec![(1, first.build()), (1, next.clone().with(f).build())],
-            ));
-        }
         let mut t = GroTable::new(8, true);
-        for (name, pkts) in cases {
-            let frames = gro(&mut t, &pkts);
-            let plain: Vec<_> = pkts
-                .iter()
-                .map(|(_, p)| [&[0; 10], &p[..]].concat())
-                .collect();
-            assert_eq!(frames == plain, name != "control", "{name}");
+        for v6 in [false, true] {
+            let base = Pkt::tcp(v6).payload(1000, 0);
+            let next = base
+                .clone()
+                .with(|p| (p.seq, p.id) = (p.seq + 1000, p.id + 1));
+            let next = next.payload(1000, 1);
+            let (mut bad_l4, mut bad_ip) = (next.build(), next.build());
+            bad_l4[100] ^= 1;
+            bad_ip[10] ^= 1; // IPv4 header checksum (IPv6: source address, other flow)
+            let mut cases = vec![
+                ("control", vec![(1, base.build()), (1, next.build())]),
+                ("other peer", vec![(1, base.build()), (2, next.build())]),
+                ("bad checksum", vec![(1, base.build()), (1, bad_l4)]),
+                ("bad header", vec![(1, base.build()), (1, bad_ip)]),
+            ];
+            for (name, f) in variants {
+                if name.starts_with(if v6 { "v4:" } else { "v6:" }) {
+                    continue;
+                }
+                let first = base.clone().with(|p| p.df = !name.starts_with("v4: no DF"));
+                let second = next.clone().with(f).build();
+                cases.push((name, vec![(1, first.build()), (1, second)]));
+            }
+            for (name, pkts) in cases {
+                let frames = gro(&mut t, &pkts);
+                let plain = pkts.iter().map(|(_, p)| [&[0; 10], &p[..]].concat());
+                assert_eq!(
+                    frames == plain.collect::<Vec<_>>(),
+                    name != "control",
+                    "{name}"
+                );
+            }
         }
         // With DF, IDs carry no meaning (RFC 6864) and need not continue the sequence.
-        let pkts = [(1, base.build()), (1, next.with(|p| p.id = 7).build())];
+        let base = Pkt::tcp(false).payload(1000, 0);
+        let next = base.clone().with(|p| (p.seq, p.id) = (p.seq + 1000, 7));
+        let pkts = [(1, base.build()), (1, next.payload(1000, 1).build())];
         assert_eq!(gro(&mut t, &pkts).len(), 1);
+        // Neither ICMP nor anything else unknown merges.
+        let icmp = [
+            0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 1, 0x26, 0xcd, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let icmp = [&icmp[..], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]].concat();
+        let frames = gro(&mut t, &[(1, icmp.clone()), (1, icmp.clone())]);
+        assert_eq!(frames, vec![[&[0; 10], &icmp[..]].concat(); 2]);
     }
 
     #[test]
