@@ -33,7 +33,7 @@ impl Io for Sink {
         self.last.extend_from_slice(p);
         true
     }
-    fn write_tun(&mut self, _: &[u8]) -> bool {
+    fn write_tun(&mut self, _: u32, _: &[u8]) -> bool {
         self.tun += 1;
         true
     }

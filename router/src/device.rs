@@ -36,7 +36,9 @@ const HANDSHAKE_RATE_LIMIT: u64 = 2_000;
 /// TUN queues; tests collect into vectors.
 pub trait Io {
     fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) -> bool;
-    fn write_tun(&mut self, packet: &[u8]) -> bool;
+    /// A decrypted packet from `peer` whose source passed anti-spoofing. Batching layers may
+    /// coalesce packets of one flow, never packets of two peers.
+    fn write_tun(&mut self, peer: PeerId, packet: &[u8]) -> bool;
 }
 
 /// The socket side of configuration: binding a listen port can fail, so it happens before any
@@ -318,7 +320,7 @@ impl Device {
         if snap.routes.lookup(from) != Some(id) {
             return self.stats.drop(DropReason::SpoofedSource);
         }
-        if io.write_tun(inner) {
+        if io.write_tun(id, inner) {
             self.stats.udp_to_tun.add(1);
         } else {
             self.stats.drop(DropReason::IoError);

@@ -30,7 +30,7 @@ impl Io for Capture {
         self.udp.push((to, packet.to_vec()));
         true
     }
-    fn write_tun(&mut self, packet: &[u8]) -> bool {
+    fn write_tun(&mut self, _peer: PeerId, packet: &[u8]) -> bool {
         self.tun.push(packet.to_vec());
         true
     }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use staticwire_router::device::Device;
-use staticwire_router::io::{self, tun, Net};
+use staticwire_router::io::{self, tun, IoMode, Net};
 use staticwire_router::metrics::Exporter;
 use staticwire_router::uapi::server::UapiSocket;
 use std::fs::File;
@@ -31,6 +31,19 @@ struct Args {
     /// Worker threads, each with its own TUN queue and UDP socket [default: one per CPU].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+
+    /// How packets move: io_uring loops (uring), recvmmsg/sendmmsg threads (batch), or one
+    /// syscall per packet (simple). auto takes uring where the kernel allows it, else batch.
+    #[arg(long, value_enum, default_value_t = IoMode::Auto, value_name = "MODE")]
+    io: IoMode,
+
+    /// Turn off segmentation offloads (TUN TSO/USO with virtio-net headers, UDP GSO/GRO).
+    #[arg(long)]
+    no_offload: bool,
+
+    /// Pin worker i to CPU i (modulo the CPUs this process may use).
+    #[arg(long)]
+    pin_cpus: bool,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9586. Off by default;
     /// keep it on loopback or a management network.
@@ -76,7 +89,10 @@ fn init_logging(args: &Args) -> std::io::Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init()
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }
@@ -141,10 +157,17 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let queues = tun::create(&args.interface, threads, args.mtu)
+    let mode = args
+        .io
+        .resolve()
+        .map_err(|e| format!("io_uring refused: {e} (try --io batch)"))?;
+    let offload = mode != IoMode::Simple && !args.no_offload;
+    let (queues, offloads) = tun::create(&args.interface, threads, args.mtu, offload)
         .map_err(|e| format!("cannot create interface {}: {e}", args.interface))?;
-    let net =
-        Arc::new(Net::bind(0, 0, threads).map_err(|e| format!("cannot open UDP sockets: {e}"))?);
+    let net = Arc::new(
+        Net::bind(0, 0, threads, offload).map_err(|e| format!("cannot open UDP sockets: {e}"))?,
+    );
+    let (gso, gro) = net.offloads();
     let device = Arc::new(Device::new());
     device.set_bound_port(net.port());
     let uapi = UapiSocket::bind(&args.socket_dir, &args.interface)
@@ -161,8 +184,15 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
             .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
         tracing::info!("metrics on http://{bound}/metrics");
     }
-    io::start(device.clone(), net.clone(), queues)
-        .map_err(|e| format!("cannot start workers: {e}"))?;
+    io::start(
+        device.clone(),
+        net.clone(),
+        queues,
+        mode,
+        offloads,
+        args.pin_cpus,
+    )
+    .map_err(|e| format!("cannot start workers: {e}"))?;
     let (d, n) = (device, net);
     std::thread::Builder::new()
         .name("uapi".into())
@@ -171,6 +201,11 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
     tracing::info!(
         interface = %args.interface,
         threads,
+        io = mode.as_str(),
+        tso = offloads.tso,
+        uso = offloads.uso,
+        gso,
+        gro,
         socket = %cleanup.0.display(),
         "staticwire-router up"
     );

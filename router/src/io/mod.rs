@@ -1,40 +1,102 @@
 //! The thin I/O layer: worker threads that move packets between the TUN queues, the UDP sockets
-//! and the sans-IO [`Device`]. Each worker owns one TUN queue and one UDP socket; the packet core
-//! is shared and lock-free on reads, so workers scale with cores.
+//! and the sans-IO [`Device`]. Each worker owns one TUN queue and one UDP socket (SO_REUSEPORT);
+//! the packet core is shared and lock-free on reads, so workers scale with cores.
 //!
-//! This layer uses blocking syscalls, one packet each. The seam for batched io_uring loops is
-//! [`crate::device::Io`] plus the `handle_*` entry points, which take no ownership of buffers.
+//! Three drivers of the same core, chosen with `--io`:
+//! - [`uring`]: one thread per worker with its own io_uring: TUN reads and UDP receives kept in
+//!   flight, output submitted in batches, one `io_uring_enter` for many packets;
+//! - [`batch`]: `recvmmsg`/`sendmmsg` threads, where io_uring is refused (seccomp, old kernels);
+//! - [`simple`]: one blocking syscall per packet, no offloads (the reference).
+//!
+//! The batched drivers use offloads where the kernel has them: TUN super-packets (TSO/USO) are
+//! split in userspace and leave as UDP GSO runs; UDP GRO trains are split, decrypted, and one
+//! flow's segments reach TUN coalesced ([`crate::offload`]).
 
+pub mod batch;
+pub mod msg;
+pub mod outbox;
+pub mod simple;
 pub mod tun;
 pub mod udp;
+pub mod uring;
 
-use crate::device::{Device, Io, NetControl};
+use crate::device::{Device, NetControl};
+use crate::offload::segment::segment;
+use crate::offload::vnet::VirtioNetHdr;
+use crate::stats::DropReason;
 use crate::uapi::UapiError;
 use arc_swap::ArcSwap;
+use outbox::Outbox;
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use udp::Sockets;
 
-/// Big enough for any datagram, plus WireGuard's 32 bytes of overhead.
-const BUF: usize = 65_536 + 64;
+/// Big enough for any datagram or TUN super-packet, plus headers and WireGuard's overhead.
+const BUF: usize = 65_536 + 256;
 const TIMER_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How packets move between the kernel and the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    /// io_uring if the kernel allows it, else batch.
+    Auto,
+    Uring,
+    Batch,
+    Simple,
+}
+
+impl IoMode {
+    /// The mode to run: `Auto` becomes `Uring` where io_uring works, else `Batch`. A forced
+    /// `Uring` that the kernel refuses is an error.
+    pub fn resolve(self) -> std::io::Result<IoMode> {
+        match self {
+            IoMode::Auto => Ok(match uring::probe() {
+                Ok(()) => IoMode::Uring,
+                Err(e) => {
+                    tracing::warn!("io_uring unavailable ({e}); using batched syscalls");
+                    IoMode::Batch
+                }
+            }),
+            IoMode::Uring => uring::probe().map(|_| IoMode::Uring),
+            m => Ok(m),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoMode::Auto => "auto",
+            IoMode::Uring => "uring",
+            IoMode::Batch => "batch",
+            IoMode::Simple => "simple",
+        }
+    }
+}
 
 /// The UDP sockets, replaceable when UAPI changes the listen port or fwmark.
 pub struct Net {
     sockets: ArcSwap<Sockets>,
     count: usize,
+    offload: bool,
 }
 
 impl Net {
-    pub fn bind(port: u16, fwmark: u32, count: usize) -> std::io::Result<Self> {
+    /// `offload`: UDP GSO/GRO where the kernel has them (the batched drivers split GRO trains).
+    pub fn bind(port: u16, fwmark: u32, count: usize, offload: bool) -> std::io::Result<Self> {
         Ok(Net {
-            sockets: ArcSwap::from_pointee(udp::bind(port, fwmark, count, 0)?),
+            sockets: ArcSwap::from_pointee(udp::bind(port, fwmark, count, 0, offload)?),
             count,
+            offload,
         })
+    }
+
+    /// Whether the sockets segment sends (GSO) and coalesce receives (GRO).
+    pub fn offloads(&self) -> (bool, bool) {
+        let s = self.sockets.load();
+        (s.gso, s.gro)
     }
 
     pub fn port(&self) -> u16 {
@@ -45,7 +107,7 @@ impl Net {
 impl NetControl for Net {
     fn rebind(&self, port: u16, fwmark: u32) -> Result<u16, UapiError> {
         let generation = self.sockets.load().generation + 1;
-        let new = udp::bind(port, fwmark, self.count, generation).map_err(|e| {
+        let new = udp::bind(port, fwmark, self.count, generation, self.offload).map_err(|e| {
             if e.kind() == ErrorKind::AddrInUse {
                 UapiError::PortInUse(port)
             } else {
@@ -60,28 +122,6 @@ impl NetControl for Net {
     }
 }
 
-struct WorkerIo<'a> {
-    sockets: &'a Sockets,
-    worker: usize,
-    tun: &'a File,
-}
-
-impl Io for WorkerIo<'_> {
-    #[inline]
-    fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) -> bool {
-        match self.sockets.for_dest(to, self.worker) {
-            Some(s) => s.send_to(packet, to).is_ok(),
-            None => false,
-        }
-    }
-
-    #[inline]
-    fn write_tun(&mut self, packet: &[u8]) -> bool {
-        let mut tun = self.tun;
-        tun.write(packet).is_ok()
-    }
-}
-
 /// Called when the interface disappears (deleted with `ip link del`, as `wg-quick down` does).
 fn interface_gone() {
     tracing::info!("interface removed; shutting down");
@@ -89,105 +129,137 @@ fn interface_gone() {
     unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
 }
 
+/// Pins the calling thread to the `i`-th CPU it may run on.
+fn pin_to_cpu(i: usize) {
+    // SAFETY: reading and setting this thread's affinity mask, which we own.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        if cpus.is_empty() {
+            return;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus[i % cpus.len()], &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    }
+}
+
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(f)
 }
 
-/// Reads packets from one TUN queue and sends them encrypted.
-fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usize) {
-    let mut packet = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
-    loop {
-        let n = match (&*tun).read(&mut packet) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EBADFD/EIO: the interface was deleted under us.
-                tracing::debug!("tun read: {e}");
-                return interface_gone();
-            }
-        };
-        let sockets = net.sockets.load();
-        let mut io = WorkerIo {
-            sockets: &sockets,
-            worker,
-            tun: &tun,
-        };
-        device.handle_tun(&packet[..n], &mut out, &mut io);
+/// One frame read from TUN: with offloads, a virtio-net header and possibly a super-packet,
+/// split here into the segments the core encrypts one by one.
+#[inline]
+fn drain_tun_frame(
+    device: &Device,
+    vnet: bool,
+    frame: &[u8],
+    scratch: &mut [u8],
+    out: &mut [u8],
+    outbox: &mut Outbox,
+) {
+    if !vnet {
+        return device.handle_tun(frame, out, outbox);
+    }
+    let Ok((hdr, packet)) = VirtioNetHdr::decode(frame) else {
+        return device.stats.drop(DropReason::InvalidPacket);
+    };
+    if segment(&hdr, packet, scratch, |seg| {
+        device.handle_tun(seg, out, outbox)
+    })
+    .is_err()
+    {
+        device.stats.drop(DropReason::InvalidPacket);
     }
 }
 
-/// Receives datagrams on one socket (`v6` picks the IPv6 one) and writes them decrypted to TUN.
-fn udp_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usize, v6: bool) {
-    let mut datagram = vec![0u8; BUF];
-    let mut out = vec![0u8; BUF];
-    loop {
-        let sockets = net.sockets.load_full();
-        let sock = if v6 {
-            sockets.v6.as_ref()
-        } else {
-            sockets.v4.get(worker)
-        };
-        let Some(sock) = sock else {
-            // This socket does not exist in the current generation; wait for a rebind.
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        loop {
-            let replaced = || net.sockets.load().generation != sockets.generation;
-            match sock.recv_from(&mut datagram) {
-                Ok((0, _)) if replaced() => break,
-                Ok((n, src)) => {
-                    let mut io = WorkerIo {
-                        sockets: &sockets,
-                        worker,
-                        tun: &tun,
-                    };
-                    device.handle_udp(src, &datagram[..n], &mut out, &mut io);
-                }
-                Err(_) if replaced() => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::debug!("udp recv: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
+/// One receive: a datagram, or a UDP GRO train of datagrams `seg` bytes each (the last may be
+/// shorter), all from `from`.
+#[inline]
+fn handle_datagrams(
+    device: &Device,
+    from: SocketAddr,
+    data: &[u8],
+    seg: usize,
+    out: &mut [u8],
+    outbox: &mut Outbox,
+) {
+    for datagram in data.chunks(seg.max(1)) {
+        device.handle_udp(from, datagram, out, outbox);
     }
 }
 
-fn timer_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>) {
-    let mut out = vec![0u8; BUF];
-    let mut last_reset = Instant::now();
-    loop {
-        std::thread::sleep(TIMER_INTERVAL);
-        if last_reset.elapsed() >= Duration::from_secs(1) {
-            device.reset_rate_limiter();
-            last_reset = Instant::now();
-        }
-        let sockets = net.sockets.load();
-        let mut io = WorkerIo {
-            sockets: &sockets,
-            worker: 0,
-            tun: &tun,
-        };
-        device.tick(&mut out, &mut io);
-    }
-}
-
-/// Starts the worker threads: per TUN queue a TUN reader and a UDP reader, one IPv6 reader, and
-/// the timer thread. They run until the process exits.
-pub fn start(device: Arc<Device>, net: Arc<Net>, queues: Vec<File>) -> std::io::Result<()> {
+/// Starts the workers for `mode` (resolved, not `Auto`) and the timer thread. They run until
+/// the process exits.
+pub fn start(
+    device: Arc<Device>,
+    net: Arc<Net>,
+    queues: Vec<File>,
+    mode: IoMode,
+    off: tun::Offloads,
+    pin_cpus: bool,
+) -> std::io::Result<()> {
     let queues: Vec<Arc<File>> = queues.into_iter().map(Arc::new).collect();
     for (i, q) in queues.iter().enumerate() {
         let (d, n, t) = (device.clone(), net.clone(), q.clone());
-        spawn(format!("tun-{i}"), move || tun_loop(d, n, t, i))?;
-        let (d, n, t) = (device.clone(), net.clone(), q.clone());
-        spawn(format!("udp-{i}"), move || udp_loop(d, n, t, i, false))?;
+        let pin = move || {
+            if pin_cpus {
+                pin_to_cpu(i);
+            }
+        };
+        match mode {
+            IoMode::Uring | IoMode::Auto => {
+                spawn(format!("uring-{i}"), move || {
+                    pin();
+                    uring::worker(d, n, t, i, off)
+                })?;
+            }
+            IoMode::Batch => {
+                spawn(format!("tun-{i}"), move || {
+                    pin();
+                    batch::tun_loop(d, n, t, i, off)
+                })?;
+                let (d, n, t) = (device.clone(), net.clone(), q.clone());
+                spawn(format!("udp-{i}"), move || {
+                    pin();
+                    batch::udp_loop(d, n, t, i, false, off)
+                })?;
+            }
+            IoMode::Simple => {
+                spawn(format!("tun-{i}"), move || {
+                    pin();
+                    simple::tun_loop(d, n, t, i)
+                })?;
+                let (d, n, t) = (device.clone(), net.clone(), q.clone());
+                spawn(format!("udp-{i}"), move || {
+                    pin();
+                    simple::udp_loop(d, n, t, i, false)
+                })?;
+            }
+        }
     }
     let (d, n, t) = (device.clone(), net.clone(), queues[0].clone());
-    spawn("udp6".into(), move || udp_loop(d, n, t, 0, true))?;
+    match mode {
+        IoMode::Batch => {
+            spawn("udp6".into(), move || {
+                batch::udp_loop(d, n, t, 0, true, off)
+            })?;
+        }
+        IoMode::Simple => {
+            spawn("udp6".into(), move || simple::udp_loop(d, n, t, 0, true))?;
+        }
+        // The first io_uring worker receives on the IPv6 socket as well.
+        IoMode::Uring | IoMode::Auto => {}
+    }
     let (d, n, t) = (device, net, queues[0].clone());
-    spawn("timers".into(), move || timer_loop(d, n, t))?;
+    spawn("timers".into(), move || {
+        simple::timer_loop(d, n, t, off.vnet_hdr)
+    })?;
     Ok(())
 }

@@ -14,6 +14,10 @@ pub struct Sockets {
     pub v6: Option<UdpSocket>,
     /// Changes with every rebind, so readers of replaced sockets know to reload.
     pub generation: u64,
+    /// The kernel segments one `sendmsg` into many datagrams (UDP_SEGMENT).
+    pub gso: bool,
+    /// Receives may hold several datagrams of one flow (UDP_GRO), split by the reader.
+    pub gro: bool,
 }
 
 impl Sockets {
@@ -60,8 +64,54 @@ fn socket(addr: SocketAddr, fwmark: u32, reuse: bool) -> io::Result<Socket> {
     Ok(s)
 }
 
+pub const SOL_UDP: libc::c_int = 17;
+pub const UDP_SEGMENT: libc::c_int = 103;
+pub const UDP_GRO: libc::c_int = 104;
+
+fn setsockopt_int(
+    s: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: i32,
+) -> bool {
+    // SAFETY: setsockopt with a c_int value on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            level,
+            opt,
+            &v as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Whether the kernel segments UDP sends for this socket: reading the option succeeds exactly
+/// where UDP_SEGMENT exists (Linux 4.18+).
+fn gso_supported(s: &impl std::os::fd::AsRawFd) -> bool {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int we own.
+    unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            SOL_UDP,
+            UDP_SEGMENT,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        ) == 0
+    }
+}
+
 /// Binds `count` IPv4 sockets (and an IPv6 one if possible) to `port`; 0 picks a free port.
-pub fn bind(port: u16, fwmark: u32, count: usize, generation: u64) -> io::Result<Sockets> {
+/// With `offload`, turns on UDP GRO and notes whether UDP GSO works.
+pub fn bind(
+    port: u16,
+    fwmark: u32,
+    count: usize,
+    generation: u64,
+    offload: bool,
+) -> io::Result<Sockets> {
     let v4addr = |p| SocketAddr::from((Ipv4Addr::UNSPECIFIED, p));
     if port != 0 {
         // SO_REUSEPORT would let us share a port that another root process holds with the same
@@ -85,12 +135,28 @@ pub fn bind(port: u16, fwmark: u32, count: usize, generation: u64) -> io::Result
             None
         }
     };
-    Ok(Sockets {
+    let mut sockets = Sockets {
         port,
         v4,
         v6,
         generation,
-    })
+        gso: false,
+        gro: false,
+    };
+    if offload {
+        let gso = sockets.all().all(gso_supported);
+        let gro = sockets
+            .all()
+            .all(|s| setsockopt_int(s, SOL_UDP, UDP_GRO, 1));
+        (sockets.gso, sockets.gro) = (gso, gro);
+        if !gro {
+            // Mixed sockets would hand the reader coalesced data it does not expect.
+            sockets.all().for_each(|s| {
+                setsockopt_int(s, SOL_UDP, UDP_GRO, 0);
+            });
+        }
+    }
+    Ok(sockets)
 }
 
 /// Wakes threads blocked on a replaced socket: after `shutdown` a UDP `recv` returns at once.

@@ -159,17 +159,33 @@ impl Lab {
         let _ = c.wait();
     }
 
-    /// Starts our router in the foreground inside the provider namespace (metrics on loopback).
+    /// Starts our router in the foreground inside the provider namespace (metrics on loopback),
+    /// in the I/O mode STATICWIRE_ROUTER_IO names (uring, batch, simple; default auto).
     pub fn start_router(&mut self) -> usize {
         let (srv, wgs) = (self.srv.clone(), self.wgs.clone());
+        let io = std::env::var("STATICWIRE_ROUTER_IO").unwrap_or_else(|_| "auto".into());
         let h = self.spawn_in(
             &srv,
             &router_bin(),
-            &["--foreground", "--metrics", "127.0.0.1:9586", &wgs],
+            &[
+                "--foreground",
+                "--io",
+                &io,
+                "--metrics",
+                "127.0.0.1:9586",
+                &wgs,
+            ],
             "router.log",
         );
         self.wait_for(&format!("test -S /var/run/wireguard/{}.sock", self.wgs));
         h
+    }
+
+    /// The I/O mode the router reported at start (`io=...` in its log).
+    pub fn router_io_mode(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.path("router.log")).ok()?;
+        let at = log.find(" io=")? + 4;
+        Some(log[at..].split_whitespace().next()?.to_string())
     }
 
     /// Starts the server under test: ours, or STATICWIRE_TEST_SERVER (e.g. wireguard-go).
@@ -394,6 +410,11 @@ impl Drop for Lab {
         for w in [&self.wgc, &self.wgs] {
             let _ = std::fs::remove_file(format!("/var/run/wireguard/{w}.sock"));
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::thread::panicking() {
+            // Keep the logs of a failed test, and say where they are.
+            eprintln!("lab files kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

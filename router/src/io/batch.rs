@@ -1,0 +1,223 @@
+//! The batched loop, where io_uring is not available: per worker a TUN reader and a UDP
+//! receiver thread. `recvmmsg` takes many datagrams (each possibly a UDP_GRO train) per call,
+//! `sendmmsg` sends many GSO runs per call, and a TUN read returns a whole TSO super-packet.
+
+use super::msg::{RecvSlots, SendHdrs};
+use super::outbox::Outbox;
+use super::tun::Offloads;
+use super::udp::Sockets;
+use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
+use crate::device::Device;
+use crate::offload::gro::GroTable;
+use crate::stats::DropReason;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Datagrams per `recvmmsg`; TUN frames per wake-up.
+const BATCH: usize = 32;
+const OUTBOX_BYTES: usize = 1 << 20;
+const GRO_ITEMS: usize = 16;
+
+/// Sends what an outbox holds: TUN frames one `write` each (they are super-packets), UDP runs
+/// with `sendmmsg`, grouped by socket. Errors count as drops.
+pub(super) struct Flusher {
+    hdrs: SendHdrs,
+}
+
+impl Flusher {
+    pub fn new() -> Self {
+        Flusher {
+            hdrs: SendHdrs::new(1024),
+        }
+    }
+
+    pub fn flush(
+        &mut self,
+        device: &Device,
+        out: &mut Outbox,
+        sockets: &Sockets,
+        worker: usize,
+        tun: &File,
+    ) {
+        out.finish();
+        for i in 0..out.frames.len() {
+            let mut t = tun;
+            if t.write(out.frame(i)).is_err() {
+                device.stats.drop(DropReason::IoError);
+            }
+        }
+        let mut i = 0;
+        while i < out.runs.len() {
+            let Some(sock) = sockets.for_dest(out.runs[i].to, worker) else {
+                device.stats.drop(DropReason::IoError);
+                i += 1;
+                continue;
+            };
+            // The longest stretch of runs for the same socket, up to our header capacity.
+            let v6 = out.runs[i].to.is_ipv6();
+            let mut n = 0;
+            while i + n < out.runs.len()
+                && out.runs[i + n].to.is_ipv6() == v6
+                && n < self.hdrs.capacity()
+            {
+                self.hdrs.fill(n, &out.runs[i + n], out.udp());
+                n += 1;
+            }
+            let mut done = 0;
+            while done < n {
+                // SAFETY: the headers point into the outbox arena and our own buffers, alive here.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        sock.as_raw_fd(),
+                        self.hdrs.hdrs[done..].as_mut_ptr(),
+                        (n - done) as u32,
+                        0,
+                    )
+                };
+                if r > 0 {
+                    done += r as usize;
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                // The message at `done` failed (unreachable, filtered, ...): drop it, go on.
+                let lost = out.runs[i + done].count as u64;
+                tracing::trace!("sendmmsg: {e}");
+                for _ in 0..lost {
+                    device.stats.drop(DropReason::IoError);
+                }
+                done += 1;
+            }
+            i += n;
+        }
+        out.clear();
+    }
+}
+
+/// Reads TUN frames (super-packets with offloads) and sends them encrypted.
+pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usize, off: Offloads) {
+    if let Err(e) = super::tun::set_nonblocking(&tun) {
+        tracing::error!("tun: cannot make non-blocking: {e}");
+        return interface_gone();
+    }
+    let mut frame = vec![0u8; BUF];
+    let mut scratch = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    let mut flusher = Flusher::new();
+    let mut outbox = Outbox::new(OUTBOX_BYTES, net.sockets.load().gso, off.vnet_hdr, None);
+    loop {
+        let mut idle = false;
+        for _ in 0..BATCH {
+            match (&*tun).read(&mut frame) {
+                Ok(n) => drain_tun_frame(
+                    &device,
+                    off.vnet_hdr,
+                    &frame[..n],
+                    &mut scratch,
+                    &mut out,
+                    &mut outbox,
+                ),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    idle = true;
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::debug!("tun read: {e}");
+                    return interface_gone();
+                }
+            }
+            if outbox.nearly_full() {
+                break;
+            }
+        }
+        if !outbox.is_empty() {
+            let sockets = net.sockets.load();
+            flusher.flush(&device, &mut outbox, &sockets, worker, &tun);
+        }
+        if idle {
+            let mut pfd = libc::pollfd {
+                fd: tun.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one descriptor we own.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+        }
+    }
+}
+
+/// Receives datagrams on one socket (`v6` picks the IPv6 one) and writes them decrypted to TUN,
+/// coalesced per flow when the TUN has offloads.
+pub fn udp_loop(
+    device: Arc<Device>,
+    net: Arc<Net>,
+    tun: Arc<File>,
+    worker: usize,
+    v6: bool,
+    off: Offloads,
+) {
+    let mut slots = RecvSlots::new(BATCH, BUF);
+    let mut out = vec![0u8; BUF];
+    let mut flusher = Flusher::new();
+    let gro = off.vnet_hdr.then(|| GroTable::new(GRO_ITEMS, off.uso));
+    let mut outbox = Outbox::new(OUTBOX_BYTES, net.sockets.load().gso, off.vnet_hdr, gro);
+    loop {
+        let sockets = net.sockets.load_full();
+        let sock = if v6 {
+            sockets.v6.as_ref()
+        } else {
+            sockets.v4.get(worker)
+        };
+        let Some(sock) = sock else {
+            // This socket does not exist in the current generation; wait for a rebind.
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let replaced = || net.sockets.load().generation != sockets.generation;
+        loop {
+            for i in 0..slots.len() {
+                slots.arm(i);
+            }
+            // SAFETY: the headers point into `slots`' buffers, which outlive the call.
+            let r = unsafe {
+                libc::recvmmsg(
+                    sock.as_raw_fd(),
+                    slots.hdrs.as_mut_ptr(),
+                    slots.len() as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r <= 0 {
+                if replaced() {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if r < 0 && e.kind() != ErrorKind::Interrupted {
+                    tracing::debug!("udp recv: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for i in 0..r as usize {
+                let n = slots.hdrs[i].msg_len as usize;
+                if let Some((from, data, seg)) = slots.received(i, n) {
+                    handle_datagrams(&device, from, data, seg, &mut out, &mut outbox);
+                }
+                if outbox.nearly_full() {
+                    flusher.flush(&device, &mut outbox, &sockets, worker, &tun);
+                }
+            }
+            flusher.flush(&device, &mut outbox, &sockets, worker, &tun);
+            if replaced() {
+                break;
+            }
+        }
+    }
+}
