@@ -120,10 +120,17 @@ impl Api {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ApiError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| {
+            if staticwire_tls::is_pin_mismatch(&e) {
+                ApiError::Unreachable(format!(
+                    "{}: the server's TLS certificate does not match the pinned fingerprint {}",
+                    self.base,
+                    self.fingerprint.as_deref().unwrap_or("")
+                ))
+            } else {
+                ApiError::Unreachable(e.to_string())
+            }
+        })?;
         let status = resp.status().as_u16();
         let body = resp
             .bytes()

@@ -10,7 +10,7 @@ mod state;
 use api::{Api, ApiError};
 use clap::{Parser, Subcommand};
 use invoice::{Action, InvoiceError};
-use pay::{LogEntry, PayConfig, PayError, PaymentLog};
+use pay::{LogEntry, Logged, NodeView, PayConfig, PayError, PaymentLog};
 use serde_json::{json, Value};
 use state::{Saved, Slot, StateError};
 use staticwire_api::{InvoiceState, RentalState};
@@ -20,9 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Rent a dedicated public static IPv4 address over WireGuard, paid with Lightning, no account.
 ///
-/// Exit codes: 0 done; 1 local error (state dir, wg-quick); 2 usage; 3 the server refused or is
-/// unreachable; 4 an invoice failed the checks against the provider's terms (nothing was paid);
-/// 5 payment refused by the caps or failed; 6 the invoice expired unpaid.
+/// Exit codes: 0 done; 1 local error (state dir, wg-quick, the auto-pay node's configuration);
+/// 2 usage; 3 the server refused or is unreachable; 4 an invoice failed the checks against the
+/// provider's terms (nothing was paid); 5 payment refused by the caps, failed, or of unknown
+/// outcome; 6 the invoice expired unpaid.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -126,6 +127,7 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Api(_) => 3,
             CliError::Invoice(_) => 4,
+            CliError::Pay(e) if e.is_local() => 1,
             CliError::Pay(_) => 5,
             CliError::Unpaid => 6,
         }
@@ -185,34 +187,9 @@ impl Ctx {
         let checked = invoice::check(&inv.bolt11, inv, &terms, action, self.now())?;
         let mut paid_by_us = false;
         if self.cli.auto_pay {
-            let cfg_path = self.state_dir.join("config.toml");
-            let cfg = PayConfig::load(&cfg_path)?;
-            let log = PaymentLog::new(self.state_dir.join("payments.log"));
-            pay::check_caps(&cfg.autopay, &log, checked.amount_sat, self.now())?;
-            let entry = |status: &str, detail: String| LogEntry {
-                at: self.now(),
-                payment_hash: checked.payment_hash.clone(),
-                amount_sat: checked.amount_sat,
-                server: api.base.clone(),
-                public_key: public_key.to_string(),
-                status: status.into(),
-                detail,
-            };
-            log.append(&entry("attempt", String::new()))?;
-            self.say(format!(
-                "paying {} sat through your node...",
-                checked.amount_sat
-            ));
-            match pay::pay(&cfg, &cfg_path, &inv.bolt11).await {
-                Ok(preimage) => {
-                    log.append(&entry("succeeded", preimage))?;
-                    paid_by_us = true;
-                }
-                Err(e) => {
-                    log.append(&entry("failed", e.to_string()))?;
-                    return Err(e.into());
-                }
-            }
+            paid_by_us = self
+                .auto_pay(api, &checked, &inv.bolt11, public_key)
+                .await?;
         } else if !self.cli.json {
             eprintln!(
                 "\nPay {} sat with any Lightning wallet:\n\n{}\n",
@@ -244,6 +221,93 @@ impl Ctx {
                 InvoiceState::Expired => return Err(CliError::Unpaid),
                 InvoiceState::Open if left == 0 => return Err(CliError::Unpaid),
                 InvoiceState::Open => self.say(format!("waiting for payment ({left} s left)...")),
+            }
+        }
+    }
+
+    /// Pays through the customer's node within the caps. Payments the log has no outcome for
+    /// are first asked about at the node, so an unknown outcome counts until the node says it
+    /// failed, and an invoice already paid or still in flight is not paid a second time.
+    /// Returns whether this invoice is paid.
+    async fn auto_pay(
+        &self,
+        api: &Api,
+        checked: &invoice::Checked,
+        bolt11: &str,
+        public_key: &str,
+    ) -> Result<bool, CliError> {
+        let cfg_path = self.state_dir.join("config.toml");
+        let cfg = PayConfig::load(&cfg_path)?;
+        let log = PaymentLog::new(self.state_dir.join("payments.log"));
+        let entry = |hash: &str, amount_sat: u64, status: &str, detail: String| LogEntry {
+            at: self.now(),
+            payment_hash: hash.to_string(),
+            amount_sat,
+            server: api.base.clone(),
+            public_key: public_key.to_string(),
+            status: status.into(),
+            detail,
+        };
+        let standings = log.standings();
+        for hash in log.pending(self.now()) {
+            let amount = standings.get(&hash).map_or(0, |s| s.1);
+            match pay::lookup(&cfg, &cfg_path, &hash).await {
+                Ok(NodeView::Succeeded { preimage }) => {
+                    let status = match pay::check_preimage(&preimage, &hash) {
+                        Ok(()) => "succeeded",
+                        Err(_) => "unknown",
+                    };
+                    log.append(&entry(&hash, amount, status, preimage))?;
+                }
+                Ok(NodeView::Failed(why)) => log.append(&entry(&hash, amount, "failed", why))?,
+                Ok(NodeView::NotFound) => log.append(&entry(
+                    &hash,
+                    amount,
+                    "failed",
+                    "the node has no payment of this hash".into(),
+                ))?,
+                Ok(NodeView::InFlight) => {}
+                Err(e) if e.is_local() => return Err(e.into()),
+                // Keeps counting; asked again next time.
+                Err(e) => self.say(format!("cannot ask the node about {hash}: {e}")),
+            }
+        }
+        match log.standing(&checked.payment_hash) {
+            Some(Logged::Succeeded) => {
+                self.say("this invoice was already paid through your node.");
+                return Ok(true);
+            }
+            Some(Logged::Pending) => {
+                return Err(PayError::InFlight(
+                    "an earlier payment of this invoice has not finished; not paying it twice"
+                        .into(),
+                )
+                .into())
+            }
+            Some(Logged::Failed) | None => {}
+        }
+        pay::check_caps(&cfg.autopay, &log, checked.amount_sat, self.now())?;
+        let this = |status: &str, detail: String| {
+            entry(&checked.payment_hash, checked.amount_sat, status, detail)
+        };
+        log.append(&this("attempt", String::new()))?;
+        self.say(format!(
+            "paying {} sat through your node...",
+            checked.amount_sat
+        ));
+        match pay::pay(&cfg, &cfg_path, bolt11, &checked.payment_hash).await {
+            Ok(preimage) => {
+                self.say(format!("paid; preimage {preimage}"));
+                log.append(&this("succeeded", preimage))?;
+                Ok(true)
+            }
+            Err(e @ (PayError::InFlight(_) | PayError::BadPreimage { .. })) => {
+                log.append(&this("unknown", e.to_string()))?;
+                Err(e.into())
+            }
+            Err(e) => {
+                log.append(&this("failed", e.to_string()))?;
+                Err(e.into())
             }
         }
     }

@@ -313,10 +313,51 @@ fn urlencode(s: &str) -> String {
         .replace('=', "%3D")
 }
 
-/// A CLN stand-in: answers `pay` by paying through the dev backend, as a real node would pay
-/// the provider's node. Records what it was asked.
+/// Pays through the dev backend as a real node would pay the provider's node; returns the
+/// preimage, the proof of payment.
+fn dev_pay(control_cfg: &Path, bolt11: &str) -> Option<String> {
+    let out = Command::new(control_bin())
+        .args(["-c", control_cfg.to_str().unwrap(), "dev-pay", bolt11])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["preimage"].as_str().map(String::from)
+}
+
+fn payment_hash_of(bolt11: &str) -> String {
+    use bitcoin::hashes::Hash;
+    let inv: lightning_invoice::Bolt11Invoice = bolt11.parse().unwrap();
+    hex(&inv.payment_hash().to_byte_array())
+}
+
+/// How a stand-in node answers the next payment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Pays,
+    NoRoute,
+    /// Reports success with a preimage that is not the invoice's.
+    WrongPreimage,
+    /// LND: streams IN_FLIGHT, then drops the connection; the payment stays in flight.
+    DropsInFlight,
+}
+
+/// A CLN stand-in: answers `pay` by paying through the dev backend, `listpays` from what it
+/// paid. Records the `pay` requests.
 fn cln_standin(sock: &Path, control_cfg: PathBuf) -> Arc<Mutex<Vec<Value>>> {
+    cln_standin_with(sock, control_cfg, Arc::new(Mutex::new(Mode::Pays)))
+}
+
+fn cln_standin_with(
+    sock: &Path,
+    control_cfg: PathBuf,
+    mode: Arc<Mutex<Mode>>,
+) -> Arc<Mutex<Vec<Value>>> {
     let asked = Arc::new(Mutex::new(Vec::new()));
+    // payment hash -> (status, preimage)
+    let pays: Arc<Mutex<std::collections::HashMap<String, (String, String)>>> = Arc::default();
     let l = std::os::unix::net::UnixListener::bind(sock).unwrap();
     let a = asked.clone();
     std::thread::spawn(move || {
@@ -333,20 +374,46 @@ fn cln_standin(sock: &Path, control_cfg: PathBuf) -> Arc<Mutex<Vec<Value>>> {
                     break v;
                 }
             };
-            a.lock().unwrap().push(req.clone());
-            let ok = req["jsonrpc"] == "2.0"
-                && req["method"] == "pay"
-                && req["params"]["bolt11"].is_string();
-            let reply = if ok {
+            let valid = req["jsonrpc"] == "2.0" && req["params"].is_object();
+            let reply = if valid && req["method"] == "listpays" {
+                let hash = req["params"]["payment_hash"].as_str().unwrap_or("");
+                let list: Vec<Value> = pays
+                    .lock()
+                    .unwrap()
+                    .get(hash)
+                    .map(|(status, preimage)| {
+                        serde_json::json!({"payment_hash": hash, "status": status, "preimage": preimage})
+                    })
+                    .into_iter()
+                    .collect();
+                serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": {"pays": list}})
+            } else if valid && req["method"] == "pay" && req["params"]["bolt11"].is_string() {
+                a.lock().unwrap().push(req.clone());
                 let bolt11 = req["params"]["bolt11"].as_str().unwrap();
-                let paid = Command::new(control_bin())
-                    .args(["-c", control_cfg.to_str().unwrap(), "dev-pay", bolt11])
-                    .output()
-                    .unwrap();
-                if paid.status.success() {
-                    serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": {"status": "complete", "payment_preimage": "ab".repeat(32), "amount_msat": 0}})
-                } else {
-                    serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 210, "message": "payment failed"}})
+                let hash = payment_hash_of(bolt11);
+                let m = *mode.lock().unwrap();
+                let paid = match m {
+                    Mode::NoRoute => None,
+                    _ => dev_pay(&control_cfg, bolt11),
+                };
+                match paid {
+                    Some(preimage) => {
+                        let shown = if m == Mode::WrongPreimage {
+                            "ab".repeat(32)
+                        } else {
+                            preimage
+                        };
+                        pays.lock()
+                            .unwrap()
+                            .insert(hash, ("complete".into(), shown.clone()));
+                        serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "result": {"status": "complete", "payment_preimage": shown, "amount_msat": 0}})
+                    }
+                    None => {
+                        pays.lock()
+                            .unwrap()
+                            .insert(hash, ("failed".into(), String::new()));
+                        serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": 210, "message": "Ran out of routes to try"}})
+                    }
                 }
             } else {
                 serde_json::json!({"jsonrpc": "2.0", "id": req["id"], "error": {"code": -32600, "message": "invalid request"}})
@@ -579,14 +646,55 @@ fn tampered_invoices_are_refused_and_nothing_is_paid() {
 
 const MACAROON: &[u8] = b"\x02\x01\x03lnd admin macaroon";
 
-/// An LND stand-in over TLS (its own CA:TRUE self-signed certificate, as lnd makes them):
-/// `POST /v2/router/send` streams IN_FLIGHT, pays through the dev backend, then SUCCEEDED.
-fn lnd_standin(control_cfg: PathBuf) -> (String, Vec<u8>, Arc<Mutex<Vec<String>>>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+/// What the LND stand-in knows and was asked.
+#[derive(Default)]
+struct LndNode {
+    /// payment hash -> (status, preimage)
+    payments: Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// bolt11 of every `POST /v2/router/send`.
+    sends: Mutex<Vec<String>>,
+    /// payment hash of every `GET /v2/router/track/{hash}`.
+    tracks: Mutex<Vec<String>>,
+}
+
+/// lnd's own certificate (self-signed, CA:TRUE, pinned), or one signed by a CA, for `localhost`.
+enum NodeCert {
+    SelfSigned,
+    SignedBy(rcgen::Certificate, rcgen::KeyPair),
+}
+
+/// A CA for node certificates; returns it and its PEM.
+fn test_ca() -> (rcgen::Certificate, rcgen::KeyPair, String) {
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "staticip test CA");
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
+    let pem = cert.pem();
+    (cert, key, pem)
+}
+
+/// An LND stand-in over TLS: `POST /v2/router/send` streams IN_FLIGHT, pays through the dev
+/// backend, then SUCCEEDED with the real preimage (or as `mode` says); `GET
+/// /v2/router/track/{hash}` streams the payment's current state, or answers lnd's "payment
+/// isn't initiated".
+fn lnd_standin_with(
+    control_cfg: PathBuf,
+    mode: Arc<Mutex<Mode>>,
+    cert: NodeCert,
+) -> (String, Vec<u8>, Arc<LndNode>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = match cert {
+        NodeCert::SelfSigned => {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.self_signed(&key).unwrap()
+        }
+        NodeCert::SignedBy(ca, ca_key) => params.signed_by(&key, &ca, &ca_key).unwrap(),
+    };
     let der = cert.der().to_vec();
     let server = Arc::new(
         rustls::ServerConfig::builder()
@@ -599,8 +707,8 @@ fn lnd_standin(control_cfg: PathBuf) -> (String, Vec<u8>, Arc<Mutex<Vec<String>>
     );
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let asked = Arc::new(Mutex::new(Vec::new()));
-    let a = asked.clone();
+    let node = Arc::new(LndNode::default());
+    let n = node.clone();
     std::thread::spawn(move || {
         for tcp in l.incoming().flatten() {
             let conn = rustls::ServerConnection::new(server.clone()).unwrap();
@@ -627,84 +735,267 @@ fn lnd_standin(control_cfg: PathBuf) -> (String, Vec<u8>, Arc<Mutex<Vec<String>>
             let macaroon_ok = head
                 .to_lowercase()
                 .contains(&format!("grpc-metadata-macaroon: {}", hex(MACAROON)));
-            if !head.starts_with("POST /v2/router/send ") || !macaroon_ok {
-                let _ = tls.write_all(b"HTTP/1.1 500 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"code\":2,\"message\":\"verification failed\"}\n");
-                continue;
-            }
-            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let bolt11 = req["payment_request"].as_str().unwrap_or("").to_string();
-            a.lock().unwrap().push(bolt11.clone());
-            let _ = tls.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
-            );
-            let _ =
-                tls.write_all(b"{\"result\":{\"status\":\"IN_FLIGHT\",\"payment_hash\":\"00\"}}\n");
-            let _ = tls.flush();
-            let paid = Command::new(control_bin())
-                .args(["-c", control_cfg.to_str().unwrap(), "dev-pay", &bolt11])
-                .output()
-                .unwrap();
-            let last = if paid.status.success() {
+            let ok_head =
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+            let line = |status: &str, preimage: &str| {
                 format!(
-                    "{{\"result\":{{\"status\":\"SUCCEEDED\",\"payment_preimage\":\"{}\"}}}}\n",
-                    "cd".repeat(32)
+                    "{{\"result\":{{\"status\":\"{status}\",\"payment_preimage\":\"{preimage}\",\"failure_reason\":\"FAILURE_REASON_NO_ROUTE\"}}}}\n"
                 )
-            } else {
-                "{\"result\":{\"status\":\"FAILED\",\"failure_reason\":\"FAILURE_REASON_NO_ROUTE\"}}\n".to_string()
             };
-            let _ = tls.write_all(last.as_bytes());
+            if !macaroon_ok {
+                let _ = tls.write_all(b"HTTP/1.1 500 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"code\":2,\"message\":\"verification failed\"}\n");
+            } else if let Some(rest) = head.strip_prefix("GET /v2/router/track/") {
+                use base64::Engine;
+                let b64 = rest.split([' ', '?']).next().unwrap_or("");
+                let hash = base64::engine::general_purpose::URL_SAFE
+                    .decode(b64)
+                    .map(|h| hex(&h))
+                    .unwrap_or_default();
+                n.tracks.lock().unwrap().push(hash.clone());
+                let known = n.payments.lock().unwrap().get(&hash).cloned();
+                match known {
+                    Some((status, preimage)) => {
+                        let _ = tls.write_all(ok_head);
+                        let _ = tls.write_all(line(&status, &preimage).as_bytes());
+                    }
+                    None => {
+                        let _ = tls.write_all(b"HTTP/1.1 500 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"code\":2,\"message\":\"payment isn't initiated\"}\n");
+                    }
+                }
+            } else if head.starts_with("POST /v2/router/send ") {
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let bolt11 = req["payment_request"].as_str().unwrap_or("").to_string();
+                n.sends.lock().unwrap().push(bolt11.clone());
+                let hash = payment_hash_of(&bolt11);
+                let _ = tls.write_all(ok_head);
+                let _ = tls.write_all(line("IN_FLIGHT", "").as_bytes());
+                let _ = tls.flush();
+                let m = *mode.lock().unwrap();
+                let (status, preimage) = match m {
+                    Mode::DropsInFlight => {
+                        n.payments
+                            .lock()
+                            .unwrap()
+                            .insert(hash, ("IN_FLIGHT".into(), String::new()));
+                        // Gone without a final update; the payment is still out there.
+                        let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    Mode::NoRoute => ("FAILED".to_string(), String::new()),
+                    Mode::Pays | Mode::WrongPreimage => match dev_pay(&control_cfg, &bolt11) {
+                        Some(p) if m == Mode::Pays => ("SUCCEEDED".into(), p),
+                        Some(_) => ("SUCCEEDED".into(), "cd".repeat(32)),
+                        None => ("FAILED".into(), String::new()),
+                    },
+                };
+                n.payments
+                    .lock()
+                    .unwrap()
+                    .insert(hash, (status.clone(), preimage.clone()));
+                let _ = tls.write_all(line(&status, &preimage).as_bytes());
+            } else {
+                let _ = tls.write_all(b"HTTP/1.1 404 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"code\":5,\"message\":\"Not Found\"}\n");
+            }
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
     });
-    (format!("{}:{}", addr.ip(), addr.port()), der, asked)
+    (format!("{}:{}", addr.ip(), addr.port()), der, node)
+}
+
+fn lndconnect(hostport: &str, der: Option<&[u8]>) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let cert = der.map(|d| format!("cert={}&", b64(d))).unwrap_or_default();
+    format!(
+        "[lnd]\nlndconnect = \"lndconnect://{hostport}?{cert}macaroon={}\"\n",
+        b64(MACAROON)
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 #[test]
 fn auto_pay_through_lnd_stream_over_pinned_tls() {
-    use base64::Engine;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let p = provider();
-    let (hostport, der, asked) = lnd_standin(p.cfg.clone());
+    let mode = Arc::new(Mutex::new(Mode::Pays));
+    let (hostport, der, node) = lnd_standin_with(p.cfg.clone(), mode, NodeCert::SelfSigned);
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    std::fs::write(sd.join("config.toml"), lndconnect(&hostport, Some(&der))).unwrap();
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["rental"]["state"], "active");
+    assert_eq!(node.sends.lock().unwrap().len(), 1);
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(log.contains("\"succeeded\""), "{log}");
+
+    // Another node's certificate is not trusted: nothing is sent to it, and the error says
+    // why (a configuration problem: exit 1), rather than "node down".
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(
+        sd.join("config.toml"),
+        lndconnect(&hostport, Some(other.cert.der())),
+    )
+    .unwrap();
+    let out = run(sd, &p.url(), &["--json", "-a", "renew"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match the pinned"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(node.sends.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn lndconnect_without_cert_trusts_a_ca_signed_node() {
+    let p = provider();
+    let (ca, ca_key, ca_pem) = test_ca();
+    let mode = Arc::new(Mutex::new(Mode::Pays));
+    let (hostport, _, node) = lnd_standin_with(p.cfg.clone(), mode, NodeCert::SignedBy(ca, ca_key));
+    let port = hostport.rsplit(':').next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    std::fs::write(sd.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(
+        sd.join("config.toml"),
+        lndconnect(&format!("localhost:{port}"), None),
+    )
+    .unwrap();
+    let out = cmd(sd, &p.url(), &["--json", "-a", "rent"])
+        .env("SSL_CERT_FILE", sd.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["rental"]["state"], "active");
+    assert_eq!(node.sends.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_failed_attempt_then_a_paid_retry_counts_against_the_30_day_cap() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    let sock = sd.join("lightning-rpc");
+    let mode = Arc::new(Mutex::new(Mode::NoRoute));
+    let asked = cln_standin_with(&sock, p.cfg.clone(), mode.clone());
+    std::fs::write(
+        sd.join("config.toml"),
+        format!(
+            "[autopay]\nmax_payment_sat = 80000\nmax_30_days_sat = 80000\n[cln]\nsocket = \"{}\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    // No route: fails.
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // A node that pays the same invoice.
+    *mode.lock().unwrap() = Mode::Pays;
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    // 72,000 left in the last 30 days: a renewal of 24,000 would make 96,000.
+    let out = run(sd, &p.url(), &["--json", "-a", "renew"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        json(&out)["error"].as_str().unwrap().contains("cap"),
+        "{}",
+        json(&out)
+    );
+    assert_eq!(asked.lock().unwrap().len(), 2, "the renewal was paid");
+}
+
+#[test]
+fn a_payment_in_flight_counts_and_is_never_sent_twice() {
+    let p = provider();
+    let mode = Arc::new(Mutex::new(Mode::DropsInFlight));
+    let (hostport, der, node) = lnd_standin_with(p.cfg.clone(), mode, NodeCert::SelfSigned);
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path();
     std::fs::write(
         sd.join("config.toml"),
         format!(
-            "[lnd]\nlndconnect = \"lndconnect://{hostport}?cert={}&macaroon={}\"\n",
-            b64(&der),
-            b64(MACAROON)
+            "[autopay]\nmax_payment_sat = 80000\nmax_30_days_sat = 80000\n{}",
+            lndconnect(&hostport, Some(&der))
         ),
+    )
+    .unwrap();
+    // The stream drops after IN_FLIGHT: the outcome is unknown, not "failed".
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in flight"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(
+        log.contains("\"unknown\"") && !log.contains("\"failed\""),
+        "{log}"
+    );
+    // Retrying asks the node, which still has it in flight: nothing is sent again.
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(node.sends.lock().unwrap().len(), 1);
+    assert!(
+        !node.tracks.lock().unwrap().is_empty(),
+        "the node was not asked"
+    );
+    // The payment completes at the node; the next run learns it instead of paying again.
+    let bolt11 = node.sends.lock().unwrap()[0].clone();
+    let preimage = dev_pay(&p.cfg, &bolt11).unwrap();
+    node.payments
+        .lock()
+        .unwrap()
+        .insert(payment_hash_of(&bolt11), ("SUCCEEDED".into(), preimage));
+    let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["rental"]["state"], "active");
+    assert_eq!(node.sends.lock().unwrap().len(), 1);
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(log.contains("\"succeeded\""), "{log}");
+}
+
+#[test]
+fn a_preimage_that_does_not_prove_payment_is_not_taken_for_one() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    let sock = sd.join("lightning-rpc");
+    cln_standin_with(
+        &sock,
+        p.cfg.clone(),
+        Arc::new(Mutex::new(Mode::WrongPreimage)),
+    );
+    std::fs::write(
+        sd.join("config.toml"),
+        format!("[cln]\nsocket = \"{}\"\n", sock.display()),
     )
     .unwrap();
     let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(json(&out)["rental"]["state"], "active");
-    assert_eq!(asked.lock().unwrap().len(), 1);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("preimage"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(log.contains("\"unknown\""), "{log}");
+}
 
-    // Another node's certificate is not trusted: nothing is sent to it.
-    let (_, other_der, _) = lnd_standin(p.cfg.clone());
+#[test]
+fn a_bad_node_configuration_is_a_local_error() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
     std::fs::write(
         sd.join("config.toml"),
-        format!(
-            "[lnd]\nlndconnect = \"lndconnect://{hostport}?cert={}&macaroon={}\"\n",
-            b64(&other_der),
-            b64(MACAROON)
-        ),
+        "[lnd]\nurl = \"https://127.0.0.1:1\"\n",
     )
     .unwrap();
-    let out = run(sd, &p.url(), &["--json", "-a", "renew"]);
-    assert_eq!(
-        out.status.code(),
-        Some(5),
+    let out = run(sd, &p.url(), &["--json", "--no-wait", "-a", "rent"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bad node configuration"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
-    assert_eq!(asked.lock().unwrap().len(), 1);
 }
 
 #[test]
@@ -742,6 +1033,11 @@ fn https_with_a_pinned_fingerprint() {
         ],
     );
     assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not match the pinned fingerprint"),
+        "{err}"
+    );
     let out = run(
         sd,
         &url,
