@@ -660,7 +660,7 @@ struct LndNode {
 /// lnd's own certificate (self-signed, CA:TRUE, pinned), or one signed by a CA, for `localhost`.
 enum NodeCert {
     SelfSigned,
-    SignedBy(rcgen::Certificate, rcgen::KeyPair),
+    SignedBy(Box<(rcgen::Certificate, rcgen::KeyPair)>),
 }
 
 /// A CA for node certificates; returns it and its PEM.
@@ -693,7 +693,7 @@ fn lnd_standin_with(
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
             params.self_signed(&key).unwrap()
         }
-        NodeCert::SignedBy(ca, ca_key) => params.signed_by(&key, &ca, &ca_key).unwrap(),
+        NodeCert::SignedBy(ca) => params.signed_by(&key, &ca.0, &ca.1).unwrap(),
     };
     let der = cert.der().to_vec();
     let server = Arc::new(
@@ -855,7 +855,11 @@ fn lndconnect_without_cert_trusts_a_ca_signed_node() {
     let p = provider();
     let (ca, ca_key, ca_pem) = test_ca();
     let mode = Arc::new(Mutex::new(Mode::Pays));
-    let (hostport, _, node) = lnd_standin_with(p.cfg.clone(), mode, NodeCert::SignedBy(ca, ca_key));
+    let (hostport, _, node) = lnd_standin_with(
+        p.cfg.clone(),
+        mode,
+        NodeCert::SignedBy(Box::new((ca, ca_key))),
+    );
     let port = hostport.rsplit(':').next().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sd = dir.path();
