@@ -106,11 +106,8 @@ pub fn system_roots_client_config() -> Result<rustls::ClientConfig, RootsError> 
         .find_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t)))
         .ok_or_else(|| RootsError::NoBundle(candidates.join(", ")))?;
     let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(
-        all_certs_der(&pem)
-            .into_iter()
-            .map(CertificateDer::from),
-    );
+    let (added, _) =
+        roots.add_parsable_certificates(all_certs_der(&pem).into_iter().map(CertificateDer::from));
     if added == 0 {
         return Err(RootsError::Empty(path));
     }
