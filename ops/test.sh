@@ -61,6 +61,22 @@ export STATICWIRE_COMPAT_PYTHON=$PWD/target/compat-venv-0.6/bin/python
 echo "== cargo test"
 cargo test --workspace
 
+# The router's namespace suite again in the other I/O modes (the workspace run used the default,
+# io_uring), then with io_uring refused by the kernel: the default must fall back to batch.
+for mode in batch simple; do
+  echo "== router namespace suite, --io $mode"
+  STATICWIRE_ROUTER_IO=$mode cargo test -q -p staticwire-router --test netns
+done
+if [ "$(id -u)" = 0 ] && [ -w /proc/sys/kernel/io_uring_disabled ]; then
+  echo "== io_uring disabled by the kernel: the router falls back to batched syscalls"
+  was=$(cat /proc/sys/kernel/io_uring_disabled)
+  trap 'echo "$was" > /proc/sys/kernel/io_uring_disabled' EXIT
+  echo 2 > /proc/sys/kernel/io_uring_disabled
+  STATICWIRE_EXPECT_IO=batch cargo test -q -p staticwire-router --test netns tunnel_carries
+  echo "$was" > /proc/sys/kernel/io_uring_disabled
+  trap - EXIT
+fi
+
 for v in 0.4 0.6; do
   echo "== original-client protocol suite (wireguard-tools $v.x)"
   target/compat-venv-$v/bin/python control/tests/compat/protocol_test.py target/debug/staticwire-control

@@ -201,7 +201,7 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
     tracing::info!(
         interface = %args.interface,
         threads,
-        io = mode.as_str(),
+        io = %mode.as_str(),
         tso = offloads.tso,
         uso = offloads.uso,
         gso,
