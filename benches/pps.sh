@@ -4,7 +4,9 @@
 # staticwire-loadtest on CPU 1: N customers, each with its own key, socket and real handshake.
 #   in:  customers -> server (decrypt, anti-spoof, route) -> "internet" host
 #   out: "internet" host -> server (route, encrypt) -> customers (who authenticate each packet)
-# usage: sudo bash benches/pps.sh   env: N (customers, 16), T (seconds per run, 5), SIZES ("1420 64")
+# usage: sudo bash benches/pps.sh   env: N (customers, 16), T (seconds per run, 5), SIZES ("1420 64"),
+#   SERVERS (default: every one installed of staticwire-router staticwire-router-batch
+#   staticwire-router-simple wireguard-go-new gotatun boringtun-cli wireguard-go)
 # Everything lives in namespaces made and removed here (198.18.0.0/15, 203.0.113.0/24).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +15,12 @@ cargo build --release -q -p staticwire-router -p staticwire-loadtest --manifest-
 router=$here/target/release/staticwire-router
 lt=$here/target/release/staticwire-loadtest
 export PATH="$PATH:$HOME/.cargo/bin"
+wggo_new=$here/../shared/peers/wireguard-go-0.0.20250522
+if [ -z "${SERVERS:-}" ]; then
+  SERVERS="staticwire-router staticwire-router-batch staticwire-router-simple"
+  [ -x "$wggo_new" ] && SERVERS="$SERVERS wireguard-go-new"
+  for s in gotatun boringtun-cli wireguard-go; do command -v $s >/dev/null && SERVERS="$SERVERS $s"; done
+fi
 id=swpps$$ CLI=swpps$$-cli SRV=swpps$$-srv INET=swpps$$-inet
 tmp=$(mktemp -d)
 . "$here/ops/netns.sh"
@@ -35,8 +43,12 @@ up() {
 start_server() {
   case $1 in
     staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router-batch) ex $SRV taskset -c 0 $router --foreground --io batch --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router-simple) ex $SRV taskset -c 0 $router --foreground --io simple --threads 1 ${id}s >/dev/null 2>&1 & ;;
     wireguard-go) ex $SRV env GOMAXPROCS=1 taskset -c 0 wireguard-go -f ${id}s >/dev/null 2>&1 & ;;
+    wireguard-go-new) ex $SRV env GOMAXPROCS=1 taskset -c 0 $wggo_new -f ${id}s >/dev/null 2>&1 & ;;
     boringtun-cli) ex $SRV taskset -c 0 boringtun-cli -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    gotatun) ex $SRV taskset -c 0 gotatun -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
   esac
   for i in $(seq 1 50); do [ -S /var/run/wireguard/${id}s.sock ] && break; sleep 0.1; done
   args=""
@@ -61,8 +73,8 @@ server_cpu() {
 
 common="--server 198.18.0.1:51820 --server-key $(cat $tmp/srv.pub) --keys $tmp/customers.keys --bind 198.18.0.2"
 echo "customers: $N, $T s per run, server pinned to CPU 0 (one worker), load on CPU 1"
-printf '%-20s %6s %12s %12s %14s\n' server size "in pkt/cpu-s" "out pkt/cpu-s" "out lost at rx"
-for server in staticwire-router wireguard-go boringtun-cli; do
+printf '%-26s %6s %12s %12s %14s\n' server size "in pkt/cpu-s" "out pkt/cpu-s" "out lost at rx"
+for server in $SERVERS; do
   for size in $SIZES; do
     down 2>/dev/null; up; start_server $server
     # in: customers send through the server to the internet host.
@@ -82,6 +94,6 @@ for server in staticwire-router wireguard-go boringtun-cli; do
     lost=$(( $(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) - lost0 ))
     got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/recv.out)
     out=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
-    printf '%-20s %6s %12s %12s %14s\n' $server $size $in $out $lost
+    printf '%-26s %6s %12s %12s %14s\n' $server $size $in $out $lost
   done
 done

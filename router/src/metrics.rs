@@ -18,6 +18,18 @@ use std::time::Duration;
 const EXPIRE_AFTER: Duration = Duration::from_secs(30);
 
 fn describe() {
+    describe_counter!(
+        "staticwire_router_io_wakeups_total",
+        "Times an I/O worker woke up with work (packets per wake-up = the batch size)"
+    );
+    describe_counter!(
+        "staticwire_router_io_operations_total",
+        "Kernel I/O operations per worker: TUN reads/writes, UDP receives/sends (what=...)"
+    );
+    describe_counter!(
+        "staticwire_router_io_packets_total",
+        "Packets those operations carried (more than the operations with TSO/GRO/GSO)"
+    );
     describe_counter!("wireguard_sent_bytes_total", "Bytes sent to the peer");
     describe_counter!(
         "wireguard_received_bytes_total",
@@ -93,6 +105,26 @@ impl Exporter {
             counter!("staticwire_router_dropped_packets_total",
                 "interface" => iface.clone(), "reason" => reason.as_str())
             .absolute(stats.dropped(reason));
+        }
+        for w in stats.io_workers() {
+            let l = |what: &'static str| {
+                [
+                    ("interface", iface.clone()),
+                    ("worker", w.worker.clone()),
+                    ("what", what.to_string()),
+                ]
+            };
+            counter!("staticwire_router_io_wakeups_total", &l("wakeups")[..2])
+                .absolute(w.wakeups.get());
+            for (what, ops, packets) in [
+                ("tun_read", &w.tun_frames_read, &w.tun_packets_read),
+                ("udp_receive", &w.udp_receives, &w.udp_datagrams_received),
+                ("udp_send", &w.udp_sends, &w.udp_datagrams_sent),
+                ("tun_write", &w.tun_frames_written, &w.tun_packets_written),
+            ] {
+                counter!("staticwire_router_io_operations_total", &l(what)).absolute(ops.get());
+                counter!("staticwire_router_io_packets_total", &l(what)).absolute(packets.get());
+            }
         }
         if self.per_peer {
             for p in self.device.view().peers {

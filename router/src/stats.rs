@@ -75,6 +75,62 @@ impl Counter {
     }
 }
 
+/// One I/O worker's figures, published once per batch (never per packet).
+#[derive(Default, Debug)]
+pub struct IoStats {
+    /// The thread's name, e.g. `uring-0`.
+    pub worker: String,
+    /// Wake-ups that handled at least one completion or receive.
+    pub wakeups: Counter,
+    /// TUN reads (frames: with TSO, super-packets) and the packets they held.
+    pub tun_frames_read: Counter,
+    pub tun_packets_read: Counter,
+    /// UDP receives (with GRO, trains of datagrams) and the datagrams they held.
+    pub udp_receives: Counter,
+    pub udp_datagrams_received: Counter,
+    /// UDP sends (with GSO, runs of datagrams) and the datagrams they held.
+    pub udp_sends: Counter,
+    pub udp_datagrams_sent: Counter,
+    /// TUN writes (with GRO, coalesced super-packets) and the packets they held.
+    pub tun_frames_written: Counter,
+    pub tun_packets_written: Counter,
+}
+
+/// A worker's running totals, kept in plain integers and added to its [`IoStats`] per batch.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct IoTally {
+    pub wakeups: u64,
+    pub tun_frames_read: u64,
+    pub tun_packets_read: u64,
+    pub udp_receives: u64,
+    pub udp_datagrams_received: u64,
+    pub udp_sends: u64,
+    pub udp_datagrams_sent: u64,
+    pub tun_frames_written: u64,
+    pub tun_packets_written: u64,
+}
+
+impl IoTally {
+    pub fn publish(&mut self, to: &IoStats) {
+        let t = std::mem::take(self);
+        for (c, n) in [
+            (&to.wakeups, t.wakeups),
+            (&to.tun_frames_read, t.tun_frames_read),
+            (&to.tun_packets_read, t.tun_packets_read),
+            (&to.udp_receives, t.udp_receives),
+            (&to.udp_datagrams_received, t.udp_datagrams_received),
+            (&to.udp_sends, t.udp_sends),
+            (&to.udp_datagrams_sent, t.udp_datagrams_sent),
+            (&to.tun_frames_written, t.tun_frames_written),
+            (&to.tun_packets_written, t.tun_packets_written),
+        ] {
+            if n > 0 {
+                c.add(n);
+            }
+        }
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Stats {
     /// Packets read from TUN and sent encrypted.
@@ -84,6 +140,8 @@ pub struct Stats {
     /// Handshakes completed (as initiator or responder).
     pub handshakes: Counter,
     drops: [Counter; DropReason::ALL.len()],
+    /// Per-worker I/O figures, registered by the workers as they start.
+    io: parking_lot::Mutex<Vec<std::sync::Arc<IoStats>>>,
 }
 
 impl Stats {
@@ -94,5 +152,19 @@ impl Stats {
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].get()
+    }
+
+    /// Registers an I/O worker's figures under its thread name.
+    pub fn io_worker(&self, worker: &str) -> std::sync::Arc<IoStats> {
+        let s = std::sync::Arc::new(IoStats {
+            worker: worker.to_string(),
+            ..IoStats::default()
+        });
+        self.io.lock().push(s.clone());
+        s
+    }
+
+    pub fn io_workers(&self) -> Vec<std::sync::Arc<IoStats>> {
+        self.io.lock().clone()
     }
 }

@@ -116,7 +116,7 @@ fn bulk_transfers_arrive_intact_both_ways() {
         return;
     }
     let mut lab = Lab::new();
-    lab.tunnel();
+    let (_, ours) = lab.tunnel();
     let (cli, inet) = (lab.cli.clone(), lab.inet.clone());
     assert!(lab.ping_ok(&cli, INTERNET, Some(RENTED)), "tunnel up");
     let dir = lab.path("www");
@@ -156,6 +156,29 @@ fn bulk_transfers_arrive_intact_both_ways() {
         &format!("curl -sf --max-time 60 http://{RENTED}:8000/blob | sha256sum"),
     );
     assert_eq!(got, want, "upload corrupted");
+
+    // With offloads (the batched modes), bulk TCP took the offload paths: TUN reads held
+    // super-packets, TUN writes coalesced segments, and UDP sends carried GSO runs.
+    let io = std::env::var("STATICWIRE_ROUTER_IO").unwrap_or_else(|_| "auto".into());
+    if !ours || io == "simple" {
+        return;
+    }
+    let m = lab.metrics();
+    let sum = |name: &str, what: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("what=\"{what}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for what in ["tun_read", "tun_write", "udp_send"] {
+        let ops = sum("staticwire_router_io_operations_total", what);
+        let packets = sum("staticwire_router_io_packets_total", what);
+        assert!(ops > 0.0, "no {what} operations counted:\n{m}");
+        assert!(
+            packets > 2.0 * ops,
+            "{what}: {packets} packets in {ops} operations, offloads unused"
+        );
+    }
 }
 
 #[test]

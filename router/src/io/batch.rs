@@ -9,7 +9,7 @@ use super::udp::Sockets;
 use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, IoStats, IoTally};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -25,12 +25,17 @@ const GRO_ITEMS: usize = 16;
 /// with `sendmmsg`, grouped by socket. Errors count as drops.
 pub(super) struct Flusher {
     hdrs: SendHdrs,
+    /// This thread's figures since the last flush, and where they are published.
+    pub tally: IoTally,
+    stats: Arc<IoStats>,
 }
 
 impl Flusher {
-    pub fn new() -> Self {
+    pub fn new(device: &Device, name: &str) -> Self {
         Flusher {
             hdrs: SendHdrs::new(1024),
+            tally: IoTally::default(),
+            stats: device.stats.io_worker(name),
         }
     }
 
@@ -43,6 +48,8 @@ impl Flusher {
         tun: &File,
     ) {
         out.finish();
+        out.tally(&mut self.tally);
+        self.tally.publish(&self.stats);
         for i in 0..out.frames.len() {
             let mut t = tun;
             if t.write(out.frame(i)).is_err() {
@@ -108,20 +115,24 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
     let mut frame = vec![0u8; BUF];
     let mut scratch = vec![0u8; BUF];
     let mut out = vec![0u8; BUF];
-    let mut flusher = Flusher::new();
+    let mut flusher = Flusher::new(&device, &format!("tun-{worker}"));
     let mut outbox = Outbox::new(OUTBOX_BYTES, net.sockets.load().gso, off.vnet_hdr, None);
     loop {
         let mut idle = false;
+        flusher.tally.wakeups += 1;
         for _ in 0..BATCH {
             match (&*tun).read(&mut frame) {
-                Ok(n) => drain_tun_frame(
-                    &device,
-                    off.vnet_hdr,
-                    &frame[..n],
-                    &mut scratch,
-                    &mut out,
-                    &mut outbox,
-                ),
+                Ok(n) => {
+                    flusher.tally.tun_frames_read += 1;
+                    flusher.tally.tun_packets_read += drain_tun_frame(
+                        &device,
+                        off.vnet_hdr,
+                        &frame[..n],
+                        &mut scratch,
+                        &mut out,
+                        &mut outbox,
+                    );
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     idle = true;
                     break;
@@ -164,7 +175,12 @@ pub fn udp_loop(
 ) {
     let mut slots = RecvSlots::new(BATCH, BUF);
     let mut out = vec![0u8; BUF];
-    let mut flusher = Flusher::new();
+    let name = if v6 {
+        "udp6".to_string()
+    } else {
+        format!("udp-{worker}")
+    };
+    let mut flusher = Flusher::new(&device, &name);
     let gro = off.vnet_hdr.then(|| GroTable::new(GRO_ITEMS, off.uso));
     let mut outbox = Outbox::new(OUTBOX_BYTES, net.sockets.load().gso, off.vnet_hdr, gro);
     loop {
@@ -205,10 +221,13 @@ pub fn udp_loop(
                 }
                 continue;
             }
+            flusher.tally.wakeups += 1;
             for i in 0..r as usize {
                 let n = slots.hdrs[i].msg_len as usize;
                 if let Some((from, data, seg)) = slots.received(i, n) {
-                    handle_datagrams(&device, from, data, seg, &mut out, &mut outbox);
+                    flusher.tally.udp_receives += 1;
+                    flusher.tally.udp_datagrams_received +=
+                        handle_datagrams(&device, from, data, seg, &mut out, &mut outbox);
                 }
                 if outbox.nearly_full() {
                     flusher.flush(&device, &mut outbox, &sockets, worker, &tun);

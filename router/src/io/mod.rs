@@ -154,7 +154,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Joi
 }
 
 /// One frame read from TUN: with offloads, a virtio-net header and possibly a super-packet,
-/// split here into the segments the core encrypts one by one.
+/// split here into the segments the core encrypts one by one. Returns the packets it held.
 #[inline]
 fn drain_tun_frame(
     device: &Device,
@@ -163,19 +163,23 @@ fn drain_tun_frame(
     scratch: &mut [u8],
     out: &mut [u8],
     outbox: &mut Outbox,
-) {
+) -> u64 {
     if !vnet {
-        return device.handle_tun(frame, out, outbox);
+        device.handle_tun(frame, out, outbox);
+        return 1;
     }
     let Ok((hdr, packet)) = VirtioNetHdr::decode(frame) else {
-        return device.stats.drop(DropReason::InvalidPacket);
-    };
-    if segment(&hdr, packet, scratch, |seg| {
-        device.handle_tun(seg, out, outbox)
-    })
-    .is_err()
-    {
         device.stats.drop(DropReason::InvalidPacket);
+        return 0;
+    };
+    match segment(&hdr, packet, scratch, |seg| {
+        device.handle_tun(seg, out, outbox)
+    }) {
+        Ok(n) => n as u64,
+        Err(_) => {
+            device.stats.drop(DropReason::InvalidPacket);
+            0
+        }
     }
 }
 
@@ -189,10 +193,13 @@ fn handle_datagrams(
     seg: usize,
     out: &mut [u8],
     outbox: &mut Outbox,
-) {
+) -> u64 {
+    let mut n = 0;
     for datagram in data.chunks(seg.max(1)) {
         device.handle_udp(from, datagram, out, outbox);
+        n += 1;
     }
+    n
 }
 
 /// Starts the workers for `mode` (resolved, not `Auto`) and the timer thread. They run until

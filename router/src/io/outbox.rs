@@ -7,6 +7,7 @@ use crate::device::Io;
 use crate::offload::gro::GroTable;
 use crate::offload::vnet::{VirtioNetHdr, VNET_HDR_LEN};
 use crate::routes::PeerId;
+use crate::stats::IoTally;
 use std::net::SocketAddr;
 
 /// The kernel's limit on segments in one UDP GSO send (UDP_MAX_SEGMENTS).
@@ -41,6 +42,8 @@ pub struct Outbox {
     vnet: bool,
     /// Packets that did not fit (a bug in the flush discipline, never expected); counted.
     pub overflow: u64,
+    /// Decrypted packets taken for TUN in this batch (more than `frames` when coalesced).
+    tun_packets: u64,
 }
 
 impl Outbox {
@@ -57,6 +60,7 @@ impl Outbox {
             gro: gro.filter(|_| vnet),
             vnet,
             overflow: 0,
+            tun_packets: 0,
         }
     }
 
@@ -93,17 +97,22 @@ impl Outbox {
         });
     }
 
+    /// Adds this batch's sends and writes to a worker's totals (after `finish`).
+    pub fn tally(&self, t: &mut IoTally) {
+        t.udp_sends += self.runs.len() as u64;
+        t.udp_datagrams_sent += self.runs.iter().map(|r| r.count as u64).sum::<u64>();
+        t.tun_frames_written += self.frames.len() as u64;
+        t.tun_packets_written += self.tun_packets;
+    }
+
     /// Forgets everything sent.
     pub fn clear(&mut self) {
+        self.tun_packets = 0;
         self.udp.clear();
         self.runs.clear();
         self.run_closed = false;
         self.tun.clear();
         self.frames.clear();
-    }
-
-    pub fn gro_stats(&mut self) -> Option<crate::offload::gro::GroStats> {
-        self.gro.as_mut().map(|g| g.take_stats())
     }
 }
 
@@ -178,6 +187,7 @@ impl Io for Outbox {
 
     #[inline]
     fn write_tun(&mut self, peer: PeerId, packet: &[u8]) -> bool {
+        self.tun_packets += 1;
         let (tun, frames, overflow) = (&mut self.tun, &mut self.frames, &mut self.overflow);
         match self.gro.as_mut() {
             Some(gro) => {

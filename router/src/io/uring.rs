@@ -13,7 +13,7 @@ use super::udp::Sockets;
 use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, IoStats, IoTally};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -84,6 +84,10 @@ struct Worker {
     out: Vec<u8>,
     /// Completions seen while waiting for an outbox, handled next.
     deferred: Vec<(u64, i32)>,
+    tally: IoTally,
+    stats: Arc<IoStats>,
+    /// The sockets' generation as of this wake-up.
+    net_generation: u64,
 }
 
 /// Runs worker `index` until the interface goes away.
@@ -117,6 +121,9 @@ pub fn worker(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, index: usize, 
         scratch: vec![0; BUF],
         out: vec![0; BUF],
         deferred: Vec::with_capacity(RING_ENTRIES as usize * 2),
+        tally: IoTally::default(),
+        stats: device.stats.io_worker(&format!("uring-{index}")),
+        net_generation: 0,
         device,
         net,
         tun,
@@ -146,6 +153,8 @@ impl Worker {
             cqes.clear();
             cqes.append(&mut self.deferred);
             cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+            self.tally.wakeups += 1;
+            self.net_generation = self.net.sockets.load().generation;
             for &(data, res) in &cqes {
                 if !self.complete(data, res)? {
                     return Ok(());
@@ -166,7 +175,8 @@ impl Worker {
                 if res > 0 {
                     let frame = &self.tun_bufs[i * BUF..i * BUF + res as usize];
                     let outbox = &mut self.outboxes[self.cur];
-                    drain_tun_frame(
+                    self.tally.tun_frames_read += 1;
+                    self.tally.tun_packets_read += drain_tun_frame(
                         &self.device,
                         self.off.vnet_hdr,
                         frame,
@@ -185,7 +195,7 @@ impl Worker {
             K_RECV4 | K_RECV6 => {
                 self.recvs_in_flight -= 1;
                 let current = generation == self.sockets.generation & 0xff_ffff
-                    && self.net.sockets.load().generation == self.sockets.generation;
+                    && self.net_generation == self.sockets.generation;
                 if current && res >= 0 {
                     let slots = if kind == K_RECV4 {
                         &self.recv4
@@ -194,7 +204,9 @@ impl Worker {
                     };
                     if let Some((from, data, seg)) = slots.received(i, res as usize) {
                         let outbox = &mut self.outboxes[self.cur];
-                        handle_datagrams(&self.device, from, data, seg, &mut self.out, outbox);
+                        self.tally.udp_receives += 1;
+                        self.tally.udp_datagrams_received +=
+                            handle_datagrams(&self.device, from, data, seg, &mut self.out, outbox);
                     }
                 }
                 if current {
@@ -277,8 +289,11 @@ impl Worker {
         let c = self.cur;
         self.outboxes[c].finish();
         if self.outboxes[c].is_empty() {
+            self.tally.publish(&self.stats);
             return Ok(());
         }
+        self.outboxes[c].tally(&mut self.tally);
+        self.tally.publish(&self.stats);
         // Sends go out on the current sockets, kept alive until they are submitted.
         self.send_sockets = self.net.sockets.load_full();
         let tun_fd = self.tun.as_raw_fd();
