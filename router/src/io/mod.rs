@@ -156,7 +156,7 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Joi
 /// One frame read from TUN: with offloads, a virtio-net header and possibly a super-packet,
 /// split here into the segments the core encrypts one by one. Returns the packets it held.
 #[inline]
-fn drain_tun_frame(
+pub fn drain_tun_frame(
     device: &Device,
     vnet: bool,
     frame: &[u8],
@@ -186,7 +186,7 @@ fn drain_tun_frame(
 /// One receive: a datagram, or a UDP GRO train of datagrams `seg` bytes each (the last may be
 /// shorter), all from `from`.
 #[inline]
-fn handle_datagrams(
+pub fn handle_datagrams(
     device: &Device,
     from: SocketAddr,
     data: &[u8],
