@@ -33,6 +33,16 @@ pub struct Config {
     /// HTTPS (self-signed, pinned by fingerprint) serving the original StaticWire client's
     /// protocol beside `/v1`. Off unless `listen` is set.
     pub compat: CompatConfig,
+    /// Prometheus `/metrics`. Off unless `listen` is set.
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9587"; keep it on loopback (or behind a firewall): the figures are the
+    /// business's.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +156,7 @@ impl Default for Config {
             reconcile_interval_secs: 2,
             invoice_poll_millis: 200,
             compat: CompatConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -305,6 +316,9 @@ mod tests {
         assert_eq!(c.terms.activation_sat, 48_000);
         assert_eq!(c.network(), None, "taken from the node at start");
         assert_eq!(c.routers[0].addresses().len(), 5);
+        assert_eq!(c.metrics.listen, None, "metrics are off by default");
+        let c: Config = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9587\"").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9587".parse().unwrap()));
     }
 
     #[test]

@@ -81,6 +81,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE invoices ADD COLUMN credit_secs INTEGER;
     ALTER TABLE invoices ADD COLUMN ledger_from_creation INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: the API that sold each invoice (v1, 2023, credit), for the revenue figures.
+    r#"
+    ALTER TABLE invoices ADD COLUMN api TEXT NOT NULL DEFAULT 'v1';
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,11 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
     )?;
     migrate(&conn)?;
     Ok(conn)
+}
+
+/// The schema version this program writes.
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
 }
 
 pub fn migrate(conn: &Connection) -> Result<(), DbError> {

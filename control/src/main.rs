@@ -1,5 +1,6 @@
 //! staticwire-control: the StaticWire rental server and its operator commands.
 
+mod backup;
 mod clock;
 mod compat;
 mod config;
@@ -9,6 +10,7 @@ mod http;
 mod https;
 mod ledger;
 mod lightning;
+mod metrics;
 mod service;
 mod store;
 
@@ -54,6 +56,17 @@ enum Command {
     DevPay {
         /// The BOLT11 invoice.
         bolt11: String,
+    },
+    /// Copy the database to FILE while the server keeps running (SQLite online backup).
+    Backup {
+        /// Where the copy goes (replaced atomically; mode 0600).
+        file: PathBuf,
+    },
+    /// Replace the database with a backup; the server must be stopped. The database it
+    /// replaces is kept as staticwire.sqlite.pre-restore.
+    Restore {
+        /// A file made by `backup`.
+        file: PathBuf,
     },
     /// Operator commands; output is JSON.
     Rentals {
@@ -167,6 +180,14 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     for t in service.api_terms().servers {
         tracing::info!(endpoint = %t.endpoint, public_key = %t.public_key, "router");
     }
+    if let Some(addr) = service.cfg.metrics.listen {
+        let handle = metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+        let listener = metrics::bind(addr)
+            .await
+            .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Prometheus metrics at /metrics");
+        tokio::spawn(metrics::serve(listener, service.clone(), handle));
+    }
     // Crash recovery first: settle what was paid while we were down, fix every router.
     if let Err(e) = service.check_invoices().await {
         tracing::warn!("{e}");
@@ -201,13 +222,19 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     });
     if let Some(addr) = service.cfg.compat.listen {
         // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
-        let app = http::router(service.clone(), dev_clock).merge(compat::router(service.clone()));
+        let app = http::router(service.clone(), dev_clock)
+            .merge(
+                compat::router(service.clone())
+                    .layer(axum::middleware::from_fn(metrics::compat_api)),
+            )
+            .layer(axum::middleware::from_fn(metrics::track_http));
         let bound = https::serve(addr, &tls, app)
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
         tracing::info!(addr = %bound, fingerprint = %tls.fingerprint(), "HTTPS (StaticWire client protocol and /v1)");
     }
-    let app = http::router(service, dev_clock);
+    let app =
+        http::router(service, dev_clock).layer(axum::middleware::from_fn(metrics::track_http));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .unwrap_or_else(|e| fail(e));
@@ -250,9 +277,54 @@ fn main() {
     {
         cfg.listen = *l;
     }
+    match &command {
+        Command::Backup { file } => match backup::backup(&cfg.db_path(), file) {
+            Ok(n) => {
+                print_json(&serde_json::json!({"backup": file, "rentals": n}));
+                eprintln!(
+                    "staticwire-control: back up the keys in {} too (once: they do not change)",
+                    cfg.data_dir.display()
+                );
+                return;
+            }
+            Err(e) => fail(e),
+        },
+        Command::Restore { file } => match backup::restore(&cfg.data_dir, &cfg.db_path(), file) {
+            Ok(n) => {
+                print_json(&serde_json::json!({"restored": file, "rentals": n}));
+                return;
+            }
+            Err(e) => fail(e),
+        },
+        _ => {}
+    }
     let dev_backend = matches!(cfg.lightning, LightningConfig::Dev);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(e));
     let (mut service, tls) = build(cfg);
+    // A serving control holds its data dir's lock, so `restore` cannot pull the database from
+    // under it. Two servers on one data dir are a mistake, but not one to refuse to start over.
+    let _lock = if let Command::Serve { .. } = command {
+        match backup::try_lock(&service.cfg.data_dir) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                tracing::warn!("another staticwire-control is serving from this data dir");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("data dir lock: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Command::Serve { .. } = command {
+        // Invoices of another network than the terms say would be refused by every client
+        // while an address is held: agree with the node before serving anything.
+        let node = rt.block_on(service.ln.network());
+        service.network =
+            lightning::resolve_network(service.cfg.network(), node).unwrap_or_else(|e| fail(e));
+    }
     if let Command::Serve { .. } = command {
         // Invoices of another network than the terms say would be refused by every client
         // while an address is held: agree with the node before serving anything.
@@ -281,6 +353,7 @@ fn main() {
                 Err(e) => fail(e),
             }
         }
+        Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
         Command::Rentals { action } => {
             let out = match action {
                 RentalsAction::List => service

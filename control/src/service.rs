@@ -405,6 +405,7 @@ impl Service {
             now,
             new.expires_at,
         )?;
+        store::set_invoice_api(&tx, &new.payment_hash, crate::metrics::api_of(credit))?;
         tx.commit()?;
         let inv = store::invoice_by_hash(&db, &new.payment_hash)?
             .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
@@ -511,6 +512,7 @@ impl Service {
 
     /// Credits a settled invoice once, then admits the peer if the rental is active.
     pub async fn settle(&self, hash: &str, settled_at: i64) -> Result<bool, ServiceError> {
+        let seen = Instant::now();
         let now = self.clock.now();
         let rental = {
             let mut db = self.db()?;
@@ -541,7 +543,10 @@ impl Service {
             {
                 match rental.address.parse() {
                     Ok(addr) => match link.admit(&key, addr, &self.known_endpoints()).await {
-                        Ok(()) => tracing::info!(address = %rental.address, "peer admitted"),
+                        Ok(()) => {
+                            crate::metrics::admitted(&link.name, seen);
+                            tracing::info!(address = %rental.address, "peer admitted")
+                        }
                         Err(e) => tracing::warn!("admission deferred to reconciliation: {e}"),
                     },
                     Err(_) => tracing::error!(address = %rental.address, "bad address in database"),
@@ -701,6 +706,13 @@ impl Service {
             if let Ok(mut e) = self.endpoints.lock() {
                 *e = known;
             }
+            crate::metrics::reconciled(
+                &link.name,
+                result
+                    .as_ref()
+                    .map(|c| (c.admitted, c.removed, c.interface))
+                    .map_err(|_| ()),
+            );
             match result {
                 Ok(c) if c != Default::default() => {
                     tracing::info!(router = %link.name, admitted = c.admitted, removed = c.removed, interface = c.interface, "router reconciled");

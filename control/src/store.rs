@@ -426,6 +426,15 @@ pub fn credit(
     )
 }
 
+/// Records which API sold an invoice (`v1`, `2023`, `credit`), for the revenue figures.
+pub fn set_invoice_api(db: &Connection, hash: &str, api: &str) -> rusqlite::Result<()> {
+    db.execute(
+        "UPDATE invoices SET api = ?1 WHERE payment_hash = ?2",
+        params![api, hash],
+    )?;
+    Ok(())
+}
+
 /// (total paid in sat, number of payments) of a rental.
 pub fn paid_totals(db: &Connection, rental_id: i64) -> rusqlite::Result<(i64, i64)> {
     db.query_row(

@@ -7,7 +7,7 @@ pub mod cln;
 pub mod dev;
 pub mod lnd;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Two families, which the API keeps apart: the node could not be talked to (`Unreachable`,
 /// `Certificate`: HTTP 503 `lightning_unavailable`), or it answered and said no or something
@@ -110,18 +110,33 @@ impl Backend {
         expiry: Duration,
         now: i64,
     ) -> Result<NewInvoice, LnError> {
-        match self {
+        let started = Instant::now();
+        let r = match self {
             Backend::Dev(d) => d.create_invoice(amount_msat, description, expiry, now),
             Backend::Lnd(l) => l.create_invoice(amount_msat, description, expiry).await,
             Backend::Cln(c) => c.create_invoice(amount_msat, description, expiry).await,
-        }
+        };
+        crate::metrics::lightning_call(self.kind(), "create_invoice", started, &r);
+        r
     }
 
     pub async fn status(&self, payment_hash: &str, now: i64) -> Result<Status, LnError> {
-        match self {
+        let started = Instant::now();
+        let r = match self {
             Backend::Dev(d) => d.status(payment_hash, now),
             Backend::Lnd(l) => l.status(payment_hash).await,
             Backend::Cln(c) => c.status(payment_hash).await,
+        };
+        crate::metrics::lightning_call(self.kind(), "invoice_status", started, &r);
+        r
+    }
+
+    /// The backend's name in metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Dev(_) => "dev",
+            Backend::Lnd(_) => "lnd",
+            Backend::Cln(_) => "cln",
         }
     }
 
@@ -139,6 +154,7 @@ impl Backend {
                 Backend::Cln(c) => c.wait_any(&mut index, &tx).await,
             };
             if let Err(e) = result {
+                crate::metrics::lightning_error(self.kind(), "settlement_stream", &e);
                 tracing::warn!(
                     "settlement stream: {e}; reconnecting in {} s",
                     backoff.as_secs()
@@ -163,11 +179,14 @@ impl Backend {
     /// For `/readyz`: can the node do what renting needs (create invoices, look them up)?
     /// A missing permission is named.
     pub async fn ready(&self) -> Result<(), LnError> {
-        match self {
+        let started = Instant::now();
+        let r = match self {
             Backend::Dev(_) => Ok(()),
             Backend::Lnd(l) => l.ready().await,
             Backend::Cln(c) => c.ping().await,
-        }
+        };
+        crate::metrics::lightning_call(self.kind(), "ready", started, &r);
+        r
     }
 
     /// The node's network in the terms' spelling; `None` when the node will not say (an LND

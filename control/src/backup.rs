@@ -1,0 +1,279 @@
+//! `staticwire-control backup FILE` and `restore FILE`.
+//!
+//! Backup uses SQLite's online backup API on a live database: one step copies every page
+//! inside a single read transaction, so the copy is consistent while the server keeps writing
+//! (WAL lets the writer go on). The copy is a self-contained database file (rollback journal,
+//! no WAL beside it), checked with `PRAGMA integrity_check`, written under a temporary name and
+//! renamed into place, mode 0600.
+//!
+//! Restore refuses while a server holds the data dir's lock, checks the file (integrity,
+//! schema), keeps the current database as `staticwire.sqlite.pre-restore`, copies the backup in
+//! with the same API and migrates it to this program's schema.
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags};
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Name of the lock a serving control holds in its data dir.
+const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data dir's lock without waiting; `None` if another process holds it.
+pub fn try_lock(data_dir: &Path) -> std::io::Result<Option<File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(data_dir.join(LOCK_FILE))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Some(f))
+    } else {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+fn copy(src: &Connection, dst: &mut Connection) -> Result<(), String> {
+    let b = Backup::new(src, dst).map_err(|e| format!("backup: {e}"))?;
+    // -1: every page in one step, one read transaction: a consistent snapshot.
+    for _ in 0..600 {
+        match b.step(-1).map_err(|e| format!("backup: {e}"))? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    Err("backup: the database stayed busy for 30 s".into())
+}
+
+fn check(conn: &Connection, what: &Path) -> Result<i64, String> {
+    let bad = |e: rusqlite::Error| format!("{}: not a StaticWire database: {e}", what.display());
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(bad)?;
+    if ok != "ok" {
+        return Err(format!("{}: integrity check failed: {ok}", what.display()));
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(bad)?;
+    conn.query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get::<_, i64>(0))
+        .map_err(bad)?;
+    Ok(version)
+}
+
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Copies the live database at `db` to `dest`; returns the rentals it holds.
+pub fn backup(db: &Path, dest: &Path) -> Result<i64, String> {
+    if !db.exists() {
+        return Err(format!("no database at {}", db.display()));
+    }
+    let src = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", db.display()))?;
+    src.busy_timeout(Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let mut tmp = dest.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    // Created 0600 before SQLite writes anything into it: it holds the business's records.
+    std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let result = (|| {
+        let mut dst = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        copy(&src, &mut dst)?;
+        // One self-contained file: no -wal beside it.
+        dst.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(|e| e.to_string())?;
+        check(&dst, &tmp)?;
+        let n: i64 = dst
+            .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        drop(dst);
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        sync_dir(dest);
+        Ok(n)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Replaces the database at `db` with the backup `src`; the server must be stopped.
+pub fn restore(data_dir: &Path, db: &Path, src: &Path) -> Result<i64, String> {
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let _lock = try_lock(data_dir)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?
+        .ok_or_else(|| {
+            format!(
+                "a staticwire-control is serving from {}: stop it first",
+                data_dir.display()
+            )
+        })?;
+    let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: {e}", src.display()))?;
+    let version = check(&from, src)?;
+    let known = crate::db::schema_version();
+    if version > known {
+        return Err(format!(
+            "{}: schema version {version} is newer than this program ({known}); restore it with a newer staticwire-control",
+            src.display()
+        ));
+    }
+    if db.exists() {
+        let mut keep = db.as_os_str().to_owned();
+        keep.push(".pre-restore");
+        let keep = PathBuf::from(keep);
+        backup(db, &keep).map_err(|e| format!("keeping the current database: {e}"))?;
+        eprintln!(
+            "staticwire-control: the database it replaces is kept as {}",
+            keep.display()
+        );
+    }
+    let mut dst = crate::db::open(db).map_err(|e| e.to_string())?;
+    copy(&from, &mut dst)?;
+    // The copy carried the backup's journal mode and schema version: back to WAL, then up to
+    // this program's schema.
+    dst.execute_batch("PRAGMA journal_mode = WAL;")
+        .map_err(|e| e.to_string())?;
+    crate::db::migrate(&dst).map_err(|e| e.to_string())?;
+    check(&dst, db)?;
+    dst.query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rental(db: &Connection, key: &str, addr: &str) {
+        db.execute(
+            "INSERT OR IGNORE INTO addresses(address, num, router) VALUES (?1, 1, 'wg0')",
+            [addr],
+        )
+        .unwrap();
+        db.execute(
+            "INSERT INTO rentals(public_key, address, router, created_at) VALUES (?1, ?2, 'wg0', 1)",
+            [key, addr],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn backup_while_writing_then_restore_over_newer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("staticwire.sqlite");
+        let live = crate::db::open(&db_path).unwrap();
+        rental(&live, "a", "203.0.113.2");
+        // A writer keeps going in another thread while the backup runs.
+        let writer = {
+            let p = db_path.clone();
+            std::thread::spawn(move || {
+                let c = crate::db::open(&p).unwrap();
+                for i in 0..200 {
+                    c.execute(
+                        "INSERT INTO events(at, kind) VALUES (?1, 'tick')",
+                        [i as i64],
+                    )
+                    .unwrap();
+                }
+            })
+        };
+        let dest = dir.path().join("backup.sqlite");
+        assert_eq!(backup(&db_path, &dest).unwrap(), 1);
+        writer.join().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("backup.sqlite-wal").exists());
+        assert!(!dir.path().join("backup.sqlite.partial").exists());
+        // Later state, then restore: the backup's state comes back.
+        rental(&live, "b", "203.0.113.3");
+        drop(live);
+        assert_eq!(restore(dir.path(), &db_path, &dest).unwrap(), 1);
+        let c = crate::db::open(&db_path).unwrap();
+        let keys: Vec<String> = c
+            .prepare("SELECT public_key FROM rentals")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(keys, ["a"]);
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // The replaced database was kept.
+        let kept = Connection::open(dir.path().join("staticwire.sqlite.pre-restore")).unwrap();
+        let n: i64 = kept
+            .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn restore_refuses_while_serving_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("staticwire.sqlite");
+        drop(crate::db::open(&db_path).unwrap());
+        let dest = dir.path().join("b.sqlite");
+        backup(&db_path, &dest).unwrap();
+        let held = try_lock(dir.path()).unwrap().expect("free");
+        let e = restore(dir.path(), &db_path, &dest).unwrap_err();
+        assert!(e.contains("stop it first"), "{e}");
+        drop(held);
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"not a database at all, not even close").unwrap();
+        assert!(restore(dir.path(), &db_path, &junk).is_err());
+        let other = dir.path().join("other.sqlite");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE x(y)")
+            .unwrap();
+        let e = restore(dir.path(), &db_path, &other).unwrap_err();
+        assert!(e.contains("not a StaticWire database"), "{e}");
+        assert!(backup(&dir.path().join("missing.sqlite"), &dest).is_err());
+        // A newer schema than this program knows is refused.
+        let newer = dir.path().join("newer.sqlite");
+        backup(&db_path, &newer).unwrap();
+        Connection::open(&newer)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99")
+            .unwrap();
+        let e = restore(dir.path(), &db_path, &newer).unwrap_err();
+        assert!(e.contains("newer"), "{e}");
+    }
+}

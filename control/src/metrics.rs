@@ -1,0 +1,458 @@
+//! Prometheus `/metrics` of the control (`[metrics] listen`, off by default; keep it on
+//! loopback): what the business and its dependencies are doing.
+//!
+//! Two kinds of series. Events (HTTP requests, Lightning calls, reconciliations, admissions)
+//! are recorded where they happen through the `metrics` macros, which do nothing until
+//! [`install`] sets the recorder. State (rentals by state, addresses per pool, invoices,
+//! satoshis received, the data dir's disk) is read from the database at each scrape, so the
+//! totals survive restarts and can never disagree with the ledger.
+
+use crate::service::Service;
+use crate::store::Credit;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use rusqlite::Connection;
+use staticwire_api::RentalState;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Latency buckets (seconds) of every histogram: a local dev backend answers in well under a
+/// millisecond, a remote node in tens of milliseconds, a stuck one in seconds.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn describe() {
+    describe_gauge!(
+        "staticwire_control_build_info",
+        "Always 1; the version is a label"
+    );
+    describe_gauge!(
+        "staticwire_control_rentals",
+        "Rentals by state (pending, active, lapsed, suspended, released)"
+    );
+    describe_gauge!(
+        "staticwire_control_addresses",
+        "Addresses per router and pool: free, held (pending invoice), used (a started rental), cooldown"
+    );
+    describe_counter!(
+        "staticwire_control_invoices_created_total",
+        "Invoices made, by purpose (activation, renewal)"
+    );
+    describe_counter!(
+        "staticwire_control_invoices_settled_total",
+        "Invoices paid, by purpose"
+    );
+    describe_counter!(
+        "staticwire_control_invoices_expired_total",
+        "Invoices that expired unpaid, by purpose"
+    );
+    describe_gauge!(
+        "staticwire_control_invoices_open",
+        "Invoices awaiting payment"
+    );
+    describe_counter!(
+        "staticwire_control_received_sat_total",
+        "Satoshis received, by the API that sold them (v1, 2023, credit)"
+    );
+    describe_counter!(
+        "staticwire_control_payments_total",
+        "Payments credited, by API"
+    );
+    describe_histogram!(
+        "staticwire_control_settlement_admission_seconds",
+        "From the control seeing a settlement to the router admitting the peer"
+    );
+    describe_counter!(
+        "staticwire_control_reconcile_runs_total",
+        "Reconciliations of a router, by result (ok, error)"
+    );
+    describe_counter!(
+        "staticwire_control_reconcile_changes_total",
+        "Differences a reconciliation applied to a router (admitted, removed, interface)"
+    );
+    describe_counter!(
+        "staticwire_control_reconcile_errors_total",
+        "Reconciliations that failed (router down, socket refused, bad answer)"
+    );
+    describe_gauge!(
+        "staticwire_control_router_up",
+        "1 if the latest reconciliation of the router succeeded"
+    );
+    describe_gauge!(
+        "staticwire_control_router_last_reconcile_timestamp_seconds",
+        "Unix time of the latest successful reconciliation"
+    );
+    describe_counter!(
+        "staticwire_control_lightning_requests_total",
+        "Calls to the Lightning node, by backend, operation and result (ok, unavailable, refused)"
+    );
+    describe_counter!(
+        "staticwire_control_lightning_errors_total",
+        "Failed calls to the Lightning node, by backend, operation and kind (unavailable, refused)"
+    );
+    describe_histogram!(
+        "staticwire_control_lightning_request_duration_seconds",
+        "Latency of calls to the Lightning node"
+    );
+    describe_counter!(
+        "staticwire_control_http_requests_total",
+        "HTTP requests by route (the pattern, never the key), method and status"
+    );
+    describe_histogram!(
+        "staticwire_control_http_request_duration_seconds",
+        "HTTP request latency by route"
+    );
+    describe_gauge!(
+        "staticwire_control_data_dir_free_bytes",
+        "Bytes available to the control in the filesystem of its data dir"
+    );
+    describe_gauge!(
+        "staticwire_control_data_dir_size_bytes",
+        "Size of the filesystem of the data dir"
+    );
+    describe_gauge!(
+        "staticwire_control_database_bytes",
+        "Size of the SQLite database with its write-ahead log"
+    );
+}
+
+/// Sets the process-wide recorder; from then on every event is counted.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    gauge!("staticwire_control_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` on `addr` (already bound by the caller so errors surface at start).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    handle: PrometheusHandle,
+) {
+    async fn scrape(State((s, h)): State<(Arc<Service>, PrometheusHandle)>) -> Response {
+        if let Err(e) = refresh(&s) {
+            tracing::warn!("metrics: {e}");
+        }
+        ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .with_state((service, handle));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!("metrics listener: {e}");
+    }
+}
+
+/// Counts every request by its route pattern (`/v1/rentals/{key}`, never the key itself, so
+/// the number of series stays bounded), method and status, and times it.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    counter!("staticwire_control_http_requests_total",
+        "route" => route.clone(), "method" => method, "status" => status)
+    .increment(1);
+    histogram!("staticwire_control_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+tokio::task_local! {
+    /// The API a request came through, when not `/v1`.
+    static API: &'static str;
+}
+
+/// Marks requests of the original client's protocol, so their invoices are counted as its.
+pub async fn compat_api(req: Request, next: Next) -> Response {
+    API.scope("2023", next.run(req)).await
+}
+
+/// The API an invoice is sold through: credit top-ups are the credit protocol's; otherwise
+/// whatever the request came through.
+pub fn api_of(credit: Credit) -> &'static str {
+    match credit {
+        Credit::Seconds { .. } => "credit",
+        Credit::Months(_) => API.try_with(|a| *a).unwrap_or("v1"),
+    }
+}
+
+/// Records one call to the Lightning node.
+pub fn lightning_call<T>(
+    backend: &'static str,
+    op: &'static str,
+    started: Instant,
+    result: &Result<T, crate::lightning::LnError>,
+) {
+    match result {
+        Ok(_) => counter!("staticwire_control_lightning_requests_total",
+            "backend" => backend, "op" => op, "result" => "ok")
+        .increment(1),
+        Err(e) => lightning_error(backend, op, e),
+    }
+    histogram!("staticwire_control_lightning_request_duration_seconds",
+        "backend" => backend, "op" => op)
+    .record(started.elapsed().as_secs_f64());
+}
+
+/// Records a failed call to the Lightning node (or a dropped settlement stream).
+pub fn lightning_error(backend: &'static str, op: &'static str, e: &crate::lightning::LnError) {
+    let kind = if e.is_unavailable() {
+        "unavailable"
+    } else {
+        "refused"
+    };
+    counter!("staticwire_control_lightning_requests_total",
+        "backend" => backend, "op" => op, "result" => kind)
+    .increment(1);
+    counter!("staticwire_control_lightning_errors_total",
+        "backend" => backend, "op" => op, "kind" => kind)
+    .increment(1);
+}
+
+/// Records one reconciliation of `router`: what it changed, or that it failed.
+pub fn reconciled(router: &str, result: Result<(usize, usize, bool), ()>) {
+    let r = router.to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    match result {
+        Ok((admitted, removed, interface)) => {
+            counter!("staticwire_control_reconcile_runs_total", "router" => r.clone(), "result" => "ok")
+                .increment(1);
+            for (kind, n) in [
+                ("admitted", admitted as u64),
+                ("removed", removed as u64),
+                ("interface", u64::from(interface)),
+            ] {
+                counter!("staticwire_control_reconcile_changes_total",
+                    "router" => r.clone(), "kind" => kind)
+                .increment(n);
+            }
+            gauge!("staticwire_control_router_up", "router" => r.clone()).set(1.0);
+            gauge!("staticwire_control_router_last_reconcile_timestamp_seconds", "router" => r)
+                .set(now);
+        }
+        Err(()) => {
+            counter!("staticwire_control_reconcile_runs_total", "router" => r.clone(), "result" => "error")
+                .increment(1);
+            counter!("staticwire_control_reconcile_errors_total", "router" => r.clone())
+                .increment(1);
+            gauge!("staticwire_control_router_up", "router" => r).set(0.0);
+        }
+    }
+}
+
+/// A peer was admitted `since` after its payment was seen.
+pub fn admitted(router: &str, since: Instant) {
+    histogram!("staticwire_control_settlement_admission_seconds", "router" => router.to_string())
+        .record(since.elapsed().as_secs_f64());
+}
+
+/// Reads the state series from the database.
+pub fn refresh(s: &Service) -> Result<(), String> {
+    let now = s.clock.now();
+    let db = s.db().map_err(|e| e.to_string())?;
+    let e = |e: rusqlite::Error| e.to_string();
+    // Rentals by state, and which address each live one occupies.
+    let mut by_state: HashMap<&'static str, u64> =
+        ["pending", "active", "lapsed", "suspended", "released"]
+            .into_iter()
+            .map(|k| (k, 0))
+            .collect();
+    let mut occupied: HashMap<String, &'static str> = HashMap::new();
+    for r in crate::store::live_rentals(&db).map_err(e)? {
+        let state = r.account().state(&s.terms, now);
+        *by_state.entry(state_name(state)).or_default() += 1;
+        occupied.insert(
+            r.address.clone(),
+            if state == RentalState::Pending {
+                "held"
+            } else {
+                "used"
+            },
+        );
+    }
+    let released: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM rentals WHERE released_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    *by_state.entry("released").or_default() += released as u64;
+    for (state, n) in by_state {
+        gauge!("staticwire_control_rentals", "state" => state).set(n as f64);
+    }
+    // Addresses per router and pool.
+    let cooling = cooling(&db, now).map_err(e)?;
+    for rc in &s.cfg.routers {
+        let addrs = rc.addresses();
+        for pool in &rc.pools {
+            let mut counts: HashMap<&'static str, u64> =
+                [("free", 0), ("held", 0), ("used", 0), ("cooldown", 0)]
+                    .into_iter()
+                    .collect();
+            for a in addrs.iter().filter(|a| pool.contains(*a)) {
+                let key = a.to_string();
+                let status = match occupied.get(&key) {
+                    Some(s) => *s,
+                    None if cooling.contains(&key) => "cooldown",
+                    None => "free",
+                };
+                *counts.entry(status).or_default() += 1;
+            }
+            for (status, n) in counts {
+                gauge!("staticwire_control_addresses",
+                    "router" => rc.name.clone(), "pool" => pool.to_string(), "status" => status)
+                .set(n as f64);
+            }
+        }
+    }
+    // Invoices, from the ledger: never deleted, so these only grow.
+    let mut created: HashMap<String, u64> = HashMap::new();
+    let mut settled: HashMap<String, u64> = HashMap::new();
+    let mut expired: HashMap<String, u64> = HashMap::new();
+    for p in ["activation", "renewal"] {
+        created.insert(p.into(), 0);
+        settled.insert(p.into(), 0);
+        expired.insert(p.into(), 0);
+    }
+    let mut open = 0u64;
+    {
+        let mut stmt = db
+            .prepare("SELECT purpose, state, COUNT(*) FROM invoices GROUP BY purpose, state")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (purpose, state, n) = row.map_err(e)?;
+            let n = n.max(0) as u64;
+            *created.entry(purpose.clone()).or_default() += n;
+            match state.as_str() {
+                "settled" => *settled.entry(purpose).or_default() += n,
+                "expired" => *expired.entry(purpose).or_default() += n,
+                _ => open += n,
+            }
+        }
+    }
+    for (name, map) in [
+        ("staticwire_control_invoices_created_total", created),
+        ("staticwire_control_invoices_settled_total", settled),
+        ("staticwire_control_invoices_expired_total", expired),
+    ] {
+        for (purpose, n) in map {
+            counter!(name, "purpose" => purpose).absolute(n);
+        }
+    }
+    gauge!("staticwire_control_invoices_open").set(open as f64);
+    // Money, by the API that sold it.
+    let mut sat: HashMap<String, (u64, u64)> = ["v1", "2023", "credit"]
+        .into_iter()
+        .map(|a| (a.to_string(), (0, 0)))
+        .collect();
+    {
+        let mut stmt = db
+            .prepare(
+                "SELECT i.api, COALESCE(SUM(p.amount_msat), 0) / 1000, COUNT(*)
+                 FROM payments p JOIN invoices i ON i.payment_hash = p.payment_hash
+                 GROUP BY i.api",
+            )
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (api, total, n) = row.map_err(e)?;
+            sat.insert(api, (total.max(0) as u64, n.max(0) as u64));
+        }
+    }
+    for (api, (total, n)) in sat {
+        counter!("staticwire_control_received_sat_total", "api" => api.clone()).absolute(total);
+        counter!("staticwire_control_payments_total", "api" => api).absolute(n);
+    }
+    drop(db);
+    // The data dir's disk.
+    if let Some((free, size)) = disk(&s.cfg.data_dir) {
+        gauge!("staticwire_control_data_dir_free_bytes").set(free as f64);
+        gauge!("staticwire_control_data_dir_size_bytes").set(size as f64);
+    }
+    let db_path = s.cfg.db_path();
+    let mut bytes = 0;
+    for suffix in ["", "-wal"] {
+        let mut p = db_path.clone().into_os_string();
+        p.push(suffix);
+        bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    }
+    gauge!("staticwire_control_database_bytes").set(bytes as f64);
+    Ok(())
+}
+
+fn state_name(s: RentalState) -> &'static str {
+    match s {
+        RentalState::Pending => "pending",
+        RentalState::Active => "active",
+        RentalState::Lapsed => "lapsed",
+        RentalState::Suspended => "suspended",
+        RentalState::Released => "released",
+    }
+}
+
+fn cooling(db: &Connection, now: i64) -> rusqlite::Result<std::collections::HashSet<String>> {
+    let mut stmt = db.prepare("SELECT address FROM addresses WHERE cooldown_until > ?1")?;
+    let rows = stmt.query_map([now], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// (available, total) bytes of the filesystem holding `dir`.
+fn disk(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+/// Binds the metrics listener; refuses nothing, but says when it is not on loopback.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics listen address is not loopback: anyone who can reach it sees the business figures");
+    }
+    tokio::net::TcpListener::bind(addr).await
+}
