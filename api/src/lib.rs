@@ -169,4 +169,12 @@ pub mod codes {
     /// permission) or answered something unusable (e.g. an invoice of another network).
     pub const BACKEND_ERROR: &str = "lightning_error";
     pub const INTERNAL: &str = "internal";
+    /// HTTP 429 with `Retry-After`: too many requests from this client address.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// HTTP 429: this client address already holds as many unpaid rentals as it may.
+    pub const TOO_MANY_UNPAID: &str = "too_many_unpaid";
+    /// HTTP 408 (the body did not arrive in time) or 503 (the request took too long).
+    pub const TIMEOUT: &str = "timeout";
+    /// HTTP 503: the database cannot be written (read-only, disk full); nothing was changed.
+    pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
 }

@@ -14,14 +14,15 @@
 use crate::service::{parse_public_key, Hold, Service, ServiceError};
 use crate::store::{self, Credit, RentalRow};
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use staticwire_api::{InvoicePurpose, RentalState};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,10 @@ async fn form(headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>
         .await
         .map_err(|_| CompatError("body too large".into()))?;
     serde_urlencoded::from_bytes(&bytes).map_err(|e| CompatError(format!("bad form body: {e}")))
+}
+
+fn client_id(c: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<crate::limits::ClientId> {
+    c.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()))
 }
 
 fn key_of(f: &HashMap<String, String>) -> Result<String, CompatError> {
@@ -179,9 +184,14 @@ fn monthly_answer(s: &Service, resp: &staticwire_api::InvoiceResponse, initial: 
     })
 }
 
-async fn rent(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
+async fn rent(
+    State(s): State<Arc<Service>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
     let key = key_of(&form(&headers, body).await?)?;
-    let resp = s.rent(&key).await?;
+    let resp = s.rent(&key, client_id(client)).await?;
     Ok(Json(monthly_answer(&s, &resp, true)))
 }
 
@@ -198,7 +208,13 @@ async fn renew(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) ->
     Ok(Json(monthly_answer(&s, &resp, false)))
 }
 
-async fn add_credit(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
+async fn add_credit(
+    State(s): State<Arc<Service>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let client = client_id(client);
     let f = form(&headers, body).await?;
     let key = key_of(&f)?;
     let amount: u64 = f
@@ -273,7 +289,7 @@ async fn add_credit(State(s): State<Arc<Service>>, headers: HeaderMap, body: Bod
                     c.maximum_credit_sat
                 )));
             }
-            let r = match s.hold(&key, now)? {
+            let r = match s.hold(&key, now, client)? {
                 Hold::New(r) => r,
                 Hold::Existing(_) => {
                     return Err(CompatError(

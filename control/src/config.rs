@@ -33,6 +33,8 @@ pub struct Config {
     /// HTTPS (self-signed, pinned by fingerprint) serving the original StaticWire client's
     /// protocol beside `/v1`. Off unless `listen` is set.
     pub compat: CompatConfig,
+    /// Per-client request rates, unpaid holds, connections, sizes and timeouts.
+    pub limits: crate::limits::LimitsConfig,
     /// Prometheus `/metrics`. Off unless `listen` is set.
     pub metrics: MetricsConfig,
 }
@@ -156,6 +158,7 @@ impl Default for Config {
             reconcile_interval_secs: 2,
             invoice_poll_millis: 200,
             compat: CompatConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -206,6 +209,7 @@ impl Config {
                 "at least one [[routers]] is needed".into(),
             ));
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if let Some(n) = self.network() {
             if crate::lightning::normalize_network(n).is_none() {
                 return Err(ConfigError::Invalid(format!(

@@ -3,13 +3,14 @@
 
 use crate::service::{Service, ServiceError};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use staticwire_api::{codes, ErrorBody, ErrorDetail, RenewRequest, RentRequest};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED),
+            ServiceError::TooManyUnpaid { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_UNPAID)
+            }
             // One meaning per code: 503 the node could not be talked to; 502 it answered but
             // refused or answered something unusable.
             ServiceError::Lightning(e) if e.is_unavailable() => {
@@ -117,11 +121,13 @@ async fn terms(State(s): State<Arc<Service>>) -> ApiResult<staticwire_api::Terms
 
 async fn rent(
     State(s): State<Arc<Service>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let req: RentRequest = json_body(&headers, body).await?;
-    let resp = s.rent(&req.public_key).await?;
+    let client = client.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()));
+    let resp = s.rent(&req.public_key, client).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 

@@ -62,32 +62,24 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Serves `app` over TLS on `addr` until the process ends.
+/// Serves `app` over TLS on `addr` until the process ends, within `limits` (connections per
+/// client, handshake and request-head timeouts, request rates, body sizes).
 pub async fn serve(
     addr: SocketAddr,
     id: &Identity,
     app: axum::Router,
+    limits: Arc<crate::limits::Limits>,
 ) -> std::io::Result<SocketAddr> {
     let cfg = id.server_config().map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
-                let Ok(Ok(tls)) = handshake.await else { return };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(crate::limits::serve(
+        listener,
+        app,
+        limits,
+        Some(acceptor),
+        std::future::pending(),
+    ));
     Ok(bound)
 }

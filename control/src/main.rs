@@ -10,6 +10,7 @@ mod http;
 mod https;
 mod ledger;
 mod lightning;
+mod limits;
 mod metrics;
 mod service;
 mod store;
@@ -228,11 +229,12 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
                     .layer(axum::middleware::from_fn(metrics::compat_api)),
             )
             .layer(axum::middleware::from_fn(metrics::track_http));
-        let bound = https::serve(addr, &tls, app)
+        let bound = https::serve(addr, &tls, app, service.limits.clone())
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
         tracing::info!(addr = %bound, fingerprint = %tls.fingerprint(), "HTTPS (StaticWire client protocol and /v1)");
     }
+    let limits = service.limits.clone();
     let app =
         http::router(service, dev_clock).layer(axum::middleware::from_fn(metrics::track_http));
     let shutdown = async {
@@ -244,10 +246,7 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         }
         tracing::info!("shutting down");
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .unwrap_or_else(|e| fail(e));
+    limits::serve(listener, app, limits, None, shutdown).await;
 }
 
 fn print_json(v: &impl serde::Serialize) {
@@ -382,5 +381,7 @@ fn main() {
     }
 }
 
+#[cfg(test)]
+mod abuse_tests;
 #[cfg(test)]
 mod api_tests;

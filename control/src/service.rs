@@ -28,6 +28,11 @@ pub enum ServiceError {
     Conflict(String),
     #[error("no free address left in the pools")]
     PoolExhausted,
+    #[error("{client} already holds {max} unpaid rentals: pay one or let its invoice expire")]
+    TooManyUnpaid {
+        client: crate::limits::ClientId,
+        max: u32,
+    },
     #[error("{0}")]
     Lightning(#[from] LnError),
     #[error("internal error: {0}")]
@@ -114,6 +119,10 @@ pub struct Service {
     /// the node's as `serve` learns it at start.
     pub network: &'static str,
     warnings: WarnLimiter,
+    /// Per-client limits of the public listeners.
+    pub limits: Arc<crate::limits::Limits>,
+    /// Which client asked for each unpaid hold (rental id), for the per-client cap.
+    unpaid_holds: Mutex<HashMap<i64, crate::limits::ClientId>>,
 }
 
 impl Service {
@@ -149,6 +158,8 @@ impl Service {
         Ok(Service {
             network,
             warnings: WarnLimiter::new(WARN_EVERY),
+            limits: crate::limits::Limits::new(cfg.limits.clone()),
+            unpaid_holds: Mutex::new(HashMap::new()),
             cfg,
             terms,
             clock,
@@ -260,8 +271,14 @@ pub enum Hold {
 }
 
 impl Service {
-    /// Holds a free address for `key` (or finds its pending rental).
-    pub fn hold(&self, key: &str, now: i64) -> Result<Hold, ServiceError> {
+    /// Holds a free address for `key` (or finds its pending rental). A new hold asked for by
+    /// `client` counts against its cap of unpaid holds.
+    pub fn hold(
+        &self,
+        key: &str,
+        now: i64,
+        client: Option<crate::limits::ClientId>,
+    ) -> Result<Hold, ServiceError> {
         let mut db = self.db()?;
         let tx = db.transaction()?;
         if let Some(r) = store::live_rental(&tx, key)? {
@@ -295,13 +312,54 @@ impl Service {
                 }
             }
         }
+        if let Some(client) = client {
+            self.check_unpaid_cap(&tx, client)?;
+        }
         let (address, router) =
             store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
         let id = store::insert_rental(&tx, key, &address, &router, now)?;
         tx.commit()?;
+        if let (Some(client), Ok(mut holds)) = (client, self.unpaid_holds.lock()) {
+            holds.insert(id, client);
+        }
         Ok(Hold::New(store::rental_by_id(&db, id)?))
+    }
+
+    /// Refuses a new hold when `client` already has `max_unpaid_per_client` rentals that are
+    /// live and unpaid. Holds that were paid or released since are forgotten here.
+    fn check_unpaid_cap(
+        &self,
+        db: &Connection,
+        client: crate::limits::ClientId,
+    ) -> Result<(), ServiceError> {
+        let max = self.limits.cfg.max_unpaid_per_client;
+        let Ok(mut holds) = self.unpaid_holds.lock() else {
+            return Ok(());
+        };
+        let mut stmt = db.prepare_cached(
+            "SELECT 1 FROM rentals WHERE id = ?1 AND started_at IS NULL AND released_at IS NULL",
+        )?;
+        let mut gone = Vec::new();
+        let mut count = 0u32;
+        for (&id, c) in holds.iter() {
+            if *c != client && holds.len() < 10_000 {
+                continue;
+            }
+            if stmt.exists([id])? {
+                count += u32::from(*c == client);
+            } else {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            holds.remove(&id);
+        }
+        if count >= max {
+            return Err(ServiceError::TooManyUnpaid { client, max });
+        }
+        Ok(())
     }
 
     /// Gives a hold back when its first invoice could not be made: the rejected request
@@ -312,11 +370,16 @@ impl Service {
         Ok(())
     }
 
-    /// RentNewIP: hold an address for `key` and return the first invoice.
-    pub async fn rent(&self, key: &str) -> Result<api::InvoiceResponse, ServiceError> {
+    /// RentNewIP: hold an address for `key` and return the first invoice. `client` is who
+    /// asked (None for operator and test calls: no per-client cap).
+    pub async fn rent(
+        &self,
+        key: &str,
+        client: Option<crate::limits::ClientId>,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let rental = match self.hold(&key, now)? {
+        let rental = match self.hold(&key, now, client)? {
             Hold::Existing(resp) => return Ok(resp),
             Hold::New(r) => r,
         };

@@ -1,0 +1,466 @@
+//! Limits on what one client can make the public listeners do: requests per client address
+//! (token buckets, 429 with `Retry-After`), connections per client and in total, how long a
+//! request head and body may take to arrive (slow-loris), how large a body may be (413), and
+//! how long a request may run. Both listeners (`/v1` over HTTP, the original client's protocol
+//! over HTTPS) go through [`serve`], so every public route is covered.
+//!
+//! A client is its IPv4 address, or its IPv6 /64 (one host usually owns a whole /64, so
+//! counting single IPv6 addresses would limit nothing). The address is the TCP peer's:
+//! `X-Forwarded-For` is ignored, since anyone can send it.
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use staticwire_api::{codes, ErrorBody, ErrorDetail};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `[limits]` in the control's configuration; every field optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests a client may send at once on any route...
+    pub burst: u32,
+    /// ...refilled at this many per second.
+    pub per_second: f64,
+    /// Requests that make an invoice (rent, renew, AddCredit) a client may send at once...
+    pub invoice_burst: u32,
+    /// ...refilled at this many per minute.
+    pub invoices_per_minute: f64,
+    /// Unpaid first invoices (each holding an address) one client may have open at a time.
+    pub max_unpaid_per_client: u32,
+    /// Open connections per client.
+    pub max_connections_per_client: usize,
+    /// Open connections in total, per listener.
+    pub max_connections: usize,
+    /// Seconds a request head may take to arrive (also the keep-alive idle limit).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive.
+    pub body_timeout_secs: u64,
+    /// Seconds a request may take in all (above the 60 s invoice long-poll).
+    pub request_timeout_secs: u64,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            burst: 120,
+            per_second: 20.0,
+            invoice_burst: 20,
+            invoices_per_minute: 20.0,
+            max_unpaid_per_client: 5,
+            max_connections_per_client: 64,
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            request_timeout_secs: 90,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.per_second > 0.0 && self.invoices_per_minute > 0.0) {
+            return Err("limits: rates must be above zero".into());
+        }
+        if self.burst == 0 || self.invoice_burst == 0 || self.max_unpaid_per_client == 0 {
+            return Err("limits: bursts and max_unpaid_per_client must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err("limits: connection limits must be at least 1".into());
+        }
+        if self.header_timeout_secs == 0 || self.body_timeout_secs == 0 {
+            return Err("limits: timeouts must be at least 1 second".into());
+        }
+        if self.request_timeout_secs <= 60 {
+            return Err("limits: request_timeout_secs must exceed the 60 s long-poll".into());
+        }
+        Ok(())
+    }
+}
+
+/// Who a request counts against: an IPv4 address or an IPv6 /64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(IpAddr);
+
+impl ClientId {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientId(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientId(IpAddr::V4(v4)),
+                None => {
+                    let s = v6.segments();
+                    ClientId(IpAddr::V6(Ipv6Addr::new(
+                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                    )))
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "{a}/64"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets per client. Memory is bounded: past `MAX_CLIENTS` entries, buckets that
+/// have refilled completely (which carry no information) are dropped, and if that is not
+/// enough the map is cleared, which only ever errs towards letting requests through.
+pub struct RateLimiter {
+    burst: f64,
+    per_sec: f64,
+    buckets: Mutex<HashMap<ClientId, Bucket>>,
+}
+
+const MAX_CLIENTS: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new(burst: u32, per_sec: f64) -> Self {
+        RateLimiter {
+            burst: burst as f64,
+            per_sec,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `client`; when none is left, how long until one is.
+    pub fn check(&self, client: ClientId, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if map.len() >= MAX_CLIENTS && !map.contains_key(&client) {
+            let (burst, rate) = (self.burst, self.per_sec);
+            map.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
+            if map.len() >= MAX_CLIENTS {
+                map.clear();
+            }
+        }
+        let b = map.entry(client).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * self.per_sec).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
+        }
+    }
+}
+
+/// The limits shared by both listeners.
+pub struct Limits {
+    pub cfg: LimitsConfig,
+    requests: RateLimiter,
+    invoices: RateLimiter,
+}
+
+impl Limits {
+    pub fn new(cfg: LimitsConfig) -> Arc<Self> {
+        Arc::new(Limits {
+            requests: RateLimiter::new(cfg.burst, cfg.per_second),
+            invoices: RateLimiter::new(cfg.invoice_burst, cfg.invoices_per_minute / 60.0),
+            cfg,
+        })
+    }
+}
+
+/// Routes that make a Lightning invoice: the expensive ones, limited separately.
+pub fn makes_invoice(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && (path == "/v1/rentals"
+            || (path.starts_with("/v1/rentals/") && path.ends_with("/renewals"))
+            || path == "/api/rent/"
+            || path == "/api/renew/"
+            || path == "/api/AddCredit/")
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message,
+        },
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The request's client, as [`serve`] recorded it.
+pub fn client_of(req: &Request) -> Option<ClientId> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| ClientId::of(c.0.ip()))
+}
+
+/// Middleware: rate limits, then the body read whole within its size and time limits, then
+/// the handler within the request timeout.
+pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
+    let now = Instant::now();
+    if let Some(client) = client_of(&req) {
+        let mut verdict = limits.requests.check(client, now);
+        if verdict.is_ok() && makes_invoice(req.method(), req.uri().path()) {
+            verdict = limits.invoices.check(client, now);
+        }
+        if let Err(wait) = verdict {
+            let secs = wait.as_secs() + 1;
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                format!("too many requests from {client}; retry in {secs} s"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return r;
+        }
+    }
+    let cfg = &limits.cfg;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            codes::TOO_LARGE,
+            format!("bodies are limited to {} bytes", cfg.max_body_bytes),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, cfg.max_body_bytes);
+    let bytes = match tokio::time::timeout(Duration::from_secs(cfg.body_timeout_secs), read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::TIMEOUT,
+                format!("the body must arrive within {} s", cfg.body_timeout_secs),
+            )
+        }
+    };
+    let req = Request::from_parts(parts, Body::from(bytes));
+    match tokio::time::timeout(Duration::from_secs(cfg.request_timeout_secs), next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::TIMEOUT,
+            "the request took too long".into(),
+        ),
+    }
+}
+
+/// Wraps `app` in [`enforce`].
+pub fn layer(app: axum::Router, limits: Arc<Limits>) -> axum::Router {
+    app.layer(axum::middleware::from_fn_with_state(limits, enforce))
+}
+
+/// Counts open connections per client and in total; a permit frees its slot when dropped.
+pub struct ConnectionCounter {
+    per_client: usize,
+    total: usize,
+    open: Mutex<(usize, HashMap<ClientId, usize>)>,
+}
+
+pub struct ConnPermit {
+    counter: Arc<ConnectionCounter>,
+    client: ClientId,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.counter.open.lock() {
+            g.0 = g.0.saturating_sub(1);
+            if let Some(n) = g.1.get_mut(&self.client) {
+                *n -= 1;
+                if *n == 0 {
+                    g.1.remove(&self.client);
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionCounter {
+    pub fn new(per_client: usize, total: usize) -> Arc<Self> {
+        Arc::new(ConnectionCounter {
+            per_client,
+            total,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a new connection of `client`, or None when it or the listener is full.
+    pub fn admit(self: &Arc<Self>, client: ClientId) -> Option<ConnPermit> {
+        let mut g = self.open.lock().ok()?;
+        if g.0 >= self.total {
+            return None;
+        }
+        let n = g.1.entry(client).or_insert(0);
+        if *n >= self.per_client {
+            return None;
+        }
+        *n += 1;
+        g.0 += 1;
+        Some(ConnPermit {
+            counter: self.clone(),
+            client,
+        })
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves: every connection counted against its
+/// client and the listener, its TLS handshake (when `tls` is given) and every request head
+/// bounded in time, the client's address given to the handlers as `ConnectInfo`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: Arc<Limits>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let counter = ConnectionCounter::new(
+        limits.cfg.max_connections_per_client,
+        limits.cfg.max_connections,
+    );
+    let app = layer(app, limits.clone());
+    let header_timeout = Duration::from_secs(limits.cfg.header_timeout_secs);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::debug!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(permit) = counter.admit(ClientId::of(peer.ip())) else {
+            tracing::debug!(%peer, "connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (app, tls) = (app.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let mut app = app.clone();
+                async move {
+                    let req = req.map(Body::new);
+                    tower::Service::call(&mut app, req).await
+                }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024);
+            match tls {
+                None => {
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_their_64() {
+        let a = ClientId::of("2001:db8:1:2:3:4:5:6".parse().unwrap());
+        let b = ClientId::of("2001:db8:1:2:ffff::1".parse().unwrap());
+        let c = ClientId::of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let mapped = ClientId::of("::ffff:198.18.0.5".parse().unwrap());
+        assert_eq!(mapped, ClientId::of("198.18.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn bucket_allows_the_burst_then_refills() {
+        let l = RateLimiter::new(3, 1.0);
+        let c = ClientId::of("198.18.0.1".parse().unwrap());
+        let other = ClientId::of("198.18.0.2".parse().unwrap());
+        let t = Instant::now();
+        for _ in 0..3 {
+            assert!(l.check(c, t).is_ok());
+        }
+        let wait = l.check(c, t).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
+        assert!(l.check(other, t).is_ok(), "another client is not affected");
+        assert!(l.check(c, t + Duration::from_millis(1100)).is_ok());
+        assert!(l.check(c, t + Duration::from_millis(1100)).is_err());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l = RateLimiter::new(2, 1.0);
+        let t = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 10) {
+            let _ = l.check(ClientId::of(IpAddr::V4(i.into())), t);
+        }
+        assert!(l.buckets.lock().unwrap().len() <= MAX_CLIENTS);
+    }
+
+    #[test]
+    fn connections_are_counted_per_client_and_in_total() {
+        let c = ConnectionCounter::new(2, 3);
+        let a = ClientId::of("198.18.0.1".parse().unwrap());
+        let b = ClientId::of("198.18.0.2".parse().unwrap());
+        let a1 = c.admit(a).unwrap();
+        let _a2 = c.admit(a).unwrap();
+        assert!(c.admit(a).is_none());
+        let _b1 = c.admit(b).unwrap();
+        assert!(c.admit(b).is_none(), "listener full");
+        drop(a1);
+        assert!(c.admit(a).is_some());
+    }
+}
