@@ -81,6 +81,7 @@ for v in 0.4 0.6; do
   echo "== original-client protocol suite (wireguard-tools $v.x)"
   target/compat-venv-$v/bin/python control/tests/compat/protocol_test.py target/debug/staticwire-control
 done
+bash ops/test-reliability.sh   # cargo deny, short fuzz runs (issue 12)
 echo "== cargo bench (quick mode)"
 cargo bench -p staticwire-benches -- --quick --noplot
 echo "== all tests passed"

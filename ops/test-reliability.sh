@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Reliability and security checks (issue 12) that are not plain `cargo test`: licenses, bans and
+# sources of every dependency (cargo-deny, offline), and a short coverage-guided fuzz run of each
+# target in fuzz/ (corpora in fuzz/corpus/, grown by the run). The property tests, abuse and
+# fault tests are ordinary tests and run with `cargo test --workspace`.
+#   bash ops/test-reliability.sh                 # what the test command runs (about 2 min when built)
+#   FUZZ_SECONDS=3600 bash ops/test-reliability.sh fuzz   # the long run: an hour per target
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+what=${1:-all}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+if [ "$what" = all ] || [ "$what" = deny ]; then
+  if ! command -v cargo-deny >/dev/null; then
+    echo "== installing cargo-deny (once; about 3 min on 2 cores)"
+    cargo install cargo-deny --locked -q
+  fi
+  echo "== cargo deny check licenses bans sources (offline)"
+  cargo deny --offline check licenses bans sources
+fi
+
+if { [ "$what" = all ] || [ "$what" = fuzz ]; } && [ -d fuzz ]; then
+  if ! command -v cargo-fuzz >/dev/null; then
+    echo "== installing cargo-fuzz (once)"
+    cargo install cargo-fuzz --locked -q
+  fi
+  # cargo-fuzz needs nightly flags (-Z sanitizer); the stable toolchain accepts them this way.
+  export RUSTC_BOOTSTRAP=1
+  for t in $(cargo fuzz list --fuzz-dir fuzz); do
+    echo "== fuzz $t for ${FUZZ_SECONDS}s"
+    mkdir -p "fuzz/corpus/$t"
+    log=$(mktemp)
+    if ! cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
+      tail -60 "$log" >&2
+      echo "FUZZ FAILURE in $t (artifacts in fuzz/artifacts/$t)" >&2
+      exit 1
+    fi
+    grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+    rm -f "$log"
+    if ls fuzz/artifacts/"$t"/crash-* fuzz/artifacts/"$t"/oom-* fuzz/artifacts/"$t"/leak-* >/dev/null 2>&1; then
+      echo "FUZZ FAILURE in $t: see fuzz/artifacts/$t" >&2
+      exit 1
+    fi
+  done
+fi
+echo "== reliability checks passed in $((SECONDS - start)) s"
