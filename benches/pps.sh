@@ -35,15 +35,14 @@ wg genkey > $tmp/srv.key; wg pubkey < $tmp/srv.key > $tmp/srv.pub
 
 up() {
   netns_up
-  # The sink drops what arrives, so no ICMP flows back through the server.
-  ex $INET iptables -A INPUT -p udp --dport 9 -j DROP
+  # The customers drop what the blast sends them outside WireGuard, so no ICMP flows back.
   ex $CLI iptables -A INPUT -p udp --dport 9 -j DROP
 }
 
 start_server() {
   case $1 in
-    staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 ${id}s >/dev/null 2>&1 & ;;
-    staticwire-router-batch) ex $SRV taskset -c 0 $router --foreground --io batch --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 --metrics 127.0.0.1:9586 ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router-batch) ex $SRV taskset -c 0 $router --foreground --io batch --threads 1 --metrics 127.0.0.1:9586 ${id}s >/dev/null 2>&1 & ;;
     staticwire-router-simple) ex $SRV taskset -c 0 $router --foreground --io simple --threads 1 ${id}s >/dev/null 2>&1 & ;;
     wireguard-go) ex $SRV env GOMAXPROCS=1 taskset -c 0 wireguard-go -f ${id}s >/dev/null 2>&1 & ;;
     wireguard-go-new) ex $SRV env GOMAXPROCS=1 taskset -c 0 $wggo_new -f ${id}s >/dev/null 2>&1 & ;;
@@ -71,21 +70,41 @@ server_cpu() {
   echo "$ticks $(getconf CLK_TCK)" | awk '{printf "%.3f", $1 / $2}'
 }
 
+# Our router's own figures (packets per wake-up and per kernel operation), to stderr.
+io_figures() {
+  case $1 in staticwire-router-simple*|staticwire-router*) ;; *) return 0 ;; esac
+  ex $SRV curl -sf http://127.0.0.1:9586/metrics 2>/dev/null | awk -v what="$1" '
+    /^staticwire_router_io_wakeups_total/ {w += $NF}
+    /^staticwire_router_io_operations_total/ {match($0, /what="[a-z_]+"/); k = substr($0, RSTART + 6, RLENGTH - 7); ops[k] += $NF}
+    /^staticwire_router_io_packets_total/ {match($0, /what="[a-z_]+"/); k = substr($0, RSTART + 6, RLENGTH - 7); pk[k] += $NF}
+    END { if (w == 0) exit; printf "  [%s] wakeups %d", what, w;
+          for (k in ops) if (ops[k] > 0) printf ", %s %.1f pkt/op", k, pk[k] / ops[k];
+          printf "\n" }' >&2 || true
+}
+
 common="--server 198.18.0.1:51820 --server-key $(cat $tmp/srv.pub) --keys $tmp/customers.keys --bind 198.18.0.2"
 echo "customers: $N, $T s per run, server pinned to CPU 0 (one worker), load on CPU 1"
 printf '%-26s %6s %12s %12s %14s\n' server size "in pkt/cpu-s" "out pkt/cpu-s" "out lost at rx"
 for server in $SERVERS; do
   for size in $SIZES; do
     down 2>/dev/null; up; start_server $server
-    # in: customers send through the server to the internet host.
-    rx0=$(ex $INET cat /sys/class/net/${id}x/statistics/rx_packets); c0=$(server_cpu)
+    # in: customers send through the server to a UDP socket on the internet host, which counts
+    # datagrams (a coalesced super-packet counts as the datagrams it carries).
+    ex $INET taskset -c 1 $lt sink --bind 198.19.0.2:9 --seconds $((T + 4 + N / 100)) > $tmp/sink.out &
+    spid=$!
+    for i in $(seq 1 50); do grep -q ready $tmp/sink.out 2>/dev/null && break; sleep 0.1; done
+    c0=$(server_cpu)
     ex $CLI taskset -c 1 $lt send $common --size $size --seconds $T > $tmp/send.out
-    rx1=$(ex $INET cat /sys/class/net/${id}x/statistics/rx_packets); c1=$(server_cpu)
-    in=$(echo "$rx0 $rx1 $c0 $c1" | awk '{d=$4-$3; printf "%.0f", (d > 0 ? ($2-$1)/d : 0)}')
+    c1=$(server_cpu)
+    wait $spid
+    got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/sink.out)
+    in=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
+    io_figures "$server $size in"
+    echo "  [$server $size in] delivered ${got:-0} in $(echo "$c0 $c1" | awk '{print $2-$1}') server CPU-s" >&2
     # out: the internet host sends to the rented addresses; customers count what authenticates.
-    ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3)) > $tmp/recv.out &
+    ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3 + N / 100)) > $tmp/recv.out &
     rpid=$!
-    for i in $(seq 1 50); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
+    for i in $(seq 1 $((50 + N))); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
     lost0=$(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp)
     ex $INET taskset -c 1 $lt blast --customers $N --size $size --seconds $T > $tmp/blast.out
@@ -94,6 +113,8 @@ for server in $SERVERS; do
     lost=$(( $(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) - lost0 ))
     got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/recv.out)
     out=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
+    io_figures "$server $size out"
+    echo "  [$server $size out] delivered ${got:-0} in $(echo "$c0 $c1" | awk '{print $2-$1}') server CPU-s" >&2
     printf '%-26s %6s %12s %12s %14s\n' $server $size $in $out $lost
   done
 done

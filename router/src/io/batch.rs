@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Datagrams per `recvmmsg`; TUN frames per wake-up.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 const OUTBOX_BYTES: usize = 1 << 20;
-const GRO_ITEMS: usize = 16;
+const GRO_ITEMS: usize = 64;
 
 /// Sends what an outbox holds: TUN frames one `write` each (they are super-packets), UDP runs
 /// with `sendmmsg`, grouped by socket. Errors count as drops.

@@ -13,6 +13,7 @@
 //! flow's segments reach TUN coalesced ([`crate::offload`]).
 
 pub mod batch;
+pub mod bufring;
 pub mod msg;
 pub mod outbox;
 pub mod simple;
@@ -81,6 +82,9 @@ pub struct Net {
     sockets: ArcSwap<Sockets>,
     count: usize,
     offload: bool,
+    /// Eventfds of io_uring workers, told when the sockets change (their multishot receives
+    /// do not end when a socket is shut down, so they cancel them).
+    wakers: parking_lot::Mutex<Vec<std::os::fd::RawFd>>,
 }
 
 impl Net {
@@ -90,7 +94,13 @@ impl Net {
             sockets: ArcSwap::from_pointee(udp::bind(port, fwmark, count, 0, offload)?),
             count,
             offload,
+            wakers: parking_lot::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Registers an eventfd to be written whenever the sockets are replaced.
+    pub fn on_rebind(&self, eventfd: std::os::fd::RawFd) {
+        self.wakers.lock().push(eventfd);
     }
 
     /// Whether the sockets segment sends (GSO) and coalesce receives (GRO).
@@ -117,6 +127,10 @@ impl NetControl for Net {
         let port = new.port;
         let old = self.sockets.swap(Arc::new(new));
         old.all().for_each(udp::wake);
+        for &fd in self.wakers.lock().iter() {
+            // SAFETY: writing 8 bytes to an eventfd a worker registered and keeps open.
+            unsafe { libc::write(fd, &1u64 as *const u64 as *const libc::c_void, 8) };
+        }
         tracing::info!(port, fwmark, "listening");
         Ok(port)
     }

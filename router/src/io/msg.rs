@@ -8,7 +8,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Room for one `cmsghdr` carrying an int (UDP_GRO) or a u16 (UDP_SEGMENT), 8-byte aligned.
-const CMSG_SPACE: usize = 32;
+pub const CMSG_SPACE: usize = 32;
 
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
