@@ -178,3 +178,113 @@ pub mod codes {
     /// HTTP 503: the database cannot be written (read-only, disk full); nothing was changed.
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
 }
+
+/// Why a WireGuard public key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// Not 32 bytes.
+    Length(usize),
+    /// All zero: not a key (the "no key" value of `wg`).
+    AllZero,
+    /// A point of small order on Curve25519 (or a non-canonical encoding of one): every
+    /// Diffie-Hellman result with it is one of at most eight values, so no handshake with it
+    /// could be secret.
+    LowOrder,
+}
+
+impl std::fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyProblem::Length(n) => write!(f, "expected 32 bytes, got {n}"),
+            KeyProblem::AllZero => write!(f, "the all-zero key is not a key"),
+            KeyProblem::LowOrder => write!(
+                f,
+                "a low-order Curve25519 point, with which no shared secret is secret"
+            ),
+        }
+    }
+}
+
+/// The u-coordinates of the points of small order on Curve25519 and their non-canonical
+/// encodings below 2^255 (the top bit is ignored by X25519 and cleared before comparing):
+/// 0, 1, the two of order 8, p-1, p, p+1 (libsodium's blocklist).
+const LOW_ORDER: [[u8; 32]; 7] = [
+    [0; 32],
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [
+        0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+];
+
+/// Checks the bytes of a WireGuard (X25519) public key: 32 bytes, not all zero, not a point
+/// of small order. Used wherever a key enters, on the server and in the client.
+pub fn check_public_key(bytes: &[u8]) -> Result<[u8; 32], KeyProblem> {
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| KeyProblem::Length(bytes.len()))?;
+    if key == [0; 32] {
+        return Err(KeyProblem::AllZero);
+    }
+    let mut masked = key;
+    masked[31] &= 0x7f;
+    if LOW_ORDER.contains(&masked) {
+        return Err(KeyProblem::LowOrder);
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn refuses_wrong_lengths_zero_and_low_order_points() {
+        assert_eq!(check_public_key(&[7; 31]), Err(KeyProblem::Length(31)));
+        assert_eq!(check_public_key(&[7; 33]), Err(KeyProblem::Length(33)));
+        assert_eq!(check_public_key(&[]), Err(KeyProblem::Length(0)));
+        assert_eq!(check_public_key(&[0; 32]), Err(KeyProblem::AllZero));
+        for p in LOW_ORDER.iter().skip(1) {
+            assert_eq!(check_public_key(p), Err(KeyProblem::LowOrder), "{p:02x?}");
+            let mut high = *p;
+            high[31] |= 0x80;
+            assert_eq!(
+                check_public_key(&high),
+                Err(KeyProblem::LowOrder),
+                "{high:02x?}"
+            );
+        }
+        let mut zero_high = [0u8; 32];
+        zero_high[31] = 0x80;
+        assert_eq!(check_public_key(&zero_high), Err(KeyProblem::LowOrder));
+        assert!(check_public_key(&[9; 32]).is_ok());
+        // X25519's base point (u = 9).
+        let mut base = [0u8; 32];
+        base[0] = 9;
+        assert!(check_public_key(&base).is_ok());
+    }
+}

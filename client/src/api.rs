@@ -132,25 +132,8 @@ impl Api {
             }
         })?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        if !(200..300).contains(&status) {
-            let (code, message) = match serde_json::from_slice::<api::ErrorBody>(&body) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => (
-                    "http".into(),
-                    String::from_utf8_lossy(&body).chars().take(200).collect(),
-                ),
-            };
-            return Err(ApiError::Refused {
-                status,
-                code,
-                message,
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| ApiError::Protocol(e.to_string()))
+        let body = read_bounded(resp).await?;
+        parse_reply(status, &body)
     }
 
     pub async fn terms(&self) -> Result<api::Terms, ApiError> {
@@ -179,12 +162,15 @@ impl Api {
     }
 
     pub async fn config(&self, public_key: &str) -> Result<api::ConfigResponse, ApiError> {
-        self.send(self.http.get(format!(
-            "{}/v1/rentals/{}/config",
-            self.base,
-            url_key(public_key)
-        )))
-        .await
+        let conf: api::ConfigResponse = self
+            .send(self.http.get(format!(
+                "{}/v1/rentals/{}/config",
+                self.base,
+                url_key(public_key)
+            )))
+            .await?;
+        check_config(&conf)?;
+        Ok(conf)
     }
 
     pub async fn renew(
@@ -213,4 +199,118 @@ impl Api {
         )))
         .await
     }
+}
+
+/// Largest server reply read; real ones are a few kilobytes.
+pub const MAX_REPLY: usize = 1 << 20;
+
+/// Reads a reply body, refusing one larger than [`MAX_REPLY`] instead of buffering it.
+async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ApiError::Unreachable(e.to_string()))?
+    {
+        if body.len() + chunk.len() > MAX_REPLY {
+            return Err(ApiError::Protocol(format!(
+                "reply larger than {MAX_REPLY} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A server reply: the value on 2xx, the server's `{"error"}` (or the start of whatever it
+/// sent) otherwise.
+pub fn parse_reply<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
+    if !(200..300).contains(&status) {
+        let (code, message) = match serde_json::from_slice::<api::ErrorBody>(body) {
+            Ok(e) => (e.error.code, e.error.message.chars().take(500).collect()),
+            Err(_) => (
+                "http".into(),
+                String::from_utf8_lossy(body).chars().take(200).collect(),
+            ),
+        };
+        return Err(ApiError::Refused {
+            status,
+            code,
+            message,
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::Protocol(e.to_string()))
+}
+
+/// Keys a wg-quick file from the server may use. Anything else is refused: `PostUp`, `PreUp`,
+/// `PostDown`, `PreDown` run commands as root, and `Table`, `SaveConfig`, `FwMark` change the
+/// host's routing; a server has no business there.
+const WG_QUICK_KEYS: &[&str] = &[
+    "privatekey",
+    "address",
+    "dns",
+    "mtu",
+    "listenport",
+    "publickey",
+    "presharedkey",
+    "endpoint",
+    "allowedips",
+    "persistentkeepalive",
+];
+
+/// Checks GetConf's answer before anything of it is written: the server's key is a usable
+/// WireGuard key, the address an IPv4 address, the endpoint `host:port` without anything
+/// that could end a line, and the wg-quick text only sections and keys wg-quick uses for an
+/// interface and its peer (no hooks that run commands).
+pub fn check_config(c: &api::ConfigResponse) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::Protocol(format!("configuration refused: {m}")));
+    let key = STANDARD.decode(c.server_public_key.trim()).map_err(|_| {
+        ApiError::Protocol("configuration refused: server key is not base64".into())
+    })?;
+    if let Err(e) = api::check_public_key(&key) {
+        return bad(format!("server public key: {e}"));
+    }
+    if c.address.parse::<std::net::Ipv4Addr>().is_err() {
+        return bad(format!("address {:?} is not an IPv4 address", c.address));
+    }
+    let printable =
+        |v: &str| !v.is_empty() && v.len() <= 300 && v.chars().all(|ch| !ch.is_control());
+    match c.endpoint.rsplit_once(':') {
+        Some((host, port))
+            if printable(host)
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => return bad(format!("endpoint {:?} is not host:port", c.endpoint)),
+    }
+    for a in &c.allowed_ips {
+        let ok = a.split_once('/').is_some_and(|(ip, len)| {
+            ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+        });
+        if !ok {
+            return bad(format!("allowed IP {a:?} is not a network"));
+        }
+    }
+    if c.wg_quick.len() > 64 * 1024 {
+        return bad("wg-quick text too long".into());
+    }
+    for line in c.wg_quick.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.eq_ignore_ascii_case("[interface]") || t.eq_ignore_ascii_case("[peer]") {
+            continue;
+        }
+        let Some((k, v)) = t.split_once('=') else {
+            return bad(format!("wg-quick line {t:?}"));
+        };
+        let k = k.trim().to_ascii_lowercase();
+        if !WG_QUICK_KEYS.contains(&k.as_str()) {
+            return bad(format!("wg-quick key {k:?} is not allowed from a server"));
+        }
+        if v.chars().any(|ch| ch.is_control()) {
+            return bad(format!("wg-quick value of {k:?}"));
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,8 @@
 mod api;
 mod invoice;
 mod pay;
+#[cfg(test)]
+mod proptests;
 mod state;
 
 use api::{Api, ApiError};

@@ -394,3 +394,75 @@ async fn slow_loris_cannot_exhaust_the_listener() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(4));
 }
+
+#[tokio::test]
+async fn bad_keys_are_refused_with_a_clear_error_on_both_apis() {
+    let limits = LimitsConfig {
+        burst: 1000,
+        invoice_burst: 1000,
+        ..LimitsConfig::default()
+    };
+    let s = server("203.0.113.0/28", limits).await;
+    let c = from("127.0.0.2");
+    let mut order8 = [0u8; 32];
+    order8.copy_from_slice(
+        &hex::decode("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800").unwrap(),
+    );
+    let mut p_plus_1 = [0xffu8; 32];
+    p_plus_1[0] = 0xee;
+    p_plus_1[31] = 0x7f;
+    let mut one_high = [0u8; 32];
+    one_high[0] = 1;
+    one_high[31] = 0x80;
+    let cases: Vec<(String, &str)> = vec![
+        (STANDARD.encode([0u8; 32]), "all-zero"),
+        (STANDARD.encode(order8), "low-order"),
+        (STANDARD.encode(p_plus_1), "low-order"),
+        (STANDARD.encode(one_high), "low-order"),
+        (STANDARD.encode([5u8; 31]), "32 bytes"),
+        (STANDARD.encode([5u8; 33]), "32 bytes"),
+        (
+            "not base64 at all, but 44 characters long!!".into(),
+            "44 characters",
+        ),
+    ];
+    for (key, why) in &cases {
+        let (st, v) = s.rent(&c, key).await;
+        assert_eq!(st, 400, "{key}: {v}");
+        assert_eq!(v["error"]["code"], "bad_public_key");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(why), "{key}: {msg}");
+        let url_key = key.replace('+', "-").replace('/', "_");
+        let r = c
+            .get(s.url(&format!("/v1/rentals/{url_key}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 400 || r.status() == 404, "{key}");
+        let (st, v) = s.add_credit(&c, key).await;
+        assert_eq!(st, 200);
+        let err = v["Error"].as_str().unwrap_or_default();
+        assert!(err.contains(why), "{key}: {v}");
+        for path in [
+            "/api/rent/",
+            "/api/getstatus/",
+            "/api/getconf/",
+            "/api/renew/",
+        ] {
+            let v: Value = c
+                .post(s.url(path))
+                .form(&[("WireGuardPubKey", key.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                v["Error"].as_str().is_some_and(|e| e.contains(why)),
+                "{path} {key}: {v}"
+            );
+        }
+    }
+    assert_eq!(s.live_unpaid(), 0, "nothing was held");
+}

@@ -45,7 +45,8 @@ impl From<rusqlite::Error> for ServiceError {
     }
 }
 
-/// Accepts standard or URL-safe base64 of exactly 32 bytes; returns the standard form.
+/// Accepts standard or URL-safe base64 of exactly 32 bytes that are a usable X25519 public
+/// key (not all zero, not a low-order point); returns the standard form.
 pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
     use base64::Engine;
@@ -57,7 +58,7 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
         .decode(s)
         .or_else(|_| URL_SAFE.decode(s))
         .map_err(|_| bad())?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
+    let key = api::check_public_key(&bytes).map_err(|e| ServiceError::BadKey(e.to_string()))?;
     Ok(STANDARD.encode(key))
 }
 

@@ -238,7 +238,7 @@ impl Lnd {
 }
 
 /// One streamed update: the payment's state, or None for a line without one.
-fn update(line: &[u8], http_status: u16) -> Result<Option<NodeView>, PayError> {
+pub(crate) fn update(line: &[u8], http_status: u16) -> Result<Option<NodeView>, PayError> {
     let text = String::from_utf8_lossy(line);
     let text = text.trim();
     if text.is_empty() {
