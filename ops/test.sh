@@ -82,6 +82,7 @@ for v in 0.4 0.6; do
   target/compat-venv-$v/bin/python control/tests/compat/protocol_test.py target/debug/staticwire-control
 done
 bash ops/test-reliability.sh   # cargo deny, short fuzz runs (issue 12)
+bash ops/test-ops.sh           # Prometheus, alerts, dashboard, units, nftables (issue 13)
 echo "== cargo bench (quick mode)"
 cargo bench -p staticwire-benches -- --quick --noplot
 echo "== all tests passed"

@@ -183,6 +183,7 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     }
     if let Some(addr) = service.cfg.metrics.listen {
         let handle = metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+        metrics::init(&service);
         let listener = metrics::bind(addr)
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
@@ -317,13 +318,6 @@ fn main() {
     } else {
         None
     };
-    if let Command::Serve { .. } = command {
-        // Invoices of another network than the terms say would be refused by every client
-        // while an address is held: agree with the node before serving anything.
-        let node = rt.block_on(service.ln.network());
-        service.network =
-            lightning::resolve_network(service.cfg.network(), node).unwrap_or_else(|e| fail(e));
-    }
     if let Command::Serve { .. } = command {
         // Invoices of another network than the terms say would be refused by every client
         // while an address is held: agree with the node before serving anything.

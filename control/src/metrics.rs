@@ -136,6 +136,28 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// Starts the error counters at zero, so `rate()` sees the first error and the alert rules'
+/// series exist on a healthy host.
+pub fn init(s: &Service) {
+    let backend = s.ln.kind();
+    for op in [
+        "create_invoice",
+        "invoice_status",
+        "ready",
+        "settlement_stream",
+    ] {
+        for kind in ["unavailable", "refused"] {
+            counter!("staticwire_control_lightning_errors_total",
+                "backend" => backend, "op" => op, "kind" => kind)
+            .absolute(0);
+        }
+    }
+    for r in &s.routers {
+        counter!("staticwire_control_reconcile_errors_total", "router" => r.name.clone())
+            .absolute(0);
+    }
+}
+
 /// Serves `GET /metrics` on `addr` (already bound by the caller so errors surface at start).
 pub async fn serve(
     listener: tokio::net::TcpListener,

@@ -257,6 +257,11 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
     // The router is missing: reconciliations fail and the router is down.
     assert!(v("staticwire_control_reconcile_errors_total{router=\"wgm\"}") >= 1.0);
     assert_eq!(v("staticwire_control_router_up{router=\"wgm\"}"), 0.0);
+    // Error counters start at zero, so alerts and rate() see the first error.
+    assert_eq!(
+        v("staticwire_control_lightning_errors_total{backend=\"dev\",op=\"create_invoice\",kind=\"unavailable\"}"),
+        0.0
+    );
     assert!(v("staticwire_control_data_dir_free_bytes") > 0.0);
     assert!(v("staticwire_control_database_bytes") > 0.0);
     assert_eq!(v("staticwire_control_build_info{version=\"0.1.0\"}"), 1.0);
