@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# Side-by-side iperf3 throughput through ../shared/rig/netns-rig.sh: staticwire-router,
-# wireguard-go and boringtun-cli as the provider's server, same client, same run.
+# Side-by-side iperf3 TCP throughput through ../shared/rig/netns-rig.sh: the same customer client
+# against each server, same run. Servers: staticwire-router in each I/O mode, the current
+# wireguard-go (../shared/peers), GotaTun, boringtun-cli and Debian's wireguard-go, when installed.
 # usage: sudo bash benches/rig.sh [ROUNDS]   env: T (seconds per direction, default 5),
-#        WG_CLIENT (customer's WireGuard, default wireguard-go)
+#        WG_CLIENT (customer's WireGuard; default the current wireguard-go), SERVERS (names below)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rig="$here/../shared/rig/netns-rig.sh"
 cargo build --release -q -p staticwire-router --manifest-path "$here/Cargo.toml"
 router="$here/target/release/staticwire-router"
+wggo_new=$(realpath "$here/../shared/peers/wireguard-go-0.0.20250522" 2>/dev/null || true)
 export PATH="$PATH:$HOME/.cargo/bin"
-command -v boringtun-cli >/dev/null || { echo "boringtun-cli missing: cargo install boringtun-cli" >&2; exit 1; }
-echo "client: ${WG_CLIENT:-wireguard-go}, ${T:-5} s per direction, $(nproc) cores"
+export WG_CLIENT=${WG_CLIENT:-${wggo_new:-wireguard-go}}
+if [ -z "${SERVERS:-}" ]; then
+  SERVERS="staticwire-router staticwire-router-batch"
+  [ -x "$wggo_new" ] && SERVERS="$SERVERS wireguard-go-new"
+  for s in gotatun boringtun-cli wireguard-go; do command -v $s >/dev/null && SERVERS="$SERVERS $s"; done
+fi
+echo "client: $WG_CLIENT, ${T:-5} s per direction, $(nproc) cores, $(date -u +%FT%TZ)"
 for round in $(seq 1 "${1:-2}"); do
-  for server in staticwire-router wireguard-go boringtun-cli; do
+  for server in $SERVERS; do
     case $server in
       staticwire-router) cmd="$router wgs" ;;
-      wireguard-go) cmd=wggo ;;
+      staticwire-router-batch) cmd="$router --io batch wgs" ;;
+      staticwire-router-simple) cmd="$router --io simple wgs" ;;
+      wireguard-go-new) cmd="$wggo_new wgs" ;;
+      gotatun) cmd="gotatun --disable-drop-privileges wgs" ;;
       boringtun-cli) cmd=boringtun ;;
+      wireguard-go) cmd=wggo ;;
+      *) echo "unknown server $server" >&2; exit 2 ;;
     esac
     result=$(T=${T:-5} timeout 120 bash "$rig" run "$cmd" 2>/dev/null | awk '/Mbit/ {print $1}' | paste -sd/ -)
-    echo "round $round  $server  upload/inbound Mbit/s: ${result:-failed}"
+    printf 'round %s  %-26s upload/inbound Mbit/s: %s\n' "$round" "$server" "${result:-failed}"
   done
 done
