@@ -67,6 +67,8 @@ for mode in batch simple; do
   echo "== router namespace suite, --io $mode"
   STATICWIRE_ROUTER_IO=$mode cargo test -q -p staticwire-router --test netns
 done
+echo "== router namespace suite, io_uring without offloads (plain packets)"
+STATICWIRE_ROUTER_IO=uring STATICWIRE_ROUTER_ARGS=--no-offload cargo test -q -p staticwire-router --test netns
 if [ "$(id -u)" = 0 ] && [ -w /proc/sys/kernel/io_uring_disabled ]; then
   echo "== io_uring disabled by the kernel: the router falls back to batched syscalls"
   was=$(cat /proc/sys/kernel/io_uring_disabled)

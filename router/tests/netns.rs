@@ -160,7 +160,8 @@ fn bulk_transfers_arrive_intact_both_ways() {
     // With offloads (the batched modes), bulk TCP took the offload paths: TUN reads held
     // super-packets, TUN writes coalesced segments, and UDP sends carried GSO runs.
     let io = std::env::var("STATICWIRE_ROUTER_IO").unwrap_or_else(|_| "auto".into());
-    if !ours || io == "simple" {
+    let args = std::env::var("STATICWIRE_ROUTER_ARGS").unwrap_or_default();
+    if !ours || io == "simple" || args.contains("--no-offload") {
         return;
     }
     let m = lab.metrics();

@@ -50,10 +50,12 @@ impl Flusher {
         out.finish();
         out.tally(&mut self.tally);
         self.tally.publish(&self.stats);
+        let mut refused = false;
         for i in 0..out.frames.len() {
             let mut t = tun;
-            if t.write(out.frame(i)).is_err() {
+            if let Err(e) = t.write(out.frame(i)) {
                 device.stats.drop(DropReason::IoError);
+                refused |= e.raw_os_error() == Some(libc::EINVAL);
             }
         }
         let mut i = 0;
@@ -95,6 +97,11 @@ impl Flusher {
                 // The message at `done` failed (unreachable, filtered, ...): drop it, go on.
                 let lost = out.runs[i + done].count as u64;
                 tracing::trace!("sendmmsg: {e}");
+                if e.raw_os_error() == Some(libc::EIO) && lost > 1 {
+                    // The route cannot segment GSO sends: plain datagrams from now on.
+                    tracing::warn!("kernel refused UDP GSO; sending plain packets");
+                    out.disable_gso();
+                }
                 for _ in 0..lost {
                     device.stats.drop(DropReason::IoError);
                 }
@@ -103,6 +110,10 @@ impl Flusher {
             i += n;
         }
         out.clear();
+        if refused {
+            tracing::warn!("kernel refused a coalesced TUN frame; writing plain packets");
+            out.disable_gro();
+        }
     }
 }
 

@@ -97,6 +97,22 @@ impl Outbox {
         });
     }
 
+    /// Sends one datagram per run from now on (the kernel refused a GSO send).
+    pub fn disable_gso(&mut self) {
+        self.gso = false;
+    }
+
+    /// Writes packets to TUN as they are from now on (the kernel refused a coalesced frame).
+    /// Whatever the table holds still goes out with the next `finish`.
+    pub fn disable_gro(&mut self) {
+        if let Some(mut gro) = self.gro.take() {
+            let (tun, frames, overflow) = (&mut self.tun, &mut self.frames, &mut self.overflow);
+            gro.flush(|frame| {
+                push_frame(tun, frames, overflow, None, frame);
+            });
+        }
+    }
+
     /// Adds this batch's sends and writes to a worker's totals (after `finish`).
     pub fn tally(&self, t: &mut IoTally) {
         t.udp_sends += self.runs.len() as u64;

@@ -39,7 +39,9 @@ const BATCH_WAIT_USEC: u32 = 25;
 const K_TUN: u64 = 1;
 const K_RECV4: u64 = 2;
 const K_RECV6: u64 = 3;
-const K_OUT: u64 = 4;
+/// A TUN write or a UDP send from outbox `index`.
+const K_WRITE: u64 = 4;
+const K_SEND: u64 = 6;
 const K_WAKE: u64 = 5;
 // Buffer groups.
 const G_TUN: u16 = 0;
@@ -291,13 +293,7 @@ impl Worker {
                     }
                 }
             }
-            K_OUT => {
-                self.inflight[i] = self.inflight[i].saturating_sub(1);
-                if res < 0 {
-                    tracing::trace!("send: {}", std::io::Error::from_raw_os_error(-res));
-                    self.device.stats.drop(DropReason::IoError);
-                }
-            }
+            K_WRITE | K_SEND => self.output_done(kind, i, res),
             K_WAKE => {
                 if self.net_generation != self.sockets.generation {
                     // End the receives on the replaced sockets; their last completions arm
@@ -312,6 +308,32 @@ impl Worker {
             _ => {}
         }
         Ok(true)
+    }
+
+    /// A TUN write or UDP send finished. A kernel that refuses what an offload produced (EIO for
+    /// a GSO send where the route cannot segment, EINVAL for a coalesced TUN frame) turns that
+    /// offload off for this worker: plain packets from then on.
+    fn output_done(&mut self, kind: u64, outbox: usize, res: i32) {
+        self.inflight[outbox] = self.inflight[outbox].saturating_sub(1);
+        if res >= 0 {
+            return;
+        }
+        self.device.stats.drop(DropReason::IoError);
+        let refused = match kind {
+            K_SEND if res == -libc::EIO => "UDP GSO",
+            K_WRITE if res == -libc::EINVAL => "TUN coalescing",
+            _ => return tracing::trace!("output: {}", std::io::Error::from_raw_os_error(-res)),
+        };
+        for o in &mut self.outboxes {
+            match kind {
+                K_SEND => o.disable_gso(),
+                _ => o.disable_gro(),
+            }
+        }
+        tracing::warn!(
+            worker = self.index,
+            "kernel refused {refused}; sending plain packets"
+        );
     }
 
     /// One datagram (or GRO train) from a multishot receive's buffer.
@@ -424,7 +446,7 @@ impl Worker {
             let sqe = opcode::Write::new(types::Fd(tun_fd), frame.as_ptr(), frame.len() as u32)
                 .offset(u64::MAX)
                 .build()
-                .user_data(ud(K_OUT, 0, c));
+                .user_data(ud(K_WRITE, 0, c));
             self.push(sqe)?;
             self.inflight[c] += 1;
         }
@@ -443,7 +465,7 @@ impl Worker {
             let hdr = self.hdrs[c].fill(r % cap, &run, self.outboxes[c].udp());
             let sqe = opcode::SendMsg::new(types::Fd(fd), hdr)
                 .build()
-                .user_data(ud(K_OUT, 0, c));
+                .user_data(ud(K_SEND, 0, c));
             self.push(sqe)?;
             self.inflight[c] += 1;
         }
@@ -463,19 +485,25 @@ impl Worker {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
             }
-            let mut cq = self.ring.completion();
-            for cqe in &mut cq {
-                let (data, res) = (cqe.user_data(), cqe.result());
+            let seen = self.deferred.len();
+            self.deferred.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            // Output completions are handled now; the rest waits for the main loop, in order.
+            let mut keep = seen;
+            for k in seen..self.deferred.len() {
+                let (data, res, flags) = self.deferred[k];
                 let (kind, _, i) = split(data);
-                if kind == K_OUT {
-                    self.inflight[i] = self.inflight[i].saturating_sub(1);
-                    if res < 0 {
-                        self.device.stats.drop(DropReason::IoError);
-                    }
+                if kind == K_WRITE || kind == K_SEND {
+                    self.output_done(kind, i, res);
                 } else {
-                    self.deferred.push((data, res, cqe.flags()));
+                    self.deferred[keep] = (data, res, flags);
+                    keep += 1;
                 }
             }
+            self.deferred.truncate(keep);
         }
         Ok(())
     }

@@ -160,7 +160,8 @@ impl Lab {
     }
 
     /// Starts our router in the foreground inside the provider namespace (metrics on loopback),
-    /// in the I/O mode STATICWIRE_ROUTER_IO names (uring, batch, simple; default auto).
+    /// in the I/O mode STATICWIRE_ROUTER_IO names (uring, batch, simple; default auto), with
+    /// STATICWIRE_ROUTER_ARGS added (e.g. `--no-offload`).
     pub fn start_router(&mut self) -> usize {
         let (srv, wgs) = (self.srv.clone(), self.wgs.clone());
         let io = std::env::var("STATICWIRE_ROUTER_IO").unwrap_or_else(|_| "auto".into());
