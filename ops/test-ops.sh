@@ -8,7 +8,9 @@
 #    of the Grafana dashboard and of the alert rules is run through the query API and returns
 #    series; the rental's bytes, handshake, satoshis and state moved as the run did; stopping
 #    the router makes the router-down and reconcile alerts' expressions true;
-#  - staticwire-control backup while serving.
+#  - staticwire-control backup while serving;
+#  - the Debian packages (ops/test-packages.sh): cargo deb, lintian, dpkg install, the units'
+#    ExecStart lines run as their users, upgrade keeping the database, purge.
 # Root only (namespaces, TUN, apt-get); without root it says so loudly and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -186,5 +188,9 @@ grep -E 'alert StaticWire(RouterDown|ReconcileFailing|PoolNearly)' $tmp/queries.
 
 echo "== the forwarding policy carried the rental"
 ex $SRV nft list chain inet staticwire forward | grep -q "oifname \"${id}y\" accept" || { echo "nft ruleset missing"; exit 1; }
+
+trap - EXIT INT TERM
+cleanup
+bash ops/test-packages.sh
 
 echo "== ops tests passed in $(( $(date +%s) - t_start )) s"
