@@ -478,3 +478,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     }
     tokio::net::TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invoices_are_counted_under_the_api_that_sold_them() {
+        assert_eq!(api_of(Credit::Months(1)), "v1");
+        let in_compat = API.scope("2023", async { api_of(Credit::Months(1)) }).await;
+        assert_eq!(in_compat, "2023");
+        let credit = API
+            .scope("2023", async {
+                api_of(Credit::Seconds {
+                    secs: 60,
+                    from_creation: true,
+                })
+            })
+            .await;
+        assert_eq!(credit, "credit");
+    }
+}
