@@ -20,6 +20,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 
+# Leftovers of an interrupted earlier run (only this script's own prefix).
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^swo[0-9]' || true); do
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+done
+
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus >/dev/null || need+=(prometheus)
