@@ -11,6 +11,9 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-16} T=${T:-5} SIZES=${SIZES:-"1420 64"}
+# More customers than the documentation /24 (203.0.113.0/24) holds rent IPv6 addresses from
+# 2001:db8:100::/64 instead, and the internet host is 2001:db8:1::2.
+if [ "$N" -gt 240 ]; then V6=1; else V6=0; fi
 cargo build --release -q -p staticwire-router -p staticwire-loadtest --manifest-path "$here/Cargo.toml"
 router=$here/target/release/staticwire-router
 lt=$here/target/release/staticwire-loadtest
@@ -37,6 +40,12 @@ up() {
   netns_up
   # The customers drop what the blast sends them outside WireGuard, so no ICMP flows back.
   ex $CLI iptables -A INPUT -p udp --dport 9 -j DROP
+  if [ $V6 = 1 ]; then
+    ex $SRV ip addr add 2001:db8:1::1/64 dev ${id}y nodad
+    ex $INET ip addr add 2001:db8:1::2/64 dev ${id}x nodad
+    ex $INET ip -6 route add 2001:db8:100::/64 via 2001:db8:1::1
+    ex $SRV sysctl -qw net.ipv6.conf.all.forwarding=1
+  fi
 }
 
 start_server() {
@@ -50,14 +59,33 @@ start_server() {
     gotatun) ex $SRV taskset -c 0 gotatun -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
   esac
   for i in $(seq 1 50); do [ -S /var/run/wireguard/${id}s.sock ] && break; sleep 0.1; done
-  args=""
-  i=0
-  while IFS=$'\t' read -r _priv pub; do
-    args="$args peer $pub allowed-ips 203.0.113.$((10 + i))/32"; i=$((i + 1))
-  done < $tmp/customers.keys
-  ex $SRV wg set ${id}s private-key $tmp/srv.key listen-port 51820 $args
+  # One `set` with every peer, through the UAPI socket (a command line would be too long).
+  {
+    echo "set=1"
+    echo "private_key=$(base64 -d < $tmp/srv.key | od -An -tx1 | tr -d ' \n')"
+    echo "listen_port=51820"
+    i=0
+    while IFS=$'\t' read -r _priv pub; do
+      echo "public_key=$(echo "$pub" | base64 -d | od -An -tx1 | tr -d ' \n')"
+      if [ $V6 = 1 ]; then echo "allowed_ip=2001:db8:100::$(printf %x $((16 + i)))/128"
+      else echo "allowed_ip=203.0.113.$((10 + i))/32"; fi
+      i=$((i + 1))
+    done < $tmp/customers.keys
+    echo
+  } > $tmp/uapi.set
+  python3 - /var/run/wireguard/${id}s.sock $tmp/uapi.set <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(open(sys.argv[2], 'rb').read())
+reply = b''
+while not reply.endswith(b'\n\n'):
+    chunk = s.recv(4096)
+    if not chunk: break
+    reply += chunk
+assert b'errno=0' in reply, reply
+PY
   ex $SRV ip link set ${id}s mtu 1420 up
   ex $SRV ip route add 203.0.113.0/24 dev ${id}s
+  [ $V6 = 0 ] || ex $SRV ip -6 route add 2001:db8:100::/64 dev ${id}s
 }
 
 # CPU seconds used so far by every process in the server namespace.
@@ -83,6 +111,12 @@ io_figures() {
 }
 
 common="--server 198.18.0.1:51820 --server-key $(cat $tmp/srv.pub) --keys $tmp/customers.keys --bind 198.18.0.2"
+if [ $V6 = 1 ]; then
+  common="$common --first-address 2001:db8:100::10"
+  target="--target [2001:db8:1::2]:9" sink_at="[2001:db8:1::2]:9" first="--first-address 2001:db8:100::10"
+else
+  target="" sink_at="198.19.0.2:9" first=""
+fi
 echo "customers: $N, $T s per run, server pinned to CPU 0 (one worker), load on CPU 1"
 printf '%-26s %6s %12s %12s %14s\n' server size "in pkt/cpu-s" "out pkt/cpu-s" "out lost at rx"
 for server in $SERVERS; do
@@ -90,11 +124,11 @@ for server in $SERVERS; do
     down 2>/dev/null; up; start_server $server
     # in: customers send through the server to a UDP socket on the internet host, which counts
     # datagrams (a coalesced super-packet counts as the datagrams it carries).
-    ex $INET taskset -c 1 $lt sink --bind 198.19.0.2:9 --seconds $((T + 4 + N / 100)) > $tmp/sink.out &
+    ex $INET taskset -c 1 $lt sink --bind "$sink_at" --seconds $((T + 4 + N / 100)) > $tmp/sink.out &
     spid=$!
     for i in $(seq 1 50); do grep -q ready $tmp/sink.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
-    ex $CLI taskset -c 1 $lt send $common --size $size --seconds $T > $tmp/send.out
+    ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out
     c1=$(server_cpu)
     wait $spid
     got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/sink.out)
@@ -107,7 +141,7 @@ for server in $SERVERS; do
     for i in $(seq 1 $((50 + N))); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
     lost0=$(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp)
-    ex $INET taskset -c 1 $lt blast --customers $N --size $size --seconds $T > $tmp/blast.out
+    ex $INET taskset -c 1 $lt blast $first --customers $N --size $size --seconds $T > $tmp/blast.out
     c1=$(server_cpu)
     wait $rpid
     lost=$(( $(ex $CLI awk '/^Udp: [0-9]/ {print $6}' /proc/net/snmp) - lost0 ))

@@ -14,7 +14,7 @@ use base64::Engine;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use clap::{Parser, Subcommand};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -38,9 +38,10 @@ struct Customers {
     /// Local address to bind the customers' sockets to.
     #[arg(long, default_value = "0.0.0.0")]
     bind: Ipv4Addr,
-    /// Customer i's rented address is this plus i.
+    /// Customer i's rented address is this plus i (IPv4, or IPv6 for more customers than a
+    /// documentation /24 holds).
     #[arg(long, default_value = "203.0.113.10")]
-    first_address: Ipv4Addr,
+    first_address: IpAddr,
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
@@ -80,7 +81,7 @@ enum Cmd {
     /// Plain UDP to the rented addresses, round robin.
     Blast {
         #[arg(long, default_value = "203.0.113.10")]
-        first_address: Ipv4Addr,
+        first_address: IpAddr,
         #[arg(long)]
         customers: u32,
         #[arg(long, default_value_t = 1420)]
@@ -95,7 +96,7 @@ enum Cmd {
 struct Customer {
     tunn: Tunn,
     sock: UdpSocket,
-    address: Ipv4Addr,
+    address: IpAddr,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
@@ -142,7 +143,7 @@ fn connect(c: &Customers) -> Vec<Customer> {
         if !done {
             fail(format!("customer {i}: no handshake with {}", c.server));
         }
-        let address = Ipv4Addr::from(u32::from(c.first_address) + i as u32);
+        let address = nth(c.first_address, i as u32);
         out.push(Customer {
             tunn,
             sock,
@@ -155,58 +156,76 @@ fn connect(c: &Customers) -> Vec<Customer> {
     out
 }
 
-fn ipv4_udp(src: Ipv4Addr, dst: SocketAddr, size: usize) -> Vec<u8> {
-    let size = size.clamp(28, 65_535);
-    let SocketAddr::V4(dst) = dst else {
-        fail("IPv4 targets only")
-    };
+/// `first` plus `i`.
+fn nth(first: IpAddr, i: u32) -> IpAddr {
+    match first {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(i))),
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(i.into())).into()),
+    }
+}
+
+/// An IPv4 or IPv6 UDP packet of `size` bytes from `src` to `dst`, as a real stack sends it: DF
+/// set on IPv4, checksums filled in (GRO only merges checksummed datagrams).
+fn ip_udp(src: IpAddr, dst: SocketAddr, size: usize) -> Vec<u8> {
+    let v6 = src.is_ipv6();
+    if v6 != dst.is_ipv6() {
+        fail("the target and the rented addresses must be of one IP version");
+    }
+    let ip = if v6 { 40 } else { 20 };
+    let size = size.clamp(ip + 8, 65_535);
     let mut p = vec![0u8; size];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(size as u16).to_be_bytes());
-    p[6] = 0x40; // DF, as Linux sets it on UDP with path MTU discovery
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = {
-        let mut s = 0u32;
-        for w in p[..20].chunks(2) {
-            s += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    match (src, dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+            p[6] = 0x40; // DF, as Linux sets it on UDP with path MTU discovery
+            p[8] = 64;
+            p[9] = 17;
+            p[12..16].copy_from_slice(&s.octets());
+            p[16..20].copy_from_slice(&d.octets());
+            let c = fold(sum16(&p[..20], 0));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p[0] = 0x60;
+            p[4..6].copy_from_slice(&((size - 40) as u16).to_be_bytes());
+            p[6] = 17;
+            p[7] = 64;
+            p[8..24].copy_from_slice(&s.octets());
+            p[24..40].copy_from_slice(&d.octets());
         }
-        !(s as u16)
-    };
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    p[20..22].copy_from_slice(&40000u16.to_be_bytes());
-    p[22..24].copy_from_slice(&dst.port().to_be_bytes());
-    p[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
-    for (i, b) in p[28..].iter_mut().enumerate() {
+        _ => unreachable!("versions checked above"),
+    }
+    p[ip..ip + 2].copy_from_slice(&40000u16.to_be_bytes());
+    p[ip + 2..ip + 4].copy_from_slice(&dst.port().to_be_bytes());
+    p[ip + 4..ip + 6].copy_from_slice(&((size - ip) as u16).to_be_bytes());
+    for (i, b) in p[ip + 8..].iter_mut().enumerate() {
         *b = i as u8;
     }
-    // A real stack always sets the UDP checksum (and GRO only merges checksummed datagrams).
-    let c = udp_checksum(src, *dst.ip(), &p[20..]);
-    p[26..28].copy_from_slice(&c.to_be_bytes());
+    // Pseudo-header: both addresses, the protocol and the UDP length.
+    let addrs = if v6 { &p[8..40] } else { &p[12..20] };
+    let pseudo = sum16(addrs, 17 + (size - ip) as u64);
+    let c = match fold(sum16(&p[ip..], pseudo)) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[ip + 6..ip + 8].copy_from_slice(&c.to_be_bytes());
     p
 }
 
-fn udp_checksum(src: Ipv4Addr, dst: Ipv4Addr, udp: &[u8]) -> u16 {
-    let mut s: u64 = 0;
-    for w in src.octets().chunks(2).chain(dst.octets().chunks(2)) {
-        s += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    s += 17 + udp.len() as u64;
-    for w in udp.chunks(2) {
-        s += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
-    }
+/// One's-complement sum of big-endian 16-bit words, unfolded.
+fn sum16(data: &[u8], initial: u64) -> u64 {
+    data.chunks(2).fold(initial, |s, w| {
+        s + u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))
+    })
+}
+
+/// The Internet checksum of a sum: folded to 16 bits and complemented.
+fn fold(mut s: u64) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
-    match !(s as u16) {
-        0 => 0xffff,
-        c => c,
-    }
+    !(s as u16)
 }
 
 /// One thread drains every customer's socket (epoll, then non-blocking receives until each is
@@ -239,7 +258,7 @@ fn recv_all(mut customers: Vec<Customer>, for_: Duration) -> u64 {
             let k = &mut customers[e.u64 as usize];
             while let Ok(len) = k.sock.recv(&mut rx) {
                 // Count only what authenticates: real traffic, not noise.
-                if let TunnResult::WriteToTunnelV4(..) =
+                if let TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) =
                     k.tunn.decapsulate(None, &rx[..len], &mut out)
                 {
                     total += 1;
@@ -361,7 +380,7 @@ fn main() {
             let mut customers = connect(&c);
             let packets: Vec<Vec<u8>> = customers
                 .iter()
-                .map(|k| ipv4_udp(k.address, target, size))
+                .map(|k| ip_udp(k.address, target, size))
                 .collect();
             let mut buf = vec![0u8; size + 64];
             let (started, deadline) = (
@@ -401,8 +420,13 @@ fn main() {
             seconds,
             max_packets,
         } => {
-            let sock = UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| fail(e));
-            let payload = vec![0x5au8; size.saturating_sub(28).max(1)];
+            let any: SocketAddr = match first_address {
+                IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+                IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+            };
+            let sock = UdpSocket::bind(any).unwrap_or_else(|e| fail(e));
+            let header = if first_address.is_ipv6() { 48 } else { 28 };
+            let payload = vec![0x5au8; size.saturating_sub(header).max(1)];
             let (started, deadline) = (
                 Instant::now(),
                 Instant::now() + Duration::from_secs(seconds),
@@ -410,7 +434,7 @@ fn main() {
             let mut sent = 0u64;
             while sent < max_packets && Instant::now() < deadline {
                 for i in 0..customers.max(1) {
-                    let to = SocketAddr::from((Ipv4Addr::from(u32::from(first_address) + i), 9));
+                    let to = SocketAddr::from((nth(first_address, i), 9));
                     if sock.send_to(&payload, to).is_ok() {
                         sent += 1;
                     }
