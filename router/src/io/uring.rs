@@ -41,8 +41,9 @@ const K_RECV4: u64 = 2;
 const K_RECV6: u64 = 3;
 /// A TUN write or a UDP send from outbox `index`.
 const K_WRITE: u64 = 4;
-const K_SEND: u64 = 6;
-const K_WAKE: u64 = 5;
+const K_SEND: u64 = 5;
+/// The eventfd that says the sockets changed.
+const K_WAKE: u64 = 6;
 // Buffer groups.
 const G_TUN: u16 = 0;
 const G_UDP4: u16 = 1;
