@@ -18,23 +18,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Server {
-    _dir: tempfile::TempDir,
-    svc: Arc<Service>,
+pub struct Server {
+    _dir: Option<tempfile::TempDir>,
+    pub svc: Arc<Service>,
     addr: SocketAddr,
 }
 
 async fn server(pool: &str, limits: LimitsConfig) -> Server {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
+    let mut s = server_in(dir.path(), pool, limits).await;
+    s._dir = Some(dir);
+    s
+}
+
+/// A server whose data (database, keys) lives in `dir`.
+pub async fn server_in(dir: &std::path::Path, pool: &str, limits: LimitsConfig) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = Config {
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
         limits,
         ..Config::default()
     };
     cfg.routers = vec![RouterConfig {
         name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
+        socket: dir.join("no-router.sock"),
         endpoint: "198.18.0.1:51820".into(),
         listen_port: 51820,
         pools: vec![pool.parse().unwrap()],
@@ -43,11 +50,11 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
     }];
     cfg.validate().unwrap();
     let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
-    let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
+    let key = dev::load_or_create_key(&dir.join("dev-node.key")).unwrap();
     let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
     let routers = vec![RouterLink {
         name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
+        socket: dir.join("no-router.sock"),
         listen_port: 51820,
         private_key: [1; 32],
         public_key: [2; 32],
@@ -65,13 +72,13 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
         std::future::pending(),
     ));
     Server {
-        _dir: dir,
+        _dir: None,
         svc,
         addr,
     }
 }
 
-fn from(ip: &str) -> reqwest::Client {
+pub fn from(ip: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip.parse::<IpAddr>().unwrap())
         .timeout(Duration::from_secs(20))
@@ -79,7 +86,7 @@ fn from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
-fn new_key() -> String {
+pub fn new_key() -> String {
     let mut k = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut k);
     k[31] &= 0x7f;
@@ -88,11 +95,11 @@ fn new_key() -> String {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    async fn rent(&self, c: &reqwest::Client, key: &str) -> (u16, Value) {
+    pub async fn rent(&self, c: &reqwest::Client, key: &str) -> (u16, Value) {
         let r = c
             .post(self.url("/v1/rentals"))
             .json(&json!({ "public_key": key }))

@@ -53,6 +53,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Lightning(_) => (StatusCode::BAD_GATEWAY, codes::BACKEND_ERROR),
             ServiceError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            ServiceError::DatabaseUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::DATABASE_UNAVAILABLE)
+            }
         };
         if status.is_server_error() {
             tracing::warn!("{e}");

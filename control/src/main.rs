@@ -379,3 +379,5 @@ fn main() {
 mod abuse_tests;
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod fault_tests;

@@ -37,11 +37,22 @@ pub enum ServiceError {
     Lightning(#[from] LnError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the database cannot be written now ({0}); nothing was changed, retry later")]
+    DatabaseUnavailable(String),
 }
 
 impl From<rusqlite::Error> for ServiceError {
     fn from(e: rusqlite::Error) -> Self {
-        ServiceError::Internal(format!("database: {e}"))
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            // The disk, not the request: answered 503 (retry later), and the transaction
+            // was rolled back, so nothing is half-written.
+            Some(
+                ReadOnly | DiskFull | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked
+                | OutOfMemory,
+            ) => ServiceError::DatabaseUnavailable(e.to_string()),
+            _ => ServiceError::Internal(format!("database: {e}")),
+        }
     }
 }
 
