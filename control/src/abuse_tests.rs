@@ -24,7 +24,7 @@ pub struct Server {
     addr: SocketAddr,
 }
 
-async fn server(pool: &str, limits: LimitsConfig) -> Server {
+pub async fn server(pool: &str, limits: LimitsConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut s = server_in(dir.path(), pool, limits).await;
     s._dir = Some(dir);

@@ -381,3 +381,5 @@ mod abuse_tests;
 mod api_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod proptests;
