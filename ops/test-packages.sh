@@ -131,6 +131,17 @@ n=$(setpriv --reuid=$user --regid=$user --init-groups staticwire-control -c /etc
 [ "$n" = 1 ] || { echo "after the upgrade the database holds $n rentals, expected 1"; exit 1; }
 echo "  the rental made before the upgrade is there"
 
+echo "== backup and restore run by root leave the database to the service's user"
+staticwire-control -c /etc/staticwire/control.toml backup $tmp/pkg-backup.sqlite >/dev/null 2>&1
+staticwire-control -c /etc/staticwire/control.toml restore $tmp/pkg-backup.sqlite >/dev/null 2>&1
+for f in /var/lib/staticwire/staticwire.sqlite* /var/lib/staticwire/serve.lock; do
+  [ "$(stat -c %U "$f")" = $user ] || { echo "$f belongs to $(stat -c %U "$f") after the restore"; exit 1; }
+done
+n=$(setpriv --reuid=$user --regid=$user --init-groups staticwire-control -c /etc/staticwire/control.toml rentals list 2>/dev/null |
+  python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+[ "$n" = 1 ] || { echo "after the restore the database holds $n rentals, expected 1"; exit 1; }
+echo "  restored: $(ls /var/lib/staticwire | tr '\n' ' ')"
+
 echo "== remove keeps state and config; purge removes them"
 dpkg -r staticwire >/dev/null
 [ -f /var/lib/staticwire/staticwire.sqlite ] && [ -f /etc/staticwire/control.toml ] || { echo "remove deleted state or config"; exit 1; }

@@ -170,8 +170,40 @@ pub fn restore(data_dir: &Path, db: &Path, src: &Path) -> Result<i64, String> {
         .map_err(|e| e.to_string())?;
     crate::db::migrate(&dst).map_err(|e| e.to_string())?;
     check(&dst, db)?;
-    dst.query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
-        .map_err(|e| e.to_string())
+    let n = dst
+        .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    drop(dst);
+    give_to_owner_of(data_dir, db);
+    Ok(n)
+}
+
+/// Run as root, the files restore wrote belong to root, and a server running as the data
+/// dir's owner (the `staticwire` user) could not write them: hand them over.
+fn give_to_owner_of(data_dir: &Path, db: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || meta.uid() == 0 {
+        return;
+    }
+    let paths = ["", "-wal", "-shm", ".pre-restore"]
+        .into_iter()
+        .map(|suffix| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(suffix);
+            p
+        })
+        .chain([data_dir.join(LOCK_FILE).into_os_string()]);
+    for p in paths {
+        if Path::new(&p).exists() {
+            if let Err(e) = std::os::unix::fs::chown(&p, Some(meta.uid()), Some(meta.gid())) {
+                eprintln!("staticwire-control: chown {}: {e}", Path::new(&p).display());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
