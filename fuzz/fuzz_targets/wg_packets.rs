@@ -56,8 +56,8 @@ fn lab() -> &'static Lab {
         );
         dev.apply(&parse_set(req.lines()).expect("set"), &NoNet)
             .expect("apply");
-        let mut tunn = Tunn::new(customer, PublicKey::from(&server), None, None, 9, None)
-            .expect("tunn");
+        let mut tunn =
+            Tunn::new(customer, PublicKey::from(&server), None, None, 9, None).expect("tunn");
         let from: SocketAddr = "198.18.0.2:40001".parse().expect("addr");
         let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
         let mut sink = Sink::default();
