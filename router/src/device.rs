@@ -250,8 +250,10 @@ impl Device {
                     .rate_limiter
                     .verify_packet(Some(src.ip()), datagram, buf)
                 {
-                    Ok(_) => {}
+                    Ok(_) => self.stats.handshake_initiations.add(1),
                     Err(TunnResult::WriteToNetwork(cookie)) => {
+                        self.stats.handshake_initiations.add(1);
+                        self.stats.cookie_replies.add(1);
                         io.send_udp(src, cookie);
                         return self.stats.drop(DropReason::UnderLoad);
                     }

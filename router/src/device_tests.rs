@@ -573,6 +573,8 @@ fn a_flood_of_initiations_gets_cookie_replies() {
     }
     assert!(cookies >= 90, "cookie replies: {cookies}");
     assert_eq!(dev.stats.dropped(DropReason::UnderLoad), cookies);
+    assert_eq!(dev.stats.cookie_replies.get(), cookies);
+    assert!(dev.stats.handshake_initiations.get() > cookies);
     // A new second: handshakes are answered again.
     dev.reset_rate_limiter();
     let mut customer = Tunn::new(

@@ -19,6 +19,14 @@ const EXPIRE_AFTER: Duration = Duration::from_secs(30);
 
 fn describe() {
     describe_counter!(
+        "staticwire_router_handshake_initiations_total",
+        "Handshake initiations received with a valid MAC1; failures show as drops (auth_failed, unknown_peer)"
+    );
+    describe_counter!(
+        "staticwire_router_cookie_replies_total",
+        "Cookie replies sent instead of handshake responses while under load"
+    );
+    describe_counter!(
         "staticwire_router_io_wakeups_total",
         "Times an I/O worker woke up with work (packets per wake-up = the batch size)"
     );
@@ -101,6 +109,10 @@ impl Exporter {
         }
         counter!("staticwire_router_handshakes_total", "interface" => iface.clone())
             .absolute(stats.handshakes.get());
+        counter!("staticwire_router_handshake_initiations_total", "interface" => iface.clone())
+            .absolute(stats.handshake_initiations.get());
+        counter!("staticwire_router_cookie_replies_total", "interface" => iface.clone())
+            .absolute(stats.cookie_replies.get());
         for reason in DropReason::ALL {
             counter!("staticwire_router_dropped_packets_total",
                 "interface" => iface.clone(), "reason" => reason.as_str())

@@ -139,6 +139,10 @@ pub struct Stats {
     pub udp_to_tun: Counter,
     /// Handshakes completed (as initiator or responder).
     pub handshakes: Counter,
+    /// Handshake initiations received with a valid MAC1 (before the load check).
+    pub handshake_initiations: Counter,
+    /// Cookie replies sent instead of a handshake response (under load).
+    pub cookie_replies: Counter,
     drops: [Counter; DropReason::ALL.len()],
     /// Per-worker I/O figures, registered by the workers as they start.
     io: parking_lot::Mutex<Vec<std::sync::Arc<IoStats>>>,
