@@ -50,6 +50,9 @@ impl Flusher {
         out.finish();
         out.tally(&mut self.tally);
         self.tally.publish(&self.stats);
+        for _ in 0..out.take_overflow() {
+            device.stats.drop(DropReason::IoError);
+        }
         let mut refused = false;
         for i in 0..out.frames.len() {
             let mut t = tun;

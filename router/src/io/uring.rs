@@ -439,6 +439,9 @@ impl Worker {
         }
         self.outboxes[c].tally(&mut self.tally);
         self.tally.publish(&self.stats);
+        for _ in 0..self.outboxes[c].take_overflow() {
+            self.device.stats.drop(DropReason::IoError);
+        }
         // Sends go out on the current sockets, kept alive until they are submitted.
         self.send_sockets = self.net.sockets.load_full();
         let tun_fd = self.tun.as_raw_fd();
