@@ -30,8 +30,11 @@ if { [ "$what" = all ] || [ "$what" = fuzz ]; } && [ -d fuzz ]; then
   for t in $(cargo fuzz list --fuzz-dir fuzz); do
     echo "== fuzz $t for ${FUZZ_SECONDS}s"
     mkdir -p "fuzz/corpus/$t"
+    # The test command reads the kept corpus and writes what it finds to a scratch dir (the
+    # checkout stays clean); the long run (`... fuzz`) grows the kept corpus.
+    if [ "$what" = fuzz ]; then new="fuzz/corpus/$t"; else new=$(mktemp -d); fi
     log=$(mktemp)
-    if ! cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+    if ! cargo fuzz run --fuzz-dir fuzz "$t" "$new" "fuzz/corpus/$t" -- \
       -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=1024 -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
       tail -60 "$log" >&2
       echo "FUZZ FAILURE in $t (artifacts in fuzz/artifacts/$t)" >&2
@@ -39,6 +42,7 @@ if { [ "$what" = all ] || [ "$what" = fuzz ]; } && [ -d fuzz ]; then
     fi
     grep -E '^(Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
     rm -f "$log"
+    [ "$new" = "fuzz/corpus/$t" ] || rm -rf "$new"
     if ls fuzz/artifacts/"$t"/crash-* fuzz/artifacts/"$t"/oom-* fuzz/artifacts/"$t"/leak-* >/dev/null 2>&1; then
       echo "FUZZ FAILURE in $t: see fuzz/artifacts/$t" >&2
       exit 1
