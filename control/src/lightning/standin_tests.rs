@@ -1163,3 +1163,77 @@ fn repeated_warnings_are_rate_limited() {
     let w = crate::service::WarnLimiter::new(Duration::ZERO);
     assert!(w.allow("a") && w.allow("a"));
 }
+
+/// A TCP relay to the stand-in that can be cut: the node "goes down" and "comes back" while
+/// the control keeps running.
+async fn relay(to: String) -> (String, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let up = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let target = to.trim_start_matches("https://").to_string();
+    let flag = up.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if !flag.load(Ordering::SeqCst) {
+                continue; // dropped: connection reset
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (url, up)
+}
+
+#[tokio::test]
+async fn node_down_refuses_rent_with_503_and_payments_made_meanwhile_are_credited_on_return() {
+    use std::sync::atomic::Ordering;
+    let s = lnd_standin(Currency::Regtest).await;
+    let (url, up) = relay(s.url.clone()).await;
+    let lnd = Lnd::new(&url, &s.macaroon_path, &s.cert_path).unwrap();
+    let h = service(Backend::Lnd(lnd), "regtest", "203.0.113.0/29").await;
+    let (status, r) = h.rent(&key(1)).await;
+    assert_eq!(status, 201, "{r}");
+    let hash = r["invoice"]["payment_hash"].as_str().unwrap().to_string();
+
+    // The node goes down: renting is refused, clearly, and holds nothing.
+    up.store(false, Ordering::SeqCst);
+    let (status, v) = h.rent(&key(2)).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("lightning_unavailable")),
+        "{v}"
+    );
+    let (rentals, _, _) = h.counts();
+    assert_eq!(rentals, 1, "the refused rent held an address");
+
+    // The customer pays while the node cannot be reached by the control.
+    s.node.settle(&hash, 1_700_000_000);
+    h.svc.check_invoices().await.unwrap();
+    let (_, st) = h.get(&format!("/v1/rentals/{}", url_key(&key(1)))).await;
+    assert_eq!(st["state"], "pending", "{st}");
+
+    // The node comes back: the payment is picked up, once.
+    up.store(true, Ordering::SeqCst);
+    h.svc.check_invoices().await.unwrap();
+    h.svc.check_invoices().await.unwrap();
+    let (_, st) = h.get(&format!("/v1/rentals/{}", url_key(&key(1)))).await;
+    assert_eq!(st["state"], "active", "{st}");
+    let payments: i64 = h
+        .svc
+        .db()
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM payments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(payments, 1);
+    // And renting works again.
+    let (status, v) = h.rent(&key(2)).await;
+    assert_eq!(status, 201, "{v}");
+}
