@@ -205,20 +205,45 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         let full = Duration::from_secs(bg.cfg.reconcile_interval_secs.max(1));
         let mut last_full = Instant::now();
         let mut last_desired = None;
+        // Each router socket's identity (inode and change time; tmpfs reuses inode numbers):
+        // a restarted router makes a new socket, and is reconciled at the next poll instead
+        // of the next full round.
+        let sockets = |svc: &Service| -> Vec<Option<(u64, i64, i64)>> {
+            use std::os::unix::fs::MetadataExt;
+            svc.routers
+                .iter()
+                .map(|r| {
+                    std::fs::metadata(&r.socket)
+                        .ok()
+                        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+                })
+                .collect()
+        };
+        let mut last_sockets = sockets(&bg);
+        // Rounds still to reconcile after a socket change: a router is reachable a moment
+        // after its socket file appears.
+        let mut after_change = 0u32;
         loop {
             tokio::time::sleep(poll).await;
             if let Err(e) = bg.check_invoices().await {
                 tracing::warn!("{e}");
             }
-            // Reconcile at once when the set of active rentals changed, and periodically
-            // anyway (that also catches a router that restarted or came back).
+            // Reconcile at once when the set of active rentals changed or a router socket
+            // appeared anew, and periodically anyway (a router that came back on the same
+            // socket, a change made behind the control's back).
             let desired = bg.sweep().ok();
-            if desired != last_desired || last_full.elapsed() >= full {
+            let now_sockets = sockets(&bg);
+            if now_sockets != last_sockets {
+                after_change = 5;
+            }
+            if desired != last_desired || after_change > 0 || last_full.elapsed() >= full {
+                after_change = after_change.saturating_sub(1);
                 if let Err(e) = bg.reconcile().await {
                     tracing::warn!("{e}");
                 }
                 last_full = Instant::now();
                 last_desired = desired;
+                last_sockets = now_sockets;
             }
         }
     });

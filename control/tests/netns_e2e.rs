@@ -143,14 +143,39 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
     );
 
     // The router crashes and comes back empty; the control re-admits without help.
+    let sock = format!("/var/run/wireguard/{}.sock", lab.wgs);
+    let inode = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+    };
+    let old_socket = inode(&sock);
+    eprintln!("socket {sock} before the kill: {old_socket:?}");
     lab.kill(router);
     lab.wait_for(&format!("! ip -n {srv} link show {} 2>/dev/null", lab.wgs));
     lab.start_router();
-    lab.provider_interface_up();
+    // Measured from the moment the new router's socket exists (a killed router leaves its
+    // old socket file behind, so wait for a new one).
+    assert!(
+        until(10, || inode(&sock).is_some_and(|i| Some(i) != old_socket)),
+        "no new socket"
+    );
+    let appeared = Instant::now();
     assert!(
         until(10, || peers(&lab).contains(&cpub)),
         "not re-admitted after router restart"
     );
+    let readmitted = appeared.elapsed();
+    eprintln!(
+        "re-admitted {} ms after the restarted router's socket appeared",
+        readmitted.as_millis()
+    );
+    assert!(
+        readmitted < Duration::from_secs(1),
+        "re-admission took {readmitted:?}"
+    );
+    lab.provider_interface_up();
     assert!(
         lab.ping_within(&cli, INTERNET, Some(RENTED), 40),
         "traffic after router restart"
