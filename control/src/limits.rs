@@ -7,6 +7,9 @@
 //! A client is its IPv4 address, or its IPv6 /64 (one host usually owns a whole /64, so
 //! counting single IPv6 addresses would limit nothing). The address is the TCP peer's:
 //! `X-Forwarded-For` is ignored, since anyone can send it.
+//!
+//! This module stands alone (no `crate::` paths): the `control_http` fuzz target includes it
+//! by path (fuzz/fuzz_targets/control_http.rs).
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
