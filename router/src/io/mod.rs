@@ -3,8 +3,9 @@
 //! the packet core is shared and lock-free on reads, so workers scale with cores.
 //!
 //! Three drivers of the same core, chosen with `--io`:
-//! - [`uring`]: one thread per worker with its own io_uring: TUN reads and UDP receives kept in
-//!   flight, output submitted in batches, one `io_uring_enter` for many packets;
+//! - [`uring`]: one thread per worker with its own io_uring: multishot TUN reads and UDP
+//!   receives on provided-buffer rings, output submitted in batches, one `io_uring_enter` for
+//!   many packets;
 //! - [`batch`]: `recvmmsg`/`sendmmsg` threads, where io_uring is refused (seccomp, old kernels);
 //! - [`simple`]: one blocking syscall per packet, no offloads (the reference).
 //!

@@ -1,7 +1,8 @@
 //! The io_uring driver: one thread per worker owns a ring, its TUN queue and its UDP socket
-//! (worker 0 also the IPv6 one). TUN reads and UDP receives stay in flight; each wake-up
-//! handles every completion that is ready, then submits the whole batch's output — GSO sends and
-//! coalesced TUN writes — with the next wait, in one `io_uring_enter`.
+//! (worker 0 also the IPv6 one). One multishot read on the TUN queue and one multishot receive
+//! per socket, each on its own provided-buffer ring, deliver every packet without a request
+//! each; a wake-up handles every completion that is ready, then submits the whole batch's
+//! output — GSO sends and coalesced TUN writes — with the next wait, in one `io_uring_enter`.
 //!
 //! Output buffers must live until the kernel completes them, so a few outboxes rotate: one
 //! fills while the others' sends finish (UDP sends usually complete at submission).
