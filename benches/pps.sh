@@ -56,9 +56,10 @@ start_server() {
     wireguard-go) ex $SRV env GOMAXPROCS=1 taskset -c 0 wireguard-go -f ${id}s >/dev/null 2>&1 & ;;
     wireguard-go-new) ex $SRV env GOMAXPROCS=1 taskset -c 0 $wggo_new -f ${id}s >/dev/null 2>&1 & ;;
     boringtun-cli) ex $SRV taskset -c 0 boringtun-cli -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
-    gotatun) ex $SRV taskset -c 0 gotatun -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    gotatun) ex $SRV taskset -c 0 gotatun -f --disable-drop-privileges ${id}s >/dev/null 2>&1 & ;;
   esac
-  for i in $(seq 1 50); do [ -S /var/run/wireguard/${id}s.sock ] && break; sleep 0.1; done
+  for i in $(seq 1 100); do [ -S /var/run/wireguard/${id}s.sock ] && break; sleep 0.1; done
+  [ -S /var/run/wireguard/${id}s.sock ] || { echo "$1 did not start" >&2; return 1; }
   # One `set` with every peer, through the UAPI socket (a command line would be too long).
   {
     echo "set=1"

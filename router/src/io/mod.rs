@@ -4,8 +4,8 @@
 //!
 //! Three drivers of the same core, chosen with `--io`:
 //! - [`uring`]: one thread per worker with its own io_uring: multishot TUN reads and UDP
-//!   receives on provided-buffer rings, output submitted in batches, one `io_uring_enter` for
-//!   many packets;
+//!   receives on provided-buffer rings, UDP output with one `sendmmsg` and TUN writes submitted
+//!   per batch;
 //! - [`batch`]: `recvmmsg`/`sendmmsg` threads, where io_uring is refused (seccomp, old kernels);
 //! - [`simple`]: one blocking syscall per packet, no offloads (the reference).
 //!

@@ -174,12 +174,6 @@ impl SendHdrs {
         self.hdrs.len()
     }
 
-    /// The destination `fill` wrote for slot `i`.
-    pub fn name(&self, i: usize) -> (*const libc::sockaddr, libc::socklen_t) {
-        let h = &self.hdrs[i].msg_hdr;
-        (h.msg_name as *const libc::sockaddr, h.msg_namelen)
-    }
-
     /// Fills header `i` for `run` (datagrams in `arena`); a run of several datagrams carries
     /// UDP_SEGMENT so the kernel splits it.
     pub fn fill(&mut self, i: usize, run: &Run, arena: &[u8]) -> *mut libc::msghdr {

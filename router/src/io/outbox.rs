@@ -132,6 +132,13 @@ impl Outbox {
         t.tun_packets_written += self.tun_packets;
     }
 
+    /// Forgets the UDP runs (sent), keeping the TUN frames (still being written).
+    pub fn clear_runs(&mut self) {
+        self.udp.clear();
+        self.runs.clear();
+        self.run_closed = false;
+    }
+
     /// Forgets everything sent.
     pub fn clear(&mut self) {
         self.tun_packets = 0;

@@ -1,12 +1,14 @@
 //! The io_uring driver: one thread per worker owns a ring, its TUN queue and its UDP socket
 //! (worker 0 also the IPv6 one). One multishot read on the TUN queue and one multishot receive
 //! per socket, each on its own provided-buffer ring, deliver every packet without a request
-//! each; a wake-up handles every completion that is ready, then submits the whole batch's
-//! output — GSO sends and coalesced TUN writes — with the next wait, in one `io_uring_enter`.
+//! each; a wake-up handles every completion that is ready, then sends the batch's UDP output
+//! with one `sendmmsg` (GSO runs; a send to a UDP socket completes at once, so a completion per
+//! send only cost more) and submits its coalesced TUN writes with the next wait.
 //!
-//! Output buffers must live until the kernel completes them, so a few outboxes rotate: one
-//! fills while the others' sends finish (UDP sends usually complete at submission).
+//! TUN write buffers must live until the kernel completes them, so a few outboxes rotate: one
+//! fills while the others' writes finish.
 
+use super::batch::send_runs;
 use super::bufring::BufRing;
 use super::msg::{from_sockaddr, SendHdrs, CMSG_SPACE};
 use super::outbox::Outbox;
@@ -40,11 +42,10 @@ const BATCH_WAIT_USEC: u32 = 25;
 const K_TUN: u64 = 1;
 const K_RECV4: u64 = 2;
 const K_RECV6: u64 = 3;
-/// A TUN write or a UDP send from outbox `index`.
+/// A TUN write from outbox `index`.
 const K_WRITE: u64 = 4;
-const K_SEND: u64 = 5;
 /// The eventfd that says the sockets changed.
-const K_WAKE: u64 = 6;
+const K_WAKE: u64 = 5;
 // Buffer groups.
 const G_TUN: u16 = 0;
 const G_UDP4: u16 = 1;
@@ -99,10 +100,8 @@ struct Worker {
     /// down, their receives end, and once none is left the new ones are armed.
     sockets: Arc<Sockets>,
     recvs_in_flight: usize,
-    /// The sockets the last flush sent on: kept open until the next flush has been submitted.
-    send_sockets: Arc<Sockets>,
     outboxes: Vec<Outbox>,
-    hdrs: Vec<SendHdrs>,
+    hdrs: SendHdrs,
     inflight: [usize; OUTBOXES],
     cur: usize,
     scratch: Vec<u8>,
@@ -166,7 +165,6 @@ impl Worker {
             },
             ring,
             recv_msg,
-            send_sockets: sockets.clone(),
             sockets,
             recvs_in_flight: 0,
             outboxes: (0..OUTBOXES)
@@ -175,7 +173,7 @@ impl Worker {
                     Outbox::new(OUTBOX_BYTES, gso, off.vnet_hdr, gro)
                 })
                 .collect(),
-            hdrs: (0..OUTBOXES).map(|_| SendHdrs::new(1024)).collect(),
+            hdrs: SendHdrs::new(1024),
             inflight: [0; OUTBOXES],
             cur: 0,
             scratch: vec![0; BUF],
@@ -295,7 +293,7 @@ impl Worker {
                     }
                 }
             }
-            K_WRITE | K_SEND => self.output_done(kind, i, res),
+            K_WRITE => self.output_done(i, res),
             K_WAKE => {
                 if self.net_generation != self.sockets.generation {
                     // End the receives on the replaced sockets; their last completions arm
@@ -312,29 +310,24 @@ impl Worker {
         Ok(true)
     }
 
-    /// A TUN write or UDP send finished. A kernel that refuses what an offload produced (EIO for
-    /// a GSO send where the route cannot segment, EINVAL for a coalesced TUN frame) turns that
-    /// offload off for this worker: plain packets from then on.
-    fn output_done(&mut self, kind: u64, outbox: usize, res: i32) {
+    /// A TUN write finished. A kernel that refuses a coalesced frame (EINVAL) turns coalescing
+    /// off for this worker: plain packets from then on.
+    fn output_done(&mut self, outbox: usize, res: i32) {
         self.inflight[outbox] = self.inflight[outbox].saturating_sub(1);
         if res >= 0 {
             return;
         }
         self.device.stats.drop(DropReason::IoError);
-        let refused = match kind {
-            K_SEND if res == -libc::EIO => "UDP GSO",
-            K_WRITE if res == -libc::EINVAL => "TUN coalescing",
-            _ => return tracing::trace!("output: {}", std::io::Error::from_raw_os_error(-res)),
-        };
-        for o in &mut self.outboxes {
-            match kind {
-                K_SEND => o.disable_gso(),
-                _ => o.disable_gro(),
-            }
+        if res != -libc::EINVAL {
+            return tracing::trace!("tun write: {}", std::io::Error::from_raw_os_error(-res));
         }
+        for o in &mut self.outboxes {
+            o.disable_gro();
+        }
+        let worker = self.index;
         tracing::warn!(
-            worker = self.index,
-            "kernel refused {refused}; sending plain packets"
+            worker,
+            "kernel refused a coalesced TUN frame; writing plain packets"
         );
     }
 
@@ -443,8 +436,6 @@ impl Worker {
         for _ in 0..self.outboxes[c].take_overflow() {
             self.device.stats.drop(DropReason::IoError);
         }
-        // Sends go out on the current sockets, kept alive until they are submitted.
-        self.send_sockets = self.net.sockets.load_full();
         let tun_fd = self.tun.as_raw_fd();
         for f in 0..self.outboxes[c].frames.len() {
             let frame = self.outboxes[c].frame(f);
@@ -455,35 +446,18 @@ impl Worker {
             self.push(sqe)?;
             self.inflight[c] += 1;
         }
-        let cap = self.hdrs[c].capacity();
-        for r in 0..self.outboxes[c].runs.len() {
-            if r > 0 && r % cap == 0 {
-                // Header slots are reused from here on: the kernel must be done with them.
-                self.wait_outbox(c, 0)?;
-            }
-            let run = self.outboxes[c].runs[r];
-            let Some(sock) = self.send_sockets.for_dest(run.to, self.index) else {
-                self.device.stats.drop(DropReason::IoError);
-                continue;
-            };
-            let fd = types::Fd(sock.as_raw_fd());
-            let hdr = self.hdrs[c].fill(r % cap, &run, self.outboxes[c].udp());
-            let sqe = if run.count > 1 {
-                opcode::SendMsg::new(fd, hdr).build()
-            } else {
-                // One datagram needs no control message: a send with the address attached
-                // spares the kernel copying and checking a msghdr.
-                let (name, len) = self.hdrs[c].name(r % cap);
-                let data = &self.outboxes[c].udp()[run.start..run.start + run.len];
-                opcode::Send::new(fd, data.as_ptr(), data.len() as u32)
-                    .dest_addr(name)
-                    .dest_addr_len(len)
-                    .build()
-            }
-            .user_data(ud(K_SEND, 0, c));
-            self.push(sqe)?;
-            self.inflight[c] += 1;
-        }
+        // UDP leaves synchronously, one `sendmmsg` for the batch: a send to an unconnected UDP
+        // socket completes at once anyway, and a completion per datagram (with its async
+        // msghdr) cost more than the syscall it saves.
+        let sockets = self.net.sockets.load();
+        send_runs(
+            &self.device,
+            &mut self.outboxes[c],
+            &sockets,
+            self.index,
+            &mut self.hdrs,
+        );
+        self.outboxes[c].clear_runs();
         let next = (c + 1) % OUTBOXES;
         self.wait_outbox(next, 0)?;
         self.outboxes[next].clear();
@@ -511,8 +485,8 @@ impl Worker {
             for k in seen..self.deferred.len() {
                 let (data, res, flags) = self.deferred[k];
                 let (kind, _, i) = split(data);
-                if kind == K_WRITE || kind == K_SEND {
-                    self.output_done(kind, i, res);
+                if kind == K_WRITE {
+                    self.output_done(i, res);
                 } else {
                     self.deferred[keep] = (data, res, flags);
                     keep += 1;
