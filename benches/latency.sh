@@ -12,11 +12,8 @@ wggo_new=$(realpath "$here/../shared/peers/wireguard-go-0.0.20250522" 2>/dev/nul
 export PATH="$PATH:$HOME/.cargo/bin"
 export WG_CLIENT=${WG_CLIENT:-${wggo_new:-wireguard-go}}
 COUNT=${COUNT:-400}
-if [ -z "${SERVERS:-}" ]; then
-  SERVERS="staticwire-router staticwire-router-batch staticwire-router-simple"
-  [ -x "$wggo_new" ] && SERVERS="$SERVERS wireguard-go-new"
-  for s in gotatun boringtun-cli wireguard-go; do command -v $s >/dev/null && SERVERS="$SERVERS $s"; done
-fi
+. "$here/benches/servers.sh"
+SERVERS=${SERVERS:-$(all_servers)}
 trap 'bash "$rig" down >/dev/null 2>&1 || true' EXIT INT TERM
 ex() { ip netns exec "$@"; }
 

@@ -12,24 +12,12 @@ router="$here/target/release/staticwire-router"
 wggo_new=$(realpath "$here/../shared/peers/wireguard-go-0.0.20250522" 2>/dev/null || true)
 export PATH="$PATH:$HOME/.cargo/bin"
 export WG_CLIENT=${WG_CLIENT:-${wggo_new:-wireguard-go}}
-if [ -z "${SERVERS:-}" ]; then
-  SERVERS="staticwire-router staticwire-router-batch"
-  [ -x "$wggo_new" ] && SERVERS="$SERVERS wireguard-go-new"
-  for s in gotatun boringtun-cli wireguard-go; do command -v $s >/dev/null && SERVERS="$SERVERS $s"; done
-fi
+. "$here/benches/servers.sh"
+SERVERS=${SERVERS:-$(all_servers)}
 echo "client: $WG_CLIENT, ${T:-5} s per direction, $(nproc) cores, $(date -u +%FT%TZ)"
 for round in $(seq 1 "${1:-2}"); do
   for server in $SERVERS; do
-    case $server in
-      staticwire-router) cmd="$router wgs" ;;
-      staticwire-router-batch) cmd="$router --io batch wgs" ;;
-      staticwire-router-simple) cmd="$router --io simple wgs" ;;
-      wireguard-go-new) cmd="$wggo_new wgs" ;;
-      gotatun) cmd="gotatun --disable-drop-privileges wgs" ;;
-      boringtun-cli) cmd=boringtun ;;
-      wireguard-go) cmd=wggo ;;
-      *) echo "unknown server $server" >&2; exit 2 ;;
-    esac
+    cmd=$(server_cmd "$server")
     result=$(T=${T:-5} timeout 120 bash "$rig" run "$cmd" 2>/dev/null | awk '/Mbit/ {print $1}' | paste -sd/ -)
     printf 'round %s  %-26s upload/inbound Mbit/s: %s\n' "$round" "$server" "${result:-failed}"
   done
