@@ -27,15 +27,7 @@ pings() {
 
 echo "client: $WG_CLIENT; $COUNT pings per phase; p50 / p99 / max ms"
 for server in $SERVERS; do
-  case $server in
-    staticwire-router) cmd="$router wgs" ;;
-    staticwire-router-batch) cmd="$router --io batch wgs" ;;
-    staticwire-router-simple) cmd="$router --io simple wgs" ;;
-    wireguard-go-new) cmd="$wggo_new wgs" ;;
-    gotatun) cmd="gotatun --disable-drop-privileges wgs" ;;
-    boringtun-cli) cmd=boringtun ;;
-    wireguard-go) cmd=wggo ;;
-  esac
+  cmd=$(server_cmd "$server")
   bash "$rig" down >/dev/null 2>&1 || true
   bash "$rig" up >/dev/null
   bash "$rig" server "$cmd" >/dev/null
