@@ -208,12 +208,7 @@ pub fn udp_loop(
     let mut outbox = Outbox::new(OUTBOX_BYTES, net.sockets.load().gso, off.vnet_hdr, gro);
     loop {
         let sockets = net.sockets.load_full();
-        let sock = if v6 {
-            sockets.v6.as_ref()
-        } else {
-            sockets.v4.get(worker)
-        };
-        let Some(sock) = sock else {
+        let Some(sock) = sockets.for_worker(worker, v6) else {
             // This socket does not exist in the current generation; wait for a rebind.
             std::thread::sleep(Duration::from_millis(200));
             continue;

@@ -129,23 +129,36 @@ impl RecvSlots {
     pub fn received(&self, i: usize, n: usize) -> Option<(SocketAddr, &[u8], usize)> {
         let from = from_sockaddr(&self.names[i])?;
         let data = &self.bufs[i * self.size..i * self.size + n.min(self.size)];
-        let m = &self.hdrs[i].msg_hdr;
-        let mut seg = data.len();
-        // SAFETY: walking the control messages the kernel wrote into our buffer.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(m);
-            while !c.is_null() {
-                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                    if v > 0 {
-                        seg = v as usize;
-                    }
-                }
-                c = libc::CMSG_NXTHDR(m, c);
-            }
-        }
+        let used = self.hdrs[i].msg_hdr.msg_controllen.min(CMSG_SPACE);
+        let seg = gro_segment(&self.cmsgs[i].0[..used]).unwrap_or(data.len());
         Some((from, data, seg.max(1)))
     }
+}
+
+/// The datagram size of a UDP GRO train, from a receive's control messages (`cmsghdr`s, each
+/// a length, level and type, then data, 8-byte aligned). Read byte-wise: the buffer is ours
+/// but its alignment is not guaranteed.
+pub fn gro_segment(control: &[u8]) -> Option<usize> {
+    const HDR: usize = size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while at + HDR <= control.len() {
+        let word = |o: usize, n: usize| -> Option<u64> {
+            let b = control.get(at + o..at + o + n)?;
+            Some(b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
+        };
+        let len = word(0, size_of::<usize>())? as usize;
+        let level = word(size_of::<usize>(), 4)? as i32;
+        let kind = word(size_of::<usize>() + 4, 4)? as i32;
+        if len < HDR {
+            return None;
+        }
+        if level == SOL_UDP && kind == UDP_GRO {
+            let seg = word(HDR, 4)? as usize;
+            return (seg > 0).then_some(seg);
+        }
+        at += (len + 7) & !7;
+    }
+    None
 }
 
 /// Send headers for GSO runs, one per run, pointing into an outbox's datagram arena.
@@ -213,6 +226,25 @@ impl SendHdrs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gro_segment_from_control_messages() {
+        let mut c = vec![0u8; 2 * CMSG_SPACE];
+        // An unrelated cmsg (level 0, type 1, 4 data bytes), then UDP_GRO = 1400.
+        c[..8].copy_from_slice(&20u64.to_le_bytes());
+        c[8..12].copy_from_slice(&0i32.to_le_bytes());
+        c[12..16].copy_from_slice(&1i32.to_le_bytes());
+        c[24..32].copy_from_slice(&20u64.to_le_bytes());
+        c[32..36].copy_from_slice(&SOL_UDP.to_le_bytes());
+        c[36..40].copy_from_slice(&UDP_GRO.to_le_bytes());
+        c[40..44].copy_from_slice(&1400i32.to_le_bytes());
+        assert_eq!(gro_segment(&c), Some(1400));
+        assert_eq!(gro_segment(&c[..24]), None);
+        assert_eq!(gro_segment(&[]), None);
+        // A zero length would loop forever; a truncated header ends the walk.
+        assert_eq!(gro_segment(&[0u8; 16]), None);
+        assert_eq!(gro_segment(&c[..30]), None);
+    }
 
     #[test]
     fn sockaddr_round_trip() {

@@ -25,6 +25,16 @@ impl Sockets {
         self.v4.iter().chain(self.v6.iter())
     }
 
+    /// The socket worker `worker` receives on: its own IPv4 one, or (`v6`) the IPv6 one.
+    /// `None` when this generation has no such socket.
+    pub fn for_worker(&self, worker: usize, v6: bool) -> Option<&UdpSocket> {
+        if v6 {
+            self.v6.as_ref()
+        } else {
+            self.v4.get(worker)
+        }
+    }
+
     #[inline]
     pub fn for_dest(&self, to: SocketAddr, worker: usize) -> Option<&UdpSocket> {
         match to {

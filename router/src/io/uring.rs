@@ -10,10 +10,10 @@
 
 use super::batch::send_runs;
 use super::bufring::BufRing;
-use super::msg::{from_sockaddr, SendHdrs, CMSG_SPACE};
+use super::msg::{from_sockaddr, gro_segment, SendHdrs, CMSG_SPACE};
 use super::outbox::Outbox;
 use super::tun::Offloads;
-use super::udp::{Sockets, SOL_UDP, UDP_GRO};
+use super::udp::Sockets;
 use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
@@ -495,56 +495,6 @@ impl Worker {
             self.deferred.truncate(keep);
         }
         Ok(())
-    }
-}
-
-/// The datagram size of a UDP GRO train, from a receive's control messages (`cmsghdr`s, each
-/// a length, level and type, then data, 8-byte aligned). Read byte-wise: the buffer is ours
-/// but its alignment is not guaranteed.
-fn gro_segment(control: &[u8]) -> Option<usize> {
-    const HDR: usize = size_of::<libc::cmsghdr>();
-    let mut at = 0;
-    while at + HDR <= control.len() {
-        let word = |o: usize, n: usize| -> Option<u64> {
-            let b = control.get(at + o..at + o + n)?;
-            Some(b.iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x)))
-        };
-        let len = word(0, size_of::<usize>())? as usize;
-        let level = word(size_of::<usize>(), 4)? as i32;
-        let kind = word(size_of::<usize>() + 4, 4)? as i32;
-        if len < HDR {
-            return None;
-        }
-        if level == SOL_UDP && kind == UDP_GRO {
-            let seg = word(HDR, 4)? as usize;
-            return (seg > 0).then_some(seg);
-        }
-        at += (len + 7) & !7;
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gro_segment_from_control_messages() {
-        let mut c = vec![0u8; 2 * CMSG_SPACE];
-        // An unrelated cmsg (level 0, type 1, 4 data bytes), then UDP_GRO = 1400.
-        c[..8].copy_from_slice(&20u64.to_le_bytes());
-        c[8..12].copy_from_slice(&0i32.to_le_bytes());
-        c[12..16].copy_from_slice(&1i32.to_le_bytes());
-        c[24..32].copy_from_slice(&20u64.to_le_bytes());
-        c[32..36].copy_from_slice(&SOL_UDP.to_le_bytes());
-        c[36..40].copy_from_slice(&UDP_GRO.to_le_bytes());
-        c[40..44].copy_from_slice(&1400i32.to_le_bytes());
-        assert_eq!(gro_segment(&c), Some(1400));
-        assert_eq!(gro_segment(&c[..24]), None);
-        assert_eq!(gro_segment(&[]), None);
-        // A zero length would loop forever; a truncated header ends the walk.
-        assert_eq!(gro_segment(&[0u8; 16]), None);
-        assert_eq!(gro_segment(&c[..30]), None);
     }
 }
 
