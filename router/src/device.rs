@@ -1,36 +1,49 @@
 //! The sans-IO packet core: peers, routing, anti-spoofing, and applying UAPI configuration.
 //!
-//! Readers (the packet path) see an immutable [`Snapshot`] through `arc_swap` and never take a
-//! device-wide lock; the only lock they take is the per-peer session lock around boringtun's
-//! `Tunn`. Writers (UAPI `set`) serialize on the config mutex, change the authoritative
-//! [`Config`], and publish a new snapshot.
+//! Readers (the packet path) never take a device-wide lock: peers sit in lock-free slots
+//! ([`PeerSlots`]), and keys and routes in sharded maps published through `arc_swap`
+//! ([`crate::sharded`]). The only lock a packet takes is its peer's session lock. Writers (UAPI
+//! `set`) serialize on the config mutex and publish what they changed once per request.
+//!
+//! A configured peer is a compact record; boringtun's `Tunn` exists only while the peer is active
+//! (a valid initiation arrived, or traffic for it came from TUN) and is dropped by the timers once
+//! its sessions have expired. The timers walk active peers only.
 
+use crate::initiation::{self, OpenError};
 use crate::key::Key;
-use crate::peer::{Peer, Session};
+use crate::peer::{Active, Peer, Session};
 use crate::routes::{PeerId, RouteTable};
-use crate::stats::{DropReason, Stats};
+use crate::sharded::Sharded;
+use crate::slots::PeerSlots;
+use crate::source_limit::SourceLimit;
+use crate::stats::{Counter, DropReason, Stats};
 use crate::uapi::{AllowedIpChange, PeerChange, SetRequest, UapiError};
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use boringtun::noise::errors::WireGuardError;
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::IpNet;
 use parking_lot::Mutex;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// boringtun packs the peer id into the top 24 bits of its session indexes.
 pub const MAX_PEERS: usize = (1 << 24) - 1;
 
 /// Handshake messages per second before the router answers with cookies (MAC2) instead of doing
 /// Diffie-Hellman. Initiations are counted twice (device-level MAC check, then the peer's), so
-/// this allows about 1,000 initiations a second; one core does about 7,000.
-const HANDSHAKE_RATE_LIMIT: u64 = 2_000;
+/// this allows about 4,000 initiations a second, what a core completes.
+pub const HANDSHAKE_RATE_LIMIT: u64 = 8_000;
+
+/// WireGuard's RejectAfterTime: 180 s after its handshake a session can carry nothing, so state
+/// idle that long is dropped (peers with a persistent keepalive keep theirs).
+pub const IDLE_AFTER: Duration = Duration::from_secs(180);
 
 /// Where the packet core sends its output. The I/O layer implements it over real sockets and
 /// TUN queues; tests collect into vectors.
@@ -53,58 +66,38 @@ pub struct Identity {
     pub private_key: Key,
     pub public_key: Key,
     secret: StaticSecret,
-    public: PublicKey,
     rate_limiter: Arc<RateLimiter>,
+    /// The start of every initiation transcript addressed to us.
+    responder_hash: [u8; 32],
 }
 
 impl Identity {
-    fn new(private_key: Key) -> Self {
+    fn new(private_key: Key, handshake_limit: u64) -> Self {
         let secret = StaticSecret::from(private_key.0);
         let public = PublicKey::from(&secret);
         Identity {
             private_key,
             public_key: Key(public.to_bytes()),
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            rate_limiter: Arc::new(RateLimiter::new(&public, handshake_limit)),
+            responder_hash: initiation::responder_hash(&public),
             secret,
-            public,
         }
-    }
-}
-
-/// What the packet path reads. Immutable once published.
-#[derive(Default)]
-pub struct Snapshot {
-    pub identity: Option<Arc<Identity>>,
-    pub routes: RouteTable,
-    pub peers: Vec<Option<Arc<Peer>>>,
-    pub by_key: FxHashMap<Key, PeerId>,
-}
-
-impl Snapshot {
-    #[inline]
-    pub fn peer(&self, id: PeerId) -> Option<&Arc<Peer>> {
-        self.peers.get(id as usize).and_then(Option::as_ref)
     }
 }
 
 struct PeerConf {
     peer: Arc<Peer>,
     allowed_ips: Vec<IpNet>,
-    preshared_key: Option<Key>,
-    keepalive: u16,
 }
 
 /// The authoritative configuration, changed only by UAPI `set`.
 #[derive(Default)]
 struct Config {
-    identity: Option<Arc<Identity>>,
     listen_port: u16,
     fwmark: u32,
     peers: Vec<Option<PeerConf>>,
     /// Freed ids, lowest first, so a rebuilt configuration keeps its order.
     free: BinaryHeap<Reverse<PeerId>>,
-    by_key: FxHashMap<Key, PeerId>,
-    routes: RouteTable,
 }
 
 /// A read-out of the configuration and counters, for `get=1` and metrics.
@@ -131,27 +124,24 @@ pub struct PeerView {
 
 #[derive(Default)]
 pub struct Device {
-    snapshot: ArcSwap<Snapshot>,
+    identity: ArcSwapOption<Identity>,
+    peers: PeerSlots,
+    keys: Sharded<Key, PeerId>,
+    routes: RouteTable,
+    /// Peers with session state: all the timers walk.
+    timed: Mutex<Vec<PeerId>>,
+    peer_count: AtomicUsize,
+    active_count: AtomicUsize,
+    /// Initiations that passed the MAC checks in the current one-second window.
+    window_initiations: AtomicU64,
+    /// Handshake messages a second before cookies; 0 = [`HANDSHAKE_RATE_LIMIT`].
+    handshake_limit: AtomicU64,
+    sources: SourceLimit,
     config: Mutex<Config>,
     pub stats: Stats,
-}
-
-fn make_tunn(identity: &Identity, pc: &PeerConf) -> Option<Box<Tunn>> {
-    let keepalive = (pc.keepalive > 0).then_some(pc.keepalive);
-    match Tunn::new(
-        identity.secret.clone(),
-        PublicKey::from(pc.peer.public_key.0),
-        pc.preshared_key.map(|k| k.0),
-        keepalive,
-        pc.peer.id,
-        Some(identity.rate_limiter.clone()),
-    ) {
-        Ok(t) => Some(Box::new(t)),
-        Err(e) => {
-            tracing::warn!(peer = %pc.peer.public_key, "unusable peer key: {e}");
-            None
-        }
-    }
+    /// Session states made and dropped (lazily, on demand / by the idle timer).
+    pub sessions_made: Counter,
+    pub sessions_dropped: Counter,
 }
 
 fn drop_reason(e: &WireGuardError) -> DropReason {
@@ -187,33 +177,117 @@ fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// What kind of message a datagram is, and for initiations what opening it learned.
+enum Kind {
+    Initiation(initiation::Opened),
+    Response,
+    Cookie,
+    Data,
+}
+
 impl Device {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.snapshot.load()
+    /// Sets the handshake messages a second answered before cookies (MAC2) are required.
+    /// Takes effect with the next private key.
+    pub fn set_handshake_limit(&self, per_second: u64) {
+        self.handshake_limit.store(per_second, Relaxed);
+    }
+
+    fn handshake_limit(&self) -> u64 {
+        match self.handshake_limit.load(Relaxed) {
+            0 => HANDSHAKE_RATE_LIMIT,
+            n => n,
+        }
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Peers that hold session state now.
+    pub fn active_sessions(&self) -> usize {
+        self.active_count.load(Relaxed)
+    }
+
+    /// Makes the session state of `peer` (lock held by the caller) and puts it on the timers'
+    /// list. `None` without an interface key or with an unusable peer key.
+    fn activate<'s>(
+        &self,
+        identity: &Identity,
+        peer: &Peer,
+        s: &'s mut Session,
+        now: Instant,
+    ) -> Option<&'s mut Active> {
+        if s.active.is_none() {
+            let keepalive = (s.keepalive > 0).then_some(s.keepalive);
+            let tunn = Tunn::new(
+                identity.secret.clone(),
+                PublicKey::from(peer.public_key.0),
+                s.preshared_key.map(|k| k.0),
+                keepalive,
+                peer.id,
+                Some(identity.rate_limiter.clone()),
+            );
+            let tunn = match tunn {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(peer = %peer.public_key, "unusable peer key: {e}");
+                    return None;
+                }
+            };
+            s.active = Some(Box::new(Active { tunn, since: now }));
+            self.sessions_made.add(1);
+            self.active_count.fetch_add(1, Relaxed);
+            if !s.timed {
+                s.timed = true;
+                self.timed.lock().push(peer.id);
+            }
+        }
+        s.active.as_deref_mut()
+    }
+
+    fn deactivate(&self, s: &mut Session) {
+        if s.active.take().is_some() {
+            self.sessions_dropped.add(1);
+            self.active_count.fetch_sub(1, Relaxed);
+        }
     }
 
     // ---- packet path -------------------------------------------------------------------------
 
     /// A packet read from TUN: route it by destination and send it encrypted to its peer.
     pub fn handle_tun(&self, packet: &[u8], buf: &mut [u8], io: &mut impl Io) {
-        let snap = self.snapshot.load();
         let Some(dst) = destination(packet) else {
             return self.stats.drop(DropReason::InvalidPacket);
         };
-        let Some(peer) = snap.routes.lookup(dst).and_then(|id| snap.peer(id)) else {
+        let Some(slot) = self.routes.lookup(dst).and_then(|id| self.peers.get(id)) else {
             return self.stats.drop(DropReason::NoRoute);
         };
+        let peer = slot.as_ref().expect("occupied slot");
         let (res, endpoint) = {
             let mut s = peer.session.lock();
-            let endpoint = s.endpoint;
-            let Some(tunn) = s.tunn.as_mut() else {
-                return self.stats.drop(DropReason::NoKey);
+            let active = match s.active {
+                Some(ref mut a) => a,
+                None => {
+                    // An idle peer with traffic waiting: make its state, which queues the
+                    // packet and starts a handshake.
+                    let Some(identity) = self.identity.load_full() else {
+                        return self.stats.drop(DropReason::NoKey);
+                    };
+                    if s.endpoint.is_none() {
+                        return self.stats.drop(DropReason::NoEndpoint);
+                    }
+                    match self.activate(&identity, peer, &mut s, Instant::now()) {
+                        Some(a) => a,
+                        None => return self.stats.drop(DropReason::NoKey),
+                    }
+                }
             };
-            (tunn.encapsulate(packet, buf), endpoint)
+            let res = active.tunn.encapsulate(packet, buf);
+            (res, s.endpoint)
         };
         match res {
             TunnResult::WriteToNetwork(out) => match endpoint {
@@ -235,22 +309,31 @@ impl Device {
     /// A datagram from the network: authenticate, decrypt, check its source against the
     /// sender's allowed IPs, and write it to TUN (or answer a handshake).
     pub fn handle_udp(&self, src: SocketAddr, datagram: &[u8], buf: &mut [u8], io: &mut impl Io) {
-        let snap = self.snapshot.load();
-        let Some(identity) = snap.identity.as_ref() else {
+        let identity = self.identity.load();
+        let Some(identity) = identity.as_ref() else {
             return self.stats.drop(DropReason::NoKey);
         };
         let packet = match Tunn::parse_incoming_packet(datagram) {
             Ok(p) => p,
             Err(_) => return self.stats.drop(DropReason::InvalidPacket),
         };
-        let (id, is_handshake, is_cookie) = match packet {
-            Packet::HandshakeInit(ref init) => {
+        let (id, kind) = match packet {
+            Packet::HandshakeInit(_) => {
                 // MAC1 and load check are cheap; only then spend a Diffie-Hellman on the sender.
                 match identity
                     .rate_limiter
                     .verify_packet(Some(src.ip()), datagram, buf)
                 {
-                    Ok(_) => self.stats.handshake_initiations.add(1),
+                    Ok(_) => {
+                        self.stats.handshake_initiations.add(1);
+                        // Past the limit only cookie-proven sources get here; each gets a share.
+                        let n = self.window_initiations.fetch_add(1, Relaxed);
+                        if n >= self.handshake_limit() / 2
+                            && !self.sources.allow(src.ip(), Instant::now())
+                        {
+                            return self.stats.drop(DropReason::UnderLoad);
+                        }
+                    }
                     Err(TunnResult::WriteToNetwork(cookie)) => {
                         self.stats.handshake_initiations.add(1);
                         self.stats.cookie_replies.add(1);
@@ -259,47 +342,84 @@ impl Device {
                     }
                     Err(_) => return self.stats.drop(DropReason::AuthFailed),
                 }
-                let half = match parse_handshake_anon(&identity.secret, &identity.public, init) {
-                    Ok(h) => h,
+                let opened = match initiation::open_static(
+                    &identity.secret,
+                    &identity.responder_hash,
+                    datagram,
+                ) {
+                    Ok(o) => o,
                     Err(_) => return self.stats.drop(DropReason::AuthFailed),
                 };
-                match snap.by_key.get(&Key(half.peer_static_public)) {
-                    Some(&id) => (id, true, false),
+                match self.keys.get(&Key(opened.peer)) {
+                    Some(id) => (id, Kind::Initiation(opened)),
                     None => return self.stats.drop(DropReason::UnknownPeer),
                 }
             }
-            Packet::HandshakeResponse(ref p) => (p.receiver_idx >> 8, true, false),
-            Packet::PacketCookieReply(ref p) => (p.receiver_idx >> 8, false, true),
-            Packet::PacketData(ref p) => (p.receiver_idx >> 8, false, false),
+            Packet::HandshakeResponse(ref p) => (p.receiver_idx >> 8, Kind::Response),
+            Packet::PacketCookieReply(ref p) => (p.receiver_idx >> 8, Kind::Cookie),
+            Packet::PacketData(ref p) => (p.receiver_idx >> 8, Kind::Data),
         };
-        let Some(peer) = snap.peer(id) else {
+        let Some(slot) = self.peers.get(id) else {
             return self.stats.drop(DropReason::UnknownPeer);
         };
+        let peer = slot.as_ref().expect("occupied slot");
 
         let mut session = peer.session.lock();
-        let Session { tunn, endpoint } = &mut *session;
-        let Some(tunn) = tunn.as_mut() else {
-            return self.stats.drop(DropReason::NoKey);
+        let now = Instant::now();
+        let mut accepted = None;
+        if let Kind::Initiation(opened) = &kind {
+            let ss = *session.static_shared.get_or_insert_with(|| {
+                let peer_key = PublicKey::from(peer.public_key.0);
+                identity.secret.diffie_hellman(&peer_key).to_bytes()
+            });
+            let ts = match opened.timestamp(&ss) {
+                Ok(ts) => ts,
+                Err(OpenError::Auth | OpenError::Malformed) => {
+                    return self.stats.drop(DropReason::AuthFailed)
+                }
+            };
+            // Replay protection that survives dropped session state.
+            if ts <= session.last_initiation {
+                return self.stats.drop(DropReason::Replay);
+            }
+            if self.activate(identity, peer, &mut session, now).is_none() {
+                return self.stats.drop(DropReason::NoKey);
+            }
+            accepted = Some(ts);
+        }
+        let Session {
+            active,
+            endpoint,
+            last_initiation,
+            ..
+        } = &mut *session;
+        let Some(active) = active.as_deref_mut() else {
+            return self.stats.drop(DropReason::NoSession);
         };
-        let res = tunn.decapsulate(Some(src.ip()), datagram, buf);
+        let res = active.tunn.decapsulate(Some(src.ip()), datagram, buf);
         if let TunnResult::Err(e) = &res {
             return self.stats.drop(drop_reason(e));
         }
+        if let Some(ts) = accepted {
+            *last_initiation = ts;
+        }
         // Authenticated: the endpoint follows the newest packet (roaming).
-        if !is_cookie {
+        if !matches!(kind, Kind::Cookie) {
             *endpoint = Some(src);
         }
         peer.rx_bytes.add(datagram.len() as u64);
         match res {
             TunnResult::WriteToNetwork(out) => {
-                if is_handshake {
+                if matches!(kind, Kind::Initiation(_) | Kind::Response) {
                     peer.mark_handshake();
+                    active.since = now;
                     self.stats.handshakes.add(1);
                 }
                 let mut sent = out.len() as u64;
                 io.send_udp(src, out);
                 // A new session releases the packets queued while it was negotiated.
-                while let TunnResult::WriteToNetwork(out) = tunn.decapsulate(None, &[], buf) {
+                while let TunnResult::WriteToNetwork(out) = active.tunn.decapsulate(None, &[], buf)
+                {
                     sent += out.len() as u64;
                     io.send_udp(src, out);
                 }
@@ -307,19 +427,19 @@ impl Device {
             }
             TunnResult::WriteToTunnelV4(inner, from) => {
                 drop(session);
-                self.deliver(&snap, peer.id, IpAddr::V4(from), inner, io)
+                self.deliver(peer.id, IpAddr::V4(from), inner, io)
             }
             TunnResult::WriteToTunnelV6(inner, from) => {
                 drop(session);
-                self.deliver(&snap, peer.id, IpAddr::V6(from), inner, io)
+                self.deliver(peer.id, IpAddr::V6(from), inner, io)
             }
             _ => {}
         }
     }
 
     #[inline]
-    fn deliver(&self, snap: &Snapshot, id: PeerId, from: IpAddr, inner: &[u8], io: &mut impl Io) {
-        if snap.routes.lookup(from) != Some(id) {
+    fn deliver(&self, id: PeerId, from: IpAddr, inner: &[u8], io: &mut impl Io) {
+        if self.routes.lookup(from) != Some(id) {
             return self.stats.drop(DropReason::SpoofedSource);
         }
         if io.write_tun(id, inner) {
@@ -329,31 +449,53 @@ impl Device {
         }
     }
 
-    /// Drives WireGuard's timers (rekey, keepalive, expiry); call every 100–250 ms.
+    /// Drives WireGuard's timers (rekey, keepalive, expiry) of the active peers and drops the
+    /// state of those idle past [`IDLE_AFTER`]; call every 100–250 ms.
     pub fn tick(&self, buf: &mut [u8], io: &mut impl Io) {
-        let snap = self.snapshot.load();
-        for peer in snap.peers.iter().flatten() {
-            let (res, endpoint) = {
-                let mut s = peer.session.lock();
-                let endpoint = s.endpoint;
-                let Some(tunn) = s.tunn.as_mut() else {
-                    continue;
-                };
-                (tunn.update_timers(buf), endpoint)
+        self.tick_at(Instant::now(), buf, io)
+    }
+
+    /// [`Device::tick`] with the idle clock read as `now` (tests move it forward).
+    pub fn tick_at(&self, now: Instant, buf: &mut [u8], io: &mut impl Io) {
+        let mut list = std::mem::take(&mut *self.timed.lock());
+        // A removed peer's id can come back for a new peer: never walk one twice.
+        list.sort_unstable();
+        list.dedup();
+        list.retain(|&id| {
+            let Some(slot) = self.peers.get(id) else {
+                return false;
             };
+            let peer = slot.as_ref().expect("occupied slot");
+            let mut s = peer.session.lock();
+            let Some(active) = s.active.as_deref_mut() else {
+                s.timed = false;
+                return false;
+            };
+            let res = active.tunn.update_timers(buf);
+            let idle = now.saturating_duration_since(active.since) >= IDLE_AFTER;
+            let endpoint = s.endpoint;
             if let (TunnResult::WriteToNetwork(out), Some(ep)) = (res, endpoint) {
                 if io.send_udp(ep, out) {
                     peer.tx_bytes.add(out.len() as u64);
                 }
             }
-        }
+            if idle && s.keepalive == 0 {
+                self.deactivate(&mut s);
+                s.timed = false;
+                return false;
+            }
+            true
+        });
+        self.timed.lock().extend(list);
     }
 
     /// Starts a new one-second window of the handshake rate limiter.
     pub fn reset_rate_limiter(&self) {
-        if let Some(identity) = self.snapshot.load().identity.as_ref() {
+        if let Some(identity) = self.identity.load().as_ref() {
             identity.rate_limiter.reset_count();
         }
+        self.window_initiations.store(0, Relaxed);
+        self.sources.prune(Instant::now());
     }
 
     // ---- configuration -----------------------------------------------------------------------
@@ -367,23 +509,24 @@ impl Device {
         self.config.lock().listen_port = port;
     }
 
-    /// Applies a parsed `set=1` request: whole, or (on error) not at all.
+    /// Applies a parsed `set=1` request: whole, or (on error) not at all. Readers see the
+    /// request's changes of keys and routes all at once.
     pub fn apply(&self, req: &SetRequest, net: &dyn NetControl) -> Result<(), UapiError> {
         let mut cfg = self.config.lock();
 
-        let new_keys: FxHashSet<Key> = req
-            .peers
-            .iter()
-            .filter(|p| !p.remove && !p.update_only && !cfg.by_key.contains_key(&p.public_key))
-            .map(|p| p.public_key)
-            .collect();
         let kept = if req.replace_peers {
             0
         } else {
-            cfg.by_key.len()
+            self.peer_count.load(Relaxed)
         };
-        if kept + new_keys.len() > MAX_PEERS {
-            return Err(UapiError::TooManyPeers(MAX_PEERS));
+        let mut new_keys = FxHashSet::default();
+        for p in &req.peers {
+            if !p.remove && !p.update_only && self.keys.get(&p.public_key).is_none() {
+                new_keys.insert(p.public_key);
+                if kept + new_keys.len() > MAX_PEERS {
+                    return Err(UapiError::TooManyPeers(MAX_PEERS));
+                }
+            }
         }
 
         // Binding is the one step that can fail, so it goes first.
@@ -396,174 +539,222 @@ impl Device {
         }
 
         // From here on nothing fails.
+        let mut w = Writer {
+            dev: self,
+            cfg: &mut cfg,
+            keys: self.keys.batch(),
+            routes: self.routes.batch(),
+            removed: Vec::new(),
+        };
         if let Some(key) = req.private_key {
-            set_identity(&mut cfg, key);
+            w.set_identity(key);
         }
         if req.replace_peers {
-            let ids: Vec<PeerId> = cfg.by_key.values().copied().collect();
+            let ids: Vec<PeerId> = w.cfg.peers.iter().flatten().map(|c| c.peer.id).collect();
             for id in ids {
-                remove_peer(&mut cfg, id);
+                w.remove_peer(id);
             }
         }
         for change in &req.peers {
-            apply_peer(&mut cfg, change);
+            w.apply_peer(change);
         }
         // As in WireGuard, a peer cannot have the interface's own public key.
-        let own = cfg.identity.as_ref().map(|i| i.public_key);
-        if let Some(id) = own.and_then(|k| cfg.by_key.get(&k).copied()) {
-            remove_peer(&mut cfg, id);
+        let own = self.identity.load().as_ref().map(|i| i.public_key);
+        if let Some(id) = own.and_then(|k| w.keys.get(&k)) {
+            w.remove_peer(id);
         }
-        self.publish(&cfg);
+        w.publish();
         Ok(())
-    }
-
-    fn publish(&self, cfg: &Config) {
-        self.snapshot.store(Arc::new(Snapshot {
-            identity: cfg.identity.clone(),
-            routes: cfg.routes.clone(),
-            peers: cfg
-                .peers
-                .iter()
-                .map(|p| p.as_ref().map(|c| c.peer.clone()))
-                .collect(),
-            by_key: cfg.by_key.clone(),
-        }));
     }
 
     pub fn view(&self) -> DeviceView {
         let cfg = self.config.lock();
+        let identity = self.identity.load();
         DeviceView {
-            private_key: cfg.identity.as_ref().map(|i| i.private_key),
-            public_key: cfg.identity.as_ref().map(|i| i.public_key),
+            private_key: identity.as_ref().map(|i| i.private_key),
+            public_key: identity.as_ref().map(|i| i.public_key),
             listen_port: cfg.listen_port,
             fwmark: cfg.fwmark,
             peers: cfg
                 .peers
                 .iter()
                 .flatten()
-                .map(|c| PeerView {
-                    public_key: c.peer.public_key,
-                    preshared_key: c.preshared_key,
-                    endpoint: c.peer.endpoint(),
-                    last_handshake: c.peer.last_handshake(),
-                    tx_bytes: c.peer.tx_bytes.get(),
-                    rx_bytes: c.peer.rx_bytes.get(),
-                    persistent_keepalive: c.keepalive,
-                    allowed_ips: c.allowed_ips.clone(),
+                .map(|c| {
+                    let s = c.peer.session.lock();
+                    PeerView {
+                        public_key: c.peer.public_key,
+                        preshared_key: s.preshared_key,
+                        endpoint: s.endpoint,
+                        last_handshake: c.peer.last_handshake(),
+                        tx_bytes: c.peer.tx_bytes.get(),
+                        rx_bytes: c.peer.rx_bytes.get(),
+                        persistent_keepalive: s.keepalive,
+                        allowed_ips: c.allowed_ips.clone(),
+                    }
                 })
                 .collect(),
         }
     }
 
     pub fn peer_count(&self) -> usize {
-        self.snapshot.load().by_key.len()
+        self.peer_count.load(Relaxed)
     }
 }
 
-fn set_identity(cfg: &mut Config, key: Option<Key>) {
-    if cfg.identity.as_ref().map(|i| i.private_key) == key {
-        return;
-    }
-    cfg.identity = key.map(|k| Arc::new(Identity::new(k)));
-    let identity = cfg.identity.clone();
-    for pc in cfg.peers.iter().flatten() {
-        let tunn = identity.as_ref().and_then(|i| make_tunn(i, pc));
-        pc.peer.session.lock().tunn = tunn;
-    }
+/// One `set` being applied: the config, and the batches readers will see at [`Writer::publish`].
+struct Writer<'a> {
+    dev: &'a Device,
+    cfg: &'a mut Config,
+    keys: crate::sharded::Batch<'a, Key, PeerId>,
+    routes: crate::routes::RouteBatch<'a>,
+    /// Ids freed by this request: reused only after it is published, so no reader ever sees a
+    /// route of a removed peer lead to a new one.
+    removed: Vec<PeerId>,
 }
 
-fn remove_peer(cfg: &mut Config, id: PeerId) {
-    let Some(pc) = cfg.peers.get_mut(id as usize).and_then(Option::take) else {
-        return;
-    };
-    for net in &pc.allowed_ips {
-        if cfg.routes.owner(*net) == Some(id) {
-            cfg.routes.remove(*net);
+impl Writer<'_> {
+    fn set_identity(&mut self, key: Option<Key>) {
+        let current = self.dev.identity.load().as_ref().map(|i| i.private_key);
+        if current == key {
+            return;
+        }
+        let limit = self.dev.handshake_limit();
+        let identity = key.map(|k| Arc::new(Identity::new(k, limit)));
+        self.dev.identity.store(identity.clone());
+        // Sessions and the cached static-static secrets belonged to the old key.
+        for pc in self.cfg.peers.iter().flatten() {
+            let mut s = pc.peer.session.lock();
+            self.dev.deactivate(&mut s);
+            s.static_shared = None;
+            if let Some(i) = &identity {
+                keep_alive(self.dev, i, &pc.peer, &mut s);
+            }
         }
     }
-    cfg.by_key.remove(&pc.peer.public_key);
-    cfg.free.push(Reverse(id));
-}
 
-fn add_peer(cfg: &mut Config, key: Key) -> PeerId {
-    let id = cfg
-        .free
-        .pop()
-        .map_or(cfg.peers.len() as PeerId, |Reverse(id)| id);
-    let pc = PeerConf {
-        peer: Arc::new(Peer::new(id, key, None)),
-        allowed_ips: Vec::new(),
-        preshared_key: None,
-        keepalive: 0,
-    };
-    if id as usize == cfg.peers.len() {
-        cfg.peers.push(Some(pc));
-    } else {
-        cfg.peers[id as usize] = Some(pc);
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(pc) = self.cfg.peers.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        for net in &pc.allowed_ips {
+            if self.routes.owner(*net) == Some(id) {
+                self.routes.remove(*net);
+            }
+        }
+        self.keys.remove(&pc.peer.public_key);
+        self.dev.deactivate(&mut pc.peer.session.lock());
+        self.dev.peer_count.fetch_sub(1, Relaxed);
+        self.removed.push(id);
     }
-    cfg.by_key.insert(key, id);
-    id
-}
 
-fn apply_peer(cfg: &mut Config, change: &PeerChange) {
-    let existing = cfg.by_key.get(&change.public_key).copied();
-    if change.remove {
-        if let Some(id) = existing {
-            remove_peer(cfg, id);
+    fn add_peer(&mut self, key: Key) -> PeerId {
+        let cfg = &mut *self.cfg;
+        let id = cfg
+            .free
+            .pop()
+            .map_or(cfg.peers.len() as PeerId, |Reverse(id)| id);
+        let peer = Arc::new(Peer::new(id, key));
+        // Unreachable until the keys and routes that lead here are published.
+        self.dev.peers.set(id, Some(peer.clone()));
+        let pc = PeerConf {
+            peer,
+            allowed_ips: Vec::new(),
+        };
+        if id as usize == cfg.peers.len() {
+            cfg.peers.push(Some(pc));
+        } else {
+            cfg.peers[id as usize] = Some(pc);
         }
-        return;
+        self.keys.insert(key, id);
+        self.dev.peer_count.fetch_add(1, Relaxed);
+        id
     }
-    let (id, mut rebuild) = match existing {
-        Some(id) => (id, false),
-        None if change.update_only => return,
-        None => (add_peer(cfg, change.public_key), true),
-    };
-    let identity = cfg.identity.clone();
-    let pc = cfg.peers[id as usize].as_mut().expect("live peer");
-    if let Some(psk) = change.preshared_key {
-        rebuild |= pc.preshared_key != psk;
-        pc.preshared_key = psk;
-    }
-    if let Some(ka) = change.persistent_keepalive {
-        rebuild |= pc.keepalive != ka;
-        pc.keepalive = ka;
-    }
-    {
-        // boringtun fixes the preshared key and keepalive at construction, so a change means
-        // a fresh Tunn (and a new handshake), as a key change does in WireGuard.
-        let mut s = pc.peer.session.lock();
-        if rebuild {
-            s.tunn = identity.as_ref().and_then(|i| make_tunn(i, pc));
+
+    fn apply_peer(&mut self, change: &PeerChange) {
+        let existing = self.keys.get(&change.public_key);
+        if change.remove {
+            if let Some(id) = existing {
+                self.remove_peer(id);
+            }
+            return;
         }
-        if let Some(ep) = change.endpoint {
-            s.endpoint = Some(ep);
+        let id = match existing {
+            Some(id) => id,
+            None if change.update_only => return,
+            None => self.add_peer(change.public_key),
+        };
+        let identity = self.dev.identity.load_full();
+        let pc = self.cfg.peers[id as usize].as_mut().expect("live peer");
+        {
+            let mut s = pc.peer.session.lock();
+            let mut reset = false;
+            if let Some(psk) = change.preshared_key {
+                reset |= s.preshared_key != psk;
+                s.preshared_key = psk;
+            }
+            if let Some(ka) = change.persistent_keepalive {
+                reset |= s.keepalive != ka;
+                s.keepalive = ka;
+            }
+            if let Some(ep) = change.endpoint {
+                s.endpoint = Some(ep);
+            }
+            // boringtun fixes the preshared key and keepalive at construction, so a change
+            // means fresh state (and a new handshake), as a key change does in WireGuard.
+            if reset {
+                self.dev.deactivate(&mut s);
+            }
+            if let Some(i) = &identity {
+                keep_alive(self.dev, i, &pc.peer, &mut s);
+            }
         }
-    }
-    if change.replace_allowed_ips {
-        for net in std::mem::take(&mut pc.allowed_ips) {
-            cfg.routes.remove(net);
+        if change.replace_allowed_ips {
+            for net in std::mem::take(&mut pc.allowed_ips) {
+                self.routes.remove(net);
+            }
         }
-    }
-    for c in &change.allowed_ips {
-        match *c {
-            AllowedIpChange::Add(net) => match cfg.routes.insert(net, id) {
-                Some(prev) if prev == id => {}
-                prev => {
-                    if let Some(other) = prev.and_then(|p| cfg.peers[p as usize].as_mut()) {
-                        other.allowed_ips.retain(|n| *n != net);
+        for c in &change.allowed_ips {
+            match *c {
+                AllowedIpChange::Add(net) => match self.routes.insert(net, id) {
+                    Some(prev) if prev == id => {}
+                    prev => {
+                        if let Some(other) = prev.and_then(|p| self.cfg.peers[p as usize].as_mut())
+                        {
+                            other.allowed_ips.retain(|n| *n != net);
+                        }
+                        let pc = self.cfg.peers[id as usize].as_mut().expect("live peer");
+                        pc.allowed_ips.push(net);
                     }
-                    let pc = cfg.peers[id as usize].as_mut().expect("live peer");
-                    pc.allowed_ips.push(net);
-                }
-            },
-            AllowedIpChange::Remove(net) => {
-                if cfg.routes.owner(net) == Some(id) {
-                    cfg.routes.remove(net);
-                    let pc = cfg.peers[id as usize].as_mut().expect("live peer");
-                    pc.allowed_ips.retain(|n| *n != net);
+                },
+                AllowedIpChange::Remove(net) => {
+                    if self.routes.owner(net) == Some(id) {
+                        self.routes.remove(net);
+                        let pc = self.cfg.peers[id as usize].as_mut().expect("live peer");
+                        pc.allowed_ips.retain(|n| *n != net);
+                    }
                 }
             }
         }
+    }
+
+    fn publish(self) {
+        self.keys.publish();
+        self.routes.publish();
+        for id in self.removed {
+            // Reused ids were only ever freed here, so a slot still empty is really free.
+            if self.cfg.peers.get(id as usize).is_some_and(Option::is_none) {
+                self.dev.peers.set(id, None);
+                self.cfg.free.push(Reverse(id));
+            }
+        }
+    }
+}
+
+/// A peer with a persistent keepalive and an endpoint keeps session state from the start, as in
+/// WireGuard, so its keepalives (and the handshake they need) go out without waiting for traffic.
+fn keep_alive(dev: &Device, identity: &Identity, peer: &Peer, s: &mut Session) {
+    if s.keepalive > 0 && s.endpoint.is_some() {
+        dev.activate(identity, peer, s, Instant::now());
     }
 }
 

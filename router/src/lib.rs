@@ -5,11 +5,15 @@
 //! and UDP sockets; [`metrics`] exports Prometheus series.
 
 pub mod device;
+pub mod initiation;
 pub mod io;
 pub mod key;
 pub mod metrics;
 pub mod offload;
 pub mod peer;
 pub mod routes;
+pub mod sharded;
+pub mod slots;
+pub mod source_limit;
 pub mod stats;
 pub mod uapi;

@@ -45,6 +45,11 @@ struct Args {
     #[arg(long)]
     pin_cpus: bool,
 
+    /// Handshake messages a second (an initiation counts twice) answered before the router asks
+    /// for cookies (MAC2) and then limits each source address to 20 a second.
+    #[arg(long, default_value_t = staticwire_router::device::HANDSHAKE_RATE_LIMIT)]
+    handshake_limit: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9586. Off by default;
     /// keep it on loopback or a management network.
     #[arg(long, value_name = "ADDR")]
@@ -169,6 +174,7 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
     );
     let (gso, gro) = net.offloads();
     let device = Arc::new(Device::new());
+    device.set_handshake_limit(args.handshake_limit);
     device.set_bound_port(net.port());
     let uapi = UapiSocket::bind(&args.socket_dir, &args.interface)
         .map_err(|e| format!("cannot create UAPI socket: {e}"))?;

@@ -48,6 +48,14 @@ fn describe() {
         "Unix time of the peer's latest handshake (0 = never)"
     );
     describe_gauge!("wireguard_peers", "Configured peers");
+    describe_gauge!(
+        "staticwire_router_active_sessions",
+        "Peers holding WireGuard session state now (the rest are compact records)"
+    );
+    describe_counter!(
+        "staticwire_router_sessions_total",
+        "Session states made on demand and dropped when idle, by event"
+    );
     describe_counter!(
         "staticwire_router_packets_total",
         "Packets forwarded, by path"
@@ -100,6 +108,15 @@ impl Exporter {
         let stats = &self.device.stats;
         gauge!("wireguard_peers", "interface" => iface.clone())
             .set(self.device.peer_count() as f64);
+        gauge!("staticwire_router_active_sessions", "interface" => iface.clone())
+            .set(self.device.active_sessions() as f64);
+        for (event, c) in [
+            ("made", &self.device.sessions_made),
+            ("dropped", &self.device.sessions_dropped),
+        ] {
+            counter!("staticwire_router_sessions_total", "interface" => iface.clone(), "event" => event)
+                .absolute(c.get());
+        }
         for (path, c) in [
             ("tun_to_udp", &stats.tun_to_udp),
             ("udp_to_tun", &stats.udp_to_tun),

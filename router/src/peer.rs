@@ -1,5 +1,8 @@
-//! A configured peer: its identity, its WireGuard session state and its counters.
+//! A configured peer: a compact record (identity, endpoint, counters, replay guard) that every
+//! configured customer has, and the full WireGuard state (boringtun's `Tunn`, ~11 KB) that only
+//! an active one has.
 
+use crate::initiation::Timestamp;
 use crate::key::Key;
 use crate::routes::PeerId;
 use crate::stats::Counter;
@@ -7,14 +10,31 @@ use boringtun::noise::Tunn;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Handshake and session state, made on a valid initiation or on traffic to the peer and
+/// dropped by the timers once its sessions have expired.
+pub struct Active {
+    pub tunn: Tunn,
+    /// When this state was made or last completed a handshake: the idle clock starts here.
+    pub since: Instant,
+}
 
 /// The part of a peer that the packet path changes under its lock.
+#[derive(Default)]
 pub struct Session {
-    /// `None` while the interface has no private key (or the peer's key is unusable).
-    pub tunn: Option<Box<Tunn>>,
+    pub active: Option<Box<Active>>,
     /// Where to send: set by UAPI, then follows the newest authenticated packet (roaming).
     pub endpoint: Option<SocketAddr>,
+    pub preshared_key: Option<Key>,
+    pub keepalive: u16,
+    /// DH(our static, peer static), kept once computed: it decrypts initiation timestamps.
+    pub static_shared: Option<[u8; 32]>,
+    /// The newest initiation timestamp accepted: outlives `active`, so a replayed initiation
+    /// cannot start a session after the state was dropped.
+    pub last_initiation: Timestamp,
+    /// Whether the timer thread has this peer on its list of active peers.
+    pub timed: bool,
 }
 
 pub struct Peer {
@@ -30,14 +50,11 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(id: PeerId, public_key: Key, tunn: Option<Box<Tunn>>) -> Self {
+    pub fn new(id: PeerId, public_key: Key) -> Self {
         Peer {
             id,
             public_key,
-            session: Mutex::new(Session {
-                tunn,
-                endpoint: None,
-            }),
+            session: Mutex::new(Session::default()),
             tx_bytes: Counter::default(),
             rx_bytes: Counter::default(),
             last_handshake_ns: AtomicU64::new(0),
@@ -60,5 +77,9 @@ impl Peer {
 
     pub fn endpoint(&self) -> Option<SocketAddr> {
         self.session.lock().endpoint
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.session.lock().active.is_some()
     }
 }

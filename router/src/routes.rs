@@ -1,64 +1,19 @@
 //! Allowed-IPs routing table: longest-prefix match from an address to a peer id.
 //!
-//! Host routes (/32, /128) are what a provider has by the thousand, so they sit in their own hash
-//! map and cost one probe. Other prefix lengths live in one map per length, searched longest
-//! first, so a lookup costs at most one probe per distinct length in use (usually a handful).
-//! The table is a plain value: the device publishes immutable copies through `arc_swap`, so
-//! readers on the packet path never take a lock.
+//! Every prefix, whatever its length, is one entry of a sharded map keyed by (masked address,
+//! length); a bitmask of the lengths in use tells a lookup which lengths to probe, longest first.
+//! A provider's table holds one or two lengths (/32 and /64, say), so a lookup is one or two
+//! probes whatever the size, and a /64 costs what a /32 does. Readers never lock; a writer
+//! changes a few shards and publishes them (see [`crate::sharded`]).
 
+use crate::sharded::{Batch, Sharded};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use rustc_hash::FxHashMap;
+use parking_lot::{Mutex, MutexGuard};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// Index of a peer in the device's slab.
 pub type PeerId = u32;
-
-#[derive(Clone, Default, Debug)]
-struct Family<A: Copy + Eq + std::hash::Hash> {
-    /// Full-length prefixes: the hot path.
-    hosts: FxHashMap<A, PeerId>,
-    /// Shorter prefixes, one map per length, sorted longest first. Keys are masked addresses.
-    shorter: Vec<(u8, FxHashMap<A, PeerId>)>,
-}
-
-impl<A: Copy + Eq + std::hash::Hash> Family<A> {
-    fn lookup(&self, addr: A, mask: impl Fn(A, u8) -> A) -> Option<PeerId> {
-        if let Some(&id) = self.hosts.get(&addr) {
-            return Some(id);
-        }
-        self.shorter
-            .iter()
-            .find_map(|(len, map)| map.get(&mask(addr, *len)).copied())
-    }
-
-    fn map_for(&mut self, len: u8, full: u8) -> &mut FxHashMap<A, PeerId> {
-        if len == full {
-            return &mut self.hosts;
-        }
-        let pos = match self.shorter.binary_search_by(|(l, _)| len.cmp(l)) {
-            Ok(pos) => pos,
-            Err(pos) => {
-                self.shorter.insert(pos, (len, FxHashMap::default()));
-                pos
-            }
-        };
-        &mut self.shorter[pos].1
-    }
-
-    fn insert(&mut self, addr: A, len: u8, full: u8, id: PeerId) -> Option<PeerId> {
-        self.map_for(len, full).insert(addr, id)
-    }
-
-    fn remove(&mut self, addr: A, len: u8, full: u8) -> Option<PeerId> {
-        let removed = self.map_for(len, full).remove(&addr);
-        self.shorter.retain(|(_, m)| !m.is_empty());
-        removed
-    }
-
-    fn len(&self) -> usize {
-        self.hosts.len() + self.shorter.iter().map(|(_, m)| m.len()).sum::<usize>()
-    }
-}
 
 fn mask_v4(a: u32, len: u8) -> u32 {
     if len == 0 {
@@ -76,65 +31,78 @@ fn mask_v6(a: u128, len: u8) -> u128 {
     }
 }
 
-#[derive(Clone, Default, Debug)]
+/// Prefix lengths 0..=128 as a bitmask, read without locks.
+#[derive(Default)]
+struct Lengths([AtomicU64; 3]);
+
+impl Lengths {
+    /// Lengths in use, longest first.
+    #[inline]
+    fn longest_first(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..3).rev().flat_map(move |w| {
+            let mut bits = self.0[w].load(Acquire);
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let b = 63 - bits.leading_zeros();
+                    bits &= !(1u64 << b);
+                    (w as u32 * 64 + b) as u8
+                })
+            })
+        })
+    }
+
+    fn store(&self, counts: &[u32; 129]) {
+        for w in 0..3 {
+            let mut bits = 0u64;
+            for b in 0..64 {
+                if counts.get(w * 64 + b).is_some_and(|&c| c > 0) {
+                    bits |= 1 << b;
+                }
+            }
+            self.0[w].store(bits, Release);
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct RouteTable {
-    v4: Family<u32>,
-    v6: Family<u128>,
+    v4: Sharded<(u32, u8), PeerId>,
+    v6: Sharded<(u128, u8), PeerId>,
+    v4_lens: Lengths,
+    v6_lens: Lengths,
+    /// Entries per prefix length; only writers touch it.
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
+    v4: [u32; 129],
+    v6: [u32; 129],
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            v4: [0; 129],
+            v6: [0; 129],
+        }
+    }
 }
 
 impl RouteTable {
-    /// Routes `net` (host bits ignored) to `id`; returns the peer that owned it before.
-    pub fn insert(&mut self, net: IpNet, id: PeerId) -> Option<PeerId> {
-        match net.trunc() {
-            IpNet::V4(n) => self.v4.insert(u32::from(n.addr()), n.prefix_len(), 32, id),
-            IpNet::V6(n) => self
-                .v6
-                .insert(u128::from(n.addr()), n.prefix_len(), 128, id),
-        }
-    }
-
-    /// Removes the route for `net`; returns its owner.
-    pub fn remove(&mut self, net: IpNet) -> Option<PeerId> {
-        match net.trunc() {
-            IpNet::V4(n) => self.v4.remove(u32::from(n.addr()), n.prefix_len(), 32),
-            IpNet::V6(n) => self.v6.remove(u128::from(n.addr()), n.prefix_len(), 128),
-        }
-    }
-
-    /// The owner of exactly this prefix, if any.
-    pub fn owner(&self, net: IpNet) -> Option<PeerId> {
-        match net.trunc() {
-            IpNet::V4(n) => {
-                let fam = &self.v4;
-                if n.prefix_len() == 32 {
-                    return fam.hosts.get(&u32::from(n.addr())).copied();
-                }
-                fam.shorter
-                    .iter()
-                    .find(|(l, _)| *l == n.prefix_len())
-                    .and_then(|(_, m)| m.get(&u32::from(n.addr())).copied())
-            }
-            IpNet::V6(n) => {
-                let fam = &self.v6;
-                if n.prefix_len() == 128 {
-                    return fam.hosts.get(&u128::from(n.addr())).copied();
-                }
-                fam.shorter
-                    .iter()
-                    .find(|(l, _)| *l == n.prefix_len())
-                    .and_then(|(_, m)| m.get(&u128::from(n.addr())).copied())
-            }
-        }
-    }
-
     #[inline]
     pub fn lookup_v4(&self, addr: Ipv4Addr) -> Option<PeerId> {
-        self.v4.lookup(u32::from(addr), mask_v4)
+        let a = u32::from(addr);
+        self.v4_lens
+            .longest_first()
+            .find_map(|len| self.v4.get(&(mask_v4(a, len), len)))
     }
 
     #[inline]
     pub fn lookup_v6(&self, addr: Ipv6Addr) -> Option<PeerId> {
-        self.v6.lookup(u128::from(addr), mask_v6)
+        let a = u128::from(addr);
+        self.v6_lens
+            .longest_first()
+            .find_map(|len| self.v6.get(&(mask_v6(a, len), len)))
     }
 
     #[inline]
@@ -145,12 +113,112 @@ impl RouteTable {
         }
     }
 
+    /// The owner of exactly this prefix, if any.
+    pub fn owner(&self, net: IpNet) -> Option<PeerId> {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.get(&(u32::from(n.addr()), n.prefix_len())),
+            IpNet::V6(n) => self.v6.get(&(u128::from(n.addr()), n.prefix_len())),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Starts a batch of changes, published together by [`RouteBatch::publish`]. Batches are
+    /// serialized: a second one waits for the first.
+    pub fn batch(&self) -> RouteBatch<'_> {
+        RouteBatch {
+            table: self,
+            v4: self.v4.batch(),
+            v6: self.v6.batch(),
+            counts: self.counts.lock(),
+        }
+    }
+
+    /// One change, published at once (tests and single edits).
+    pub fn insert(&self, net: IpNet, id: PeerId) -> Option<PeerId> {
+        let mut b = self.batch();
+        let prev = b.insert(net, id);
+        b.publish();
+        prev
+    }
+
+    /// Removes one route at once; returns its owner.
+    pub fn remove(&self, net: IpNet) -> Option<PeerId> {
+        let mut b = self.batch();
+        let prev = b.remove(net);
+        b.publish();
+        prev
+    }
+}
+
+pub struct RouteBatch<'a> {
+    table: &'a RouteTable,
+    v4: Batch<'a, (u32, u8), PeerId>,
+    v6: Batch<'a, (u128, u8), PeerId>,
+    counts: MutexGuard<'a, Counts>,
+}
+
+impl RouteBatch<'_> {
+    /// Routes `net` (host bits ignored) to `id`; returns the peer that owned it before.
+    pub fn insert(&mut self, net: IpNet, id: PeerId) -> Option<PeerId> {
+        let (prev, len, counts) = match net.trunc() {
+            IpNet::V4(n) => {
+                let len = n.prefix_len();
+                let prev = self.v4.insert((u32::from(n.addr()), len), id);
+                (prev, len, &mut self.counts.v4)
+            }
+            IpNet::V6(n) => {
+                let len = n.prefix_len();
+                let prev = self.v6.insert((u128::from(n.addr()), len), id);
+                (prev, len, &mut self.counts.v6)
+            }
+        };
+        if prev.is_none() {
+            counts[len as usize] += 1;
+        }
+        prev
+    }
+
+    /// Removes the route for `net`; returns its owner.
+    pub fn remove(&mut self, net: IpNet) -> Option<PeerId> {
+        let (prev, len, counts) = match net.trunc() {
+            IpNet::V4(n) => {
+                let len = n.prefix_len();
+                let prev = self.v4.remove(&(u32::from(n.addr()), len));
+                (prev, len, &mut self.counts.v4)
+            }
+            IpNet::V6(n) => {
+                let len = n.prefix_len();
+                let prev = self.v6.remove(&(u128::from(n.addr()), len));
+                (prev, len, &mut self.counts.v6)
+            }
+        };
+        if prev.is_some() {
+            counts[len as usize] -= 1;
+        }
+        prev
+    }
+
+    /// The owner of exactly this prefix, as this batch sees it.
+    pub fn owner(&self, net: IpNet) -> Option<PeerId> {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.get(&(u32::from(n.addr()), n.prefix_len())),
+            IpNet::V6(n) => self.v6.get(&(u128::from(n.addr()), n.prefix_len())),
+        }
+    }
+
+    pub fn publish(self) {
+        // Entries first, then the lengths that make lookups probe them.
+        self.v4.publish();
+        self.v6.publish();
+        self.table.v4_lens.store(&self.counts.v4);
+        self.table.v6_lens.store(&self.counts.v6);
     }
 }
 
@@ -172,7 +240,7 @@ mod tests {
 
     #[test]
     fn host_routes_win_over_shorter_prefixes() {
-        let mut t = RouteTable::default();
+        let t = RouteTable::default();
         t.insert(net("203.0.113.0/24"), 1);
         t.insert(net("203.0.113.10/32"), 2);
         t.insert(net("0.0.0.0/0"), 3);
@@ -183,7 +251,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_at_every_length() {
-        let mut t = RouteTable::default();
+        let t = RouteTable::default();
         for len in [8u8, 16, 20, 24, 28, 31] {
             t.insert(net(&format!("10.1.2.3/{len}")), len as u32);
         }
@@ -198,7 +266,7 @@ mod tests {
 
     #[test]
     fn ipv6_prefixes() {
-        let mut t = RouteTable::default();
+        let t = RouteTable::default();
         t.insert(net("2001:db8::/32"), 1);
         t.insert(net("2001:db8:1::/64"), 2);
         t.insert(net("2001:db8:1::7/128"), 3);
@@ -211,7 +279,7 @@ mod tests {
 
     #[test]
     fn insert_moves_ownership_and_remove_cleans_up() {
-        let mut t = RouteTable::default();
+        let t = RouteTable::default();
         assert_eq!(t.insert(net("203.0.113.10/32"), 1), None);
         assert_eq!(t.insert(net("203.0.113.10/32"), 2), Some(1));
         assert_eq!(t.insert(net("10.0.0.77/8"), 4), None);
