@@ -6,8 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+pub mod openapi;
+
 /// `GET /v1/terms`: what the provider sells and for how much.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Terms {
     /// One-time fee charged with the first month.
     pub activation_sat: u64,
@@ -31,9 +35,14 @@ pub struct Terms {
     /// clients that pin it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_fingerprint: Option<String>,
+    /// Public key (33 bytes, 66 lowercase hex characters) of the Lightning node that signs the
+    /// invoices, when the provider publishes it: clients then refuse an invoice of another payee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payee: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Server {
     /// `host:port` customers connect to.
     pub endpoint: String,
@@ -43,17 +52,20 @@ pub struct Server {
 
 /// `POST /v1/rentals`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RentRequest {
     pub public_key: String,
 }
 
 /// `POST /v1/rentals/{public_key}/renewals`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RenewRequest {
     pub months: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RentalState {
     /// Address held, first invoice open.
@@ -69,6 +81,7 @@ pub enum RentalState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceState {
     Open,
@@ -77,6 +90,7 @@ pub enum InvoiceState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InvoicePurpose {
     /// Activation fee plus the first month.
@@ -86,6 +100,7 @@ pub enum InvoicePurpose {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Invoice {
     pub payment_hash: String,
     pub bolt11: String,
@@ -101,6 +116,7 @@ pub struct Invoice {
 
 /// `GET /v1/rentals/{public_key}` and the `rental` part of other answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rental {
     pub public_key: String,
     pub state: RentalState,
@@ -123,6 +139,7 @@ pub struct Rental {
 
 /// Answer of `POST /v1/rentals` and `POST .../renewals`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InvoiceResponse {
     pub rental: Rental,
     pub invoice: Invoice,
@@ -130,6 +147,7 @@ pub struct InvoiceResponse {
 
 /// `GET /v1/rentals/{public_key}/config`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfigResponse {
     /// A wg-quick file without the private key: the client fills in `PrivateKey`.
     pub wg_quick: String,
@@ -142,14 +160,49 @@ pub struct ConfigResponse {
 
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+/// `POST /v1/dev/pay` (test hook): pay an invoice of the server's test Lightning node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevPayRequest {
+    pub bolt11: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevPayResponse {
+    pub paid: bool,
+    pub payment_hash: String,
+    /// The proof of payment: SHA-256 of it is the payment hash.
+    pub preimage: String,
+}
+
+/// `POST /v1/dev/clock` (test hook): move the server's clock forward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevClockRequest {
+    /// Seconds to add, 0 to ten years.
+    pub seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DevClockResponse {
+    /// The server's time now (Unix seconds).
+    pub now: i64,
+    /// How far its clock is ahead of the real one.
+    pub offset: i64,
 }
 
 /// Stable error codes.
@@ -177,6 +230,28 @@ pub mod codes {
     pub const TIMEOUT: &str = "timeout";
     /// HTTP 503: the database cannot be written (read-only, disk full); nothing was changed.
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    /// HTTP 405: the route exists, not with this method.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+
+    /// Every code with the HTTP statuses it is sent with (PROTOCOL.md, the OpenAPI document).
+    pub const ALL: &[(&str, &[u16])] = &[
+        (BAD_KEY, &[400]),
+        (BAD_REQUEST, &[400]),
+        (BAD_MONTHS, &[400]),
+        (NOT_FOUND, &[404]),
+        (METHOD_NOT_ALLOWED, &[405]),
+        (TIMEOUT, &[408, 503]),
+        (CONFLICT, &[409]),
+        (TOO_LARGE, &[413]),
+        (UNSUPPORTED_MEDIA, &[415]),
+        (RATE_LIMITED, &[429]),
+        (TOO_MANY_UNPAID, &[429]),
+        (INTERNAL, &[500]),
+        (BACKEND_ERROR, &[502]),
+        (POOL_EXHAUSTED, &[503]),
+        (BACKEND_DOWN, &[503]),
+        (DATABASE_UNAVAILABLE, &[503]),
+    ];
 }
 
 /// Why a WireGuard public key is refused.

@@ -1,6 +1,6 @@
 //! Checking an invoice before it is shown or paid: it must be a valid BOLT11 invoice on the
 //! provider's network, for exactly what the published terms charge for this action, not expired,
-//! and the one the server says it is.
+//! the one the server says it is, and payable to the node the terms name, if they name one.
 
 use bitcoin::hashes::Hash;
 use lightning_invoice::{Bolt11Invoice, Currency};
@@ -35,6 +35,8 @@ pub enum InvoiceError {
     ExpiryTooLong(u64, u64),
     #[error("the server's payment hash does not match the invoice's")]
     HashMismatch,
+    #[error("invoice is payable to node {got}, the provider's terms name {expected}")]
+    WrongPayee { expected: String, got: String },
 }
 
 fn network_of(c: Currency) -> &'static str {
@@ -68,6 +70,15 @@ pub fn check(
         .map_err(|e| InvoiceError::Malformed(format!("{e}")))?;
     inv.check_signature()
         .map_err(|_| InvoiceError::BadSignature)?;
+    if let Some(expected) = &terms.payee {
+        let got = inv.recover_payee_pub_key().to_string();
+        if !got.eq_ignore_ascii_case(expected.trim()) {
+            return Err(InvoiceError::WrongPayee {
+                expected: expected.clone(),
+                got,
+            });
+        }
+    }
     let got = network_of(inv.currency());
     if got != terms.network {
         return Err(InvoiceError::WrongNetwork {

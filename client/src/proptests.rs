@@ -117,7 +117,7 @@ proptest! {
         let terms = api::Terms {
             activation_sat: 48_000, monthly_sat: 24_000, first_payment_sat: 72_000,
             month_seconds: 2_592_000, reservation_seconds: 5_184_000, invoice_expiry_seconds: 3600,
-            max_months: 12, network: "regtest".into(), servers: vec![], tls_fingerprint: None,
+            max_months: 12, network: "regtest".into(), servers: vec![], tls_fingerprint: None, payee: None,
         };
         let view = api::Invoice {
             payment_hash: "00".repeat(32), bolt11: s.clone(), amount_sat: 72_000,

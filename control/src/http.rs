@@ -3,10 +3,12 @@
 
 use crate::service::{Service, ServiceError};
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
 use staticwire_api::{codes, ErrorBody, ErrorDetail, RenewRequest, RentRequest};
@@ -134,26 +136,40 @@ async fn rent(
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 
+/// A path segment, or the JSON error for one that does not decode (bad percent-encoding, not
+/// UTF-8): every error is `{"error"}`, also the extractor's.
+fn segment(p: Result<Path<String>, PathRejection>, code: &'static str) -> Result<String, ApiError> {
+    p.map(|Path(v)| v).map_err(|e| {
+        let status = if code == codes::NOT_FOUND {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, code, format!("bad path segment: {e}"))
+    })
+}
+
 async fn status(
     State(s): State<Arc<Service>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<staticwire_api::Rental> {
-    Ok(Json(s.status(&key)?))
+    Ok(Json(s.status(&segment(key, codes::BAD_KEY)?)?))
 }
 
 async fn config(
     State(s): State<Arc<Service>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
 ) -> ApiResult<staticwire_api::ConfigResponse> {
-    Ok(Json(s.config(&key)?))
+    Ok(Json(s.config(&segment(key, codes::BAD_KEY)?)?))
 }
 
 async fn renew(
     State(s): State<Arc<Service>>,
-    Path(key): Path<String>,
+    key: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let key = segment(key, codes::BAD_KEY)?;
     let req: RenewRequest = json_body(&headers, body).await?;
     let resp = s.renew(&key, req.months).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
@@ -161,9 +177,10 @@ async fn renew(
 
 async fn invoice(
     State(s): State<Arc<Service>>,
-    Path(hash): Path<String>,
+    hash: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<staticwire_api::Invoice> {
+    let hash = segment(hash, codes::NOT_FOUND)?;
     let mut wait = 0;
     for pair in query
         .as_deref()
@@ -208,18 +225,13 @@ async fn readyz(State(s): State<Arc<Service>>) -> Result<&'static str, ApiError>
     Ok("ready\n")
 }
 
-#[derive(serde::Deserialize)]
-struct Advance {
-    seconds: i64,
-}
-
-/// Dev mode only (`serve --dev-clock`): moves the service's clock forward, for demos and tests.
+/// Test hook (`serve --dev-hooks`, dev backend only): moves the service's clock forward.
 async fn dev_clock(
     State(s): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let a: Advance = json_body(&headers, body).await?;
+) -> ApiResult<staticwire_api::DevClockResponse> {
+    let a: staticwire_api::DevClockRequest = json_body(&headers, body).await?;
     if a.seconds < 0 || a.seconds > 10 * 365 * 86_400 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -232,27 +244,109 @@ async fn dev_clock(
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     s.reconcile().await?;
     s.bump();
-    Ok(Json(
-        serde_json::json!({"now": s.clock.now(), "offset": s.clock.offset()}),
-    ))
+    Ok(Json(staticwire_api::DevClockResponse {
+        now: s.clock.now(),
+        offset: s.clock.offset(),
+    }))
+}
+
+/// Test hook (`serve --dev-hooks`, dev backend only): what `staticwire-control dev-pay` does,
+/// over HTTP, then the invoice check, so the payment is credited when this answers.
+async fn dev_pay(
+    State(s): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<staticwire_api::DevPayResponse> {
+    use crate::lightning::dev::{self, DevPayError};
+    let req: staticwire_api::DevPayRequest = json_body(&headers, body).await?;
+    let crate::lightning::Backend::Dev(node) = &s.ln else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "no dev Lightning backend",
+        ));
+    };
+    let paid = {
+        let db = s.db()?;
+        dev::pay(&db, &node.node_id, &req.bolt11, s.clock.now())
+    };
+    let paid = paid.map_err(|e| {
+        let (status, code) = match e {
+            DevPayError::Malformed(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            DevPayError::ForeignInvoice => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            DevPayError::AlreadyPaid | DevPayError::Expired => {
+                (StatusCode::CONFLICT, codes::CONFLICT)
+            }
+            DevPayError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+        };
+        ApiError::new(status, code, e.to_string())
+    })?;
+    s.check_invoices().await?;
+    Ok(Json(staticwire_api::DevPayResponse {
+        paid: true,
+        payment_hash: paid.payment_hash,
+        preimage: paid.preimage,
+    }))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(staticwire_api::openapi::document())
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such route")
 }
 
-pub fn router(service: Arc<Service>, dev_clock_route: bool) -> Router {
-    let mut r = Router::new()
-        .route("/v1/terms", get(terms))
-        .route("/v1/rentals", post(rent))
-        .route("/v1/rentals/{key}", get(status))
-        .route("/v1/rentals/{key}/config", get(config))
-        .route("/v1/rentals/{key}/renewals", post(renew))
-        .route("/v1/invoices/{hash}", get(invoice))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
-    if dev_clock_route {
-        r = r.route("/v1/dev/clock", post(dev_clock));
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "this route does not take this method",
+    )
+}
+
+/// Adds the route the OpenAPI document names `operation_id`, at its path and method: every
+/// route served is documented, as it is registered from the document's table.
+fn documented<H, T>(
+    router: Router<Arc<Service>>,
+    operation_id: &str,
+    handler: H,
+) -> Router<Arc<Service>>
+where
+    H: Handler<T, Arc<Service>>,
+    T: 'static,
+{
+    let Some(route) = staticwire_api::openapi::ROUTES
+        .iter()
+        .find(|r| r.operation_id == operation_id)
+    else {
+        panic!("route {operation_id} is not in the OpenAPI document");
+    };
+    let method = match route.method {
+        "get" => MethodFilter::GET,
+        "post" => MethodFilter::POST,
+        other => panic!("method {other} of {operation_id}"),
+    };
+    router.route(route.path, on(method, handler))
+}
+
+/// The `/v1` API; with `dev_hooks` (dev Lightning backend only) also its test hooks.
+pub fn router(service: Arc<Service>, dev_hooks: bool) -> Router {
+    let mut r = Router::new();
+    r = documented(r, "getTerms", terms);
+    r = documented(r, "rentNewIp", rent);
+    r = documented(r, "getRentalStatus", status);
+    r = documented(r, "getConf", config);
+    r = documented(r, "renew", renew);
+    r = documented(r, "getInvoice", invoice);
+    r = documented(r, "getOpenApi", openapi);
+    r = documented(r, "healthz", healthz);
+    r = documented(r, "readyz", readyz);
+    if dev_hooks {
+        r = documented(r, "devPay", dev_pay);
+        r = documented(r, "devClock", dev_clock);
     }
-    r.fallback(not_found).with_state(service)
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(service)
 }

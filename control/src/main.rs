@@ -47,8 +47,10 @@ enum Command {
         /// HTTP listen address; overrides the config file.
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
-        /// Enable POST /v1/dev/clock to move time forward (dev backend only; for demos and tests).
-        #[arg(long)]
+        /// Serve the test hooks POST /v1/dev/clock (move time forward) and POST /v1/dev/pay
+        /// (pay an invoice) — dev Lightning backend only; for demos, tests and the conformance
+        /// suite.
+        #[arg(long = "dev-hooks", alias = "dev-clock")]
         dev_clock: bool,
     },
     /// Print the SHA-256 fingerprint of the HTTPS certificate, for clients to pin.
@@ -354,7 +356,7 @@ fn main() {
     match command {
         Command::Serve { dev_clock, .. } => {
             if dev_clock && !dev_backend {
-                fail("--dev-clock needs the dev Lightning backend");
+                fail("--dev-hooks needs the dev Lightning backend");
             }
             rt.block_on(serve(service, tls, dev_clock));
         }
@@ -406,5 +408,7 @@ mod abuse_tests;
 mod api_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod openapi_tests;
 #[cfg(test)]
 mod proptests;

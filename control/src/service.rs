@@ -226,6 +226,10 @@ impl Service {
                 .map(|r| self.server_of(&r.name))
                 .collect(),
             tls_fingerprint: self.tls_fingerprint.clone(),
+            payee: match &self.ln {
+                Backend::Dev(node) => Some(node.node_id.to_string()),
+                _ => None,
+            },
         }
     }
 
@@ -537,7 +541,13 @@ impl Service {
         let now = self.clock.now();
         let (rental, quote) = {
             let db = self.db()?;
-            let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
+            let Some(r) = store::live_rental(&db, &key)? else {
+                // Released and swept answers what released and not yet swept does.
+                return Err(match store::latest_rental(&db, &key)? {
+                    Some(_) => ServiceError::Conflict(RenewError::Released.to_string()),
+                    None => ServiceError::NotFound,
+                });
+            };
             let q =
                 ledger::renewal_quote(&self.terms, &r.account(), months, now).map_err(
                     |e| match e {
