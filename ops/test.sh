@@ -85,6 +85,7 @@ for v in 0.4 0.6; do
 done
 bash ops/test-reliability.sh   # cargo deny, short fuzz runs (issue 12)
 bash ops/test-ops.sh           # Prometheus, alerts, dashboard, units, nftables (issue 13)
+bash ops/test-web.sh           # the public web page in headless Chromium (issue 15)
 echo "== cargo bench (quick mode)"
 cargo bench -p staticwire-benches -- --quick --noplot
 echo "== all tests passed"

@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// Prometheus `/metrics`. Off unless `listen` is set.
     pub metrics: MetricsConfig,
+    /// The public web page at `/`.
+    pub web: crate::web::WebConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -160,6 +162,7 @@ impl Default for Config {
             compat: CompatConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ impl Config {
             ));
         }
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.web.validate().map_err(ConfigError::Invalid)?;
         if let Some(n) = self.network() {
             if crate::lightning::normalize_network(n).is_none() {
                 return Err(ConfigError::Invalid(format!(

@@ -346,7 +346,10 @@ pub fn router(service: Arc<Service>, dev_hooks: bool) -> Router {
         r = documented(r, "devPay", dev_pay);
         r = documented(r, "devClock", dev_clock);
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(service)
+    let r = crate::web::routes(r);
+    crate::web::log_bodies(
+        r.fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .with_state(service),
+    )
 }

@@ -14,6 +14,7 @@ mod limits;
 mod metrics;
 mod service;
 mod store;
+mod web;
 
 use clap::{Parser, Subcommand};
 use config::{Config, LightningConfig};

@@ -1,0 +1,524 @@
+//! The provider's public web page at `/`: a person rents, pays and renews with a browser and a
+//! Lightning wallet. The page makes the WireGuard key in the browser and only ever sends the
+//! public key; it talks to `/v1` like any other client.
+//!
+//! The assets (`control/web/`) are compiled into the binary, served with a strong ETag (so a
+//! browser revalidates for the price of a 304) and a strict Content-Security-Policy: nothing
+//! from elsewhere, no inline script or style.
+
+use crate::service::{Service, ServiceError};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, LazyLock};
+
+/// Languages the page is translated into; `[web] languages` picks among them.
+pub const LANGUAGES: [&str; 2] = ["en", "de"];
+
+/// `[web]` in the control's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the page at `/` (the API answers either way).
+    pub enabled: bool,
+    /// Offered languages, the first being the default for browsers that ask for none of them.
+    pub languages: Vec<String>,
+    /// The provider's name, shown as the page's title.
+    pub name: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            languages: LANGUAGES.iter().map(|l| l.to_string()).collect(),
+            name: "StaticWire".into(),
+        }
+    }
+}
+
+impl WebConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.languages.is_empty() {
+            return Err("web.languages needs at least one language".into());
+        }
+        for l in &self.languages {
+            if !LANGUAGES.contains(&l.as_str()) {
+                return Err(format!(
+                    "web.languages: no translation for {l:?} (available: {})",
+                    LANGUAGES.join(", ")
+                ));
+            }
+        }
+        let n = self.name.chars().count();
+        if n == 0 || n > 80 || self.name.chars().any(char::is_control) {
+            return Err("web.name must be 1 to 80 printable characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// One embedded file.
+struct Asset {
+    path: &'static str,
+    mime: &'static str,
+    bytes: &'static [u8],
+}
+
+macro_rules! asset {
+    ($path:literal, $mime:literal) => {
+        Asset {
+            path: $path,
+            mime: $mime,
+            bytes: include_bytes!(concat!("../web/", $path)),
+        }
+    };
+}
+
+/// Everything the page loads. The vendored libraries come from the npm registry with their
+/// licenses beside them: uqr (QR codes) and tweetnacl (X25519 where the browser's WebCrypto has
+/// none, loaded only then).
+static ASSETS: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("i18n/en.json", "application/json"),
+    asset!("i18n/de.json", "application/json"),
+    asset!("vendor/uqr/index.mjs", "text/javascript; charset=utf-8"),
+    asset!("vendor/uqr/LICENSE", "text/plain; charset=utf-8"),
+    asset!(
+        "vendor/tweetnacl/nacl.min.js",
+        "text/javascript; charset=utf-8"
+    ),
+    asset!("vendor/tweetnacl/LICENSE", "text/plain; charset=utf-8"),
+];
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A strong validator: the first 16 bytes of the content's SHA-256.
+fn etag_of(bytes: &[u8]) -> String {
+    use bitcoin::hashes::{sha256, Hash};
+    let h = sha256::Hash::hash(bytes);
+    format!("\"{}\"", hex::encode(&h.as_byte_array()[..16]))
+}
+
+static ETAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| ASSETS.iter().map(|a| etag_of(a.bytes)).collect());
+
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+fn serve_asset(i: usize, req_headers: &HeaderMap) -> Response {
+    let a = &ASSETS[i];
+    let etag = &ETAGS[i];
+    let matches = req_headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut resp = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        a.bytes.into_response()
+    };
+    let h = resp.headers_mut();
+    if !matches {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(a.mime));
+    }
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    // Revalidate every time: one round trip and a 304, and a new release is seen at once.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(h);
+    resp
+}
+
+fn not_found() -> Response {
+    let mut resp = (StatusCode::NOT_FOUND, "not found\n").into_response();
+    security_headers(resp.headers_mut());
+    resp
+}
+
+async fn index(State(s): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    if !s.cfg.web.enabled {
+        return not_found();
+    }
+    serve_asset(0, &headers)
+}
+
+async fn file(
+    State(s): State<Arc<Service>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !s.cfg.web.enabled {
+        return not_found();
+    }
+    if path == "site.json" {
+        return site(&s);
+    }
+    match ASSETS.iter().position(|a| a.path == path) {
+        Some(i) => serve_asset(i, &headers),
+        None => not_found(),
+    }
+}
+
+#[derive(Serialize)]
+struct Site<'a> {
+    name: &'a str,
+    languages: &'a [String],
+    /// Free addresses per server, in the order of `/v1/terms`' servers.
+    free_addresses: Vec<u64>,
+}
+
+/// What the page needs besides `/v1/terms`: the provider's name and languages, and how many
+/// addresses each server has free now.
+fn site(s: &Service) -> Response {
+    let free = match free_addresses(s) {
+        Ok(f) => f,
+        Err(e) => return crate::http::ApiError::from(e).into_response(),
+    };
+    let mut resp = Json(Site {
+        name: &s.cfg.web.name,
+        languages: &s.cfg.web.languages,
+        free_addresses: free,
+    })
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Addresses out of cool-down and not held by a live rental, counted per router (the same rule
+/// the allocator picks by).
+fn free_addresses(s: &Service) -> Result<Vec<u64>, ServiceError> {
+    let now = s.clock.now();
+    let db = s.db()?;
+    let mut stmt = db.prepare(
+        "SELECT COUNT(*) FROM addresses a
+         WHERE a.router = ?1 AND a.cooldown_until <= ?2
+           AND NOT EXISTS (SELECT 1 FROM rentals r WHERE r.address = a.address AND r.released_at IS NULL)",
+    )?;
+    s.cfg
+        .routers
+        .iter()
+        .map(|r| {
+            stmt.query_row(rusqlite::params![r.name, now], |row| row.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(ServiceError::from)
+        })
+        .collect()
+}
+
+/// Adds the page's routes to the API router.
+pub fn routes(r: Router<Arc<Service>>) -> Router<Arc<Service>> {
+    r.route("/", get(index)).route("/web/{*path}", get(file))
+}
+
+/// Whether request bodies are logged: only with `STATICWIRE_LOG_BODIES=1`, for tests that check
+/// what clients send (the browser test asserts the private key never reaches the server).
+fn log_bodies_enabled() -> bool {
+    static ON: LazyLock<bool> =
+        LazyLock::new(|| std::env::var("STATICWIRE_LOG_BODIES").is_ok_and(|v| v == "1"));
+    *ON
+}
+
+/// Wraps the whole API (fallback included) with the request logger when it is enabled.
+pub fn log_bodies(r: Router) -> Router {
+    if log_bodies_enabled() {
+        tracing::warn!(
+            "STATICWIRE_LOG_BODIES=1: logging every request with its body (for tests only)"
+        );
+        r.layer(axum::middleware::from_fn(log_request))
+    } else {
+        r
+    }
+}
+
+async fn log_request(req: Request<Body>, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = if parts.method == Method::GET || parts.method == Method::HEAD {
+        Default::default()
+    } else {
+        match axum::body::to_bytes(body, crate::http::MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+            }
+        }
+    };
+    tracing::info!(
+        target: "staticwire_request",
+        method = %parts.method,
+        uri = %parts.uri,
+        body = %String::from_utf8_lossy(&bytes),
+        "request"
+    );
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::{Config, RouterConfig};
+    use crate::feed::RouterLink;
+    use crate::lightning::{dev, Backend};
+    use std::sync::Mutex;
+
+    /// The real API router on loopback, SQLite in a temp dir, the dev backend; a /29 pool
+    /// (six addresses).
+    async fn serve(web: WebConfig) -> (tempfile::TempDir, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            web,
+            ..Config::default()
+        };
+        cfg.routers = vec![RouterConfig {
+            name: "t".into(),
+            socket: dir.path().join("no-router.sock"),
+            endpoint: "198.18.0.1:51820".into(),
+            listen_port: 51820,
+            pools: vec!["203.0.113.8/29".parse().unwrap()],
+            reserved: vec![],
+            private_key_file: None,
+        }];
+        let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
+        let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
+        let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
+        let routers = vec![RouterLink {
+            name: "t".into(),
+            socket: dir.path().join("no-router.sock"),
+            listen_port: 51820,
+            private_key: [1; 32],
+            public_key: [2; 32],
+        }];
+        let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = crate::http::router(svc, false);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (dir, base)
+    }
+
+    #[tokio::test]
+    async fn page_and_assets_with_csp_and_etags() {
+        let (_dir, base) = serve(WebConfig::default()).await;
+        let http = reqwest::Client::new();
+        for a in ASSETS {
+            let url = if a.path == "index.html" {
+                format!("{base}/")
+            } else {
+                format!("{base}/web/{}", a.path)
+            };
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            let h = r.headers().clone();
+            assert_eq!(h[header::CONTENT_TYPE], a.mime, "{url}");
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP);
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            let etag = h[header::ETAG].to_str().unwrap().to_string();
+            assert_eq!(r.bytes().await.unwrap().as_ref(), a.bytes, "{url}");
+            // Revalidation: 304 without a body; a stale tag gets the file again.
+            let r = http
+                .get(&url)
+                .header(header::IF_NONE_MATCH, &etag)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 304, "{url}");
+            assert_eq!(r.headers()[header::ETAG], etag.as_str());
+            assert!(r.bytes().await.unwrap().is_empty());
+            let r = http
+                .get(&url)
+                .header(header::IF_NONE_MATCH, "\"0000\"")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+        }
+        for bad in [
+            "/web/nope.js",
+            "/web/../Cargo.toml",
+            "/web/i18n/fr.json",
+            "/index.html",
+        ] {
+            let r = http.get(format!("{base}{bad}")).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{bad}");
+        }
+        // The page only reads: other methods are refused.
+        let r = http.post(format!("{base}/")).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+    }
+
+    #[tokio::test]
+    async fn site_counts_free_addresses_and_names_the_languages() {
+        let web = WebConfig {
+            languages: vec!["de".into()],
+            name: "Beispiel-Anbieter".into(),
+            ..WebConfig::default()
+        };
+        let (_dir, base) = serve(web).await;
+        let http = reqwest::Client::new();
+        let site = || async {
+            let r = http
+                .get(format!("{base}/web/site.json"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+            r.json::<serde_json::Value>().await.unwrap()
+        };
+        let s = site().await;
+        assert_eq!(s["name"], "Beispiel-Anbieter");
+        assert_eq!(s["languages"], serde_json::json!(["de"]));
+        assert_eq!(s["free_addresses"], serde_json::json!([6]));
+        // A pending rental holds an address: one fewer is free.
+        let key = {
+            use base64::Engine;
+            let k = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([7u8; 32]));
+            base64::engine::general_purpose::STANDARD.encode(k.as_bytes())
+        };
+        let r = http
+            .post(format!("{base}/v1/rentals"))
+            .json(&serde_json::json!({ "public_key": key }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(site().await["free_addresses"], serde_json::json!([5]));
+    }
+
+    #[tokio::test]
+    async fn a_disabled_page_leaves_the_api() {
+        let (_dir, base) = serve(WebConfig {
+            enabled: false,
+            ..WebConfig::default()
+        })
+        .await;
+        let http = reqwest::Client::new();
+        for path in ["/", "/web/app.js", "/web/site.json"] {
+            let r = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{path}");
+        }
+        let r = http.get(format!("{base}/v1/terms")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    #[test]
+    fn page_is_small() {
+        // The issue's budget: the whole page, vendored libraries included, under 100 KB.
+        let total: usize = ASSETS.iter().map(|a| a.bytes.len()).sum();
+        assert!(total < 100_000, "{total} bytes");
+    }
+
+    #[test]
+    fn every_language_has_every_message() {
+        let parse = |i: usize| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_slice::<serde_json::Value>(ASSETS[i].bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", ASSETS[i].path))
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        let langs: Vec<usize> = LANGUAGES
+            .iter()
+            .map(|l| {
+                ASSETS
+                    .iter()
+                    .position(|a| a.path == format!("i18n/{l}.json"))
+                    .unwrap_or_else(|| panic!("no i18n/{l}.json"))
+            })
+            .collect();
+        let en = parse(langs[0]);
+        assert!(en.len() > 50, "only {} messages", en.len());
+        for &i in &langs[1..] {
+            let other = parse(i);
+            let mut a: Vec<_> = en.keys().collect();
+            let mut b: Vec<_> = other.keys().collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{} differs from en", ASSETS[i].path);
+            assert!(other
+                .values()
+                .all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+        }
+        // Every key the page uses exists (data-i18n attributes and t("...") calls).
+        let html = std::str::from_utf8(ASSETS[0].bytes).unwrap();
+        let js = std::str::from_utf8(ASSETS[1].bytes).unwrap();
+        let mut used = Vec::new();
+        for (text, open) in [
+            (html, "data-i18n=\""),
+            (html, "data-i18n-label=\""),
+            (js, "t(\""),
+        ] {
+            for (at, _) in text.match_indices(open) {
+                // `t("` as a call of t, not the end of split(" or the like.
+                let before = text[..at].chars().next_back().unwrap_or(' ');
+                if open == "t(\"" && (before.is_alphanumeric() || before == '_' || before == '.') {
+                    continue;
+                }
+                let rest = &text[at + open.len()..];
+                let end = rest.find('"').unwrap_or(0);
+                // t("state_" + r.state): a family of keys.
+                let prefix = rest[end + 1..].starts_with(" +");
+                used.push((rest[..end].to_string(), prefix));
+            }
+        }
+        assert!(used.len() > 30, "{used:?}");
+        for (k, prefix) in used {
+            let found = if prefix {
+                en.keys().any(|m| m.starts_with(&k))
+            } else {
+                en.contains_key(&k)
+            };
+            assert!(found, "message {k:?} used but not in en.json");
+        }
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let mut c = WebConfig::default();
+        assert!(c.validate().is_ok());
+        c.languages = vec!["fr".into()];
+        assert!(c.validate().unwrap_err().contains("fr"));
+        c.languages = vec![];
+        assert!(c.validate().is_err());
+        c = WebConfig {
+            name: "a\nb".into(),
+            ..WebConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn etags_are_strong_and_differ() {
+        let mut seen = std::collections::HashSet::new();
+        for e in ETAGS.iter() {
+            assert!(e.starts_with('"') && e.len() == 34, "{e}");
+            assert!(seen.insert(e.clone()));
+        }
+    }
+}

@@ -1,0 +1,348 @@
+"""The provider's public page in a real headless Chromium (selenium + chromedriver), against a
+running staticwire-control with the dev Lightning backend. Run by ops/test-web.sh inside the
+customer's network namespace; it walks the whole flow and fails loudly on any mismatch:
+
+  terms -> rent (key made by WebCrypto) -> invoice (text, lightning: link, QR decoded by zbar)
+  -> dev-pay -> configuration (text, download, QR decoded by zbar) -> status remembered in the
+  browser -> clock past paid-until -> back payments shown -> renew -> dev-pay -> active again
+  -> errors shown as words, in English and German -> a second rental with the vendored
+  X25519 library (tweetnacl) on a phone-sized screen.
+
+Every request the page made (Chromium's own network log) and every request body the control
+logged (STATICWIRE_LOG_BODIES=1) is checked for the private keys. Screenshots of every step at
+phone and desktop sizes go to --shots.
+
+Usage: browser_test.py --api URL --control-log FILE --dev-pay "CMD" --out DIR --shots DIR
+Writes DIR/customer.conf (the configuration of the first rental) for the tunnel check.
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
+STEP_TIMEOUT = 20
+
+args = None
+network_log = []  # every request the browsers made: (url, headers, post data)
+passed = 0
+
+
+def check(cond, what):
+    global passed
+    if not cond:
+        print(f"FAIL: {what}", file=sys.stderr)
+        sys.exit(1)
+    passed += 1
+    print(f"ok: {what}")
+
+
+def browser(secure_origin, download_dir):
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--no-first-run", "--disable-extensions", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--lang=en-US",
+              "--window-size=1280,900"]:
+        o.add_argument(a)
+    if secure_origin:
+        # Plain HTTP on a non-loopback address is not a secure context, so WebCrypto is
+        # missing there; this flag makes the underlay address count as secure for the run
+        # that tests the WebCrypto path (the other run tests the library fallback).
+        o.add_argument(f"--unsafely-treat-insecure-origin-as-secure={args.api}")
+    o.add_experimental_option("prefs", {
+        "download.default_directory": download_dir,
+        "download.prompt_for_download": False,
+        "intl.accept_languages": "en-US,en",
+    })
+    o.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.set_page_load_timeout(STEP_TIMEOUT)
+    d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_dir})
+    return d
+
+
+def drain_logs(d):
+    for e in d.get_log("performance"):
+        m = json.loads(e["message"])["message"]
+        if m["method"] == "Network.requestWillBeSent":
+            r = m["params"]["request"]
+            network_log.append((r["url"], json.dumps(r.get("headers", {})), r.get("postData", "")))
+    errors = [e["message"] for e in d.get_log("browser")
+              # A failed request shows up here too: ok only where the test provoked it.
+              if e["level"] == "SEVERE" and "/v1/rentals/not-a-key" not in e["message"]]
+    check(not errors, f"no errors in the browser's console: {errors}")
+
+
+def wait(d, cond, what, timeout=STEP_TIMEOUT):
+    try:
+        return WebDriverWait(d, timeout, poll_frequency=0.05).until(lambda _: cond())
+    except Exception:
+        shot(d, "failed")
+        check(False, f"waited {timeout}s for: {what}")
+
+
+def el(d, sel):
+    return d.find_element(By.CSS_SELECTOR, sel)
+
+
+def visible(d, sel):
+    els = d.find_elements(By.CSS_SELECTOR, sel)
+    return els and els[0].is_displayed()
+
+
+def text(d, sel):
+    return el(d, sel).get_attribute("textContent")
+
+
+def shot(d, name):
+    """A full-page PNG at both sizes, phone with a mobile viewport."""
+    for size, (w, h) in SIZES.items():
+        if size == "phone":
+            d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                              {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": True})
+        else:
+            d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            d.set_window_size(w, h)
+        time.sleep(0.2)
+        m = d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        png = d.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": m["width"], "height": m["height"], "scale": 1}})
+        with open(os.path.join(args.shots, f"{name}-{size}.png"), "wb") as f:
+            f.write(base64.b64decode(png["data"]))
+    d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    d.set_window_size(*SIZES["desktop"])
+
+
+def phone_screen(d, sel, name):
+    """What a phone shows with `sel` scrolled to the top (the README's pictures)."""
+    w, h = SIZES["phone"]
+    d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                      {"width": w, "height": h, "deviceScaleFactor": 1, "mobile": True})
+    d.execute_script("document.querySelector(arguments[0]).scrollIntoView({block: 'start'})", sel)
+    time.sleep(0.2)
+    png = d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    with open(os.path.join(args.shots, f"{name}.png"), "wb") as f:
+        f.write(base64.b64decode(png["data"]))
+    d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def zbar(d, canvas_sel):
+    """Decodes the QR code a canvas shows, from its own pixels, with zbarimg."""
+    url = d.execute_script("return document.querySelector(arguments[0]).toDataURL('image/png')", canvas_sel)
+    with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
+        f.write(base64.b64decode(url.split(",", 1)[1]))
+    try:
+        out = subprocess.run(["zbarimg", "--raw", "-q", f.name], capture_output=True, timeout=30)
+    finally:
+        os.unlink(f.name)
+    check(out.returncode == 0, f"zbarimg decodes {canvas_sel} (rc {out.returncode})")
+    return out.stdout.decode()
+
+
+def dev_pay(bolt11):
+    subprocess.run(args.dev_pay.split() + [bolt11], check=True, capture_output=True, timeout=30)
+
+
+def api(method, path, body=None):
+    req = urllib.request.Request(args.api + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def wg_pubkey(priv):
+    return subprocess.run(["wg", "pubkey"], input=priv.encode(), capture_output=True,
+                          check=True).stdout.decode().strip()
+
+
+def rent_flow(d, name, keygen):
+    """Rent, pay and read the configuration; returns (public key, private key, config)."""
+    el(d, "#rent-btn").click()
+    wait(d, lambda: visible(d, "#rent-invoice .invoice"), "invoice shown")
+    check(d.find_element(By.TAG_NAME, "body").get_attribute("data-keygen") == keygen,
+          f"key made by {keygen}")
+    pub = text(d, "#rent-pub")
+    check(re.fullmatch(r"[A-Za-z0-9+/]{43}=", pub) is not None, f"public key shown: {pub}")
+    bolt11 = el(d, "#rent-invoice .bolt11").get_attribute("value")
+    check(bolt11.startswith("lnbcrt"), "invoice shown as text")
+    check(el(d, "#rent-invoice .pay").get_attribute("href") == "lightning:" + bolt11,
+          "lightning: link")
+    check("72,000 sat" in text(d, "#rent-invoice .amount"), "invoice amount 72,000 sat")
+    check(zbar(d, "#rent-invoice canvas").strip().lower() == "lightning:" + bolt11,
+          "invoice QR decodes to lightning:<invoice>")
+    check(text(d, "#rent-invoice .state") == "Waiting for your payment…", "waiting for payment")
+    shot(d, f"{name}-2-invoice")
+    phone_screen(d, "#rent-key", f"{name}-screen-invoice")
+    dev_pay(bolt11)
+    wait(d, lambda: visible(d, "#rent-config"), "configuration shown after payment")
+    check(text(d, "#rent-invoice .state") == "Paid. Thank you!", "paid")
+    conf = text(d, "#config-text")
+    m = re.search(r"^PrivateKey = ([A-Za-z0-9+/]{43}=)$", conf, re.M)
+    check(m is not None, "configuration has the private key filled in")
+    priv = m.group(1)
+    check(wg_pubkey(priv) == pub, "wg pubkey(private key) is the rented public key")
+    check(f"Address = {text(d, '#rent-address')}/32" in conf, "configuration has the address")
+    check(zbar(d, "#config-qr").rstrip("\n") == conf.rstrip("\n"),
+          "configuration QR decodes to the configuration")
+    shot(d, f"{name}-3-config")
+    phone_screen(d, "#rent-config", f"{name}-screen-config")
+    return pub, priv, conf
+
+
+def downloaded(dirname, fname):
+    path = os.path.join(dirname, fname)
+    deadline = time.time() + STEP_TIMEOUT
+    while time.time() < deadline:
+        if os.path.exists(path) and not os.path.exists(path + ".crdownload"):
+            with open(path) as f:
+                return f.read()
+        time.sleep(0.1)
+    return None
+
+
+def main():
+    global args
+    p = argparse.ArgumentParser()
+    p.add_argument("--api", required=True)
+    p.add_argument("--control-log", required=True)
+    p.add_argument("--dev-pay", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--shots", required=True)
+    args = p.parse_args()
+    os.makedirs(args.shots, exist_ok=True)
+    downloads = tempfile.mkdtemp(prefix="swt-web-dl-")
+    secrets = []
+
+    # --- A: desktop, WebCrypto X25519 ---
+    d = browser(secure_origin=True, download_dir=downloads)
+    try:
+        d.get(args.api + "/")
+        wait(d, lambda: el(d, "body").get_attribute("data-ready") == "1", "page ready")
+        terms = text(d, "#terms-list")
+        check("72,000 sat (48,000 sat activation + 24,000 sat first month)" in terms,
+              "terms: first payment")
+        check("24,000 sat a month (30 days)" in terms, "terms: monthly rent")
+        check("reserved for 2 months" in terms, "terms: reservation")
+        rows = [r.get_attribute("textContent") for r in d.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")]
+        free_before = int(re.search(r"(\d+)$", rows[0]).group(1))
+        check(rows[0].startswith("198.18.0.1:51820") and free_before > 0,
+              f"hosts with free capacity: {rows}")
+        shot(d, "a-1-terms")
+        el(d, "#remember").click()
+        pub, priv, conf = rent_flow(d, "a", "webcrypto")
+        secrets.append(priv)
+        with open(os.path.join(args.out, "customer.conf"), "w") as f:
+            f.write(conf)
+        el(d, "#config-download").click()
+        check(downloaded(downloads, "staticwire.conf") == conf, "download is the configuration")
+        storage = d.execute_script("return JSON.stringify(localStorage) + document.cookie")
+        check(pub in storage and priv not in storage, "localStorage holds the public key only")
+        drain_logs(d)
+
+        # --- B: the remembered rental; lapse, back payments, renewal ---
+        d.get(args.api + "/")
+        wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active",
+             "remembered rental's status shown")
+        check(text(d, "#remembered-key") == pub, "the remembered key is shown")
+        check("Paid until" in text(d, "#status-list"), "paid-until shown")
+        rows = [r.get_attribute("textContent") for r in d.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")]
+        check(rows[0].endswith(str(free_before - 1)), f"one address fewer free: {rows}")
+        shot(d, "b-1-status")
+        api("POST", "/v1/dev/clock", {"seconds": 31 * 86400})
+        d.get(args.api + "/")
+        wait(d, lambda: el(d, "#status").get_attribute("data-state") == "lapsed", "lapsed")
+        check(visible(d, "#backpay") and "1 month(s) owed (24,000 sat)" in text(d, "#backpay"),
+              "back payments shown")
+        check("48,000 sat" in text(d, "#status-list"), "due now: back month + one month")
+        shot(d, "b-2-lapsed")
+        months = el(d, "#months")
+        months.clear()
+        months.send_keys("1")
+        el(d, "#renew-form button").click()
+        wait(d, lambda: visible(d, "#renew-invoice .invoice"), "renewal invoice shown")
+        check("48,000 sat for 2 month(s) of rent" in text(d, "#renew-invoice .amount"),
+              "renewal invoice includes the back payment")
+        bolt11 = el(d, "#renew-invoice .bolt11").get_attribute("value")
+        check(zbar(d, "#renew-invoice canvas").strip().lower() == "lightning:" + bolt11,
+              "renewal QR decodes")
+        shot(d, "b-3-renewal-invoice")
+        dev_pay(bolt11)
+        wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active", "active again")
+        check(not visible(d, "#backpay"), "no back payments left")
+        shot(d, "b-4-renewed")
+
+        # --- C: errors as words; the German page ---
+        el(d, "#forget").click()
+        check(d.execute_script("return localStorage.getItem('staticwire.public_key')") is None,
+              "forget removes the key")
+        box = el(d, "#pubkey")
+        box.clear()
+        box.send_keys("not-a-key")
+        el(d, "#status-form button").click()
+        wait(d, lambda: visible(d, "#status-error"), "error shown")
+        err = text(d, "#status-error")
+        check(err.startswith("That is not a valid WireGuard public key") and "{" not in err,
+              f"API error as words: {err}")
+        Select(el(d, "#lang")).select_by_value("de")
+        wait(d, lambda: text(d, "#rent-h") == "Adresse mieten", "German page")
+        el(d, "#status-form button").click()
+        wait(d, lambda: text(d, "#status-error").startswith("Das ist kein gültiger"),
+             "error in German")
+        check("72.000 sat" in text(d, "#terms-list"), "German number format")
+        shot(d, "c-1-error-de")
+        Select(el(d, "#lang")).select_by_value("en")
+        drain_logs(d)
+    finally:
+        d.quit()
+
+    # --- D: a phone without WebCrypto X25519 (plain HTTP, not a secure context) ---
+    d = browser(secure_origin=False, download_dir=downloads)
+    try:
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        d.get(args.api + "/")
+        wait(d, lambda: el(d, "body").get_attribute("data-ready") == "1", "page ready")
+        check(visible(d, "#insecure"), "plain-HTTP warning shown")
+        pub2, priv2, _ = rent_flow(d, "d", "tweetnacl")
+        secrets.append(priv2)
+        check(pub2 != pub, "a second key")
+        drain_logs(d)
+    finally:
+        d.quit()
+
+    # --- the private keys never left the browsers ---
+    check(len(network_log) > 20, f"{len(network_log)} requests in the browsers' network logs")
+    check(any(pub in u or pub in b for u, _, b in network_log), "the public key was sent")
+    with open(args.control_log) as f:
+        logged = f.read()
+    check(logged.count("staticwire_request") > 20, "the control logged the requests")
+    check(f'"public_key":"{pub}"' in logged and f'"public_key":"{pub2}"' in logged,
+          "the control logged the rent bodies with the public keys")
+    for s in secrets:
+        raw = base64.b64decode(s)
+        forms = {s, s.replace("+", "-").replace("/", "_"), s.rstrip("="), raw.hex(),
+                 urllib.request.quote(s, safe="")}
+        check(not any(f in u or f in h or f in b for f in forms for u, h, b in network_log),
+              "no request the page made carried the private key (browser's network log)")
+        check(not any(f in logged for f in forms),
+              "no request the control received carried the private key (control's log)")
+    print(f"{passed} passed, 0 failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+// StaticWire's public page. The WireGuard key pair is made here (WebCrypto X25519, or tweetnacl
+// where the browser has none); only the public key is ever sent. Everything the server says is
+// shown through textContent, never as HTML.
+import { encode } from "./vendor/uqr/index.mjs";
+
+const $ = (id) => document.getElementById(id);
+const STORE_KEY = "staticwire.public_key";
+const LANG_KEY = "staticwire.lang";
+
+let msgs = {};
+let lang = "en";
+let terms = null;
+let site = null;
+// Re-rendered after a language change.
+let redraw = [];
+
+// ---------- text ----------
+
+function t(key, vars) {
+  let s = msgs[key] ?? key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replaceAll("{" + k + "}", String(v));
+  return s;
+}
+
+const sat = (n) => t("sat", { n: new Intl.NumberFormat(lang).format(n) });
+const when = (unix) => new Date(unix * 1000).toLocaleString(lang, { dateStyle: "medium", timeStyle: "short" });
+
+async function loadLanguage(l) {
+  const r = await fetch(`/web/i18n/${l}.json`);
+  if (!r.ok) throw new Error("language " + l);
+  msgs = await r.json();
+  lang = l;
+  document.documentElement.lang = l;
+  for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll("[data-i18n-label]")) el.setAttribute("aria-label", t(el.dataset.i18nLabel));
+  for (const f of redraw) f();
+}
+
+function pickLanguage(offered) {
+  const saved = localStorage.getItem(LANG_KEY);
+  if (saved && offered.includes(saved)) return saved;
+  for (const l of navigator.languages || []) {
+    const base = l.toLowerCase().split("-")[0];
+    if (offered.includes(base)) return base;
+  }
+  return offered[0];
+}
+
+// ---------- API ----------
+
+class ApiError extends Error {
+  constructor(code, message, retryAfter) {
+    super(message);
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+async function api(method, path, body, signal) {
+  let r;
+  try {
+    r = await fetch(path, {
+      method,
+      signal,
+      headers: body ? { "content-type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+      cache: "no-store",
+    });
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError("network", "");
+  }
+  let data = null;
+  try {
+    data = await r.json();
+  } catch (_) {
+    // not JSON: described by the status below
+  }
+  if (!r.ok) {
+    const err = data && data.error ? data.error : { code: "http", message: "HTTP " + r.status };
+    throw new ApiError(err.code, err.message, r.headers.get("retry-after"));
+  }
+  return data;
+}
+
+// An error as a sentence in the page's language; the server's own words where there is no
+// translation for its code.
+function describe(e) {
+  if (!(e instanceof ApiError)) return t("err_unexpected", { message: e.message || String(e) });
+  const key = "err_" + e.code;
+  if (key in msgs) return t(key, { message: e.message, seconds: e.retryAfter || "?" });
+  return t("err_other", { message: e.message || e.code });
+}
+
+function showError(id, e) {
+  const el = $(id);
+  if (e) {
+    el.textContent = typeof e === "string" ? e : describe(e);
+    el.hidden = false;
+  } else {
+    el.hidden = true;
+    el.textContent = "";
+  }
+}
+
+const urlKey = (k) => k.replaceAll("+", "-").replaceAll("/", "_");
+
+// ---------- keys ----------
+
+const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
+const unb64url = (s) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
+
+let keygenUsed = "";
+
+async function webcryptoKeyPair() {
+  const kp = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const pub = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
+  const jwk = await crypto.subtle.exportKey("jwk", kp.privateKey);
+  return { priv: unb64url(jwk.d), pub };
+}
+
+function loadNacl() {
+  if (self.nacl && self.nacl.scalarMult) return Promise.resolve(self.nacl);
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = "/web/vendor/tweetnacl/nacl.min.js";
+    s.onload = () => resolve(self.nacl);
+    s.onerror = () => reject(new Error("tweetnacl"));
+    document.head.appendChild(s);
+  });
+}
+
+async function naclKeyPair() {
+  const nacl = await loadNacl();
+  const priv = new Uint8Array(32);
+  crypto.getRandomValues(priv);
+  // WireGuard's clamping, as `wg genkey` writes it.
+  priv[0] &= 248;
+  priv[31] = (priv[31] & 127) | 64;
+  return { priv, pub: nacl.scalarMult.base(priv) };
+}
+
+// WebCrypto X25519 needs a secure context and a recent browser; `?keygen=js` forces the library.
+async function makeKeyPair() {
+  const forced = new URLSearchParams(location.search).get("keygen") === "js";
+  if (!forced && self.crypto && crypto.subtle) {
+    try {
+      const kp = await webcryptoKeyPair();
+      keygenUsed = "webcrypto";
+      return kp;
+    } catch (_) {
+      // no X25519 in this browser's WebCrypto
+    }
+  }
+  const kp = await naclKeyPair();
+  keygenUsed = "tweetnacl";
+  return kp;
+}
+
+// ---------- QR ----------
+
+function drawQr(canvas, text) {
+  const qr = encode(text, { ecc: "M", border: 4 });
+  const scale = Math.max(2, Math.floor(Math.min(480, (canvas.parentElement.clientWidth || 320) - 8) / qr.size));
+  canvas.width = canvas.height = qr.size * scale;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#000";
+  qr.data.forEach((row, y) => row.forEach((on, x) => on && ctx.fillRect(x * scale, y * scale, scale, scale)));
+}
+
+// ---------- invoices ----------
+
+// Shows an invoice in `box` and long-polls until it settles or expires; resolves with its
+// final state. A newer call on the same box cancels the older one.
+const polls = new Map();
+
+function showInvoice(box, inv) {
+  polls.get(box)?.abort();
+  const ctl = new AbortController();
+  polls.set(box, ctl);
+  box.replaceChildren($("invoice-tpl").content.cloneNode(true));
+  const el = box.firstElementChild;
+  el.dataset.hash = inv.payment_hash;
+  for (const n of el.querySelectorAll("[data-i18n]")) n.textContent = t(n.dataset.i18n);
+  for (const n of el.querySelectorAll("[data-i18n-label]")) n.setAttribute("aria-label", t(n.dataset.i18nLabel));
+  const amount = () => {
+    const what = inv.purpose === "activation" ? t("purpose_activation") : t("purpose_renewal", { months: inv.months });
+    el.querySelector(".amount").textContent = t("invoice_amount", { amount: sat(inv.amount_sat), what, expires: when(inv.expires_at) });
+  };
+  amount();
+  drawQr(el.querySelector("canvas"), "lightning:" + inv.bolt11.toUpperCase());
+  el.querySelector(".pay").href = "lightning:" + inv.bolt11;
+  el.querySelector(".bolt11").value = inv.bolt11;
+  el.querySelector(".copy").onclick = async () => {
+    const ta = el.querySelector(".bolt11");
+    try {
+      await navigator.clipboard.writeText(inv.bolt11);
+    } catch (_) {
+      ta.select();
+      document.execCommand("copy");
+    }
+    setState(t("copied"));
+  };
+  const stateEl = el.querySelector(".state");
+  const setState = (s, cls) => {
+    stateEl.textContent = s;
+    stateEl.className = "state " + (cls || "");
+  };
+  setState(t("waiting"), "waiting");
+  redraw.push(() => el.isConnected && amount());
+  box.hidden = false;
+  const done = (outcome) => {
+    if (polls.get(box) === ctl) polls.delete(box);
+    return outcome;
+  };
+  return (async () => {
+    let failures = 0;
+    for (;;) {
+      try {
+        const r = await api("GET", `/v1/invoices/${encodeURIComponent(inv.payment_hash)}?wait=55`, null, ctl.signal);
+        failures = 0;
+        if (r.state === "settled") {
+          setState(t("paid"), "ok");
+          el.dataset.state = "settled";
+          return done("settled");
+        }
+        if (r.state === "expired") {
+          setState(t("expired"), "bad");
+          el.dataset.state = "expired";
+          return done("expired");
+        }
+        setState(t("waiting"), "waiting");
+      } catch (e) {
+        if (e.name === "AbortError") return "cancelled";
+        failures++;
+        setState(describe(e) + " " + t("retrying"), "bad");
+        await new Promise((r) => setTimeout(r, Math.min(30, 2 * failures) * 1000));
+      }
+    }
+  })();
+}
+
+// ---------- rent ----------
+
+let pending = null; // { priv, pub } between making the key and saving the configuration
+let saved = false;
+
+window.addEventListener("beforeunload", (ev) => {
+  // Leaving before the configuration is saved loses the private key for good.
+  if (pending && !saved) {
+    ev.preventDefault();
+    ev.returnValue = "";
+  }
+});
+
+function fillConfig(wgQuick, priv) {
+  const lines = wgQuick.split("\n");
+  const line = "PrivateKey = " + b64(priv);
+  const i = lines.findIndex((l) => /^#?\s*PrivateKey\s*=/.test(l));
+  if (i >= 0) lines[i] = line;
+  else lines.splice(lines.indexOf("[Interface]") + 1, 0, line);
+  return lines.join("\n");
+}
+
+async function rent() {
+  const btn = $("rent-btn");
+  btn.disabled = true;
+  showError("rent-error", null);
+  $("rent-config").hidden = true;
+  try {
+    const kp = await makeKeyPair();
+    document.body.dataset.keygen = keygenUsed;
+    pending = kp;
+    saved = false;
+    const pub = b64(kp.pub);
+    const res = await api("POST", "/v1/rentals", { public_key: pub });
+    $("rent-pub").textContent = pub;
+    $("rent-address").textContent = res.rental.address;
+    $("rent-key").hidden = false;
+    if ($("remember").checked) remember(pub);
+    $("pubkey").value = pub;
+    const outcome = await showInvoice($("rent-invoice"), res.invoice);
+    if (outcome !== "settled") return;
+    const conf = await api("GET", `/v1/rentals/${urlKey(pub)}/config`);
+    showConfig(fillConfig(conf.wg_quick, kp.priv));
+  } catch (e) {
+    showError("rent-error", e);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function showConfig(text) {
+  $("config-text").textContent = text;
+  const a = $("config-download");
+  if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
+  a.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+  a.onclick = () => {
+    saved = true;
+  };
+  $("rent-config").hidden = false;
+  drawQr($("config-qr"), text);
+  $("rent-config").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// ---------- status and renewal ----------
+
+function remember(pub) {
+  localStorage.setItem(STORE_KEY, pub);
+  showRemembered();
+}
+
+function showRemembered() {
+  const k = localStorage.getItem(STORE_KEY);
+  $("remembered").hidden = !k;
+  $("remembered-key").textContent = k || "";
+  $("remember").checked = !!k;
+}
+
+let current = null; // the rental last shown
+
+function fact(dl, label, value) {
+  const dt = document.createElement("dt");
+  dt.textContent = label;
+  const dd = document.createElement("dd");
+  dd.textContent = value;
+  dl.append(dt, dd);
+}
+
+function renderStatus() {
+  const r = current;
+  if (!r) return;
+  const dl = $("status-list");
+  dl.replaceChildren();
+  fact(dl, t("state"), t("state_" + r.state));
+  fact(dl, t("address"), r.address);
+  if (r.paid_until) fact(dl, t("paid_until"), when(r.paid_until));
+  if (r.reserved_until) fact(dl, t("reserved_until"), when(r.reserved_until));
+  fact(dl, t("amount_due"), sat(r.amount_due_sat));
+  fact(dl, t("server"), r.server.endpoint);
+  const back = $("backpay");
+  back.hidden = !(r.months_owed > 0);
+  back.textContent = r.months_owed > 0 ? t("backpay", { months: r.months_owed, amount: sat(r.months_owed * terms.monthly_sat) }) : "";
+  $("renew-form").hidden = !["active", "lapsed", "suspended"].includes(r.state);
+  $("status").hidden = false;
+  $("status").dataset.state = r.state;
+}
+
+async function showStatus(pub) {
+  showError("status-error", null);
+  const key = pub.trim();
+  if (!key) return;
+  try {
+    current = await api("GET", `/v1/rentals/${encodeURIComponent(urlKey(key))}`);
+    renderStatus();
+    if ($("remember").checked) remember(current.public_key);
+    const inv = current.open_invoice;
+    if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
+      showInvoice($("renew-invoice"), inv).then(() => showStatus(key));
+    }
+  } catch (e) {
+    current = null;
+    $("status").hidden = true;
+    showError("status-error", e);
+  }
+}
+
+async function renew(ev) {
+  ev.preventDefault();
+  showError("renew-error", null);
+  const months = Number($("months").value);
+  if (!Number.isInteger(months) || months < 1 || months > terms.max_months) {
+    showError("renew-error", t("err_months_range", { max: terms.max_months }));
+    return;
+  }
+  const key = current.public_key;
+  try {
+    const res = await api("POST", `/v1/rentals/${urlKey(key)}/renewals`, { months });
+    current = res.rental;
+    renderStatus();
+    const box = $("renew-invoice");
+    const outcome = await showInvoice(box, res.invoice);
+    if (outcome === "settled") await showStatus(key);
+  } catch (e) {
+    showError("renew-error", e);
+  }
+}
+
+// ---------- terms ----------
+
+function renderTerms() {
+  if (!terms) return;
+  const dl = $("terms-list");
+  dl.replaceChildren();
+  const days = Math.round(terms.month_seconds / 86400);
+  fact(dl, t("first_payment"), t("first_payment_value", { amount: sat(terms.first_payment_sat), activation: sat(terms.activation_sat), monthly: sat(terms.monthly_sat) }));
+  fact(dl, t("monthly"), t("monthly_value", { amount: sat(terms.monthly_sat), days }));
+  fact(dl, t("reservation"), t("reservation_value", { months: Math.round(terms.reservation_seconds / terms.month_seconds) }));
+  fact(dl, t("invoice_expiry"), t("minutes", { n: Math.round(terms.invoice_expiry_seconds / 60) }));
+  fact(dl, t("max_months"), String(terms.max_months));
+  fact(dl, t("network"), terms.network);
+  $("testnet").hidden = terms.network === "bitcoin";
+  $("testnet").textContent = t("testnet", { network: terms.network });
+  const body = $("hosts").tBodies[0];
+  body.replaceChildren();
+  terms.servers.forEach((s, i) => {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = s.endpoint;
+    const free = site.free_addresses[i];
+    tr.insertCell().textContent = free === undefined ? "?" : free === 0 ? t("none_free") : String(free);
+  });
+  const total = site.free_addresses.reduce((a, b) => a + b, 0);
+  $("rent-btn").disabled = total === 0;
+  $("months").max = terms.max_months;
+}
+
+// ---------- start ----------
+
+async function main() {
+  $("insecure").hidden = window.isSecureContext;
+  try {
+    [site, terms] = await Promise.all([api("GET", "/web/site.json"), api("GET", "/v1/terms")]);
+  } catch (e) {
+    await loadLanguage("en").catch(() => {});
+    showError("load-error", e);
+    return;
+  }
+  document.title = site.name;
+  $("site-name").textContent = site.name;
+  const sel = $("lang");
+  for (const l of site.languages) sel.add(new Option(l.toUpperCase(), l));
+  sel.parentElement.hidden = site.languages.length < 2;
+  redraw.push(renderTerms, renderStatus);
+  await loadLanguage(pickLanguage(site.languages));
+  sel.value = lang;
+  sel.onchange = async () => {
+    localStorage.setItem(LANG_KEY, sel.value);
+    await loadLanguage(sel.value);
+  };
+  $("rent-btn").onclick = rent;
+  $("status-form").onsubmit = (ev) => {
+    ev.preventDefault();
+    showStatus($("pubkey").value);
+  };
+  $("renew-form").onsubmit = renew;
+  $("remember").onchange = () => {
+    if ($("remember").checked) {
+      const k = (current && current.public_key) || $("pubkey").value.trim() || $("rent-pub").textContent;
+      if (k) remember(k);
+    } else {
+      localStorage.removeItem(STORE_KEY);
+      showRemembered();
+    }
+  };
+  $("forget").onclick = () => {
+    localStorage.removeItem(STORE_KEY);
+    showRemembered();
+  };
+  showRemembered();
+  const k = localStorage.getItem(STORE_KEY);
+  if (k) {
+    $("pubkey").value = k;
+    showStatus(k);
+  }
+  document.body.dataset.ready = "1";
+}
+
+main();
