@@ -25,6 +25,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
 venv=target/web-venv
 if [ ! -x $venv/bin/python ] || ! $venv/bin/python -c 'import selenium' 2>/dev/null; then
   echo "== Python venv with selenium"

@@ -30,6 +30,8 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 SIZES = {"desktop": (1280, 900), "phone": (390, 844)}
@@ -170,9 +172,12 @@ def wg_pubkey(priv):
                           check=True).stdout.decode().strip()
 
 
-def rent_flow(d, name, keygen):
+def rent_flow(d, name, keygen, keyboard=False):
     """Rent, pay and read the configuration; returns (public key, private key, config)."""
-    el(d, "#rent-btn").click()
+    if keyboard:
+        ActionChains(d).send_keys(Keys.ENTER).perform()
+    else:
+        el(d, "#rent-btn").click()
     wait(d, lambda: visible(d, "#rent-invoice .invoice"), "invoice shown")
     check(d.find_element(By.TAG_NAME, "body").get_attribute("data-keygen") == keygen,
           f"key made by {keygen}")
@@ -318,7 +323,23 @@ def main():
         d.get(args.api + "/")
         wait(d, lambda: el(d, "body").get_attribute("data-ready") == "1", "page ready")
         check(visible(d, "#insecure"), "plain-HTTP warning shown")
-        pub2, priv2, _ = rent_flow(d, "d", "tweetnacl")
+        check(d.execute_script("return document.documentElement.scrollWidth") <= SIZES["phone"][0],
+              "nothing wider than a phone's screen")
+        # Every control has a label (or a name), every picture a text.
+        unlabelled = d.execute_script("""
+            return [...document.querySelectorAll('input, select, textarea, button, a, canvas')]
+              .filter(e => !((e.labels && e.labels.length) || e.getAttribute('aria-label')
+                             || e.textContent.trim() || e.closest('label')))
+              .map(e => e.outerHTML.slice(0, 80));""")
+        check(unlabelled == [], f"every control and picture is named: {unlabelled}")
+        # Keyboard only: Tab to the rent button, Enter.
+        for _ in range(40):
+            if d.switch_to.active_element.get_attribute("id") == "rent-btn":
+                break
+            ActionChains(d).send_keys(Keys.TAB).perform()
+        check(d.switch_to.active_element.get_attribute("id") == "rent-btn",
+              "the rent button is reached with Tab")
+        pub2, priv2, _ = rent_flow(d, "d", "tweetnacl", keyboard=True)
         secrets.append(priv2)
         check(pub2 != pub, "a second key")
         drain_logs(d)
