@@ -39,6 +39,63 @@ pub struct Terms {
     /// invoices, when the provider publishes it: clients then refuse an invoice of another payee.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payee: Option<String>,
+    /// IPv4 prefix lengths a rental may ask for (`32` is a single address; `31`, `30`, `29`
+    /// are blocks of 2, 4, 8). Servers that predate prefixes rent /32 only.
+    #[serde(default = "only_32")]
+    pub ipv4_prefix_lengths: Vec<u8>,
+    /// Rent per month of every address of a prefix beyond its first (a /30 costs
+    /// `monthly_sat + 3 * address_monthly_sat`).
+    #[serde(default)]
+    pub address_monthly_sat: u64,
+    /// Extra rent per month for the IPv6 prefix; 0 means IPv6 comes with every rental at no
+    /// extra cost where the server has an IPv6 pool.
+    #[serde(default)]
+    pub ipv6_monthly_sat: u64,
+}
+
+fn only_32() -> Vec<u8> {
+    vec![32]
+}
+
+fn is_32(l: &u8) -> bool {
+    *l == 32
+}
+
+fn thirty_two() -> u8 {
+    32
+}
+
+impl Terms {
+    /// Rent per month of a rental with an IPv4 prefix of `prefix_len` and, if `ipv6`, an
+    /// IPv6 prefix. Both sides compute invoice amounts with this.
+    pub fn monthly_for(&self, prefix_len: u8, ipv6: bool) -> u64 {
+        monthly_rent(
+            self.monthly_sat,
+            self.address_monthly_sat,
+            self.ipv6_monthly_sat,
+            prefix_len,
+            ipv6,
+        )
+    }
+}
+
+/// `monthly_sat` for the first address, `address_monthly_sat` for every further address of an
+/// IPv4 prefix of `prefix_len`, and `ipv6_monthly_sat` if the rental has an IPv6 prefix.
+pub fn monthly_rent(
+    monthly_sat: u64,
+    address_monthly_sat: u64,
+    ipv6_monthly_sat: u64,
+    prefix_len: u8,
+    ipv6: bool,
+) -> u64 {
+    let extra = match prefix_len {
+        len @ 0..=32 => (1u64 << (32 - u32::from(len))) - 1,
+        _ => 0,
+    };
+    let v6 = if ipv6 { ipv6_monthly_sat } else { 0 };
+    monthly_sat
+        .saturating_add(extra.saturating_mul(address_monthly_sat))
+        .saturating_add(v6)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +105,16 @@ pub struct Server {
     pub endpoint: String,
     /// The server's WireGuard public key (base64).
     pub public_key: String,
+    /// The host's name (the `router` a rental is placed on).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Single IPv4 addresses still free on this host (in `/v1/terms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_ipv4: Option<u64>,
+    /// Length of the IPv6 prefix every rental on this host gets (64 or 56); absent when the
+    /// host has no IPv6 pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix_len: Option<u8>,
 }
 
 /// `POST /v1/rentals`.
@@ -55,6 +122,27 @@ pub struct Server {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RentRequest {
     pub public_key: String,
+    /// IPv4 prefix length (32, or one of the terms' `ipv4_prefix_lengths`); default 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_len: Option<u8>,
+    /// Whether to get an IPv6 prefix too. Default: yes where it costs nothing extra.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+    /// The host to rent on (a server's `name`); default: the first with free capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl RentRequest {
+    /// A plain /32 rental (with IPv6 where it is free).
+    pub fn new(public_key: &str) -> Self {
+        RentRequest {
+            public_key: public_key.to_string(),
+            prefix_len: None,
+            ipv6: None,
+            host: None,
+        }
+    }
 }
 
 /// `POST /v1/rentals/{public_key}/renewals`.
@@ -120,8 +208,14 @@ pub struct Invoice {
 pub struct Rental {
     pub public_key: String,
     pub state: RentalState,
-    /// The rented address, e.g. `203.0.113.10`.
+    /// The rented address, e.g. `203.0.113.10` (the first of a prefix).
     pub address: String,
+    /// Length of the rented IPv4 prefix: 32 for one address, 29 for a block of 8.
+    #[serde(default = "thirty_two", skip_serializing_if = "is_32")]
+    pub prefix_len: u8,
+    /// The routed IPv6 prefix, e.g. `2001:db8:0:5::/64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     pub created_at: i64,
     /// When the first payment settled.
     pub started_at: Option<i64>,
@@ -152,6 +246,9 @@ pub struct ConfigResponse {
     /// A wg-quick file without the private key: the client fills in `PrivateKey`.
     pub wg_quick: String,
     pub address: String,
+    /// Every network routed to the customer: the IPv4 prefix and the IPv6 prefix, in CIDR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
     pub endpoint: String,
     pub server_public_key: String,
     pub allowed_ips: Vec<String>,

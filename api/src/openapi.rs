@@ -528,9 +528,15 @@ mod tests {
             servers: vec![crate::Server {
                 endpoint: "198.18.0.1:51820".into(),
                 public_key: "k".into(),
+                name: "wg0".into(),
+                free_ipv4: Some(3),
+                ipv6_prefix_len: Some(64),
             }],
             tls_fingerprint: None,
             payee: None,
+            ipv4_prefix_lengths: vec![32, 30],
+            address_monthly_sat: 8,
+            ipv6_monthly_sat: 0,
         })
         .unwrap();
         let t = schema_ref("Terms");

@@ -141,14 +141,14 @@ impl Api {
             .await
     }
 
-    pub async fn rent(&self, public_key: &str) -> Result<api::InvoiceResponse, ApiError> {
-        let body = api::RentRequest {
-            public_key: public_key.to_string(),
-        };
+    pub async fn rent_with(
+        &self,
+        body: &api::RentRequest,
+    ) -> Result<api::InvoiceResponse, ApiError> {
         self.send(
             self.http
                 .post(format!("{}/v1/rentals", self.base))
-                .json(&body),
+                .json(body),
         )
         .await
     }

@@ -57,11 +57,42 @@ pub struct Checked {
     pub expires_at: u64,
 }
 
+/// What a rental holds, which sets its monthly rent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// IPv4 prefix length (32: one address).
+    pub prefix_len: u8,
+    /// Whether the customer pays for an IPv6 prefix.
+    pub ipv6: bool,
+}
+
+#[cfg(test)]
+impl Shape {
+    pub const SINGLE: Shape = Shape {
+        prefix_len: 32,
+        ipv6: false,
+    };
+}
+
+/// [`check_for`] of a single address without paid IPv6.
+#[cfg(test)]
 pub fn check(
     bolt11: &str,
     server_view: &Invoice,
     terms: &Terms,
     action: Action,
+    now: u64,
+) -> Result<Checked, InvoiceError> {
+    check_for(bolt11, server_view, terms, action, Shape::SINGLE, now)
+}
+
+/// Checks an invoice for `action` on a rental of `shape`, priced by the published terms.
+pub fn check_for(
+    bolt11: &str,
+    server_view: &Invoice,
+    terms: &Terms,
+    action: Action,
+    shape: Shape,
     now: u64,
 ) -> Result<Checked, InvoiceError> {
     let inv: Bolt11Invoice = bolt11
@@ -87,11 +118,12 @@ pub fn check(
         });
     }
     let msat = inv.amount_milli_satoshis().ok_or(InvoiceError::NoAmount)?;
+    let monthly = terms.monthly_for(shape.prefix_len, shape.ipv6);
     let (expected_sat, expected_months) = match action {
-        Action::Rent => (terms.first_payment_sat, 1),
+        Action::Rent => (terms.activation_sat.saturating_add(monthly), 1),
         Action::Renew { months, owed } => {
             let total = months + owed;
-            (terms.monthly_sat * u64::from(total), total)
+            (monthly.saturating_mul(u64::from(total)), total)
         }
     };
     if server_view.months != expected_months {

@@ -70,7 +70,20 @@ struct Cli {
 enum Command {
     /// Rent a new address: key made locally, invoice for activation + first month.
     #[command(name = "RentNewIP", alias = "rent")]
-    Rent,
+    Rent {
+        /// Rent an IPv4 prefix instead of one address: 31, 30 or 29 (see the terms).
+        #[arg(long, value_name = "LEN")]
+        prefix_len: Option<u8>,
+        /// Ask for an IPv6 prefix too (it may cost extra: see the terms).
+        #[arg(long, conflicts_with = "no_ipv6")]
+        ipv6: bool,
+        /// No IPv6 prefix, even where it comes free.
+        #[arg(long)]
+        no_ipv6: bool,
+        /// The provider's host to rent on (a server name from the terms).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Show the rental: state, address, paid until, what is due.
     #[command(name = "GetRentalStatus", alias = "status")]
     Status,
@@ -182,11 +195,12 @@ impl Ctx {
         api: &Api,
         resp: &staticwire_api::InvoiceResponse,
         action: Action,
+        shape: invoice::Shape,
         public_key: &str,
     ) -> Result<Value, CliError> {
         let terms = api.terms().await?;
         let inv = &resp.invoice;
-        let checked = invoice::check(&inv.bolt11, inv, &terms, action, self.now())?;
+        let checked = invoice::check_for(&inv.bolt11, inv, &terms, action, shape, self.now())?;
         let mut paid_by_us = false;
         if self.cli.auto_pay {
             paid_by_us = self
@@ -349,17 +363,52 @@ fn describe(r: &staticwire_api::Rental) -> String {
     )
 }
 
+/// What a rental holds, for the price of its renewals.
+fn shape_of(r: &staticwire_api::Rental) -> invoice::Shape {
+    invoice::Shape {
+        prefix_len: r.prefix_len,
+        ipv6: r.ipv6.is_some(),
+    }
+}
+
 async fn run(ctx: &Ctx) -> Result<(), CliError> {
     let slot = ctx.slot()?;
     match &ctx.cli.command {
-        Command::Rent => {
+        Command::Rent {
+            prefix_len,
+            ipv6,
+            no_ipv6,
+            host,
+        } => {
             let (_, public) = slot.keypair()?;
+            let req = staticwire_api::RentRequest {
+                prefix_len: *prefix_len,
+                ipv6: match (ipv6, no_ipv6) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                host: host.clone(),
+                ..staticwire_api::RentRequest::new(&public)
+            };
             let api = ctx.api(&slot).await?;
             ctx.say(format!(
                 "renting from {} with public key {public}",
                 api.base
             ));
-            let resp = api.rent(&public).await?;
+            let resp = api.rent_with(&req).await?;
+            let asked = req.prefix_len.unwrap_or(32);
+            if resp.rental.prefix_len != asked {
+                return Err(CliError::Local(format!(
+                    "asked for a /{asked}, the server holds a /{} for us: not paying",
+                    resp.rental.prefix_len
+                )));
+            }
+            // IPv6 is paid for only when asked for; otherwise it comes free or not at all.
+            let shape = invoice::Shape {
+                prefix_len: asked,
+                ipv6: req.ipv6 == Some(true),
+            };
             slot.save(&Saved {
                 server: api.base.clone(),
                 public_key: public.clone(),
@@ -367,7 +416,9 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 fingerprint: api.fingerprint.clone(),
             })?;
             ctx.say(format!("address held: {}", resp.rental.address));
-            let paid = ctx.settle(&api, &resp, Action::Rent, &public).await?;
+            let paid = ctx
+                .settle(&api, &resp, Action::Rent, shape, &public)
+                .await?;
             let conf = if paid["paid"] == true {
                 Some(ctx.write_conf(&api, &slot).await?.0)
             } else {
@@ -432,6 +483,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                         months: *months,
                         owed: before.months_owed,
                     },
+                    shape_of(&before),
                     &public,
                 )
                 .await?;
@@ -516,6 +568,7 @@ async fn daemon(
                         months,
                         owed: r.months_owed,
                     },
+                    shape_of(&r),
                     &public,
                 )
                 .await?;

@@ -1142,3 +1142,48 @@ fn a_bare_domain_is_found_through_its_srv_record() {
         "{saved}"
     );
 }
+
+#[test]
+fn a_30_is_rented_and_renewed_at_its_per_address_price() {
+    let p = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let sd = dir.path();
+    let sock = sd.join("lightning-rpc");
+    let asked = cln_standin(&sock, p.cfg.clone());
+    std::fs::write(
+        sd.join("config.toml"),
+        format!("[autopay]\nmax_payment_sat = 150000\nmax_30_days_sat = 300000\n[cln]\nsocket = \"{}\"\n", sock.display()),
+    )
+    .unwrap();
+    let out = run(
+        sd,
+        &p.url(),
+        &["--json", "-a", "rent", "--prefix-len", "30"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["rental"]["state"], "active");
+    assert_eq!(v["rental"]["prefix_len"], 30);
+    assert_eq!(v["rental"]["address"], "203.0.113.4");
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    // 48,000 activation + 4 addresses × 24,000.
+    assert!(log.contains("144000"), "{log}");
+    let conf = std::fs::read_to_string(v["config_path"].as_str().unwrap()).unwrap();
+    assert!(conf.contains("# Routed to you: 203.0.113.4/30"), "{conf}");
+
+    let out = run(sd, &p.url(), &["--json", "-a", "renew", "--months", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(asked.lock().unwrap().len(), 2);
+    let log = std::fs::read_to_string(sd.join("payments.log")).unwrap();
+    assert!(log.contains("96000"), "{log}");
+
+    // A prefix length the provider does not sell: refused by the server, nothing held.
+    let sd2 = tempfile::tempdir().unwrap();
+    let out = run(
+        sd2.path(),
+        &p.url(),
+        &["--json", "rent", "--prefix-len", "28"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(json(&out)["error"].as_str().unwrap().contains("/28"));
+}

@@ -47,6 +47,8 @@ pub async fn server_in(dir: &std::path::Path, pool: &str, limits: LimitsConfig) 
         pools: vec![pool.parse().unwrap()],
         reserved: vec![],
         private_key_file: None,
+        ipv6_pool: None,
+        ipv6_prefix_len: 64,
     }];
     cfg.validate().unwrap();
     let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));

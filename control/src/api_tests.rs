@@ -37,6 +37,8 @@ async fn harness(pool: &str) -> Harness {
         pools: vec![pool.parse().unwrap()],
         reserved: vec![],
         private_key_file: None,
+        ipv6_pool: None,
+        ipv6_prefix_len: 64,
     }];
     let conn = crate::db::open(&cfg.db_path()).unwrap();
     let db = Arc::new(Mutex::new(conn));

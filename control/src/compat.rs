@@ -113,7 +113,7 @@ fn status_of(s: &Service, r: &RentalRow, now: i64) -> Result<Value, ServiceError
         "TimeRemaining": remaining,
         "total_paid": total_paid,
         "Credit": remaining as f64 * rate(s),
-        "Networks": [format!("{}/32", r.address)],
+        "Networks": r.networks_of().map(|n| n.cidrs()).unwrap_or_default(),
         "ActivationFee": s.terms.activation_sat,
         "NumberOfPayments": payments,
         "address": r.address,
@@ -160,7 +160,7 @@ async fn get_conf(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body)
     // Exactly what wireguard_tools' WireguardConfig.from_dict accepts once the client adds
     // private_key: any other key would crash that client.
     Ok(Json(json!({
-        "addresses": [format!("{}/32", c.address)],
+        "addresses": crate::prefixes::Networks::of_view(&s.status(&key)?).interface_addresses(),
         "peers": [{
             "public_key": c.server_public_key,
             "endpoint": c.endpoint,

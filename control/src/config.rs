@@ -1,7 +1,7 @@
 //! Configuration: a TOML file whose every field has a default, so `staticwire-control serve`
 //! runs out of the box (SQLite in the data dir, the dev Lightning backend, one router).
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -84,6 +84,15 @@ pub struct TermsConfig {
     /// Days a released address rests before it is rented again.
     pub cooldown_days: u64,
     pub max_months: u32,
+    /// IPv4 prefix lengths customers may rent besides a single address (/32): any of
+    /// 31, 30, 29.
+    pub prefix_lengths: Vec<u8>,
+    /// Rent per month of every address of a prefix beyond its first; default `monthly_sat`
+    /// (a /30 then costs four times a /32 a month, with one activation fee).
+    pub address_monthly_sat: Option<u64>,
+    /// Extra rent per month for a rental's IPv6 prefix; 0 gives it with every rental on a
+    /// host that has an IPv6 pool.
+    pub ipv6_monthly_sat: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +140,17 @@ pub struct RouterConfig {
     /// WireGuard private key file (base64); generated on first start if missing.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+    /// The IPv6 pool routed to this router (e.g. a /48); each rental gets one prefix of
+    /// `ipv6_prefix_len` from it.
+    #[serde(default)]
+    pub ipv6_pool: Option<Ipv6Net>,
+    /// 64 (default) or 56.
+    #[serde(default = "default_ipv6_prefix_len")]
+    pub ipv6_prefix_len: u8,
+}
+
+fn default_ipv6_prefix_len() -> u8 {
+    64
 }
 
 fn default_router_name() -> String {
@@ -156,6 +176,8 @@ impl Default for Config {
                 pools: vec!["203.0.113.0/24".parse().expect("valid")],
                 reserved: vec!["203.0.113.1".parse().expect("valid")],
                 private_key_file: None,
+                ipv6_pool: None,
+                ipv6_prefix_len: default_ipv6_prefix_len(),
             }],
             reconcile_interval_secs: 2,
             invoice_poll_millis: 200,
@@ -177,6 +199,9 @@ impl Default for TermsConfig {
             invoice_expiry_secs: 3600,
             cooldown_days: 7,
             max_months: 12,
+            prefix_lengths: vec![31, 30, 29],
+            address_monthly_sat: None,
+            ipv6_monthly_sat: 0,
         }
     }
 }
@@ -212,6 +237,11 @@ impl Config {
                 "at least one [[routers]] is needed".into(),
             ));
         }
+        if let Some(l) = t.prefix_lengths.iter().find(|l| !(29..=32).contains(*l)) {
+            return Err(ConfigError::Invalid(format!(
+                "terms.prefix_lengths: /{l} is not one of 29, 30, 31, 32"
+            )));
+        }
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.web.validate().map_err(ConfigError::Invalid)?;
         if let Some(n) = self.network() {
@@ -235,8 +265,25 @@ impl Config {
                     r.name
                 )));
             }
+            if let Some(pool) = r.ipv6_pool {
+                if ![56, 64].contains(&r.ipv6_prefix_len) || pool.prefix_len() > r.ipv6_prefix_len {
+                    return Err(ConfigError::Invalid(format!(
+                        "router {}: ipv6_prefix_len must be 64 or 56 and not shorter than its ipv6_pool {pool}",
+                        r.name
+                    )));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The prefix lengths on sale, /32 first.
+    pub fn prefix_lengths(&self) -> Vec<u8> {
+        let mut l = self.terms.prefix_lengths.clone();
+        l.push(32);
+        l.sort_unstable_by(|a, b| b.cmp(a));
+        l.dedup();
+        l
     }
 
     pub fn month_secs(&self) -> i64 {

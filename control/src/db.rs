@@ -85,6 +85,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE invoices ADD COLUMN api TEXT NOT NULL DEFAULT 'v1';
     "#,
+    // 4: a rental holds an IPv4 prefix (`address` is its first address) and may hold an IPv6
+    //    prefix; no two live rentals hold the same IPv6 prefix.
+    r#"
+    ALTER TABLE rentals ADD COLUMN prefix_len INTEGER NOT NULL DEFAULT 32;
+    ALTER TABLE rentals ADD COLUMN ipv6 TEXT;
+    CREATE UNIQUE INDEX rentals_live_ipv6 ON rentals(ipv6)
+        WHERE released_at IS NULL AND ipv6 IS NOT NULL;
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -47,8 +47,9 @@ pub struct RouterState {
 /// of waiting until the customer's side sends data and handshakes anew.
 pub type Endpoints = HashMap<[u8; 32], String>;
 
-/// Peers a router should have: public key -> rented address.
-pub type Desired = BTreeMap<[u8; 32], Ipv4Addr>;
+/// Peers a router should have: public key -> the networks routed to it (its IPv4 prefix and
+/// IPv6 prefix), sorted.
+pub type Desired = BTreeMap<[u8; 32], Vec<IpNet>>;
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -58,15 +59,26 @@ pub struct Changes {
     pub removed: usize,
 }
 
-fn admission(key: &[u8; 32], addr: Ipv4Addr, known: &Endpoints) -> String {
+fn admission(key: &[u8; 32], nets: &[IpNet], known: &Endpoints) -> String {
     let endpoint = known
         .get(key)
         .map(|e| format!("endpoint={e}\n"))
         .unwrap_or_default();
+    let allowed: String = nets.iter().map(|n| format!("allowed_ip={n}\n")).collect();
     format!(
-        "public_key={}\n{endpoint}replace_allowed_ips=true\nallowed_ip={addr}/32\n",
+        "public_key={}\n{endpoint}replace_allowed_ips=true\n{allowed}",
         hex::encode(key)
     )
+}
+
+/// A router's allowed IPs of a peer as networks, sorted, for comparing with [`Desired`].
+fn as_nets(allowed: &[String]) -> Option<Vec<IpNet>> {
+    let mut nets = allowed
+        .iter()
+        .map(|a| a.parse::<IpNet>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    nets.sort();
+    Some(nets)
 }
 
 pub fn decode_key(b64: &str) -> Option<[u8; 32]> {
@@ -150,10 +162,10 @@ impl RouterLink {
     pub async fn admit(
         &self,
         key: &[u8; 32],
-        addr: Ipv4Addr,
+        nets: &[IpNet],
         known: &Endpoints,
     ) -> Result<(), FeedError> {
-        self.set(&admission(key, addr, known)).await
+        self.set(&admission(key, nets, known)).await
     }
 
     /// Makes the router hold exactly `desired`, with our key and port; learns endpoints.
@@ -193,10 +205,10 @@ impl RouterLink {
                 changes.removed += 1;
             }
         }
-        for (key, addr) in desired {
-            let want = vec![format!("{addr}/32")];
-            if state.peers.get(&hex::encode(key)) != Some(&want) {
-                body.push_str(&admission(key, *addr, known));
+        for (key, nets) in desired {
+            let has = state.peers.get(&hex::encode(key)).and_then(|a| as_nets(a));
+            if has.as_ref() != Some(nets) {
+                body.push_str(&admission(key, nets, known));
                 changes.admitted += 1;
             }
         }

@@ -42,6 +42,7 @@ impl From<ServiceError> for ApiError {
         let (status, code) = match &e {
             ServiceError::BadKey(_) => (StatusCode::BAD_REQUEST, codes::BAD_KEY),
             ServiceError::BadMonths(_) => (StatusCode::BAD_REQUEST, codes::BAD_MONTHS),
+            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
             ServiceError::NotFound => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             ServiceError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED),
@@ -132,7 +133,12 @@ async fn rent(
 ) -> Result<Response, ApiError> {
     let req: RentRequest = json_body(&headers, body).await?;
     let client = client.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()));
-    let resp = s.rent(&req.public_key, client).await?;
+    let want = crate::alloc::Want {
+        prefix_len: req.prefix_len,
+        ipv6: req.ipv6,
+        host: req.host,
+    };
+    let resp = s.rent_with(&req.public_key, client, &want).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 

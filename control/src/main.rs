@@ -1,5 +1,6 @@
 //! staticwire-control: the StaticWire rental server and its operator commands.
 
+mod alloc;
 mod backup;
 mod clock;
 mod compat;
@@ -12,6 +13,7 @@ mod ledger;
 mod lightning;
 mod limits;
 mod metrics;
+mod prefixes;
 mod service;
 mod store;
 mod web;
@@ -411,5 +413,7 @@ mod api_tests;
 mod fault_tests;
 #[cfg(test)]
 mod openapi_tests;
+#[cfg(test)]
+mod prefix_tests;
 #[cfg(test)]
 mod proptests;

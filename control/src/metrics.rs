@@ -305,14 +305,22 @@ pub fn refresh(s: &Service) -> Result<(), String> {
     for r in crate::store::live_rentals(&db).map_err(e)? {
         let state = r.account().state(&s.terms, now);
         *by_state.entry(state_name(state)).or_default() += 1;
-        occupied.insert(
-            r.address.clone(),
-            if state == RentalState::Pending {
-                "held"
-            } else {
-                "used"
-            },
-        );
+        let status = if state == RentalState::Pending {
+            "held"
+        } else {
+            "used"
+        };
+        // Every address of a prefix is occupied, not only its first.
+        match r.networks_of().and_then(|n| n.v4) {
+            Some(net) => {
+                for a in u32::from(net.network())..=u32::from(net.broadcast()) {
+                    occupied.insert(std::net::Ipv4Addr::from(a).to_string(), status);
+                }
+            }
+            None => {
+                occupied.insert(r.address.clone(), status);
+            }
+        }
     }
     let released: i64 = db
         .query_row(

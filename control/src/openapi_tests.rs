@@ -48,6 +48,8 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
         pools: vec![pool.parse().unwrap()],
         reserved: vec![],
         private_key_file: None,
+        ipv6_pool: None,
+        ipv6_prefix_len: 64,
     }];
     let conn = crate::db::open(&cfg.db_path()).unwrap();
     let db = Arc::new(Mutex::new(conn));

@@ -1,6 +1,7 @@
 //! The rental service: what the API and the background tasks do, over the database, the
 //! Lightning backend and the routers.
 
+use crate::alloc::{AllocError, Want};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::feed::{decode_key, Desired, Endpoints, RouterLink};
@@ -28,6 +29,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error("no free address left in the pools")]
     PoolExhausted,
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{client} already holds {max} unpaid rentals: pay one or let its invoice expire")]
     TooManyUnpaid {
         client: crate::limits::ClientId,
@@ -202,9 +205,13 @@ impl Service {
             (Some(link), Some(rc)) => (rc.endpoint.clone(), link.public_key_b64()),
             _ => (String::new(), String::new()),
         };
+        let rc = self.cfg.routers.iter().find(|r| r.name == router);
         api::Server {
             endpoint,
             public_key,
+            name: router.to_string(),
+            free_ipv4: None,
+            ipv6_prefix_len: rc.and_then(|r| r.ipv6_pool.map(|_| r.ipv6_prefix_len)),
         }
     }
 
@@ -219,17 +226,15 @@ impl Service {
             invoice_expiry_seconds: self.cfg.terms.invoice_expiry_secs,
             max_months: t.max_months,
             network: self.network.to_string(),
-            servers: self
-                .cfg
-                .routers
-                .iter()
-                .map(|r| self.server_of(&r.name))
-                .collect(),
+            servers: self.hosts(),
             tls_fingerprint: self.tls_fingerprint.clone(),
             payee: match &self.ln {
                 Backend::Dev(node) => Some(node.node_id.to_string()),
                 _ => None,
             },
+            ipv4_prefix_lengths: self.cfg.prefix_lengths(),
+            address_monthly_sat: self.address_monthly_sat(),
+            ipv6_monthly_sat: self.cfg.terms.ipv6_monthly_sat,
         }
     }
 
@@ -248,7 +253,7 @@ impl Service {
         };
         let amount_due_sat = match (&open, state) {
             (Some(inv), RentalState::Pending) => (inv.amount_msat / 1000) as u64,
-            _ => ledger::amount_due(&self.terms, &acc, now),
+            _ => ledger::amount_due(&self.terms_of(r), &acc, now),
         };
         Ok(api::Rental {
             public_key: r.public_key.clone(),
@@ -270,6 +275,8 @@ impl Service {
             },
             open_invoice: open.map(|i| i.to_api()),
             server: self.server_of(&r.router),
+            prefix_len: r.prefix_len,
+            ipv6: r.ipv6.clone(),
         })
     }
 
@@ -281,7 +288,7 @@ impl Service {
 /// The outcome of asking for an address.
 pub enum Hold {
     /// The key already has a pending rental with an open invoice: the same answer again.
-    Existing(api::InvoiceResponse),
+    Existing(Box<api::InvoiceResponse>),
     /// A new pending rental holding an address; its first invoice is still to be made.
     New(RentalRow),
 }
@@ -295,6 +302,17 @@ impl Service {
         now: i64,
         client: Option<crate::limits::ClientId>,
     ) -> Result<Hold, ServiceError> {
+        self.hold_with(key, now, client, &Want::default())
+    }
+
+    /// [`Service::hold`] of what `want` asks for: an IPv4 prefix, IPv6, a host.
+    pub fn hold_with(
+        &self,
+        key: &str,
+        now: i64,
+        client: Option<crate::limits::ClientId>,
+        want: &Want,
+    ) -> Result<Hold, ServiceError> {
         let mut db = self.db()?;
         let tx = db.transaction()?;
         if let Some(r) = store::live_rental(&tx, key)? {
@@ -303,10 +321,10 @@ impl Service {
                     if let Some(inv) = store::open_invoice(&tx, r.id, now)? {
                         // Asking again returns the same invoice instead of a second address.
                         let view = self.rental_view(&tx, &r, now)?;
-                        return Ok(Hold::Existing(api::InvoiceResponse {
+                        return Ok(Hold::Existing(Box::new(api::InvoiceResponse {
                             rental: view,
                             invoice: inv.to_api(),
-                        }));
+                        })));
                     }
                     if now - r.created_at < 60 {
                         return Err(ServiceError::Conflict(
@@ -331,11 +349,22 @@ impl Service {
         if let Some(client) = client {
             self.check_unpaid_cap(&tx, client)?;
         }
-        let (address, router) =
-            store::free_address(&tx, now)?.ok_or(ServiceError::PoolExhausted)?;
+        let place = match crate::alloc::place(&tx, &self.cfg, want, now)? {
+            Ok(p) => p,
+            Err(AllocError::Exhausted) => return Err(ServiceError::PoolExhausted),
+            Err(e) => return Err(ServiceError::BadRequest(e.to_string())),
+        };
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
-        let id = store::insert_rental(&tx, key, &address, &router, now)?;
+        let id = store::insert_rental_with(
+            &tx,
+            key,
+            &place.address.to_string(),
+            place.prefix_len,
+            place.ipv6.map(|n| n.to_string()).as_deref(),
+            &place.router,
+            now,
+        )?;
         tx.commit()?;
         if let (Some(client), Ok(mut holds)) = (client, self.unpaid_holds.lock()) {
             holds.insert(id, client);
@@ -393,13 +422,23 @@ impl Service {
         key: &str,
         client: Option<crate::limits::ClientId>,
     ) -> Result<api::InvoiceResponse, ServiceError> {
+        self.rent_with(key, client, &Want::default()).await
+    }
+
+    /// [`Service::rent`] of an IPv4 prefix, with or without IPv6, on a given host.
+    pub async fn rent_with(
+        &self,
+        key: &str,
+        client: Option<crate::limits::ClientId>,
+        want: &Want,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let rental = match self.hold(&key, now, client)? {
-            Hold::Existing(resp) => return Ok(resp),
+        let rental = match self.hold_with(&key, now, client, want)? {
+            Hold::Existing(resp) => return Ok(*resp),
             Hold::New(r) => r,
         };
-        let quote = ledger::activation_quote(&self.terms);
+        let quote = ledger::activation_quote(&self.terms_of(&rental));
         match self
             .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
             .await
@@ -511,18 +550,25 @@ impl Service {
         }
         let s = &status.server;
         let keepalive = 25;
-        let allowed = vec!["0.0.0.0/0".to_string()];
+        let net = crate::prefixes::Networks::of_view(&status);
+        let allowed = net.allowed_ips();
+        let routed = if net.is_single() {
+            String::new()
+        } else {
+            format!("# Routed to you: {}\n", net.cidrs().join(", "))
+        };
         let wg_quick = format!(
-            "[Interface]\n# PrivateKey = <the private key of {}; never sent to the server>\nAddress = {}/32\n\n\
+            "[Interface]\n# PrivateKey = <the private key of {}; never sent to the server>\nAddress = {}\n{routed}\n\
              [Peer]\nPublicKey = {}\nEndpoint = {}\nAllowedIPs = {}\nPersistentKeepalive = {keepalive}\n",
             status.public_key,
-            status.address,
+            net.interface_addresses().join(", "),
             s.public_key,
             s.endpoint,
             allowed.join(", ")
         );
         Ok(api::ConfigResponse {
             wg_quick,
+            networks: net.cidrs(),
             address: status.address,
             endpoint: s.endpoint.clone(),
             server_public_key: s.public_key.clone(),
@@ -548,15 +594,14 @@ impl Service {
                     None => ServiceError::NotFound,
                 });
             };
-            let q =
-                ledger::renewal_quote(&self.terms, &r.account(), months, now).map_err(
-                    |e| match e {
-                        RenewError::BadMonths(_) => ServiceError::BadMonths(e.to_string()),
-                        RenewError::NotStarted | RenewError::Released => {
-                            ServiceError::Conflict(e.to_string())
-                        }
-                    },
-                )?;
+            let q = ledger::renewal_quote(&self.terms_of(&r), &r.account(), months, now).map_err(
+                |e| match e {
+                    RenewError::BadMonths(_) => ServiceError::BadMonths(e.to_string()),
+                    RenewError::NotStarted | RenewError::Released => {
+                        ServiceError::Conflict(e.to_string())
+                    }
+                },
+            )?;
             (r, q)
         };
         self.invoice_for(&rental, quote, InvoicePurpose::Renewal, now)
@@ -626,15 +671,15 @@ impl Service {
             if let (Some(link), Some(key)) =
                 (self.router(&rental.router), decode_key(&rental.public_key))
             {
-                match rental.address.parse() {
-                    Ok(addr) => match link.admit(&key, addr, &self.known_endpoints()).await {
+                match rental.networks() {
+                    Some(nets) => match link.admit(&key, &nets, &self.known_endpoints()).await {
                         Ok(()) => {
                             crate::metrics::admitted(&link.name, seen);
                             tracing::info!(address = %rental.address, "peer admitted")
                         }
                         Err(e) => tracing::warn!("admission deferred to reconciliation: {e}"),
                     },
-                    Err(_) => tracing::error!(address = %rental.address, "bad address in database"),
+                    None => tracing::error!(address = %rental.address, "bad address in database"),
                 }
             }
         }
@@ -766,11 +811,11 @@ impl Service {
                     store::drop_hold(&tx, r.id, now, "no_invoice")?;
                 }
                 RentalState::Active => {
-                    if let (Some(key), Ok(addr)) = (decode_key(&r.public_key), r.address.parse()) {
+                    if let (Some(key), Some(nets)) = (decode_key(&r.public_key), r.networks()) {
                         desired
                             .entry(r.router.clone())
                             .or_default()
-                            .insert(key, addr);
+                            .insert(key, nets);
                     }
                 }
                 _ => {}
@@ -878,5 +923,48 @@ impl Service {
 
     pub fn bump(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Service {
+    /// Rent per month of every address of a prefix beyond its first.
+    pub fn address_monthly_sat(&self) -> u64 {
+        self.cfg
+            .terms
+            .address_monthly_sat
+            .unwrap_or(self.cfg.terms.monthly_sat)
+    }
+
+    /// The terms of one rental: its monthly rent counts its addresses and IPv6 prefix.
+    pub fn terms_of(&self, r: &RentalRow) -> Terms {
+        let monthly_sat = api::monthly_rent(
+            self.terms.monthly_sat,
+            self.address_monthly_sat(),
+            self.cfg.terms.ipv6_monthly_sat,
+            r.prefix_len,
+            r.ipv6.is_some(),
+        );
+        Terms {
+            monthly_sat,
+            ..self.terms
+        }
+    }
+
+    /// Every host with how many single addresses it has free now.
+    pub fn hosts(&self) -> Vec<api::Server> {
+        let now = self.clock.now();
+        let db = self.db().ok();
+        self.cfg
+            .routers
+            .iter()
+            .map(|r| {
+                let mut s = self.server_of(&r.name);
+                s.free_ipv4 = db
+                    .as_ref()
+                    .and_then(|db| crate::alloc::free_v4(db, &r.name, now).ok())
+                    .map(|f| f.len() as u64);
+                s
+            })
+            .collect()
     }
 }

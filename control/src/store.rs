@@ -18,6 +18,10 @@ pub struct RentalRow {
     pub suspended: bool,
     pub released_at: Option<i64>,
     pub release_reason: Option<String>,
+    /// Length of the IPv4 prefix that starts at `address` (32: one address).
+    pub prefix_len: u8,
+    /// The IPv6 prefix routed to the rental, e.g. `2001:db8:0:5::/64`.
+    pub ipv6: Option<String>,
 }
 
 impl RentalRow {
@@ -32,7 +36,7 @@ impl RentalRow {
 }
 
 const RENTAL_COLS: &str = "id, public_key, address, router, created_at, started_at, \
-     credited_secs, suspended, released_at, release_reason";
+     credited_secs, suspended, released_at, release_reason, prefix_len, ipv6";
 
 fn rental(r: &Row) -> rusqlite::Result<RentalRow> {
     Ok(RentalRow {
@@ -46,6 +50,8 @@ fn rental(r: &Row) -> rusqlite::Result<RentalRow> {
         suspended: r.get::<_, i64>(7)? != 0,
         released_at: r.get(8)?,
         release_reason: r.get(9)?,
+        prefix_len: r.get(10)?,
+        ipv6: r.get(11)?,
     })
 }
 
@@ -143,19 +149,6 @@ pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> rusq
     Ok(())
 }
 
-/// The lowest free address: no live rental holds it and its cool-down is over.
-pub fn free_address(db: &Connection, now: i64) -> rusqlite::Result<Option<(String, String)>> {
-    db.query_row(
-        "SELECT a.address, a.router FROM addresses a
-         WHERE a.cooldown_until <= ?1
-           AND NOT EXISTS (SELECT 1 FROM rentals r WHERE r.address = a.address AND r.released_at IS NULL)
-         ORDER BY a.num LIMIT 1",
-        [now],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()
-}
-
 pub fn live_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option<RentalRow>> {
     db.query_row(
         &format!("SELECT {RENTAL_COLS} FROM rentals WHERE public_key = ?1 AND released_at IS NULL"),
@@ -200,6 +193,7 @@ pub fn all_rentals(db: &Connection) -> rusqlite::Result<Vec<RentalRow>> {
     rows
 }
 
+#[cfg(test)]
 pub fn insert_rental(
     db: &Connection,
     public_key: &str,
@@ -207,9 +201,23 @@ pub fn insert_rental(
     router: &str,
     now: i64,
 ) -> rusqlite::Result<i64> {
+    insert_rental_with(db, public_key, address, 32, None, router, now)
+}
+
+/// A rental of the IPv4 prefix `address/prefix_len` and, if given, an IPv6 prefix.
+pub fn insert_rental_with(
+    db: &Connection,
+    public_key: &str,
+    address: &str,
+    prefix_len: u8,
+    ipv6: Option<&str>,
+    router: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
     db.execute(
-        "INSERT INTO rentals(public_key, address, router, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![public_key, address, router, now],
+        "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![public_key, address, router, now, prefix_len, ipv6],
     )?;
     Ok(db.last_insert_rowid())
 }
@@ -248,9 +256,11 @@ pub fn release(
         "UPDATE rentals SET released_at = ?1, release_reason = ?2 WHERE id = ?3 AND released_at IS NULL",
         params![at, reason, id],
     )?;
+    // Every address of the prefix rests, not only its first.
     db.execute(
         "UPDATE addresses SET cooldown_until = MAX(cooldown_until, ?1)
-         WHERE address = (SELECT address FROM rentals WHERE id = ?2)",
+         WHERE num >= (SELECT a.num FROM rentals r JOIN addresses a ON a.address = r.address WHERE r.id = ?2)
+           AND num < (SELECT a.num + (1 << (32 - r.prefix_len)) FROM rentals r JOIN addresses a ON a.address = r.address WHERE r.id = ?2)",
         params![cooldown_until, id],
     )?;
     event(

@@ -929,6 +929,8 @@ async fn service(ln: Backend, network: &'static str, pool: &str) -> Svc {
         pools: vec![pool.parse().unwrap()],
         reserved: vec![],
         private_key_file: None,
+        ipv6_pool: None,
+        ipv6_prefix_len: 64,
     }];
     let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
     let routers = vec![RouterLink {
