@@ -304,6 +304,8 @@ mod tests {
             pools: vec!["203.0.113.8/29".parse().unwrap()],
             reserved: vec![],
             private_key_file: None,
+            ipv6_pool: None,
+            ipv6_prefix_len: 64,
         }];
         let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
         let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
