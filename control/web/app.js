@@ -201,15 +201,24 @@ function showInvoice(box, inv) {
       ta.select();
       document.execCommand("copy");
     }
-    setState(t("copied"));
+    setState("copied");
   };
   const stateEl = el.querySelector(".state");
-  const setState = (s, cls) => {
-    stateEl.textContent = s;
+  // A message key, or the words of an error; kept so a language change redraws it.
+  let shown = ["waiting", "waiting"];
+  const setState = (key, cls, words) => {
+    shown = [key, cls, words];
+    stateEl.textContent = words || t(key);
     stateEl.className = "state " + (cls || "");
   };
-  setState(t("waiting"), "waiting");
-  redraw.push(() => el.isConnected && amount());
+  setState("waiting", "waiting");
+  redraw.push(() => {
+    if (!el.isConnected) return;
+    amount();
+    setState(...shown);
+    for (const n of el.querySelectorAll("[data-i18n]")) n.textContent = t(n.dataset.i18n);
+    for (const n of el.querySelectorAll("[data-i18n-label]")) n.setAttribute("aria-label", t(n.dataset.i18nLabel));
+  });
   box.hidden = false;
   const done = (outcome) => {
     if (polls.get(box) === ctl) polls.delete(box);
@@ -222,20 +231,22 @@ function showInvoice(box, inv) {
         const r = await api("GET", `/v1/invoices/${encodeURIComponent(inv.payment_hash)}?wait=55`, null, ctl.signal);
         failures = 0;
         if (r.state === "settled") {
-          setState(t("paid"), "ok");
+          setState("paid", "ok");
           el.dataset.state = "settled";
+          el.classList.add("done");
           return done("settled");
         }
         if (r.state === "expired") {
-          setState(t("expired"), "bad");
+          setState("expired", "bad");
           el.dataset.state = "expired";
+          el.classList.add("done");
           return done("expired");
         }
-        setState(t("waiting"), "waiting");
+        setState("waiting", "waiting");
       } catch (e) {
         if (e.name === "AbortError") return "cancelled";
         failures++;
-        setState(describe(e) + " " + t("retrying"), "bad");
+        setState("", "bad", describe(e) + " " + t("retrying"));
         await new Promise((r) => setTimeout(r, Math.min(30, 2 * failures) * 1000));
       }
     }

@@ -342,6 +342,18 @@ def main():
         pub2, priv2, _ = rent_flow(d, "d", "tweetnacl", keyboard=True)
         secrets.append(priv2)
         check(pub2 != pub, "a second key")
+        # The first rental's status by its pasted public key (nothing remembered here).
+        check(d.execute_script("return localStorage.getItem('staticwire.public_key')") is None,
+              "nothing remembered unless asked")
+        box = el(d, "#pubkey")
+        box.clear()
+        box.send_keys(pub)
+        el(d, "#status-form button").click()
+        wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active",
+             "status by a pasted public key")
+        addr1 = re.search(r"^Address = (.*)/32$", conf, re.M).group(1)
+        check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
+        shot(d, "d-4-pasted-status")
         drain_logs(d)
     finally:
         d.quit()
