@@ -65,6 +65,7 @@ socket = "/var/run/wireguard/$WGS.sock"
 endpoint = "198.18.0.1:51820"
 pools = ["203.0.113.0/24"]
 reserved = ["203.0.113.1"]
+ipv6_pool = "2001:db8:5::/48"
 CONF
 ex $SRV env STATICWIRE_LOG_BODIES=1 $bin/staticwire-control -c $tmp/control.toml serve --dev-hooks \
   > $tmp/control.log 2>&1 &
@@ -85,7 +86,8 @@ echo "  screenshots: $(ls "$shots" | wc -l) in $shots"
 echo "== the configuration from the page brings a tunnel up (wg-quick + wireguard-go)"
 cp $tmp/customer.conf $tmp/$WGC.conf
 chmod 600 $tmp/$WGC.conf
-addr=$(sed -n 's#^Address = \(.*\)/32$#\1#p' $tmp/$WGC.conf)
+addr=$(sed -n 's#^Address = \([0-9.]*\)/32.*#\1#p' $tmp/$WGC.conf)
+[ -n "$addr" ] || { echo "FAIL: no IPv4 address in the configuration" >&2; cat $tmp/$WGC.conf; exit 1; }
 ex $CLI env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go wg-quick up $tmp/$WGC.conf 2>&1 | sed 's/^/  /'
 ok=0
 for i in $(seq 1 40); do ex $INET ping -c 1 -W 1 $addr >/dev/null 2>&1 && { ok=1; break; }; done

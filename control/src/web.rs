@@ -6,7 +6,7 @@
 //! browser revalidates for the price of a 304) and a strict Content-Security-Policy: nothing
 //! from elsewhere, no inline script or style.
 
-use crate::service::{Service, ServiceError};
+use crate::service::Service;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -186,47 +186,19 @@ async fn file(
 struct Site<'a> {
     name: &'a str,
     languages: &'a [String],
-    /// Free addresses per server, in the order of `/v1/terms`' servers.
-    free_addresses: Vec<u64>,
 }
 
-/// What the page needs besides `/v1/terms`: the provider's name and languages, and how many
-/// addresses each server has free now.
+/// What the page needs besides `/v1/terms` (which has the free addresses per host): the
+/// provider's name and languages.
 fn site(s: &Service) -> Response {
-    let free = match free_addresses(s) {
-        Ok(f) => f,
-        Err(e) => return crate::http::ApiError::from(e).into_response(),
-    };
     let mut resp = Json(Site {
         name: &s.cfg.web.name,
         languages: &s.cfg.web.languages,
-        free_addresses: free,
     })
     .into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-/// Addresses out of cool-down and not held by a live rental, counted per router (the same rule
-/// the allocator picks by).
-fn free_addresses(s: &Service) -> Result<Vec<u64>, ServiceError> {
-    let now = s.clock.now();
-    let db = s.db()?;
-    let mut stmt = db.prepare(
-        "SELECT COUNT(*) FROM addresses a
-         WHERE a.router = ?1 AND a.cooldown_until <= ?2
-           AND NOT EXISTS (SELECT 1 FROM rentals r WHERE r.address = a.address AND r.released_at IS NULL)",
-    )?;
-    s.cfg
-        .routers
-        .iter()
-        .map(|r| {
-            stmt.query_row(rusqlite::params![r.name, now], |row| row.get::<_, i64>(0))
-                .map(|n| n.max(0) as u64)
-                .map_err(ServiceError::from)
-        })
-        .collect()
 }
 
 /// Adds the page's routes to the API router.
@@ -281,13 +253,12 @@ async fn log_request(req: Request<Body>, next: Next) -> Response {
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::config::{Config, RouterConfig};
+    use crate::config::Config;
     use crate::feed::RouterLink;
     use crate::lightning::{dev, Backend};
     use std::sync::Mutex;
 
-    /// The real API router on loopback, SQLite in a temp dir, the dev backend; a /29 pool
-    /// (six addresses).
+    /// The real API router on loopback, SQLite in a temp dir, the dev backend.
     async fn serve(web: WebConfig) -> (tempfile::TempDir, String) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
@@ -296,17 +267,12 @@ mod tests {
             web,
             ..Config::default()
         };
-        cfg.routers = vec![RouterConfig {
-            name: "t".into(),
-            socket: dir.path().join("no-router.sock"),
-            endpoint: "198.18.0.1:51820".into(),
-            listen_port: 51820,
-            pools: vec!["203.0.113.8/29".parse().unwrap()],
-            reserved: vec![],
-            private_key_file: None,
-            ipv6_pool: None,
-            ipv6_prefix_len: 64,
-        }];
+        let mut router = cfg.routers[0].clone();
+        router.name = "t".into();
+        router.socket = dir.path().join("no-router.sock");
+        router.pools = vec!["203.0.113.8/29".parse().unwrap()];
+        router.reserved = vec![];
+        cfg.routers = vec![router];
         let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
         let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
         let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
@@ -376,41 +342,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn site_counts_free_addresses_and_names_the_languages() {
+    async fn site_names_the_provider_and_its_languages() {
         let web = WebConfig {
             languages: vec!["de".into()],
             name: "Beispiel-Anbieter".into(),
             ..WebConfig::default()
         };
         let (_dir, base) = serve(web).await;
-        let http = reqwest::Client::new();
-        let site = || async {
-            let r = http
-                .get(format!("{base}/web/site.json"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
-            r.json::<serde_json::Value>().await.unwrap()
-        };
-        let s = site().await;
-        assert_eq!(s["name"], "Beispiel-Anbieter");
-        assert_eq!(s["languages"], serde_json::json!(["de"]));
-        assert_eq!(s["free_addresses"], serde_json::json!([6]));
-        // A pending rental holds an address: one fewer is free.
-        let key = {
-            use base64::Engine;
-            let k = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([7u8; 32]));
-            base64::engine::general_purpose::STANDARD.encode(k.as_bytes())
-        };
-        let r = http
-            .post(format!("{base}/v1/rentals"))
-            .json(&serde_json::json!({ "public_key": key }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        assert_eq!(site().await["free_addresses"], serde_json::json!([5]));
+        let r = reqwest::get(format!("{base}/web/site.json")).await.unwrap();
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let s: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            s,
+            serde_json::json!({"name": "Beispiel-Anbieter", "languages": ["de"]})
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,9 @@ function showError(id, e) {
   }
 }
 
+// An address with its prefix length where it is a block.
+const cidr = (r) => (r.prefix_len && r.prefix_len < 32 ? `${r.address}/${r.prefix_len}` : r.address);
+
 const urlKey = (k) => k.replaceAll("+", "-").replaceAll("/", "_");
 
 // ---------- keys ----------
@@ -286,9 +289,21 @@ async function rent() {
     pending = kp;
     saved = false;
     const pub = b64(kp.pub);
-    const res = await api("POST", "/v1/rentals", { public_key: pub });
+    const req = { public_key: pub };
+    const len = Number($("prefix").value || 32);
+    if (len !== 32) req.prefix_len = len;
+    if ($("host").value) req.host = $("host").value;
+    if (!$("ipv6-row").hidden) req.ipv6 = $("ipv6").checked;
+    const res = await api("POST", "/v1/rentals", req);
     $("rent-pub").textContent = pub;
-    $("rent-address").textContent = res.rental.address;
+    $("rent-address").textContent = cidr(res.rental);
+    $("rent-ipv6").textContent = res.rental.ipv6 || "";
+    $("rent-ipv6-row").hidden = !res.rental.ipv6;
+    // One hold fewer: the free counts changed.
+    api("GET", "/v1/terms").then((t2) => {
+      terms = t2;
+      renderTerms();
+    }, () => {});
     $("rent-key").hidden = false;
     if ($("remember").checked) remember(pub);
     $("pubkey").value = pub;
@@ -346,7 +361,8 @@ function renderStatus() {
   const dl = $("status-list");
   dl.replaceChildren();
   fact(dl, t("state"), t("state_" + r.state));
-  fact(dl, t("address"), r.address);
+  fact(dl, t("address"), cidr(r));
+  if (r.ipv6) fact(dl, t("ipv6"), r.ipv6);
   if (r.paid_until) fact(dl, t("paid_until"), when(r.paid_until));
   if (r.reserved_until) fact(dl, t("reserved_until"), when(r.reserved_until));
   fact(dl, t("amount_due"), sat(r.amount_due_sat));
@@ -414,17 +430,58 @@ function renderTerms() {
   fact(dl, t("network"), terms.network);
   $("testnet").hidden = terms.network === "bitcoin";
   $("testnet").textContent = t("testnet", { network: terms.network });
+  const lengths = (terms.ipv4_prefix_lengths || [32]).slice().sort((a, b) => b - a);
+  const extra = terms.address_monthly_sat || 0;
+  const v6hosts = terms.servers.filter((s) => s.ipv6_prefix_len);
+  const v6cost = terms.ipv6_monthly_sat || 0;
+  if (lengths.length > 1) {
+    fact(dl, t("blocks"), t("blocks_value", { blocks: lengths.filter((l) => l < 32).map((l) => `/${l} (${2 ** (32 - l)})`).join(", "), amount: sat(extra) }));
+  }
+  if (v6hosts.length) {
+    const len = v6hosts[0].ipv6_prefix_len;
+    fact(dl, t("ipv6"), v6cost ? t("ipv6_paid", { len, amount: sat(v6cost) }) : t("ipv6_included", { len }));
+  }
   const body = $("hosts").tBodies[0];
   body.replaceChildren();
-  terms.servers.forEach((s, i) => {
+  let total = 0;
+  for (const s of terms.servers) {
     const tr = body.insertRow();
     tr.insertCell().textContent = s.endpoint;
-    const free = site.free_addresses[i];
-    tr.insertCell().textContent = free === undefined ? "?" : free === 0 ? t("none_free") : String(free);
-  });
-  const total = site.free_addresses.reduce((a, b) => a + b, 0);
+    const free = s.free_ipv4;
+    total += free || 0;
+    tr.insertCell().textContent = free === undefined || free === null ? "?" : free === 0 ? t("none_free") : String(free);
+    tr.insertCell().textContent = s.ipv6_prefix_len ? "/" + s.ipv6_prefix_len : t("no");
+  }
   $("rent-btn").disabled = total === 0;
   $("months").max = terms.max_months;
+  renderRentOptions(lengths, extra, v6hosts.length > 0, v6cost);
+}
+
+// The address block, host and IPv6 choices, where the provider offers more than one.
+function renderRentOptions(lengths, extra, hasV6, v6cost) {
+  const prefix = $("prefix");
+  const keep = prefix.value;
+  prefix.replaceChildren();
+  for (const l of lengths) {
+    const n = 2 ** (32 - l);
+    const monthly = terms.monthly_sat + (n - 1) * extra;
+    prefix.add(new Option(t(n === 1 ? "one_address" : "n_addresses", { n, len: l, amount: sat(monthly) }), String(l)));
+  }
+  if (keep) prefix.value = keep;
+  $("prefix-row").hidden = lengths.length < 2;
+  const host = $("host");
+  const keepHost = host.value;
+  host.replaceChildren(new Option(t("any_host"), ""));
+  for (const s of terms.servers) {
+    if (s.name) host.add(new Option(s.endpoint, s.name));
+  }
+  host.value = keepHost;
+  $("host-row").hidden = terms.servers.length < 2;
+  // IPv6 that costs extra is a choice; free IPv6 comes with every rental on a host that has it.
+  $("ipv6-row").hidden = !(hasV6 && v6cost > 0);
+  $("ipv6-label").textContent = t("ipv6_choice", { amount: sat(v6cost) });
+  $("ipv6-free").hidden = !(hasV6 && v6cost === 0);
+  $("ipv6-free").textContent = t("ipv6_free_note");
 }
 
 // ---------- start ----------

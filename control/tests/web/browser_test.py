@@ -172,7 +172,7 @@ def wg_pubkey(priv):
                           check=True).stdout.decode().strip()
 
 
-def rent_flow(d, name, keygen, keyboard=False):
+def rent_flow(d, name, keygen, keyboard=False, first_sat="72,000"):
     """Rent, pay and read the configuration; returns (public key, private key, config)."""
     if keyboard:
         ActionChains(d).send_keys(Keys.ENTER).perform()
@@ -187,7 +187,7 @@ def rent_flow(d, name, keygen, keyboard=False):
     check(bolt11.startswith("lnbcrt"), "invoice shown as text")
     check(el(d, "#rent-invoice .pay").get_attribute("href") == "lightning:" + bolt11,
           "lightning: link")
-    check("72,000 sat" in text(d, "#rent-invoice .amount"), "invoice amount 72,000 sat")
+    check(f"{first_sat} sat" in text(d, "#rent-invoice .amount"), f"invoice amount {first_sat} sat")
     check(zbar(d, "#rent-invoice canvas").strip().lower() == "lightning:" + bolt11,
           "invoice QR decodes to lightning:<invoice>")
     check(text(d, "#rent-invoice .state") == "Waiting for your payment…", "waiting for payment")
@@ -201,7 +201,13 @@ def rent_flow(d, name, keygen, keyboard=False):
     check(m is not None, "configuration has the private key filled in")
     priv = m.group(1)
     check(wg_pubkey(priv) == pub, "wg pubkey(private key) is the rented public key")
-    check(f"Address = {text(d, '#rent-address')}/32" in conf, "configuration has the address")
+    shown = text(d, "#rent-address")
+    m = re.search(r"^Address = (.*)$", conf, re.M)
+    check(m is not None and m.group(1).split(", ")[0] == shown.split("/")[0] + "/32",
+          f"configuration has the address {shown}")
+    v6 = text(d, "#rent-ipv6")
+    check(v6.startswith("2001:db8:") and v6.endswith("/64"), f"IPv6 prefix shown: {v6}")
+    check(v6.split("/")[0] in m.group(1), "configuration has the IPv6 address")
     check(zbar(d, "#config-qr").rstrip("\n") == conf.rstrip("\n"),
           "configuration QR decodes to the configuration")
     shot(d, f"{name}-3-config")
@@ -243,8 +249,10 @@ def main():
               "terms: first payment")
         check("24,000 sat a month (30 days)" in terms, "terms: monthly rent")
         check("reserved for 2 months" in terms, "terms: reservation")
+        check("/31 (2), /30 (4), /29 (8) addresses" in terms, "terms: address blocks")
+        check("a routed /64 with every rental, included" in terms, "terms: IPv6")
         rows = [r.get_attribute("textContent") for r in d.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")]
-        free_before = int(re.search(r"(\d+)$", rows[0]).group(1))
+        free_before = int(re.search(r"51820(\d+)/64$", rows[0]).group(1))
         check(rows[0].startswith("198.18.0.1:51820") and free_before > 0,
               f"hosts with free capacity: {rows}")
         shot(d, "a-1-terms")
@@ -266,7 +274,7 @@ def main():
         check(text(d, "#remembered-key") == pub, "the remembered key is shown")
         check("Paid until" in text(d, "#status-list"), "paid-until shown")
         rows = [r.get_attribute("textContent") for r in d.find_elements(By.CSS_SELECTOR, "#hosts tbody tr")]
-        check(rows[0].endswith(str(free_before - 1)), f"one address fewer free: {rows}")
+        check(rows[0].endswith(f"{free_before - 1}/64"), f"one address fewer free: {rows}")
         shot(d, "b-1-status")
         api("POST", "/v1/dev/clock", {"seconds": 31 * 86400})
         d.get(args.api + "/")
@@ -332,14 +340,19 @@ def main():
                              || e.textContent.trim() || e.closest('label')))
               .map(e => e.outerHTML.slice(0, 80));""")
         check(unlabelled == [], f"every control and picture is named: {unlabelled}")
-        # Keyboard only: Tab to the rent button, Enter.
+        # A block of four addresses, then keyboard only: Tab to the rent button, Enter.
+        Select(el(d, "#prefix")).select_by_value("30")
+        check(el(d, "#prefix").get_attribute("value") == "30", "a /30 chosen")
         for _ in range(40):
             if d.switch_to.active_element.get_attribute("id") == "rent-btn":
                 break
             ActionChains(d).send_keys(Keys.TAB).perform()
         check(d.switch_to.active_element.get_attribute("id") == "rent-btn",
               "the rent button is reached with Tab")
-        pub2, priv2, _ = rent_flow(d, "d", "tweetnacl", keyboard=True)
+        pub2, priv2, conf2 = rent_flow(d, "d", "tweetnacl", keyboard=True, first_sat="144,000")
+        check(re.search(r"^# Routed to you: 203\.0\.113\.\d+/30, 2001:db8:", conf2, re.M)
+              is not None, "the /30 and its IPv6 prefix in the configuration")
+        check(text(d, "#rent-address").endswith("/30"), "the /30 shown")
         secrets.append(priv2)
         check(pub2 != pub, "a second key")
         # The first rental's status by its pasted public key (nothing remembered here).
@@ -351,7 +364,7 @@ def main():
         el(d, "#status-form button").click()
         wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active",
              "status by a pasted public key")
-        addr1 = re.search(r"^Address = (.*)/32$", conf, re.M).group(1)
+        addr1 = re.search(r"^Address = ([0-9.]+)/32", conf, re.M).group(1)
         check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
         shot(d, "d-4-pasted-status")
         drain_logs(d)
