@@ -8,6 +8,10 @@
 //! - `recv`: handshakes, then counts the packets the server sends each customer (traffic
 //!   towards the rented addresses from a `blast` on the other side).
 //! - `blast`: plain UDP to the rented addresses (the "internet" side of `recv`).
+//! - `pubkeys`, `handshakes`, `flood`: handshake load from up to millions of distinct keys
+//!   derived from a seed, and a flood of initiations from unknown keys ([`handshakes`]).
+
+mod handshakes;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -78,6 +82,32 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Print the hex public keys of seeded customers 0..COUNT, one per line (for a UAPI set).
+    Pubkeys {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        count: u64,
+    },
+    /// One real initiation from each of seeded customers FIRST..FIRST+COUNT, at RATE a second;
+    /// counts handshake responses and cookie replies.
+    Handshakes {
+        #[command(flatten)]
+        h: HandshakeTarget,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        #[arg(long)]
+        count: u64,
+    },
+    /// Initiations from DISTINCT keys the server does not know, repeated, at RATE a second.
+    Flood {
+        #[command(flatten)]
+        h: HandshakeTarget,
+        #[arg(long, default_value_t = 256)]
+        distinct: u64,
+    },
     /// Plain UDP to the rented addresses, round robin.
     Blast {
         #[arg(long, default_value = "203.0.113.10")]
@@ -91,6 +121,46 @@ enum Cmd {
         #[arg(long, default_value_t = 50_000_000)]
         max_packets: u64,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct HandshakeTarget {
+    #[arg(long)]
+    server: SocketAddr,
+    /// The server's public key (base64).
+    #[arg(long)]
+    server_key: String,
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// Initiations a second (0: as fast as the socket takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+impl HandshakeTarget {
+    fn target(&self) -> handshakes::Target {
+        handshakes::Target {
+            server: self.server,
+            server_key: PublicKey::from(key(&self.server_key)),
+            bind: self.bind,
+            rate: self.rate,
+            seconds: self.seconds,
+        }
+    }
+}
+
+fn report_handshakes(t: handshakes::Tally) {
+    println!(
+        "sent={} responses={} cookies={} seconds={:.3} responses_per_s={:.0} sent_per_s={:.0}",
+        t.sent,
+        t.responses,
+        t.cookies,
+        t.seconds,
+        t.responses as f64 / t.seconds,
+        t.sent as f64 / t.seconds
+    );
 }
 
 struct Customer {
@@ -413,6 +483,20 @@ fn main() {
             let (packets, started) = sink(bind, seconds);
             report("received", packets, started);
         }
+        Cmd::Pubkeys { seed, count } => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for k in handshakes::pubkeys(seed, count) {
+                let _ = writeln!(out, "{k}");
+            }
+        }
+        Cmd::Handshakes {
+            h,
+            seed,
+            first,
+            count,
+        } => report_handshakes(handshakes::handshakes(&h.target(), seed, first, count)),
+        Cmd::Flood { h, distinct } => report_handshakes(handshakes::flood(&h.target(), distinct)),
         Cmd::Blast {
             first_address,
             customers,

@@ -9,7 +9,7 @@
 //! (a valid initiation arrived, or traffic for it came from TUN) and is dropped by the timers once
 //! its sessions have expired. The timers walk active peers only.
 
-use crate::initiation::{self, OpenError};
+use crate::initiation;
 use crate::key::Key;
 use crate::peer::{Active, Peer, Session};
 use crate::routes::{PeerId, RouteTable};
@@ -226,7 +226,7 @@ impl Device {
             let tunn = Tunn::new(
                 identity.secret.clone(),
                 PublicKey::from(peer.public_key.0),
-                s.preshared_key.map(|k| k.0),
+                s.preshared_key.as_ref().map(|k| k.0),
                 keepalive,
                 peer.id,
                 Some(identity.rate_limiter.clone()),
@@ -238,7 +238,11 @@ impl Device {
                     return None;
                 }
             };
-            s.active = Some(Box::new(Active { tunn, since: now }));
+            s.active = Some(Box::new(Active {
+                tunn,
+                since: now,
+                last_initiation: None,
+            }));
             self.sessions_made.add(1);
             self.active_count.fetch_add(1, Relaxed);
             if !s.timed {
@@ -366,32 +370,23 @@ impl Device {
 
         let mut session = peer.session.lock();
         let now = Instant::now();
-        let mut accepted = None;
         if let Kind::Initiation(opened) = &kind {
-            let ss = *session.static_shared.get_or_insert_with(|| {
-                let peer_key = PublicKey::from(peer.public_key.0);
-                identity.secret.diffie_hellman(&peer_key).to_bytes()
-            });
-            let ts = match opened.timestamp(&ss) {
-                Ok(ts) => ts,
-                Err(OpenError::Auth | OpenError::Malformed) => {
-                    return self.stats.drop(DropReason::AuthFailed)
+            // Live state checks replays itself; without it, the timestamp remembered when the
+            // last state was dropped does (none yet: nothing to replay against).
+            if session.active.is_none() && session.last_initiation != ZERO_TIMESTAMP {
+                let ss = static_shared(identity, peer, &mut session);
+                match opened.timestamp(&ss) {
+                    Ok(ts) if ts > session.last_initiation => {}
+                    Ok(_) => return self.stats.drop(DropReason::Replay),
+                    Err(_) => return self.stats.drop(DropReason::AuthFailed),
                 }
-            };
-            // Replay protection that survives dropped session state.
-            if ts <= session.last_initiation {
-                return self.stats.drop(DropReason::Replay);
             }
             if self.activate(identity, peer, &mut session, now).is_none() {
                 return self.stats.drop(DropReason::NoKey);
             }
-            accepted = Some(ts);
         }
         let Session {
-            active,
-            endpoint,
-            last_initiation,
-            ..
+            active, endpoint, ..
         } = &mut *session;
         let Some(active) = active.as_deref_mut() else {
             return self.stats.drop(DropReason::NoSession);
@@ -400,8 +395,9 @@ impl Device {
         if let TunnResult::Err(e) = &res {
             return self.stats.drop(drop_reason(e));
         }
-        if let Some(ts) = accepted {
-            *last_initiation = ts;
+        if matches!(kind, Kind::Initiation(_)) {
+            // Read its timestamp only if the state is dropped (off the handshake path).
+            active.last_initiation = datagram.try_into().ok();
         }
         // Authenticated: the endpoint follows the newest packet (roaming).
         if !matches!(kind, Kind::Cookie) {
@@ -457,6 +453,7 @@ impl Device {
 
     /// [`Device::tick`] with the idle clock read as `now` (tests move it forward).
     pub fn tick_at(&self, now: Instant, buf: &mut [u8], io: &mut impl Io) {
+        let identity = self.identity.load_full();
         let mut list = std::mem::take(&mut *self.timed.lock());
         // A removed peer's id can come back for a new peer: never walk one twice.
         list.sort_unstable();
@@ -473,6 +470,7 @@ impl Device {
             };
             let res = active.tunn.update_timers(buf);
             let idle = now.saturating_duration_since(active.since) >= IDLE_AFTER;
+            let last_initiation = active.last_initiation;
             let endpoint = s.endpoint;
             if let (TunnResult::WriteToNetwork(out), Some(ep)) = (res, endpoint) {
                 if io.send_udp(ep, out) {
@@ -480,6 +478,9 @@ impl Device {
                 }
             }
             if idle && s.keepalive == 0 {
+                if let (Some(msg), Some(identity)) = (last_initiation, identity.as_ref()) {
+                    remember_timestamp(identity, peer, &mut s, &msg);
+                }
                 self.deactivate(&mut s);
                 s.timed = false;
                 return false;
@@ -583,7 +584,7 @@ impl Device {
                     let s = c.peer.session.lock();
                     PeerView {
                         public_key: c.peer.public_key,
-                        preshared_key: s.preshared_key,
+                        preshared_key: s.preshared_key.as_deref().copied(),
                         endpoint: s.endpoint,
                         last_handshake: c.peer.last_handshake(),
                         tx_bytes: c.peer.tx_bytes.get(),
@@ -689,8 +690,8 @@ impl Writer<'_> {
             let mut s = pc.peer.session.lock();
             let mut reset = false;
             if let Some(psk) = change.preshared_key {
-                reset |= s.preshared_key != psk;
-                s.preshared_key = psk;
+                reset |= s.preshared_key.as_deref().copied() != psk;
+                s.preshared_key = psk.map(Box::new);
             }
             if let Some(ka) = change.persistent_keepalive {
                 reset |= s.keepalive != ka;
@@ -723,6 +724,8 @@ impl Writer<'_> {
                             other.allowed_ips.retain(|n| *n != net);
                         }
                         let pc = self.cfg.peers[id as usize].as_mut().expect("live peer");
+                        // Most peers have one or two prefixes: no spare capacity.
+                        pc.allowed_ips.reserve_exact(1);
                         pc.allowed_ips.push(net);
                     }
                 },
@@ -747,6 +750,28 @@ impl Writer<'_> {
                 self.cfg.free.push(Reverse(id));
             }
         }
+    }
+}
+
+const ZERO_TIMESTAMP: initiation::Timestamp = [0; 12];
+
+/// DH(our static, peer static), computed once per peer and key.
+fn static_shared(identity: &Identity, peer: &Peer, s: &mut Session) -> [u8; 32] {
+    *s.static_shared.get_or_insert_with(|| {
+        let peer_key = PublicKey::from(peer.public_key.0);
+        identity.secret.diffie_hellman(&peer_key).to_bytes()
+    })
+}
+
+/// Keeps the timestamp of the newest initiation a session accepted, as its state is dropped.
+fn remember_timestamp(identity: &Identity, peer: &Peer, s: &mut Session, msg: &[u8]) {
+    let Ok(opened) = initiation::open_static(&identity.secret, &identity.responder_hash, msg)
+    else {
+        return;
+    };
+    let ss = static_shared(identity, peer, s);
+    if let Ok(ts) = opened.timestamp(&ss) {
+        s.last_initiation = s.last_initiation.max(ts);
     }
 }
 

@@ -14,6 +14,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
+/// Handshake messages a second per worker before cookies: 2,000 initiations, each about 0.2 ms of
+/// CPU, so a flood can take at most ~40% of a worker's core.
+const HANDSHAKE_LIMIT_PER_WORKER: u64 = 4_000;
+
 /// StaticWire's userspace WireGuard data plane.
 ///
 /// Creates the TUN interface INTERFACE and serves the WireGuard configuration protocol on
@@ -46,9 +50,10 @@ struct Args {
     pin_cpus: bool,
 
     /// Handshake messages a second (an initiation counts twice) answered before the router asks
-    /// for cookies (MAC2) and then limits each source address to 20 a second.
-    #[arg(long, default_value_t = staticwire_router::device::HANDSHAKE_RATE_LIMIT)]
-    handshake_limit: u64,
+    /// for cookies (MAC2) and then limits each source address to 20 a second [default: 4,000 per
+    /// worker, which keeps handshakes to about half of the CPU under a flood].
+    #[arg(long)]
+    handshake_limit: Option<u64>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9586. Off by default;
     /// keep it on loopback or a management network.
@@ -174,7 +179,10 @@ fn run(args: &Args) -> Result<UapiCleanup, String> {
     );
     let (gso, gro) = net.offloads();
     let device = Arc::new(Device::new());
-    device.set_handshake_limit(args.handshake_limit);
+    device.set_handshake_limit(
+        args.handshake_limit
+            .unwrap_or(HANDSHAKE_LIMIT_PER_WORKER * threads as u64),
+    );
     device.set_bound_port(net.port());
     let uapi = UapiSocket::bind(&args.socket_dir, &args.interface)
         .map_err(|e| format!("cannot create UAPI socket: {e}"))?;

@@ -2,7 +2,7 @@
 //! configured customer has, and the full WireGuard state (boringtun's `Tunn`, ~11 KB) that only
 //! an active one has.
 
-use crate::initiation::Timestamp;
+use crate::initiation::{Timestamp, INITIATION_LEN};
 use crate::key::Key;
 use crate::routes::PeerId;
 use crate::stats::Counter;
@@ -18,6 +18,9 @@ pub struct Active {
     pub tunn: Tunn,
     /// When this state was made or last completed a handshake: the idle clock starts here.
     pub since: Instant,
+    /// The newest initiation this state accepted: its timestamp is read when the state is
+    /// dropped, so the handshake path spends no Diffie-Hellman on it.
+    pub last_initiation: Option<[u8; INITIATION_LEN]>,
 }
 
 /// The part of a peer that the packet path changes under its lock.
@@ -26,7 +29,8 @@ pub struct Session {
     pub active: Option<Box<Active>>,
     /// Where to send: set by UAPI, then follows the newest authenticated packet (roaming).
     pub endpoint: Option<SocketAddr>,
-    pub preshared_key: Option<Key>,
+    /// Boxed: rare, and a configured-but-idle peer should stay small.
+    pub preshared_key: Option<Box<Key>>,
     pub keepalive: u16,
     /// DH(our static, peer static), kept once computed: it decrypts initiation timestamps.
     pub static_shared: Option<[u8; 32]>,

@@ -14,6 +14,9 @@ use std::time::Duration;
 const MAX_LINE: usize = 4096;
 /// Idle time after which a connection is dropped, so a stuck client cannot pin a thread.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of a `set` (or bytes of a `get` answer) after which the memory the request used is
+/// handed back to the system at once.
+const BIG_REQUEST: usize = 10_000;
 
 pub struct UapiSocket {
     pub path: PathBuf,
@@ -93,6 +96,7 @@ pub fn handle_connection(
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
     loop {
+        let mut big = false;
         if !read_line(&mut reader, &mut line)? {
             return Ok(());
         }
@@ -122,6 +126,7 @@ pub fn handle_connection(
                 }
                 let result = parse_set(lines.iter().map(String::as_str))
                     .and_then(|req| device.apply(&req, net));
+                big |= lines.len() > BIG_REQUEST;
                 match result {
                     Ok(()) => "errno=0\n\n".to_string(),
                     Err(e) => {
@@ -138,6 +143,12 @@ pub fn handle_connection(
             }
         };
         writer.write_all(answer.as_bytes())?;
+        if big || answer.len() > BIG_REQUEST * 100 {
+            // A million-peer request leaves hundreds of MB freed but held by malloc.
+            drop(answer);
+            // SAFETY: malloc_trim only releases free memory.
+            unsafe { libc::malloc_trim(0) };
+        }
     }
 }
 
