@@ -11,6 +11,7 @@
 
 use crate::initiation;
 use crate::key::Key;
+use crate::limits::{is_smtp, LimitConf, Limits, Way};
 use crate::peer::{Active, Peer, Session};
 use crate::routes::{PeerId, RouteTable};
 use crate::sharded::Sharded;
@@ -273,6 +274,11 @@ impl Device {
         let peer = slot.as_ref().expect("occupied slot");
         let (res, endpoint) = {
             let mut s = peer.session.lock();
+            if let Some(l) = s.limits.as_deref_mut() {
+                if !l.admit(Way::Down, packet.len()) {
+                    return self.stats.drop(DropReason::RateLimited);
+                }
+            }
             let active = match s.active {
                 Some(ref mut a) => a,
                 None => {
@@ -386,7 +392,10 @@ impl Device {
             }
         }
         let Session {
-            active, endpoint, ..
+            active,
+            endpoint,
+            limits,
+            ..
         } = &mut *session;
         let Some(active) = active.as_deref_mut() else {
             return self.stats.drop(DropReason::NoSession);
@@ -422,10 +431,16 @@ impl Device {
                 peer.tx_bytes.add(sent);
             }
             TunnResult::WriteToTunnelV4(inner, from) => {
+                if let Some(reason) = limits.as_deref_mut().and_then(|l| refuse_up(l, inner)) {
+                    return self.stats.drop(reason);
+                }
                 drop(session);
                 self.deliver(peer.id, IpAddr::V4(from), inner, io)
             }
             TunnResult::WriteToTunnelV6(inner, from) => {
+                if let Some(reason) = limits.as_deref_mut().and_then(|l| refuse_up(l, inner)) {
+                    return self.stats.drop(reason);
+                }
                 drop(session);
                 self.deliver(peer.id, IpAddr::V6(from), inner, io)
             }
@@ -700,6 +715,15 @@ impl Writer<'_> {
             if let Some(ep) = change.endpoint {
                 s.endpoint = Some(ep);
             }
+            let old = s.limits.as_ref().map_or(LimitConf::default(), |l| l.conf);
+            let conf = LimitConf {
+                bits_per_second: change.rate_limit_bps.unwrap_or(old.bits_per_second),
+                packets_per_second: change.rate_limit_pps.unwrap_or(old.packets_per_second),
+                block_smtp: change.block_smtp.unwrap_or(old.block_smtp),
+            };
+            if conf != old {
+                s.limits = (!conf.is_none()).then(|| Box::new(Limits::new(conf)));
+            }
             // boringtun fixes the preshared key and keepalive at construction, so a change
             // means fresh state (and a new handshake), as a key change does in WireGuard.
             if reset {
@@ -754,6 +778,14 @@ impl Writer<'_> {
 }
 
 const ZERO_TIMESTAMP: initiation::Timestamp = [0; 12];
+
+/// Why an upload (a packet the customer sent) breaks the rental's limits, if it does.
+fn refuse_up(l: &mut Limits, packet: &[u8]) -> Option<DropReason> {
+    if l.conf.block_smtp && is_smtp(packet) {
+        return Some(DropReason::SmtpBlocked);
+    }
+    (!l.admit(Way::Up, packet.len())).then_some(DropReason::RateLimited)
+}
 
 /// DH(our static, peer static), computed once per peer and key.
 fn static_shared(identity: &Identity, peer: &Peer, s: &mut Session) -> [u8; 32] {

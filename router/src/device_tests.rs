@@ -796,3 +796,94 @@ fn under_load_each_source_gets_only_a_share_of_handshakes() {
     assert!(responses < 30, "responses: {responses}");
     assert!(dev.stats.dropped(DropReason::UnderLoad) > 50);
 }
+
+/// An IPv4/TCP segment header to `port` (enough for the SMTP check).
+fn tcp_to(port: u16) -> Vec<u8> {
+    let mut p = ipv4(RENTED, INTERNET, &[0u8; 20]);
+    p[9] = 6;
+    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p
+}
+
+#[test]
+fn rental_limits_cap_uploads_and_downloads_and_block_smtp() {
+    let (dev, mut customer, mut io) = connected();
+    let mut out = vec![0u8; 2048];
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nrate_limit_pps=10\nblock_smtp=true",
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    // SMTP out is refused whatever the rate; submission (587) is not SMTP.
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &tcp_to(25)),
+        &mut out,
+        &mut io,
+    );
+    assert_eq!(dev.stats.dropped(DropReason::SmtpBlocked), 1);
+    assert!(io.tun.is_empty());
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &tcp_to(587)),
+        &mut out,
+        &mut io,
+    );
+    assert_eq!(io.tun.len(), 1);
+
+    // 10 packets a second: a burst of a few passes, a hundred at once do not.
+    for _ in 0..100 {
+        let up = ipv4(RENTED, INTERNET, b"u");
+        dev.handle_udp(
+            customer_addr(),
+            &seal(&mut customer, &up),
+            &mut out,
+            &mut io,
+        );
+        dev.handle_tun(&ipv4(INTERNET, RENTED, b"d"), &mut out, &mut io);
+    }
+    let (up, down) = (io.tun.len() - 1, io.udp.len());
+    assert!(
+        (1..50).contains(&up) && (1..50).contains(&down),
+        "{up} {down}"
+    );
+    assert!(dev.stats.dropped(DropReason::RateLimited) >= 100);
+
+    // Caps set to 0 and the block lifted: everything passes again.
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nrate_limit_pps=0\nblock_smtp=false",
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    let before = io.tun.len();
+    for _ in 0..100 {
+        let up = ipv4(RENTED, INTERNET, b"u");
+        dev.handle_udp(
+            customer_addr(),
+            &seal(&mut customer, &up),
+            &mut out,
+            &mut io,
+        );
+    }
+    dev.handle_udp(
+        customer_addr(),
+        &seal(&mut customer, &tcp_to(25)),
+        &mut out,
+        &mut io,
+    );
+    assert_eq!(io.tun.len(), before + 101);
+    // Bad values are refused and change nothing.
+    for bad in ["rate_limit_bps=-1", "rate_limit_pps=x", "block_smtp=yes"] {
+        assert!(set(
+            &dev,
+            &format!("public_key={}\n{bad}", public(CUSTOMER).to_hex())
+        )
+        .is_err());
+    }
+}

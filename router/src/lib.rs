@@ -8,6 +8,7 @@ pub mod device;
 pub mod initiation;
 pub mod io;
 pub mod key;
+pub mod limits;
 pub mod metrics;
 pub mod offload;
 pub mod peer;

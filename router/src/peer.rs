@@ -4,8 +4,8 @@
 
 use crate::initiation::{Timestamp, INITIATION_LEN};
 use crate::key::Key;
+use crate::limits::Limits;
 use crate::routes::PeerId;
-use crate::stats::Counter;
 use boringtun::noise::Tunn;
 use parking_lot::Mutex;
 use std::net::SocketAddr;
@@ -39,6 +39,23 @@ pub struct Session {
     pub last_initiation: Timestamp,
     /// Whether the timer thread has this peer on its list of active peers.
     pub timed: bool,
+    /// The rental's caps and SMTP block, if it has any.
+    pub limits: Option<Box<Limits>>,
+}
+
+/// A per-peer byte count. Not padded to a cache line like the device's counters: a million
+/// peers would pay 128 bytes each for it, and a peer's counters change under its own lock anyway.
+#[derive(Default, Debug)]
+pub struct ByteCounter(AtomicU64);
+
+impl ByteCounter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
 }
 
 pub struct Peer {
@@ -46,9 +63,9 @@ pub struct Peer {
     pub public_key: Key,
     pub session: Mutex<Session>,
     /// Bytes of UDP payload sent to this peer (wire bytes, as wireguard-go counts them).
-    pub tx_bytes: Counter,
+    pub tx_bytes: ByteCounter,
     /// Bytes of UDP payload received from this peer that authenticated.
-    pub rx_bytes: Counter,
+    pub rx_bytes: ByteCounter,
     /// Unix time of the last completed handshake in nanoseconds; 0 = never.
     last_handshake_ns: AtomicU64,
 }
@@ -59,8 +76,8 @@ impl Peer {
             id,
             public_key,
             session: Mutex::new(Session::default()),
-            tx_bytes: Counter::default(),
-            rx_bytes: Counter::default(),
+            tx_bytes: ByteCounter::default(),
+            rx_bytes: ByteCounter::default(),
             last_handshake_ns: AtomicU64::new(0),
         }
     }

@@ -27,10 +27,14 @@ pub enum DropReason {
     NoSession,
     /// The kernel refused to send or write.
     IoError,
+    /// Over the rental's bandwidth or packet-rate cap.
+    RateLimited,
+    /// Outbound SMTP from a rental that blocks it.
+    SmtpBlocked,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::NoRoute,
         DropReason::SpoofedSource,
         DropReason::InvalidPacket,
@@ -42,6 +46,8 @@ impl DropReason {
         DropReason::NoKey,
         DropReason::NoSession,
         DropReason::IoError,
+        DropReason::RateLimited,
+        DropReason::SmtpBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +63,8 @@ impl DropReason {
             DropReason::NoKey => "no_key",
             DropReason::NoSession => "no_session",
             DropReason::IoError => "io_error",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::SmtpBlocked => "smtp_blocked",
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct PeerChange {
     pub persistent_keepalive: Option<u16>,
     pub replace_allowed_ips: bool,
     pub allowed_ips: Vec<AllowedIpChange>,
+    /// StaticWire's per-rental limits (set only; 0 = no cap).
+    pub rate_limit_bps: Option<u64>,
+    pub rate_limit_pps: Option<u64>,
+    pub block_smtp: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -176,6 +180,9 @@ fn parse_peer_line(peer: &mut PeerChange, key: &str, value: &str) -> Result<(), 
             peer.replace_allowed_ips = parse_true("replace_allowed_ips", value)?
         }
         "allowed_ip" => peer.allowed_ips.push(parse_allowed_ip(value)?),
+        "rate_limit_bps" => peer.rate_limit_bps = Some(parse_num("rate_limit_bps", value)?),
+        "rate_limit_pps" => peer.rate_limit_pps = Some(parse_num("rate_limit_pps", value)?),
+        "block_smtp" => peer.block_smtp = Some(parse_true("block_smtp", value)?),
         "protocol_version" => {
             if value != "1" {
                 return Err(invalid("protocol_version", value));
@@ -186,7 +193,7 @@ fn parse_peer_line(peer: &mut PeerChange, key: &str, value: &str) -> Result<(), 
     Ok(())
 }
 
-const PEER_KEYS: [&str; 8] = [
+const PEER_KEYS: [&str; 11] = [
     "remove",
     "update_only",
     "preshared_key",
@@ -195,6 +202,9 @@ const PEER_KEYS: [&str; 8] = [
     "replace_allowed_ips",
     "allowed_ip",
     "protocol_version",
+    "rate_limit_bps",
+    "rate_limit_pps",
+    "block_smtp",
 ];
 const INTERFACE_KEYS: [&str; 4] = ["private_key", "listen_port", "fwmark", "replace_peers"];
 
