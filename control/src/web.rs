@@ -86,6 +86,7 @@ macro_rules! asset {
 static ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("bolt11.js", "text/javascript; charset=utf-8"),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("i18n/en.json", "application/json"),
     asset!("i18n/de.json", "application/json"),

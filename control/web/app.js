@@ -2,6 +2,7 @@
 // where the browser has none); only the public key is ever sent. Everything the server says is
 // shown through textContent, never as HTML.
 import { encode } from "./vendor/uqr/index.mjs";
+import { decodeBolt11 } from "./bolt11.js";
 
 const $ = (id) => document.getElementById(id);
 const STORE_KEY = "staticwire.public_key";
@@ -175,12 +176,49 @@ function drawQr(canvas, text) {
 
 // ---------- invoices ----------
 
+// The checks a client makes before paying: the invoice is one, of the terms' network, for
+// exactly the amount these terms give, with the payment hash the API named, and not expired.
+// Returns null, or why not (in words).
+function checkInvoice(inv, expectedSat) {
+  let d;
+  try {
+    d = decodeBolt11(inv.bolt11);
+  } catch (e) {
+    return t("inv_malformed", { why: e.message });
+  }
+  if (d.network !== terms.network) return t("inv_network", { got: d.network, want: terms.network });
+  if (d.amountMsat === null || d.amountMsat !== BigInt(expectedSat) * 1000n || inv.amount_sat !== expectedSat) {
+    return t("inv_amount", { got: d.amountMsat === null ? "?" : sat(Number(d.amountMsat / 1000n)), want: sat(expectedSat) });
+  }
+  if (d.paymentHash !== inv.payment_hash) return t("inv_hash");
+  if (d.timestamp + d.expiry <= Date.now() / 1000) return t("inv_expired");
+  return null;
+}
+// For the browser test, which feeds it real invoices with one thing changed.
+window.staticwireCheckInvoice = (inv, expectedSat) => checkInvoice(inv, expectedSat);
+
+// Rent a month costs for this rental: its block's addresses and its IPv6 prefix.
+function monthlyOf(prefixLen, hasIpv6) {
+  const n = 2 ** (32 - (prefixLen || 32));
+  return terms.monthly_sat + (n - 1) * (terms.address_monthly_sat || 0) + (hasIpv6 ? terms.ipv6_monthly_sat || 0 : 0);
+}
+
 // Shows an invoice in `box` and long-polls until it settles or expires; resolves with its
 // final state. A newer call on the same box cancels the older one.
 const polls = new Map();
 
-function showInvoice(box, inv) {
+function showInvoice(box, inv, expectedSat) {
   polls.get(box)?.abort();
+  polls.delete(box);
+  const refused = checkInvoice(inv, expectedSat);
+  if (refused) {
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = t("inv_refused", { why: refused });
+    box.replaceChildren(p);
+    return Promise.resolve("refused");
+  }
   const ctl = new AbortController();
   polls.set(box, ctl);
   box.replaceChildren($("invoice-tpl").content.cloneNode(true));
@@ -307,7 +345,8 @@ async function rent() {
     $("rent-key").hidden = false;
     if ($("remember").checked) remember(pub);
     $("pubkey").value = pub;
-    const outcome = await showInvoice($("rent-invoice"), res.invoice);
+    const expected = terms.activation_sat + monthlyOf(res.rental.prefix_len, !!res.rental.ipv6);
+    const outcome = await showInvoice($("rent-invoice"), res.invoice, expected);
     if (outcome !== "settled") return;
     const conf = await api("GET", `/v1/rentals/${urlKey(pub)}/config`);
     showConfig(fillConfig(conf.wg_quick, kp.priv));
@@ -375,6 +414,13 @@ function renderStatus() {
   $("status").dataset.state = r.state;
 }
 
+// What an open invoice of rental `r` should ask: the activation with the first month, or
+// its months at the rental's rate.
+function expectedFor(r, inv) {
+  const monthly = monthlyOf(r.prefix_len, !!r.ipv6);
+  return inv.purpose === "activation" ? terms.activation_sat + monthly : inv.months * monthly;
+}
+
 async function showStatus(pub) {
   showError("status-error", null);
   const key = pub.trim();
@@ -385,7 +431,7 @@ async function showStatus(pub) {
     if ($("remember").checked) remember(current.public_key);
     const inv = current.open_invoice;
     if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
-      showInvoice($("renew-invoice"), inv).then(() => showStatus(key));
+      showInvoice($("renew-invoice"), inv, expectedFor(current, inv)).then(() => showStatus(key));
     }
   } catch (e) {
     current = null;
@@ -408,7 +454,12 @@ async function renew(ev) {
     current = res.rental;
     renderStatus();
     const box = $("renew-invoice");
-    const outcome = await showInvoice(box, res.invoice);
+    // Back payments are whole months: the invoice buys the months asked for plus those owed.
+    if (res.invoice.months < months) {
+      showError("renew-error", t("inv_refused", { why: t("inv_months") }));
+      return;
+    }
+    const outcome = await showInvoice(box, res.invoice, expectedFor(res.rental, res.invoice));
     if (outcome === "settled") await showStatus(key);
   } catch (e) {
     showError("renew-error", e);

@@ -191,6 +191,8 @@ def rent_flow(d, name, keygen, keyboard=False, first_sat="72,000"):
     check(zbar(d, "#rent-invoice canvas").strip().lower() == "lightning:" + bolt11,
           "invoice QR decodes to lightning:<invoice>")
     check(text(d, "#rent-invoice .state") == "Waiting for your payment…", "waiting for payment")
+    if first_sat == "72,000":
+        invoice_checks(d, pub)
     shot(d, f"{name}-2-invoice")
     phone_screen(d, "#rent-key", f"{name}-screen-invoice")
     dev_pay(bolt11)
@@ -213,6 +215,58 @@ def rent_flow(d, name, keygen, keyboard=False, first_sat="72,000"):
     shot(d, f"{name}-3-config")
     phone_screen(d, "#rent-config", f"{name}-screen-config")
     return pub, priv, conf
+
+
+BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def bech32_polymod(values):
+    gen = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3]
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1ffffff) << 5 ^ v
+        for i in range(5):
+            chk ^= gen[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def reencode(bolt11, hrp=None, timestamp=None):
+    """The invoice with another human-readable part or timestamp and a valid checksum (the
+    signature no longer matches: the page does not check it, staticip does)."""
+    s = bolt11.lower()
+    sep = s.rfind("1")
+    h, data = s[:sep], [BECH32.index(c) for c in s[sep + 1:-6]]
+    if hrp:
+        h = hrp
+    if timestamp is not None:
+        data[:7] = [(timestamp >> (5 * (6 - i))) & 31 for i in range(7)]
+    expand = [ord(c) >> 5 for c in h] + [0] + [ord(c) & 31 for c in h]
+    chk = bech32_polymod(expand + data + [0] * 6) ^ 1
+    return h + "1" + "".join(BECH32[d] for d in data) + "".join(
+        BECH32[(chk >> 5 * (5 - i)) & 31] for i in range(6))
+
+
+def invoice_checks(d, pub):
+    """The page's own BOLT11 checks, fed the real open invoice with one thing changed each."""
+    inv = api("GET", "/v1/rentals/" + pub.replace("+", "-").replace("/", "_"))["open_invoice"]
+    check_ = lambda i, sat: d.execute_script("return window.staticwireCheckInvoice(arguments[0], arguments[1])", i, sat)
+    check(check_(inv, 72000) is None, "the real invoice passes the page's checks")
+    cases = [
+        ({**inv, "amount_sat": 71000}, 71000, "it asks 72,000 sat, but the terms give 71,000 sat."),
+        ({**inv, "bolt11": reencode(inv["bolt11"], hrp="lnbcrt710u")}, 72000,
+         "it asks 71,000 sat, but the terms give 72,000 sat."),
+        ({**inv, "bolt11": reencode(inv["bolt11"], hrp="lnbc720u")}, 72000,
+         "it is for bitcoin, but the terms say regtest."),
+        ({**inv, "payment_hash": "00" * 32}, 72000, "its payment hash is not the one the server named."),
+        ({**inv, "bolt11": reencode(inv["bolt11"], timestamp=int(time.time()) - 7200)}, 72000,
+         "it has already expired."),
+        ({**inv, "bolt11": inv["bolt11"][:-1] + ("q" if inv["bolt11"][-1] != "q" else "p")}, 72000,
+         "it is not a valid Lightning invoice (bad checksum)."),
+    ]
+    for bad, sat, why in cases:
+        got = check_(bad, sat)
+        check(got == why, f"the page refuses: {why} (got {got!r})")
 
 
 def downloaded(dirname, fname):
