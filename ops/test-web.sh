@@ -66,6 +66,8 @@ endpoint = "198.18.0.1:51820"
 pools = ["203.0.113.0/24"]
 reserved = ["203.0.113.1"]
 ipv6_pool = "2001:db8:5::/48"
+[limits]
+max_unpaid_per_client = 1   # so the test sees the page explain a refusal
 CONF
 ex $SRV env STATICWIRE_LOG_BODIES=1 $bin/staticwire-control -c $tmp/control.toml serve --dev-hooks \
   > $tmp/control.log 2>&1 &
@@ -99,7 +101,15 @@ import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RE
 s.bind(('198.19.0.2', 9000)); s.listen(1); s.settimeout(20); c, a = s.accept(); print(a[0])" > $tmp/seen &
 seen_pid=$!
 sleep 0.3
-ex $CLI python3 -c "import socket; socket.create_connection(('198.19.0.2', 9000), timeout=10).close()"
+ex $CLI python3 -c "
+import socket, time
+for i in range(50):  # until the listener is up
+    try:
+        socket.create_connection(('198.19.0.2', 9000), timeout=10).close(); break
+    except ConnectionRefusedError:
+        time.sleep(0.1)
+else:
+    raise SystemExit('no listener on the internet host')"
 wait $seen_pid
 [ "$(cat $tmp/seen)" = "$addr" ] || { echo "FAIL: the internet saw $(cat $tmp/seen), not $addr" >&2; exit 1; }
 echo "  internet -> $addr and customer -> internet from $addr: ok"

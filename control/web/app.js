@@ -549,7 +549,9 @@ async function main() {
   document.title = site.name;
   $("site-name").textContent = site.name;
   const sel = $("lang");
-  for (const l of site.languages) sel.add(new Option(l.toUpperCase(), l));
+  // Each language by its own name.
+  const names = { en: "English", de: "Deutsch" };
+  for (const l of site.languages) sel.add(new Option(names[l] || l, l));
   sel.parentElement.hidden = site.languages.length < 2;
   redraw.push(renderTerms, renderStatus);
   await loadLanguage(pickLanguage(site.languages));

@@ -84,7 +84,8 @@ def drain_logs(d):
             network_log.append((r["url"], json.dumps(r.get("headers", {})), r.get("postData", "")))
     errors = [e["message"] for e in d.get_log("browser")
               # A failed request shows up here too: ok only where the test provoked it.
-              if e["level"] == "SEVERE" and "/v1/rentals/not-a-key" not in e["message"]]
+              if e["level"] == "SEVERE" and "/v1/rentals/not-a-key" not in e["message"]
+              and "status of 429" not in e["message"]]
     check(not errors, f"no errors in the browser's console: {errors}")
 
 
@@ -352,6 +353,16 @@ def main():
         wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active", "active again")
         check(not visible(d, "#backpay"), "no back payments left")
         shot(d, "b-4-renewed")
+        # An invoice left unpaid past its expiry.
+        el(d, "#renew-form button").click()
+        wait(d, lambda: el(d, "#renew-invoice .invoice").get_attribute("data-state") is None
+             and visible(d, "#renew-invoice canvas"), "a second renewal invoice shown")
+        api("POST", "/v1/dev/clock", {"seconds": 2 * 3600})
+        wait(d, lambda: el(d, "#renew-invoice .invoice").get_attribute("data-state") == "expired",
+             "the unpaid invoice expires")
+        check(text(d, "#renew-invoice .state").startswith("This invoice expired unpaid."),
+              "expiry shown as words")
+        shot(d, "b-5-expired")
 
         # --- C: errors as words; the German page ---
         el(d, "#forget").click()
@@ -421,6 +432,16 @@ def main():
         addr1 = re.search(r"^Address = ([0-9.]+)/32", conf, re.M).group(1)
         check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
         shot(d, "d-4-pasted-status")
+        # This client already holds its one unpaid rental (max_unpaid_per_client = 1): the
+        # page says so in words.
+        other = base64.b64encode(os.urandom(32)).decode()
+        api("POST", "/v1/rentals", {"public_key": other})
+        el(d, "#rent-btn").click()
+        wait(d, lambda: visible(d, "#rent-error"), "rent refused")
+        err = text(d, "#rent-error")
+        check(err.startswith("Your address already holds too many unpaid rentals") and "{" not in err,
+              f"429 as words: {err}")
+        shot(d, "d-5-too-many-unpaid")
         drain_logs(d)
     finally:
         d.quit()
