@@ -449,6 +449,8 @@ def main():
     # --- the private keys never left the browsers ---
     check(len(network_log) > 20, f"{len(network_log)} requests in the browsers' network logs")
     check(any(pub in u or pub in b for u, _, b in network_log), "the public key was sent")
+    elsewhere = [u for u, _, _ in network_log if not u.startswith((args.api + "/", "data:", "blob:"))]
+    check(elsewhere == [], f"nothing loaded from anywhere but the provider: {elsewhere}")
     with open(args.control_log) as f:
         logged = f.read()
     check(logged.count("staticwire_request") > 20, "the control logged the requests")
