@@ -6,7 +6,10 @@
 #   out: "internet" host -> server (route, encrypt) -> customers (who authenticate each packet)
 # usage: sudo bash benches/pps.sh   env: N (customers, 16), T (seconds per run, 5), SIZES ("1420 64"),
 #   SERVERS (default: every one installed of staticwire-router staticwire-router-batch
-#   staticwire-router-simple wireguard-go-new gotatun boringtun-cli wireguard-go)
+#   staticwire-router-simple wireguard-go-new gotatun boringtun-cli wireguard-go), FLOOD (initiations a
+#   second from unknown keys sent at the server during every "in" run: the established customers'
+#   throughput under a handshake flood), ROUTER_ARGS (extra options for ours; with more than 240
+#   customers the handshake limit is raised, since every customer connects from one address)
 # Everything lives in namespaces made and removed here (198.18.0.0/15, 203.0.113.0/24).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +17,10 @@ N=${N:-16} T=${T:-5} SIZES=${SIZES:-"1420 64"}
 # More customers than the documentation /24 (203.0.113.0/24) holds rent IPv6 addresses from
 # 2001:db8:100::/64 instead, and the internet host is 2001:db8:1::2.
 if [ "$N" -gt 240 ]; then V6=1; else V6=0; fi
+FLOOD=${FLOOD:-0}
+if [ -z "${ROUTER_ARGS+x}" ]; then
+  ROUTER_ARGS=""; [ "$N" -gt 240 ] && ROUTER_ARGS="--handshake-limit 100000000"
+fi
 cargo build --release -q -p staticwire-router -p staticwire-loadtest --manifest-path "$here/Cargo.toml"
 router=$here/target/release/staticwire-router
 lt=$here/target/release/staticwire-loadtest
@@ -50,9 +57,9 @@ up() {
 
 start_server() {
   case $1 in
-    staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 --metrics 127.0.0.1:9586 ${id}s >/dev/null 2>&1 & ;;
-    staticwire-router-batch) ex $SRV taskset -c 0 $router --foreground --io batch --threads 1 --metrics 127.0.0.1:9586 ${id}s >/dev/null 2>&1 & ;;
-    staticwire-router-simple) ex $SRV taskset -c 0 $router --foreground --io simple --threads 1 ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router) ex $SRV taskset -c 0 $router --foreground --threads 1 --metrics 127.0.0.1:9586 $ROUTER_ARGS ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router-batch) ex $SRV taskset -c 0 $router --foreground --io batch --threads 1 --metrics 127.0.0.1:9586 $ROUTER_ARGS ${id}s >/dev/null 2>&1 & ;;
+    staticwire-router-simple) ex $SRV taskset -c 0 $router --foreground --io simple --threads 1 $ROUTER_ARGS ${id}s >/dev/null 2>&1 & ;;
     wireguard-go) ex $SRV env GOMAXPROCS=1 taskset -c 0 wireguard-go -f ${id}s >/dev/null 2>&1 & ;;
     wireguard-go-new) ex $SRV env GOMAXPROCS=1 taskset -c 0 $wggo_new -f ${id}s >/dev/null 2>&1 & ;;
     boringtun-cli) ex $SRV taskset -c 0 boringtun-cli -f --disable-drop-privileges --threads 1 ${id}s >/dev/null 2>&1 & ;;
@@ -128,10 +135,21 @@ for server in $SERVERS; do
     ex $INET taskset -c 1 $lt sink --bind "$sink_at" --seconds $((T + 4 + N / 100)) > $tmp/sink.out &
     spid=$!
     for i in $(seq 1 50); do grep -q ready $tmp/sink.out 2>/dev/null && break; sleep 0.1; done
+    fpid=
+    if [ "$FLOOD" -gt 0 ]; then
+      ex $CLI taskset -c 1 $lt flood --server 198.18.0.1:51820 --server-key "$(cat $tmp/srv.pub)" \
+        --bind 198.18.0.2:0 --rate $FLOOD --seconds $((T + 1)) > $tmp/flood.out &
+      fpid=$!
+      for i in $(seq 1 100); do grep -q ready $tmp/flood.out 2>/dev/null && break; sleep 0.1; done
+    fi
     c0=$(server_cpu)
     ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out
     c1=$(server_cpu)
     wait $spid
+    if [ -n "$fpid" ]; then
+      wait $fpid
+      echo "  [$server $size in] flood: $(tail -1 $tmp/flood.out)" >&2
+    fi
     got=$(sed -n 's/.*received packets=\([0-9]*\).*/\1/p' $tmp/sink.out)
     in=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
     io_figures "$server $size in"

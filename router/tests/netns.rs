@@ -87,6 +87,12 @@ fn tunnel_carries_ping_and_tcp_both_ways() {
     );
     assert!(m.contains(&format!("allowed_ips=\"{RENTED}/32\"")));
     assert_eq!(sample(&m, "wireguard_peers", &[]), Some(1.0));
+    // The customer's session state was made by its handshake and is kept while in use.
+    assert_eq!(
+        sample(&m, "staticwire_router_active_sessions", &[]),
+        Some(1.0)
+    );
+    assert!(sample(&m, "staticwire_router_sessions_total", &["event=\"made\""]) >= Some(1.0));
     assert!(
         sample(
             &m,
