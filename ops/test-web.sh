@@ -35,6 +35,8 @@ if [ ! -x $venv/bin/python ] || ! $venv/bin/python -c 'import selenium' 2>/dev/n
   $venv/bin/pip install -q "selenium>=4.20,<5"
 fi
 
+echo "  chromium, chromedriver, zbarimg and selenium ready after $(( $(date +%s) - t_start )) s"
+
 cargo build -q -p staticwire-router -p staticwire-control
 bin=${CARGO_TARGET_DIR:-$PWD/target}/debug
 

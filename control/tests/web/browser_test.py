@@ -28,6 +28,7 @@ import time
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.action_chains import ActionChains
@@ -91,7 +92,10 @@ def drain_logs(d):
 
 def wait(d, cond, what, timeout=STEP_TIMEOUT):
     try:
-        return WebDriverWait(d, timeout, poll_frequency=0.05).until(lambda _: cond())
+        # The page replaces elements as it goes: a stale or missing one means "not yet".
+        return WebDriverWait(d, timeout, poll_frequency=0.05,
+                             ignored_exceptions=(StaleElementReferenceException,
+                                                 NoSuchElementException)).until(lambda _: cond())
     except Exception:
         shot(d, "failed")
         check(False, f"waited {timeout}s for: {what}")
