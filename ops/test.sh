@@ -61,6 +61,16 @@ export STATICWIRE_COMPAT_PYTHON=$PWD/target/compat-venv-0.6/bin/python
 echo "== cargo test"
 cargo test --workspace
 
+# The control's suite again with its store on PostgreSQL (a throwaway server of our own), then
+# two replicas sharing it.
+source ops/pg.sh
+trap pg_down EXIT
+pg_up
+echo "== control suite on PostgreSQL"
+STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --bins
+pg_down
+trap - EXIT
+
 # The router's namespace suite again in the other I/O modes (the workspace run used the default,
 # io_uring), then with io_uring refused by the kernel: the default must fall back to batch.
 for mode in batch simple; do

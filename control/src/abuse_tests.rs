@@ -51,7 +51,7 @@ pub async fn server_in(dir: &std::path::Path, pool: &str, limits: LimitsConfig) 
         ipv6_prefix_len: 64,
     }];
     cfg.validate().unwrap();
-    let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
+    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
     let key = dev::load_or_create_key(&dir.join("dev-node.key")).unwrap();
     let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
     let routers = vec![RouterLink {

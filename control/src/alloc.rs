@@ -7,8 +7,8 @@
 //! cool-down is over. IPv6 prefixes (/64 or /56) are taken lowest first from the host's pool.
 
 use crate::config::{Config, RouterConfig};
+use crate::sql::{params, Connection};
 use ipnet::Ipv6Net;
-use rusqlite::{params, Connection};
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -46,7 +46,7 @@ pub enum AllocError {
 
 /// The addresses of `router` a new block may use: rentable, not covered by a live rental, and
 /// rested. Sorted.
-pub fn free_v4(db: &Connection, router: &str, now: i64) -> rusqlite::Result<Vec<u32>> {
+pub fn free_v4(db: &Connection, router: &str, now: i64) -> crate::sql::Result<Vec<u32>> {
     let mut held = HashSet::new();
     let mut stmt = db.prepare_cached(
         "SELECT a.num, r.prefix_len FROM rentals r JOIN addresses a ON a.address = r.address
@@ -63,7 +63,7 @@ pub fn free_v4(db: &Connection, router: &str, now: i64) -> rusqlite::Result<Vec<
     )?;
     let nums = stmt
         .query_map(params![router, now], |r| r.get::<_, i64>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::sql::Result<Vec<_>>>()?;
     Ok(nums
         .into_iter()
         .filter(|n| !held.contains(n))
@@ -112,7 +112,7 @@ fn used_v6(
     router: &str,
     now: i64,
     rest_secs: i64,
-) -> rusqlite::Result<HashSet<Ipv6Net>> {
+) -> crate::sql::Result<HashSet<Ipv6Net>> {
     let mut stmt = db.prepare_cached(
         "SELECT ipv6 FROM rentals WHERE router = ?1 AND ipv6 IS NOT NULL
            AND (released_at IS NULL OR released_at > ?2)",
@@ -154,7 +154,7 @@ fn place_on(
     ipv6: bool,
     now: i64,
     rest_secs: i64,
-) -> rusqlite::Result<Option<Placement>> {
+) -> crate::sql::Result<Option<Placement>> {
     let free = free_v4(db, &r.name, now)?;
     let Some(address) = pick_block(&free, prefix_len) else {
         return Ok(None);
@@ -188,7 +188,7 @@ pub fn place(
     cfg: &Config,
     want: &Want,
     now: i64,
-) -> Result<Result<Placement, AllocError>, rusqlite::Error> {
+) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
     let prefix_len = want.prefix_len.unwrap_or(32);
     if !cfg.prefix_lengths().contains(&prefix_len) {
         return Ok(Err(AllocError::PrefixNotOffered(prefix_len)));

@@ -40,7 +40,7 @@ async fn harness(pool: &str) -> Harness {
         ipv6_pool: None,
         ipv6_prefix_len: 64,
     }];
-    let conn = crate::db::open(&cfg.db_path()).unwrap();
+    let conn = crate::db::open_store(&cfg.db_path()).unwrap();
     let db = Arc::new(Mutex::new(conn));
     let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
     let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));

@@ -162,13 +162,13 @@ pub fn restore(data_dir: &Path, db: &Path, src: &Path) -> Result<i64, String> {
             keep.display()
         );
     }
-    let mut dst = crate::db::open(db).map_err(|e| e.to_string())?;
+    let mut dst = crate::db::open_sqlite(db).map_err(|e| e.to_string())?;
     copy(&from, &mut dst)?;
     // The copy carried the backup's journal mode and schema version: back to WAL, then up to
     // this program's schema.
     dst.execute_batch("PRAGMA journal_mode = WAL;")
         .map_err(|e| e.to_string())?;
-    crate::db::migrate(&dst).map_err(|e| e.to_string())?;
+    crate::db::migrate_sqlite(&dst).map_err(|e| e.to_string())?;
     check(&dst, db)?;
     let n = dst
         .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
@@ -227,13 +227,13 @@ mod tests {
     fn backup_while_writing_then_restore_over_newer_state() {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("staticwire.sqlite");
-        let live = crate::db::open(&db_path).unwrap();
+        let live = crate::db::open_sqlite(&db_path).unwrap();
         rental(&live, "a", "203.0.113.2");
         // A writer keeps going in another thread while the backup runs.
         let writer = {
             let p = db_path.clone();
             std::thread::spawn(move || {
-                let c = crate::db::open(&p).unwrap();
+                let c = crate::db::open_sqlite(&p).unwrap();
                 for i in 0..200 {
                     c.execute(
                         "INSERT INTO events(at, kind) VALUES (?1, 'tick')",
@@ -255,7 +255,7 @@ mod tests {
         rental(&live, "b", "203.0.113.3");
         drop(live);
         assert_eq!(restore(dir.path(), &db_path, &dest).unwrap(), 1);
-        let c = crate::db::open(&db_path).unwrap();
+        let c = crate::db::open_sqlite(&db_path).unwrap();
         let keys: Vec<String> = c
             .prepare("SELECT public_key FROM rentals")
             .unwrap()
@@ -280,7 +280,7 @@ mod tests {
     fn restore_refuses_while_serving_and_refuses_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let db_path = dir.path().join("staticwire.sqlite");
-        drop(crate::db::open(&db_path).unwrap());
+        drop(crate::db::open_sqlite(&db_path).unwrap());
         let dest = dir.path().join("b.sqlite");
         backup(&db_path, &dest).unwrap();
         let held = try_lock(dir.path()).unwrap().expect("free");

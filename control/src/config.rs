@@ -23,6 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the database, keys and the dev node live.
     pub data_dir: PathBuf,
+    /// The database: unset for SQLite in the data dir (one host), or `postgres://...` for
+    /// PostgreSQL, which several control replicas and router hosts share.
+    pub database: Option<String>,
     pub terms: TermsConfig,
     pub lightning: LightningConfig,
     pub routers: Vec<RouterConfig>,
@@ -166,6 +169,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8420".parse().expect("valid"),
             data_dir: PathBuf::from("/var/lib/staticwire"),
+            database: None,
             terms: TermsConfig::default(),
             lightning: LightningConfig::Dev,
             routers: vec![RouterConfig {
@@ -302,6 +306,19 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("staticwire.sqlite")
+    }
+
+    /// The database URL `database` names, or the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => self.db_path().display().to_string(),
+        }
+    }
+
+    /// Whether the database is PostgreSQL (shared by replicas) rather than a SQLite file.
+    pub fn is_postgres(&self) -> bool {
+        crate::db::is_postgres_url(&self.database_url())
     }
 
     pub fn key_file(&self, router: &RouterConfig) -> PathBuf {

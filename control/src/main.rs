@@ -9,12 +9,14 @@ mod db;
 mod feed;
 mod http;
 mod https;
+mod lease;
 mod ledger;
 mod lightning;
 mod limits;
 mod metrics;
 mod prefixes;
 mod service;
+mod sql;
 mod store;
 mod web;
 
@@ -127,7 +129,7 @@ fn router_key(path: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
 fn build(cfg: Config) -> (Service, https::Identity) {
     std::fs::create_dir_all(&cfg.data_dir)
         .unwrap_or_else(|e| fail(format!("data dir {}: {e}", cfg.data_dir.display())));
-    let conn = db::open(&cfg.db_path()).unwrap_or_else(|e| fail(e));
+    let conn = db::open_url(&cfg.database_url()).unwrap_or_else(|e| fail(e));
     let offset: i64 = db::meta_get(&conn, "dev_clock_offset")
         .ok()
         .flatten()
@@ -195,6 +197,10 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Prometheus metrics at /metrics");
         tokio::spawn(metrics::serve(listener, service.clone(), handle));
     }
+    // With PostgreSQL, replicas share the work: each router's expiries and reconciliation run
+    // on the replica holding its lease.
+    let replica = lease::replica_id();
+    lease::refresh(&service, &replica);
     // Crash recovery first: settle what was paid while we were down, fix every router.
     if let Err(e) = service.check_invoices().await {
         tracing::warn!("{e}");
@@ -205,7 +211,9 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
     // Backends that can push settlements do; the poll below catches anything missed.
     tokio::spawn(service.clone().follow_settlements());
     let bg = service.clone();
+    let bg_replica = replica.clone();
     tokio::spawn(async move {
+        let mut last_lease = Instant::now();
         let poll = Duration::from_millis(bg.cfg.invoice_poll_millis.max(50));
         let full = Duration::from_secs(bg.cfg.reconcile_interval_secs.max(1));
         let mut last_full = Instant::now();
@@ -230,6 +238,13 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         let mut after_change = 0u32;
         loop {
             tokio::time::sleep(poll).await;
+            // Renewed three times per lifetime; a router newly held is reconciled at once.
+            if last_lease.elapsed() >= Duration::from_millis(lease::TTL_MS as u64 / 3) {
+                last_lease = Instant::now();
+                if lease::refresh(&bg, &bg_replica) {
+                    after_change = 5;
+                }
+            }
             if let Err(e) = bg.check_invoices().await {
                 tracing::warn!("{e}");
             }
@@ -266,8 +281,8 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
         tracing::info!(addr = %bound, fingerprint = %tls.fingerprint(), "HTTPS (StaticWire client protocol and /v1)");
     }
     let limits = service.limits.clone();
-    let app =
-        http::router(service, dev_clock).layer(axum::middleware::from_fn(metrics::track_http));
+    let app = http::router(service.clone(), dev_clock)
+        .layer(axum::middleware::from_fn(metrics::track_http));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .unwrap_or_else(|e| fail(e));
@@ -276,6 +291,13 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+    };
+    let shutdown = {
+        let service = service.clone();
+        async move {
+            shutdown.await;
+            lease::release_all(&service, &replica);
+        }
     };
     limits::serve(listener, app, limits, None, shutdown).await;
 }
@@ -308,6 +330,9 @@ fn main() {
         cfg.listen = *l;
     }
     match &command {
+        Command::Backup { .. } | Command::Restore { .. } if cfg.is_postgres() => fail(
+            "backup and restore copy the SQLite database; with PostgreSQL use pg_dump and pg_restore",
+        ),
         Command::Backup { file } => match backup::backup(&cfg.db_path(), file) {
             Ok(n) => {
                 print_json(&serde_json::json!({"backup": file, "rentals": n}));

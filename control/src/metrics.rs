@@ -8,6 +8,7 @@
 //! totals survive restarts and can never disagree with the ledger.
 
 use crate::service::Service;
+use crate::sql::Connection;
 use crate::store::Credit;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use rusqlite::Connection;
 use staticwire_api::RentalState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -294,7 +294,7 @@ pub fn admitted(router: &str, since: Instant) {
 pub fn refresh(s: &Service) -> Result<(), String> {
     let now = s.clock.now();
     let db = s.db().map_err(|e| e.to_string())?;
-    let e = |e: rusqlite::Error| e.to_string();
+    let e = |e: crate::sql::Error| e.to_string();
     // Rentals by state, and which address each live one occupies.
     let mut by_state: HashMap<&'static str, u64> =
         ["pending", "active", "lapsed", "suspended", "released"]
@@ -410,7 +410,7 @@ pub fn refresh(s: &Service) -> Result<(), String> {
     {
         let mut stmt = db
             .prepare(
-                "SELECT i.api, COALESCE(SUM(p.amount_msat), 0) / 1000, COUNT(*)
+                "SELECT i.api, CAST(COALESCE(SUM(p.amount_msat), 0) AS BIGINT) / 1000, COUNT(*)
                  FROM payments p JOIN invoices i ON i.payment_hash = p.payment_hash
                  GROUP BY i.api",
             )
@@ -460,7 +460,7 @@ fn state_name(s: RentalState) -> &'static str {
     }
 }
 
-fn cooling(db: &Connection, now: i64) -> rusqlite::Result<std::collections::HashSet<String>> {
+fn cooling(db: &Connection, now: i64) -> crate::sql::Result<std::collections::HashSet<String>> {
     let mut stmt = db.prepare("SELECT address FROM addresses WHERE cooldown_until > ?1")?;
     let rows = stmt.query_map([now], |r| r.get(0))?;
     rows.collect()

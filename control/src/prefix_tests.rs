@@ -42,7 +42,7 @@ async fn server(pool: &str, v6: Option<&str>, f: impl FnOnce(&mut Config)) -> H 
     }];
     f(&mut cfg);
     cfg.validate().unwrap();
-    let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
+    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
     let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
     let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
     let routers = vec![RouterLink {

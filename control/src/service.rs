@@ -7,8 +7,8 @@ use crate::config::Config;
 use crate::feed::{decode_key, Desired, Endpoints, RouterLink};
 use crate::ledger::{self, RenewError, Terms};
 use crate::lightning::{Backend, LnError, Settlement, Status};
+use crate::sql::Connection;
 use crate::store::{self, InvoiceRow, RentalRow};
-use rusqlite::Connection;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, InvoiceState, RentalState};
 use std::collections::HashMap;
@@ -44,17 +44,14 @@ pub enum ServiceError {
     DatabaseUnavailable(String),
 }
 
-impl From<rusqlite::Error> for ServiceError {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            // The disk, not the request: answered 503 (retry later), and the transaction
-            // was rolled back, so nothing is half-written.
-            Some(
-                ReadOnly | DiskFull | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked
-                | OutOfMemory,
-            ) => ServiceError::DatabaseUnavailable(e.to_string()),
-            _ => ServiceError::Internal(format!("database: {e}")),
+impl From<crate::sql::Error> for ServiceError {
+    fn from(e: crate::sql::Error) -> Self {
+        // The disk or the database server, not the request: answered 503 (retry later), and
+        // the transaction was rolled back, so nothing is half-written.
+        if e.is_unavailable() {
+            ServiceError::DatabaseUnavailable(e.to_string())
+        } else {
+            ServiceError::Internal(format!("database: {e}"))
         }
     }
 }
@@ -75,6 +72,9 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
     let key = api::check_public_key(&bytes).map_err(|e| ServiceError::BadKey(e.to_string()))?;
     Ok(STANDARD.encode(key))
 }
+
+/// The advisory lock key under which rentals are placed (PostgreSQL).
+const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
 
 /// How long an address may be held by a rental that has no invoice at all.
 const ORPHAN_HOLD_SECS: i64 = 120;
@@ -134,6 +134,9 @@ pub struct Service {
     /// the node's as `serve` learns it at start.
     pub network: &'static str,
     warnings: WarnLimiter,
+    /// The routers whose expiries and reconciliation this replica runs (None: all of them,
+    /// as a single control on SQLite does); set from the leases in the database.
+    pub owned: Mutex<Option<std::collections::HashSet<String>>>,
     /// Per-client limits of the public listeners.
     pub limits: Arc<crate::limits::Limits>,
     /// Which client asked for each unpaid hold (rental id), for the per-client cap.
@@ -173,6 +176,7 @@ impl Service {
         Ok(Service {
             network,
             warnings: WarnLimiter::new(WARN_EVERY),
+            owned: Mutex::new(None),
             limits: crate::limits::Limits::new(cfg.limits.clone()),
             unpaid_holds: Mutex::new(HashMap::new()),
             cfg,
@@ -315,6 +319,8 @@ impl Service {
     ) -> Result<Hold, ServiceError> {
         let mut db = self.db()?;
         let tx = db.transaction()?;
+        // Replicas on one PostgreSQL place rentals one at a time: no block goes out twice.
+        tx.lock_for_transaction(ALLOCATION_LOCK)?;
         if let Some(r) = store::live_rental(&tx, key)? {
             match r.account().state(&self.terms, now) {
                 RentalState::Pending => {
@@ -647,6 +653,8 @@ impl Service {
         let rental = {
             let mut db = self.db()?;
             let tx = db.transaction()?;
+            // Another replica settling the same invoice waits here, then finds it paid.
+            store::lock_invoice(&tx, hash)?;
             if store::payment_exists(&tx, hash)? {
                 return Ok(false);
             }
@@ -791,6 +799,10 @@ impl Service {
             .map(|r| (r.name.clone(), Desired::new()))
             .collect();
         for r in store::live_rentals(&tx)? {
+            if !self.owns(&r.router) {
+                // Another replica holds this router's lease: its expiries are its own.
+                continue;
+            }
             let acc = r.account();
             match acc.state(&self.terms, now) {
                 RentalState::Released => {
@@ -829,7 +841,7 @@ impl Service {
     /// caught up at the next round); it never stops the control.
     pub async fn reconcile(&self) -> Result<(), ServiceError> {
         let desired = self.sweep()?;
-        for link in &self.routers {
+        for link in self.routers.iter().filter(|l| self.owns(&l.name)) {
             let want = desired.get(&link.name).cloned().unwrap_or_default();
             let mut known = self.known_endpoints();
             let result = link.reconcile(&want, &mut known).await;
@@ -966,5 +978,15 @@ impl Service {
                 s
             })
             .collect()
+    }
+}
+
+impl Service {
+    /// Whether this replica runs the expiries and reconciliation of `router`.
+    pub fn owns(&self, router: &str) -> bool {
+        match self.owned.lock() {
+            Ok(o) => o.as_ref().is_none_or(|set| set.contains(router)),
+            Err(_) => false,
+        }
     }
 }

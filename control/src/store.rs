@@ -2,7 +2,7 @@
 //! matters) and know nothing about HTTP or Lightning.
 
 use crate::ledger::Account;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::sql::{params, Connection, OptionalExtension, Row};
 use staticwire_api::{Invoice, InvoicePurpose, InvoiceState};
 use std::net::Ipv4Addr;
 
@@ -38,7 +38,7 @@ impl RentalRow {
 const RENTAL_COLS: &str = "id, public_key, address, router, created_at, started_at, \
      credited_secs, suspended, released_at, release_reason, prefix_len, ipv6";
 
-fn rental(r: &Row) -> rusqlite::Result<RentalRow> {
+fn rental(r: &Row) -> crate::sql::Result<RentalRow> {
     Ok(RentalRow {
         id: r.get(0)?,
         public_key: r.get(1)?,
@@ -99,7 +99,7 @@ fn purpose_str(p: InvoicePurpose) -> &'static str {
     }
 }
 
-fn invoice(r: &Row) -> rusqlite::Result<InvoiceRow> {
+fn invoice(r: &Row) -> crate::sql::Result<InvoiceRow> {
     let purpose: String = r.get(4)?;
     let state: String = r.get(6)?;
     Ok(InvoiceRow {
@@ -138,7 +138,7 @@ pub enum Credit {
 }
 
 /// Makes sure every configured address exists; existing rows (and their cool-downs) stay.
-pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> rusqlite::Result<()> {
+pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> crate::sql::Result<()> {
     let mut stmt = db.prepare(
         "INSERT INTO addresses(address, num, router) VALUES (?1, ?2, ?3)
          ON CONFLICT(address) DO UPDATE SET router = excluded.router",
@@ -149,7 +149,7 @@ pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> rusq
     Ok(())
 }
 
-pub fn live_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option<RentalRow>> {
+pub fn live_rental(db: &Connection, public_key: &str) -> crate::sql::Result<Option<RentalRow>> {
     db.query_row(
         &format!("SELECT {RENTAL_COLS} FROM rentals WHERE public_key = ?1 AND released_at IS NULL"),
         [public_key],
@@ -159,7 +159,7 @@ pub fn live_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option
 }
 
 /// The live rental of a key, or else its most recent one.
-pub fn latest_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Option<RentalRow>> {
+pub fn latest_rental(db: &Connection, public_key: &str) -> crate::sql::Result<Option<RentalRow>> {
     db.query_row(
         &format!(
             "SELECT {RENTAL_COLS} FROM rentals WHERE public_key = ?1
@@ -171,7 +171,7 @@ pub fn latest_rental(db: &Connection, public_key: &str) -> rusqlite::Result<Opti
     .optional()
 }
 
-pub fn rental_by_id(db: &Connection, id: i64) -> rusqlite::Result<RentalRow> {
+pub fn rental_by_id(db: &Connection, id: i64) -> crate::sql::Result<RentalRow> {
     db.query_row(
         &format!("SELECT {RENTAL_COLS} FROM rentals WHERE id = ?1"),
         [id],
@@ -179,18 +179,16 @@ pub fn rental_by_id(db: &Connection, id: i64) -> rusqlite::Result<RentalRow> {
     )
 }
 
-pub fn live_rentals(db: &Connection) -> rusqlite::Result<Vec<RentalRow>> {
+pub fn live_rentals(db: &Connection) -> crate::sql::Result<Vec<RentalRow>> {
     let mut stmt = db.prepare(&format!(
         "SELECT {RENTAL_COLS} FROM rentals WHERE released_at IS NULL ORDER BY id"
     ))?;
-    let rows = stmt.query_map([], rental)?.collect();
-    rows
+    stmt.query_map([], rental)?.collect()
 }
 
-pub fn all_rentals(db: &Connection) -> rusqlite::Result<Vec<RentalRow>> {
+pub fn all_rentals(db: &Connection) -> crate::sql::Result<Vec<RentalRow>> {
     let mut stmt = db.prepare(&format!("SELECT {RENTAL_COLS} FROM rentals ORDER BY id"))?;
-    let rows = stmt.query_map([], rental)?.collect();
-    rows
+    stmt.query_map([], rental)?.collect()
 }
 
 #[cfg(test)]
@@ -200,7 +198,7 @@ pub fn insert_rental(
     address: &str,
     router: &str,
     now: i64,
-) -> rusqlite::Result<i64> {
+) -> crate::sql::Result<i64> {
     insert_rental_with(db, public_key, address, 32, None, router, now)
 }
 
@@ -213,7 +211,7 @@ pub fn insert_rental_with(
     ipv6: Option<&str>,
     router: &str,
     now: i64,
-) -> rusqlite::Result<i64> {
+) -> crate::sql::Result<i64> {
     db.execute(
         "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -224,7 +222,7 @@ pub fn insert_rental_with(
 
 /// Deletes a hold that never got an invoice nor an event, as if it had never been asked for.
 /// Returns whether it did.
-pub fn forget_hold(db: &Connection, id: i64) -> rusqlite::Result<bool> {
+pub fn forget_hold(db: &Connection, id: i64) -> crate::sql::Result<bool> {
     let n = db.execute(
         "DELETE FROM rentals WHERE id = ?1 AND started_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM invoices WHERE rental_id = ?1)
@@ -237,7 +235,7 @@ pub fn forget_hold(db: &Connection, id: i64) -> rusqlite::Result<bool> {
 
 /// Gives back a hold that has no invoice: deleted when nothing refers to it, else released
 /// (no cool-down: it never was rented).
-pub fn drop_hold(db: &Connection, id: i64, at: i64, reason: &str) -> rusqlite::Result<()> {
+pub fn drop_hold(db: &Connection, id: i64, at: i64, reason: &str) -> crate::sql::Result<()> {
     if forget_hold(db, id)? {
         return Ok(());
     }
@@ -251,18 +249,28 @@ pub fn release(
     at: i64,
     reason: &str,
     cooldown_until: i64,
-) -> rusqlite::Result<()> {
+) -> crate::sql::Result<()> {
     db.execute(
         "UPDATE rentals SET released_at = ?1, release_reason = ?2 WHERE id = ?3 AND released_at IS NULL",
         params![at, reason, id],
     )?;
     // Every address of the prefix rests, not only its first.
-    db.execute(
-        "UPDATE addresses SET cooldown_until = MAX(cooldown_until, ?1)
-         WHERE num >= (SELECT a.num FROM rentals r JOIN addresses a ON a.address = r.address WHERE r.id = ?2)
-           AND num < (SELECT a.num + (1 << (32 - r.prefix_len)) FROM rentals r JOIN addresses a ON a.address = r.address WHERE r.id = ?2)",
-        params![cooldown_until, id],
-    )?;
+    let span: Option<(i64, i64)> = db
+        .query_row(
+            "SELECT a.num, r.prefix_len FROM rentals r JOIN addresses a ON a.address = r.address
+             WHERE r.id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((base, len)) = span {
+        let size = 1i64 << (32 - len.clamp(0, 32));
+        db.execute(
+            "UPDATE addresses SET cooldown_until = MAX(cooldown_until, ?1)
+             WHERE num >= ?2 AND num < ?3",
+            params![cooldown_until, base, base + size],
+        )?;
+    }
     event(
         db,
         at,
@@ -272,7 +280,12 @@ pub fn release(
     )
 }
 
-pub fn set_suspended(db: &Connection, id: i64, suspended: bool, now: i64) -> rusqlite::Result<()> {
+pub fn set_suspended(
+    db: &Connection,
+    id: i64,
+    suspended: bool,
+    now: i64,
+) -> crate::sql::Result<()> {
     db.execute(
         "UPDATE rentals SET suspended = ?1 WHERE id = ?2",
         params![suspended as i64, id],
@@ -292,7 +305,7 @@ pub fn insert_invoice(
     credit: Credit,
     created_at: i64,
     expires_at: i64,
-) -> rusqlite::Result<()> {
+) -> crate::sql::Result<()> {
     let (months, credit_secs, from_creation) = match credit {
         Credit::Months(m) => (m, None, false),
         Credit::Seconds {
@@ -314,7 +327,7 @@ pub fn insert_invoice(
     )
 }
 
-pub fn invoice_by_hash(db: &Connection, hash: &str) -> rusqlite::Result<Option<InvoiceRow>> {
+pub fn invoice_by_hash(db: &Connection, hash: &str) -> crate::sql::Result<Option<InvoiceRow>> {
     db.query_row(
         &format!("SELECT {INVOICE_COLS} FROM invoices WHERE payment_hash = ?1"),
         [hash],
@@ -328,7 +341,7 @@ pub fn open_invoice(
     db: &Connection,
     rental_id: i64,
     now: i64,
-) -> rusqlite::Result<Option<InvoiceRow>> {
+) -> crate::sql::Result<Option<InvoiceRow>> {
     db.query_row(
         &format!(
             "SELECT {INVOICE_COLS} FROM invoices WHERE rental_id = ?1 AND state = 'open' AND expires_at > ?2
@@ -340,23 +353,21 @@ pub fn open_invoice(
     .optional()
 }
 
-pub fn open_invoices(db: &Connection) -> rusqlite::Result<Vec<InvoiceRow>> {
+pub fn open_invoices(db: &Connection) -> crate::sql::Result<Vec<InvoiceRow>> {
     let mut stmt = db.prepare(&format!(
         "SELECT {INVOICE_COLS} FROM invoices WHERE state = 'open' ORDER BY created_at"
     ))?;
-    let rows = stmt.query_map([], invoice)?.collect();
-    rows
+    stmt.query_map([], invoice)?.collect()
 }
 
-pub fn invoices_of(db: &Connection, rental_id: i64) -> rusqlite::Result<Vec<InvoiceRow>> {
+pub fn invoices_of(db: &Connection, rental_id: i64) -> crate::sql::Result<Vec<InvoiceRow>> {
     let mut stmt = db.prepare(&format!(
         "SELECT {INVOICE_COLS} FROM invoices WHERE rental_id = ?1 ORDER BY created_at, rowid"
     ))?;
-    let rows = stmt.query_map([rental_id], invoice)?.collect();
-    rows
+    stmt.query_map([rental_id], invoice)?.collect()
 }
 
-pub fn expire_invoice(db: &Connection, hash: &str, now: i64) -> rusqlite::Result<bool> {
+pub fn expire_invoice(db: &Connection, hash: &str, now: i64) -> crate::sql::Result<bool> {
     let n = db.execute(
         "UPDATE invoices SET state = 'expired' WHERE payment_hash = ?1 AND state = 'open'",
         [hash],
@@ -378,7 +389,18 @@ pub fn expire_invoice(db: &Connection, hash: &str, now: i64) -> rusqlite::Result
     Ok(n > 0)
 }
 
-pub fn payment_exists(db: &Connection, hash: &str) -> rusqlite::Result<bool> {
+/// Locks an invoice's row until the transaction ends (PostgreSQL; SQLite has one writer).
+pub fn lock_invoice(db: &Connection, hash: &str) -> crate::sql::Result<()> {
+    if db.is_postgres() {
+        db.query_all(
+            "SELECT payment_hash FROM invoices WHERE payment_hash = ?1 FOR UPDATE",
+            [hash],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn payment_exists(db: &Connection, hash: &str) -> crate::sql::Result<bool> {
     Ok(db
         .query_row(
             "SELECT 1 FROM payments WHERE payment_hash = ?1",
@@ -395,7 +417,7 @@ pub fn credit(
     inv: &InvoiceRow,
     settled_at: i64,
     month_secs: i64,
-) -> rusqlite::Result<()> {
+) -> crate::sql::Result<()> {
     let credited = inv
         .credit_secs
         .unwrap_or(i64::from(inv.months) * month_secs);
@@ -437,7 +459,7 @@ pub fn credit(
 }
 
 /// Records which API sold an invoice (`v1`, `2023`, `credit`), for the revenue figures.
-pub fn set_invoice_api(db: &Connection, hash: &str, api: &str) -> rusqlite::Result<()> {
+pub fn set_invoice_api(db: &Connection, hash: &str, api: &str) -> crate::sql::Result<()> {
     db.execute(
         "UPDATE invoices SET api = ?1 WHERE payment_hash = ?2",
         params![api, hash],
@@ -446,9 +468,9 @@ pub fn set_invoice_api(db: &Connection, hash: &str, api: &str) -> rusqlite::Resu
 }
 
 /// (total paid in sat, number of payments) of a rental.
-pub fn paid_totals(db: &Connection, rental_id: i64) -> rusqlite::Result<(i64, i64)> {
+pub fn paid_totals(db: &Connection, rental_id: i64) -> crate::sql::Result<(i64, i64)> {
     db.query_row(
-        "SELECT COALESCE(SUM(amount_msat), 0) / 1000, COUNT(*) FROM payments WHERE rental_id = ?1",
+        "SELECT CAST(COALESCE(SUM(amount_msat), 0) AS BIGINT) / 1000, COUNT(*) FROM payments WHERE rental_id = ?1",
         [rental_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
@@ -460,7 +482,7 @@ pub fn event(
     rental_id: Option<i64>,
     kind: &str,
     detail: &serde_json::Value,
-) -> rusqlite::Result<()> {
+) -> crate::sql::Result<()> {
     db.execute(
         "INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![at, rental_id, kind, detail.to_string()],
@@ -468,11 +490,12 @@ pub fn event(
     Ok(())
 }
 
-pub fn events_of(db: &Connection, rental_id: i64) -> rusqlite::Result<Vec<(i64, String, String)>> {
+pub fn events_of(
+    db: &Connection,
+    rental_id: i64,
+) -> crate::sql::Result<Vec<(i64, String, String)>> {
     let mut stmt =
         db.prepare("SELECT at, kind, detail FROM events WHERE rental_id = ?1 ORDER BY id")?;
-    let rows = stmt
-        .query_map([rental_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect();
-    rows
+    stmt.query_map([rental_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
 }

@@ -274,7 +274,7 @@ mod tests {
         router.pools = vec!["203.0.113.8/29".parse().unwrap()];
         router.reserved = vec![];
         cfg.routers = vec![router];
-        let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
+        let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
         let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
         let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
         let routers = vec![RouterLink {

@@ -4,11 +4,11 @@
 //! same SQLite file.
 
 use super::{LnError, NewInvoice, Status};
+use crate::sql::{params, Connection, OptionalExtension};
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use lightning_invoice::{Bolt11Invoice, Currency, InvoiceBuilder, PaymentSecret};
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +50,7 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn db_err(e: rusqlite::Error) -> LnError {
+fn db_err(e: crate::sql::Error) -> LnError {
     LnError::Dev(format!("dev node database: {e}"))
 }
 
@@ -200,7 +200,9 @@ mod tests {
 
     fn node() -> (tempfile::TempDir, DevNode, Arc<Mutex<Connection>>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Mutex::new(crate::db::open(&dir.path().join("db")).unwrap()));
+        let db = Arc::new(Mutex::new(
+            crate::db::open_store(&dir.path().join("db")).unwrap(),
+        ));
         let key = load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
         (dir, DevNode::new(key, db.clone()), db)
     }

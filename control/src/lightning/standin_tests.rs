@@ -932,7 +932,7 @@ async fn service(ln: Backend, network: &'static str, pool: &str) -> Svc {
         ipv6_pool: None,
         ipv6_prefix_len: 64,
     }];
-    let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
+    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
     let routers = vec![RouterLink {
         name: "t".into(),
         socket: dir.path().join("no-router.sock"),
