@@ -376,6 +376,9 @@ impl Device {
 
         let mut session = peer.session.lock();
         let now = Instant::now();
+        // Anyone can encrypt a known customer's public key to us; only its owner can encrypt
+        // the timestamp, which the new state checks. State made for a forgery goes at once.
+        let mut fresh = false;
         if let Kind::Initiation(opened) = &kind {
             // Live state checks replays itself; without it, the timestamp remembered when the
             // last state was dropped does (none yet: nothing to replay against).
@@ -387,6 +390,7 @@ impl Device {
                     Err(_) => return self.stats.drop(DropReason::AuthFailed),
                 }
             }
+            fresh = session.active.is_none();
             if self.activate(identity, peer, &mut session, now).is_none() {
                 return self.stats.drop(DropReason::NoKey);
             }
@@ -402,7 +406,11 @@ impl Device {
         };
         let res = active.tunn.decapsulate(Some(src.ip()), datagram, buf);
         if let TunnResult::Err(e) = &res {
-            return self.stats.drop(drop_reason(e));
+            let reason = drop_reason(e);
+            if fresh {
+                self.deactivate(&mut session);
+            }
+            return self.stats.drop(reason);
         }
         if matches!(kind, Kind::Initiation(_)) {
             // Read its timestamp only if the state is dropped (off the handshake path).

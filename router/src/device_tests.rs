@@ -887,3 +887,36 @@ fn rental_limits_cap_uploads_and_downloads_and_block_smtp() {
         .is_err());
     }
 }
+
+#[test]
+fn a_forged_initiation_for_a_known_key_leaves_no_state() {
+    let dev = Device::new();
+    set(
+        &dev,
+        &format!(
+            "private_key={}\npublic_key={}\nallowed_ip={RENTED}/32",
+            Key(secret(SERVER).to_bytes()).to_hex(),
+            public(CUSTOMER).to_hex()
+        ),
+    )
+    .unwrap();
+    let (mut io, mut out) = (Capture::default(), vec![0u8; 2048]);
+    let server = PublicKey::from(public(SERVER).0);
+    for _ in 0..10 {
+        let forged = crate::initiation::forge(&server, &public(CUSTOMER).0);
+        dev.handle_udp(customer_addr(), &forged, &mut out, &mut io);
+    }
+    assert!(io.udp.is_empty(), "no answer to a forgery");
+    assert_eq!(dev.stats.dropped(DropReason::AuthFailed), 10);
+    assert_eq!(
+        dev.active_sessions(),
+        0,
+        "no session state kept for forgeries"
+    );
+    assert_eq!(dev.sessions_made.get(), dev.sessions_dropped.get());
+    assert_eq!(
+        dev.view().peers[0].endpoint,
+        None,
+        "the endpoint did not move"
+    );
+}

@@ -114,6 +114,43 @@ impl Opened {
     }
 }
 
+/// An initiation that claims to come from `claimed` (anyone's public key) without its private
+/// key: the static key encrypts fine, the timestamp cannot. For tests of forged handshakes.
+#[cfg(test)]
+pub(crate) fn forge(server: &PublicKey, claimed: &[u8; 32]) -> Vec<u8> {
+    use blake2::Blake2sMac;
+    use chacha20poly1305::aead::Aead;
+    let eph = StaticSecret::random_from_rng(rand_core::OsRng);
+    let eph_pub = PublicKey::from(&eph);
+    let mut msg = vec![0u8; INITIATION_LEN];
+    msg[0] = 1;
+    msg[4..8].copy_from_slice(&7u32.to_le_bytes());
+    msg[EPHEMERAL].copy_from_slice(eph_pub.as_bytes());
+    let chaining = hmac(
+        &hmac(&hash(CONSTRUCTION, &[]), &[eph_pub.as_bytes()]),
+        &[&[1]],
+    );
+    let h = hash(&responder_hash(server), eph_pub.as_bytes());
+    let (_, key) = kdf2(&chaining, eph.diffie_hellman(server).as_bytes());
+    let sealed = ChaCha20Poly1305::new((&key).into())
+        .encrypt(
+            &[0u8; 12].into(),
+            Payload {
+                msg: claimed,
+                aad: &h,
+            },
+        )
+        .expect("seal");
+    msg[STATIC].copy_from_slice(&sealed);
+    msg[TIMESTAMP].fill(0x55); // not sealed with DH(S_i, S_r): nobody but the owner can
+    let mac1_key = hash(b"mac1----", server.as_bytes());
+    let mut mac = <Blake2sMac<blake2::digest::consts::U16> as KeyInit>::new_from_slice(&mac1_key)
+        .expect("key");
+    Update::update(&mut mac, &msg[..116]);
+    msg[116..132].copy_from_slice(&mac.finalize_fixed());
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
