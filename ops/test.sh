@@ -68,6 +68,8 @@ trap pg_down EXIT
 pg_up
 echo "== control suite on PostgreSQL"
 STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --bins
+echo "== two control replicas on one PostgreSQL"
+STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --test replicas -- --nocapture
 pg_down
 trap - EXIT
 
