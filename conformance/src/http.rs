@@ -1,0 +1,150 @@
+//! HTTP to the server under test: plain, or HTTPS pinned by the certificate's SHA-256; every
+//! problem is an error string for the report, never a panic.
+
+use std::time::Duration;
+
+pub struct Http {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+/// A reply, read whole (bounded).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Largest reply read; StaticWire replies are a few kilobytes.
+const MAX_REPLY: usize = 1 << 20;
+
+impl Reply {
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "HTTP {} body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body[..self.body.len().min(200)])
+            )
+        })
+    }
+}
+
+impl Http {
+    pub fn new(base: &str, fingerprint: Option<&str>) -> Result<Http, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(f) = fingerprint {
+            let sha = staticwire_tls::parse_fingerprint(f).map_err(|e| e.to_string())?;
+            let tls = staticwire_tls::fingerprint_client_config(sha).map_err(|e| e.to_string())?;
+            b = b.use_preconfigured_tls(tls);
+        } else if base.starts_with("https://") {
+            return Err(
+                "an https server is trusted by its certificate's SHA-256: give --fingerprint"
+                    .into(),
+            );
+        }
+        let client = b.build().map_err(|e| e.to_string())?;
+        Ok(Http {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+        })
+    }
+
+    /// Sends a request; a 429 `rate_limited` with a `Retry-After` of at most a minute is
+    /// waited out and retried (twice at most), as a client should.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, String> {
+        let mut attempt = 0;
+        loop {
+            let reply = self
+                .send_once(method, path, content_type, body.clone())
+                .await?;
+            let wait = reply
+                .retry_after
+                .as_deref()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|w| *w <= 60);
+            match wait {
+                Some(w) if reply.status == 429 && attempt < 2 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(w)).await;
+                }
+                _ => return Ok(reply),
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, String> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut req = self.client.request(m, format!("{}{path}", self.base));
+        if let Some(c) = content_type {
+            req = req.header("content-type", c);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let mut resp = req.send().await.map_err(|e| {
+            if staticwire_tls::is_pin_mismatch(&e) {
+                format!("{method} {path}: the server's certificate does not match the pinned fingerprint")
+            } else {
+                format!("{method} {path}: {e}")
+            }
+        })?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let retry_after = header("retry-after");
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("{method} {path}: reading the reply: {e}"))?
+        {
+            if body.len() + chunk.len() > MAX_REPLY {
+                return Err(format!("{method} {path}: reply over {MAX_REPLY} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply {
+            status,
+            content_type,
+            retry_after,
+            body,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, String> {
+        self.send("GET", path, None, None).await
+    }
+
+    pub async fn post_json(&self, path: &str, v: &serde_json::Value) -> Result<Reply, String> {
+        self.send(
+            "POST",
+            path,
+            Some("application/json"),
+            Some(v.to_string().into_bytes()),
+        )
+        .await
+    }
+}

@@ -1,0 +1,178 @@
+//! The suite against our own server, staticwire-control with the dev Lightning backend and its
+//! test hooks: over HTTP, over HTTPS pinned by fingerprint, paying through a command instead
+//! of the hook, and with no way to pay at all (the paid checks are skipped, not failed).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn control_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("staticwire-control");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p staticwire-control",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Control {
+    child: Child,
+    cfg: PathBuf,
+    port: u16,
+    https_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Several whole runs against one server from one address: the invoice rate limit (20 at
+/// once by default, which one run nearly spends) is raised so no run waits out a 429.
+fn control() -> Control {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, https_port) = (free_port(), free_port());
+    let cfg = dir.path().join("control.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
+             [compat]\nlisten = \"127.0.0.1:{https_port}\"\n\
+             [limits]\ninvoice_burst = 1000\nburst = 1000\n\
+             [[routers]]\nname = \"t\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
+            dir.path().display(),
+            dir.path().join("none.sock").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(control_bin())
+        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-hooks"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err()
+        || TcpStream::connect(("127.0.0.1", https_port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "control did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Control {
+        child,
+        cfg,
+        port,
+        https_port,
+        _dir: dir,
+    }
+}
+
+fn conformance(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_staticwire-conformance"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, report)
+}
+
+fn outcomes(report: &serde_json::Value, outcome: &str) -> Vec<String> {
+    report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == outcome)
+        .map(|r| format!("{} {}", r["id"], r["detail"]))
+        .collect()
+}
+
+#[test]
+fn our_server_passes_over_http_and_pinned_https() {
+    let c = control();
+    let (out, report) = conformance(&[&format!("http://127.0.0.1:{}", c.port)]);
+    assert_eq!(outcomes(&report, "fail"), Vec::<String>::new());
+    assert_eq!(outcomes(&report, "skip"), Vec::<String>::new());
+    assert_eq!(outcomes(&report, "warn"), Vec::<String>::new());
+    assert!(out.status.success());
+    assert!(report["rules"].as_array().unwrap().len() >= 40, "{report}");
+    for id in ["life.back-payment", "pay.long-poll", "rent.bolt11"] {
+        assert!(
+            report["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["id"] == id && r["outcome"] == "pass"),
+            "{id}"
+        );
+    }
+
+    let fp = Command::new(control_bin())
+        .args(["-c", c.cfg.to_str().unwrap(), "fingerprint"])
+        .output()
+        .unwrap();
+    let fp = String::from_utf8(fp.stdout).unwrap().trim().to_string();
+    let https = format!("https://127.0.0.1:{}", c.https_port);
+    let (out, report) = conformance(&[&https, "--fingerprint", &fp]);
+    assert_eq!(outcomes(&report, "fail"), Vec::<String>::new());
+    assert!(out.status.success());
+
+    // Another certificate's fingerprint: every rule fails on the transport, reported.
+    let wrong = "00".repeat(32);
+    let (out, report) = conformance(&[&https, "--fingerprint", &wrong]);
+    assert_eq!(out.status.code(), Some(1));
+    let fails = outcomes(&report, "fail");
+    assert!(
+        fails
+            .iter()
+            .any(|f| f.contains("does not match the pinned")),
+        "{fails:?}"
+    );
+}
+
+#[test]
+fn paying_through_a_command_and_not_paying_at_all() {
+    let c = control();
+    let url = format!("http://127.0.0.1:{}", c.port);
+    let pay = format!("{} -c {} dev-pay", control_bin().display(), c.cfg.display());
+    let (out, report) = conformance(&[&url, "--no-hooks", "--pay-command", &pay]);
+    assert_eq!(outcomes(&report, "fail"), Vec::<String>::new());
+    assert!(out.status.success());
+    let skipped = outcomes(&report, "skip");
+    assert_eq!(
+        skipped.len(),
+        1,
+        "only the lifecycle needs the clock: {skipped:?}"
+    );
+    assert!(skipped[0].contains("life."), "{skipped:?}");
+
+    let (out, report) = conformance(&[&url, "--no-hooks"]);
+    assert!(out.status.success(), "skips are not failures");
+    assert!(outcomes(&report, "skip").len() >= 5);
+    assert_eq!(outcomes(&report, "fail"), Vec::<String>::new());
+}
