@@ -497,9 +497,17 @@ async fn rentals(s: &mut Suite<'_>, t: &api::Terms) {
             rental.address.parse::<std::net::Ipv4Addr>().is_ok(),
             || format!("address {:?}", rental.address),
         ))
-        .and(ensure(t.servers.contains(&rental.server), || {
-            format!("server {:?} is not in the terms", rental.server)
-        })),
+        .and(ensure(
+            t.servers.iter().any(|srv| {
+                srv.endpoint == rental.server.endpoint && srv.public_key == rental.server.public_key
+            }),
+            || {
+                format!(
+                    "server {} {} is not in the terms",
+                    rental.server.endpoint, rental.server.public_key
+                )
+            },
+        )),
     );
     s.check(
         "rent.invoice",
