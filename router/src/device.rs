@@ -46,6 +46,13 @@ pub const HANDSHAKE_RATE_LIMIT: u64 = 8_000;
 /// idle that long is dropped (peers with a persistent keepalive keep theirs).
 pub const IDLE_AFTER: Duration = Duration::from_secs(180);
 
+/// WireGuard's RekeyAttemptTime: a handshake we started is retried this long, then given up.
+const UNANSWERED_AFTER: Duration = Duration::from_secs(90);
+
+/// Session states made for traffic from TUN whose customer has not answered yet, at most: each
+/// holds 11 KB, and traffic to idle customers is rare (their clients keep sessions alive).
+pub const MAX_UNANSWERED: usize = 10_000;
+
 /// Where the packet core sends its output. The I/O layer implements it over real sockets and
 /// TUN queues; tests collect into vectors.
 pub trait Io {
@@ -133,6 +140,10 @@ pub struct Device {
     timed: Mutex<Vec<PeerId>>,
     peer_count: AtomicUsize,
     active_count: AtomicUsize,
+    /// States made for TUN traffic whose handshake nobody has answered yet.
+    unanswered: AtomicUsize,
+    /// Cap on `unanswered`; 0 = [`MAX_UNANSWERED`].
+    max_unanswered: AtomicUsize,
     /// Initiations that passed the MAC checks in the current one-second window.
     window_initiations: AtomicU64,
     /// Handshake messages a second before cookies; 0 = [`HANDSHAKE_RATE_LIMIT`].
@@ -197,6 +208,18 @@ impl Device {
         self.handshake_limit.store(per_second, Relaxed);
     }
 
+    /// Caps the session states made for TUN traffic before the customer answered.
+    pub fn set_max_unanswered(&self, n: usize) {
+        self.max_unanswered.store(n, Relaxed);
+    }
+
+    fn max_unanswered(&self) -> usize {
+        match self.max_unanswered.load(Relaxed) {
+            0 => MAX_UNANSWERED,
+            n => n,
+        }
+    }
+
     fn handshake_limit(&self) -> u64 {
         match self.handshake_limit.load(Relaxed) {
             0 => HANDSHAKE_RATE_LIMIT,
@@ -243,6 +266,7 @@ impl Device {
                 tunn,
                 since: now,
                 last_initiation: None,
+                unanswered: false,
             }));
             self.sessions_made.add(1);
             self.active_count.fetch_add(1, Relaxed);
@@ -255,7 +279,10 @@ impl Device {
     }
 
     fn deactivate(&self, s: &mut Session) {
-        if s.active.take().is_some() {
+        if let Some(a) = s.active.take() {
+            if a.unanswered {
+                self.unanswered.fetch_sub(1, Relaxed);
+            }
             self.sessions_dropped.add(1);
             self.active_count.fetch_sub(1, Relaxed);
         }
@@ -290,8 +317,17 @@ impl Device {
                     if s.endpoint.is_none() {
                         return self.stats.drop(DropReason::NoEndpoint);
                     }
+                    // Anyone on the internet can send to every rented address: the states
+                    // such traffic makes before the customer answers are capped.
+                    if self.unanswered.load(Relaxed) >= self.max_unanswered() {
+                        return self.stats.drop(DropReason::UnderLoad);
+                    }
                     match self.activate(&identity, peer, &mut s, Instant::now()) {
-                        Some(a) => a,
+                        Some(a) => {
+                            a.unanswered = true;
+                            self.unanswered.fetch_add(1, Relaxed);
+                            a
+                        }
                         None => return self.stats.drop(DropReason::NoKey),
                     }
                 }
@@ -426,6 +462,9 @@ impl Device {
                 if matches!(kind, Kind::Initiation(_) | Kind::Response) {
                     peer.mark_handshake();
                     active.since = now;
+                    if std::mem::take(&mut active.unanswered) {
+                        self.unanswered.fetch_sub(1, Relaxed);
+                    }
                     self.stats.handshakes.add(1);
                 }
                 let mut sent = out.len() as u64;
@@ -492,7 +531,13 @@ impl Device {
                 return false;
             };
             let res = active.tunn.update_timers(buf);
-            let idle = now.saturating_duration_since(active.since) >= IDLE_AFTER;
+            // A handshake we started and nobody answered is given up after RekeyAttemptTime.
+            let limit = if active.unanswered {
+                UNANSWERED_AFTER
+            } else {
+                IDLE_AFTER
+            };
+            let idle = now.saturating_duration_since(active.since) >= limit;
             let last_initiation = active.last_initiation;
             let endpoint = s.endpoint;
             if let (TunnResult::WriteToNetwork(out), Some(ep)) = (res, endpoint) {

@@ -920,3 +920,41 @@ fn a_forged_initiation_for_a_known_key_leaves_no_state() {
         "the endpoint did not move"
     );
 }
+
+#[test]
+fn traffic_to_idle_customers_makes_a_bounded_number_of_states() {
+    // The internet sends to every rented address of idle customers that have endpoints: the
+    // router starts handshakes for at most MAX_UNANSWERED of them and gives those up later.
+    let dev = Device::new();
+    let cap = 100;
+    dev.set_max_unanswered(cap);
+    let n = cap as u32 + 50;
+    let mut body = format!("private_key={}\n", Key(secret(SERVER).to_bytes()).to_hex());
+    for i in 0..n {
+        let mut k = [7u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        let k = Key(k);
+        body.push_str(&format!(
+            "public_key={}\nendpoint=198.18.0.2:{}\nallowed_ip=2001:db8:5::{:x}/128\n",
+            k.to_hex(),
+            1000 + i % 50_000,
+            i
+        ));
+    }
+    set(&dev, &body).unwrap();
+    let (mut io, mut out) = (Capture::default(), vec![0u8; 2048]);
+    for i in 0..n {
+        let mut p = vec![0u8; 48];
+        p[0] = 0x60;
+        p[6] = 17;
+        let dst: Ipv6Addr = format!("2001:db8:5::{i:x}").parse().unwrap();
+        p[24..40].copy_from_slice(&dst.octets());
+        dev.handle_tun(&p, &mut out, &mut io);
+    }
+    assert_eq!(dev.active_sessions(), cap);
+    assert_eq!(dev.stats.dropped(DropReason::UnderLoad), 50);
+    // Nobody answers: after RekeyAttemptTime the states are gone and new traffic may start some.
+    let mut buf = vec![0u8; 2048];
+    dev.tick_at(Instant::now() + Duration::from_secs(91), &mut buf, &mut io);
+    assert_eq!(dev.active_sessions(), 0);
+}

@@ -21,6 +21,8 @@ pub struct Active {
     /// The newest initiation this state accepted: its timestamp is read when the state is
     /// dropped, so the handshake path spends no Diffie-Hellman on it.
     pub last_initiation: Option<[u8; INITIATION_LEN]>,
+    /// Made for traffic from TUN, and no handshake has completed since.
+    pub unanswered: bool,
 }
 
 /// The part of a peer that the packet path changes under its lock.
