@@ -62,7 +62,7 @@ echo "== cargo test"
 cargo test --workspace
 
 # The control's suite again with its store on PostgreSQL (a throwaway server of our own), then
-# two replicas sharing it.
+# two replicas sharing it, then the move of a SQLite host onto it.
 source ops/pg.sh
 trap pg_down EXIT
 pg_up
@@ -70,6 +70,8 @@ echo "== control suite on PostgreSQL"
 STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --bins
 echo "== two control replicas on one PostgreSQL"
 STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --test replicas -- --nocapture
+echo "== migrate: one SQLite host to PostgreSQL"
+STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --test migrate
 pg_down
 trap - EXIT
 

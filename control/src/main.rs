@@ -14,6 +14,7 @@ mod ledger;
 mod lightning;
 mod limits;
 mod metrics;
+mod migrate;
 mod prefixes;
 mod service;
 mod sql;
@@ -75,6 +76,14 @@ enum Command {
     Restore {
         /// A file made by `backup`.
         file: PathBuf,
+    },
+    /// Copy this host's SQLite database into an empty PostgreSQL database (moving from one
+    /// host to many); the server must be stopped. Commits only when row counts and ledger
+    /// totals agree; then set `database = "postgres://..."` in the config.
+    Migrate {
+        /// The PostgreSQL database, e.g. postgres://staticwire@db.example/staticwire
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
     /// Operator commands; output is JSON.
     Rentals {
@@ -344,6 +353,43 @@ fn main() {
             }
             Err(e) => fail(e),
         },
+        Command::Migrate { to } => {
+            if cfg.is_postgres() {
+                fail("the configured database is already PostgreSQL; migrate copies a SQLite one");
+            }
+            if !db::is_postgres_url(to) {
+                fail("--to must be a postgres:// URL");
+            }
+            let _lock = match backup::try_lock(&cfg.data_dir) {
+                Ok(Some(l)) => l,
+                Ok(None) => fail(format!(
+                    "a staticwire-control is serving from {}: stop it first",
+                    cfg.data_dir.display()
+                )),
+                Err(e) => fail(format!("data dir lock: {e}")),
+            };
+            if !cfg.db_path().exists() {
+                fail(format!("no database at {}", cfg.db_path().display()));
+            }
+            let src = db::open(&cfg.db_path()).unwrap_or_else(|e| fail(e));
+            let dst = db::open_url(to).unwrap_or_else(|e| fail(e));
+            match migrate::copy(&src, &dst) {
+                Ok(report) => {
+                    print_json(&serde_json::json!({
+                        "migrated_to": migrate::redact(to),
+                        "tables": report.tables,
+                        "totals": report.totals,
+                    }));
+                    eprintln!(
+                        "staticwire-control: verified; now set database = \"{}\" in the config and copy the keys in {} to every replica",
+                        migrate::redact(to),
+                        cfg.data_dir.display()
+                    );
+                    return;
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Restore { file } => match backup::restore(&cfg.data_dir, &cfg.db_path(), file) {
             Ok(n) => {
                 print_json(&serde_json::json!({"restored": file, "rentals": n}));
@@ -401,7 +447,9 @@ fn main() {
                 Err(e) => fail(e),
             }
         }
-        Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
+        Command::Backup { .. } | Command::Restore { .. } | Command::Migrate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Rentals { action } => {
             let out = match action {
                 RentalsAction::List => service
