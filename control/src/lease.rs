@@ -67,7 +67,9 @@ pub fn router_lease(router: &str) -> String {
     format!("router:{router}")
 }
 
-/// Takes or renews this replica's router leases and records which routers it now runs;
+/// Takes or renews this replica's leases of the routers whose sockets it sees (a lease it
+/// cannot renew runs out and goes to a replica that sees it) and records which routers it now
+/// runs;
 /// returns whether that set changed. On SQLite (one control) every router is its own.
 pub fn refresh(s: &crate::service::Service, replica: &str) -> bool {
     if !s.cfg.is_postgres() {
@@ -76,7 +78,8 @@ pub fn refresh(s: &crate::service::Service, replica: &str) -> bool {
     let now = now_ms();
     let mut held = std::collections::HashSet::new();
     if let Ok(db) = s.db() {
-        for r in &s.routers {
+        // Only routers this host can reach: a replica on each router host runs its own.
+        for r in s.routers.iter().filter(|r| r.socket.exists()) {
             match acquire(&db, &router_lease(&r.name), replica, now, TTL_MS) {
                 Ok(true) => {
                     held.insert(r.name.clone());
