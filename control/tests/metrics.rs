@@ -241,7 +241,7 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
         2.0
     );
     assert!(
-        v("staticwire_control_http_requests_total{route=\"/v1/rentals/{key}\",method=\"GET\",status=\"404\"}")
+        v("staticwire_control_http_requests_total{route=\"/v1/rentals/{public_key}\",method=\"GET\",status=\"404\"}")
             >= 1.0
     );
     assert!(
