@@ -77,7 +77,7 @@ def credit_matches(st, rate, fee):
     return abs(expected - st["Credit"]) <= 20 * rate and abs(st["Credit"] / rate - st["TimeRemaining"]) <= 20
 
 
-def suite(control):
+def suite(control, ipv6=False):
     tmp = tempfile.mkdtemp()
     https_port, http_port = free_port(), free_port()
     cfg = os.path.join(tmp, "control.toml")
@@ -85,7 +85,8 @@ def suite(control):
         f.write(f'listen = "127.0.0.1:{http_port}"\ndata_dir = "{tmp}"\ninvoice_poll_millis = 100\n'
                 f'[compat]\nlisten = "127.0.0.1:{https_port}"\n'
                 f'[[routers]]\nname = "compat"\nsocket = "{tmp}/none.sock"\nendpoint = "198.18.0.1:51820"\n'
-                f'pools = ["203.0.113.0/28"]\n')
+                f'pools = ["203.0.113.0/28"]\n'
+                + ('ipv6_pool = "2001:db8:100::/48"\n' if ipv6 else ''))
     proc = subprocess.Popen([control, "-c", cfg, "serve", "--dev-clock"], stderr=subprocess.DEVNULL)
     try:
         base, http_base = f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}"
@@ -97,7 +98,7 @@ def suite(control):
                 time.sleep(0.1)
         fpr = subprocess.run([control, "-c", cfg, "fingerprint"], check=True, capture_output=True, text=True).stdout.strip()
         check(len(fpr) == 64 and fpr == fpr.lower() and all(c in "0123456789abcdef" for c in fpr), "fingerprint is 64 lowercase hex")
-        run(control, cfg, base, http_base, fpr)
+        (run_ipv6 if ipv6 else run)(control, cfg, base, http_base, fpr)
     finally:
         proc.kill()
         proc.wait()
@@ -194,6 +195,24 @@ def run(control, cfg, base, http_base, fpr):
     check(st["state"] == "active" and st["TimeRemaining"] > 0, "back payments plus credit: active again")
 
 
+def run_ipv6(control, cfg, base, http_base, fpr):
+    """A host with an IPv6 pool: the original client's formats carry the /64 too."""
+    c = Client(base, fpr)
+    ac = c.api("/api/AddCredit/", amount="6000")
+    dev_pay(control, cfg, ac["Invoice"])
+    st = c.api("/api/getstatus/", InvoiceToWaitFor=ac["Invoice"])
+    check(st["state"] == "active", "IPv6 host: AddCredit rental active")
+    nets = st["Networks"]
+    check(len(nets) == 2 and nets[0] == st["address"] + "/32" and nets[1].startswith("2001:db8:100:") and nets[1].endswith("/64"),
+          "IPv6 host: Networks are the /32 and the /64")
+    conf = c.api("/api/getconf/")
+    check(set(conf) <= {"addresses", "dns", "mtu", "peers"}, "IPv6 host: getconf keys wireguard_tools accepts")
+    text = wg_quick_file(c, conf)
+    v6 = nets[1].split("/")[0] + "1/128"
+    check(v6 in text and "::/0" in text and st["address"] + "/32" in text,
+          "IPv6 host: from_dict gives a wg-quick file with both addresses and ::/0")
+
+
 def customer(base, fpr, control, cfg, out):
     """One AddCredit rental paid through the dev backend; writes the wireguard_tools wg-quick file."""
     c = Client(base, fpr)
@@ -213,5 +232,6 @@ if __name__ == "__main__":
         customer(*sys.argv[2:7])
     else:
         suite(sys.argv[1])
+        suite(sys.argv[1], ipv6=True)
         print(f"\n{len(FAILED)} failed" if FAILED else "\nall protocol checks passed")
         sys.exit(1 if FAILED else 0)
