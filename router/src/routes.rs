@@ -36,19 +36,20 @@ fn mask_v6(a: u128, len: u8) -> u128 {
 struct Lengths([AtomicU64; 3]);
 
 impl Lengths {
-    /// Lengths in use, longest first.
-    #[inline]
-    fn longest_first(&self) -> impl Iterator<Item = u8> + '_ {
-        (0..3).rev().flat_map(move |w| {
+    /// Calls `probe` for each length in use, longest first, until it finds something.
+    #[inline(always)]
+    fn find<T>(&self, mut probe: impl FnMut(u8) -> Option<T>) -> Option<T> {
+        for w in (0..3).rev() {
             let mut bits = self.0[w].load(Acquire);
-            std::iter::from_fn(move || {
-                (bits != 0).then(|| {
-                    let b = 63 - bits.leading_zeros();
-                    bits &= !(1u64 << b);
-                    (w as u32 * 64 + b) as u8
-                })
-            })
-        })
+            while bits != 0 {
+                let b = 63 - bits.leading_zeros();
+                if let Some(found) = probe((w as u32 * 64 + b) as u8) {
+                    return Some(found);
+                }
+                bits &= !(1u64 << b);
+            }
+        }
+        None
     }
 
     fn store(&self, counts: &[u32; 129]) {
@@ -93,16 +94,14 @@ impl RouteTable {
     pub fn lookup_v4(&self, addr: Ipv4Addr) -> Option<PeerId> {
         let a = u32::from(addr);
         self.v4_lens
-            .longest_first()
-            .find_map(|len| self.v4.get(&(mask_v4(a, len), len)))
+            .find(|len| self.v4.get(&(mask_v4(a, len), len)))
     }
 
     #[inline]
     pub fn lookup_v6(&self, addr: Ipv6Addr) -> Option<PeerId> {
         let a = u128::from(addr);
         self.v6_lens
-            .longest_first()
-            .find_map(|len| self.v6.get(&(mask_v6(a, len), len)))
+            .find(|len| self.v6.get(&(mask_v6(a, len), len)))
     }
 
     #[inline]
