@@ -73,6 +73,9 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
     Ok(STANDARD.encode(key))
 }
 
+/// How often a long-poll re-reads its invoice when nothing here changed it.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// The advisory lock key under which rentals are placed (PostgreSQL).
 const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
 
@@ -637,12 +640,13 @@ impl Service {
             if inv.state != InvoiceState::Open {
                 return Ok(inv);
             }
-            if tokio::time::timeout_at(deadline, rx.changed())
-                .await
-                .is_err()
-            {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 return Ok(inv);
             }
+            // Another replica may settle it (PostgreSQL): look again at least every second
+            // rather than only when this one sees a change.
+            let _ = tokio::time::timeout_at(deadline.min(now + RECHECK), rx.changed()).await;
         }
     }
 

@@ -369,6 +369,44 @@ fn two_replicas_never_double_allocate_nor_double_credit_and_hand_over_the_lease(
         }
     }
 
+    // A long-poll on one replica answers when the other settles the invoice.
+    let (s, v) = rt.block_on(post(
+        &http,
+        format!("{}/v1/rentals", bases[0]),
+        json!({"public_key": key(999, 2)}),
+    ));
+    assert_eq!(s, 201, "{v}");
+    let hash = v["invoice"]["payment_hash"].as_str().unwrap().to_string();
+    let waiter = {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/v1/invoices/{hash}?wait=30", bases[0]),
+        );
+        rt.spawn(async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (s, _) = rt.block_on(post(
+        &http,
+        format!("{}/v1/dev/pay", bases[1]),
+        json!({"bolt11": v["invoice"]["bolt11"]}),
+    ));
+    assert_eq!(s, 200);
+    let paid = Instant::now();
+    let answered = rt.block_on(waiter).unwrap();
+    eprintln!(
+        "long-poll on the other replica answered {} ms after the payment",
+        paid.elapsed().as_millis()
+    );
+    assert_eq!(answered["state"], "settled", "{answered}");
+
     // The lease of router a: held by one replica; kill it, the other takes over.
     let holder = |db: &mut postgres::Client| -> Option<String> {
         db.query_opt("SELECT holder FROM leases WHERE name = 'router:a'", &[])
