@@ -35,7 +35,10 @@ impl Reply {
 impl Http {
     pub fn new(base: &str, fingerprint: Option<&str>) -> Result<Http, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // A connection per request: a server may close one after an error (e.g. a 413 sent
+        // before the body was read), and a reused connection would fail the next check.
         let mut b = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(10));
         if let Some(f) = fingerprint {

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod invoice;
+pub mod replay;
 pub mod report;
 pub mod suite;
 

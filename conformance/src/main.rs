@@ -1,8 +1,10 @@
 //! staticwire-conformance: checks a StaticWire server against PROTOCOL.md.
 //!
-//! Exit codes: 0 every MUST passed; 1 at least one failed; 2 usage.
+//! Exit codes: 0 every MUST passed (with --replay: every request matched the recording and,
+//! untampered, every recorded step was asked); 1 at least one failed; 2 usage.
 
 use clap::Parser;
+use staticwire_conformance::replay::{Exchange, Tamper};
 use staticwire_conformance::{run, Options};
 use std::process::ExitCode;
 
@@ -17,7 +19,17 @@ use std::process::ExitCode;
 #[command(version)]
 struct Cli {
     /// The server: http://host:port or https://host:port.
-    server_url: String,
+    #[arg(required_unless_present = "replay")]
+    server_url: Option<String>,
+    /// Client mode: serve the server replies recorded in FILE (e.g. conformance/exchanges/
+    /// rent.json) on a loopback port for a client under test, until Ctrl-C; then report
+    /// which requests matched the recording.
+    #[arg(long, value_name = "FILE", conflicts_with = "server_url")]
+    replay: Option<std::path::PathBuf>,
+    /// With --replay: make the invoices lie (amount, payee, network, hash); a conforming
+    /// client refuses them and asks nothing after the terms.
+    #[arg(long, value_name = "HOW", requires = "replay")]
+    tamper: Option<String>,
     /// SHA-256 of the server's HTTPS certificate (64 hex characters), pinned.
     #[arg(long, value_name = "SHA256")]
     fingerprint: Option<String>,
@@ -33,9 +45,72 @@ struct Cli {
     json: bool,
 }
 
+/// Serves a recorded exchange until Ctrl-C and reports what the client asked.
+async fn replay(file: &std::path::Path, tamper: Tamper) -> Result<bool, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let exchange = Exchange::parse(&text)?;
+    let steps = exchange.steps.clone();
+    let r = staticwire_conformance::replay::serve(exchange, tamper)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "replaying {} at {} (payee {}); Ctrl-C to end",
+        file.display(),
+        r.url,
+        r.payee()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    let seen = r.seen();
+    let mut ok = true;
+    println!();
+    for s in &seen {
+        let tag = if s.step.is_some() { "MATCH" } else { "EXTRA" };
+        ok &= s.step.is_some();
+        println!("{tag}  {} {}", s.method, s.path);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if !seen.iter().any(|s| s.step == Some(i)) {
+            println!("UNASKED  {} {}", step.request.method, step.request.path);
+            ok &= tamper != Tamper::None;
+        }
+    }
+    Ok(ok)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !(cli.server_url.starts_with("http://") || cli.server_url.starts_with("https://")) {
+    if let Some(file) = &cli.replay {
+        let tamper = match cli.tamper.as_deref() {
+            None | Some("none") => Tamper::None,
+            Some("amount") => Tamper::Amount,
+            Some("payee") => Tamper::Payee,
+            Some("network") => Tamper::Network,
+            Some("hash") => Tamper::Hash,
+            Some(other) => {
+                eprintln!(
+                    "staticwire-conformance: --tamper {other}: amount, payee, network or hash"
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("staticwire-conformance: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match rt.block_on(replay(file, tamper)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("staticwire-conformance: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let server_url = cli.server_url.clone().unwrap_or_default();
+    if !(server_url.starts_with("http://") || server_url.starts_with("https://")) {
         eprintln!(
             "staticwire-conformance: the server is a URL: http://host:port or https://host:port"
         );
@@ -47,7 +122,7 @@ fn main() -> ExitCode {
         .map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .filter(|c| !c.is_empty());
     let opts = Options {
-        base: cli.server_url.clone(),
+        base: server_url.clone(),
         fingerprint: cli.fingerprint.clone(),
         pay_command,
         use_hooks: !cli.no_hooks,
@@ -63,7 +138,7 @@ fn main() -> ExitCode {
     if cli.json {
         println!("{}", report.to_json());
     } else {
-        println!("StaticWire conformance: {}\n", cli.server_url);
+        println!("StaticWire conformance: {server_url}\n");
         print!("{}", report.render());
     }
     if report.failed() == 0 {

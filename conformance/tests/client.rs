@@ -1,0 +1,98 @@
+//! The client-side mode against our client: staticip rents from a replay of a recorded
+//! exchange with staticwire-control. Honest, it asks exactly the recorded requests (its key in
+//! the rent, never its private key) and writes the configuration; with each kind of lying
+//! invoice it refuses (exit 4) and asks nothing after the terms.
+
+use staticwire_conformance::replay::{serve, Exchange, Tamper};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn staticip() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("staticip");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p staticip",
+        bin.display()
+    );
+    bin
+}
+
+fn exchange() -> Exchange {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("exchanges/rent.json");
+    Exchange::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn rent(url: &str, dir: &Path) -> Output {
+    let (bin, url, dir) = (staticip(), url.to_string(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args([
+                "--state-dir",
+                dir.to_str().unwrap(),
+                "--server",
+                &url,
+                "--json",
+                "RentNewIP",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staticip_asks_what_the_recording_answers_and_refuses_lying_invoices() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = serve(exchange(), Tamper::None).await.unwrap();
+    let out = rent(&r.url, dir.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seen = r.seen();
+    let steps: Vec<Option<usize>> = seen.iter().map(|s| s.step).collect();
+    // Rent, the terms to check the invoice against, the long-poll, GetConf, status.
+    assert_eq!(
+        steps,
+        [Some(1), Some(0), Some(2), Some(3), Some(4)],
+        "{seen:#?}"
+    );
+    assert!(seen[2].path.contains("?wait="), "{}", seen[2].path);
+    let private = std::fs::read_to_string(dir.path().join("rentals/default/private.key")).unwrap();
+    let public = r.client_key().unwrap();
+    assert_eq!(
+        seen[0].body.as_ref().unwrap()["public_key"],
+        public.as_str()
+    );
+    for s in &seen {
+        let text = format!("{} {:?}", s.path, s.body);
+        assert!(
+            !text.contains(private.trim()),
+            "the private key was sent: {text}"
+        );
+    }
+    let conf = std::fs::read_to_string(dir.path().join("rentals/default/sw-default.conf")).unwrap();
+    assert!(conf.contains("Address = 203.0.113.254/32"), "{conf}");
+    assert!(
+        conf.contains(&format!("PrivateKey = {}", private.trim())),
+        "{conf}"
+    );
+
+    for tamper in [Tamper::Amount, Tamper::Payee, Tamper::Network, Tamper::Hash] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = serve(exchange(), tamper).await.unwrap();
+        let out = rent(&r.url, dir.path()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{tamper:?}: {stderr}");
+        assert!(
+            stderr.contains("refusing this invoice"),
+            "{tamper:?}: {stderr}"
+        );
+        let asked: Vec<String> = r
+            .seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.path))
+            .collect();
+        assert_eq!(asked, ["POST /v1/rentals", "GET /v1/terms"], "{tamper:?}");
+    }
+}
