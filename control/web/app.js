@@ -408,7 +408,8 @@ function renderStatus() {
   fact(dl, t("server"), r.server.endpoint);
   const back = $("backpay");
   back.hidden = !(r.months_owed > 0);
-  back.textContent = r.months_owed > 0 ? t("backpay", { months: r.months_owed, amount: sat(r.months_owed * terms.monthly_sat) }) : "";
+  const owed = r.months_owed * monthlyOf(r.prefix_len, !!r.ipv6);
+  back.textContent = r.months_owed > 0 ? t("backpay", { months: r.months_owed, amount: sat(owed) }) : "";
   $("renew-form").hidden = !["active", "lapsed", "suspended"].includes(r.state);
   $("status").hidden = false;
   $("status").dataset.state = r.state;
@@ -431,7 +432,10 @@ async function showStatus(pub) {
     if ($("remember").checked) remember(current.public_key);
     const inv = current.open_invoice;
     if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
-      showInvoice($("renew-invoice"), inv, expectedFor(current, inv)).then(() => showStatus(key));
+      showInvoice($("renew-invoice"), inv, expectedFor(current, inv)).then((outcome) => {
+        // Refreshed once the invoice is decided (not when it was refused or replaced).
+        if (outcome === "settled" || outcome === "expired") showStatus(key);
+      });
     }
   } catch (e) {
     current = null;
