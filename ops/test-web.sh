@@ -79,7 +79,7 @@ ex $CLI curl -sf $api/healthz >/dev/null || { cat $tmp/control.log; exit 1; }
 
 echo "== headless Chromium walks the page (customer namespace)"
 rm -rf "$shots"; mkdir -p "$shots"
-if ! ex $CLI env HOME=$tmp timeout 180 $venv/bin/python control/tests/web/browser_test.py \
+if ! ex $CLI env HOME=$tmp TMPDIR=$tmp timeout 180 $venv/bin/python control/tests/web/browser_test.py \
     --api $api --control-log $tmp/control.log --dev-pay "$bin/staticwire-control -c $tmp/control.toml dev-pay" \
     --out $tmp --shots "$shots"; then
   echo "--- control log (last 40 lines)"; tail -40 $tmp/control.log
