@@ -96,6 +96,13 @@ pub struct TermsConfig {
     /// Extra rent per month for a rental's IPv6 prefix; 0 gives it with every rental on a
     /// host that has an IPv6 pool.
     pub ipv6_monthly_sat: u64,
+    /// Per-rental bandwidth cap in bits per second, enforced by the router (token bucket).
+    /// Unset: no cap, and nothing is sent.
+    pub rate_limit_bps: Option<u64>,
+    /// Per-rental packet-rate cap in packets per second. Unset: no cap.
+    pub rate_limit_pps: Option<u64>,
+    /// Drop each rental's outbound SMTP (TCP port 25) at the router. Off by default.
+    pub block_smtp: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -206,6 +213,9 @@ impl Default for TermsConfig {
             prefix_lengths: vec![31, 30, 29],
             address_monthly_sat: None,
             ipv6_monthly_sat: 0,
+            rate_limit_bps: None,
+            rate_limit_pps: None,
+            block_smtp: false,
         }
     }
 }
@@ -234,6 +244,12 @@ impl Config {
         if !(60..=7 * 86_400).contains(&t.invoice_expiry_secs) {
             return Err(ConfigError::Invalid(
                 "terms.invoice_expiry_secs must be between 60 and 604800".into(),
+            ));
+        }
+        if t.rate_limit_bps == Some(0) || t.rate_limit_pps == Some(0) {
+            return Err(ConfigError::Invalid(
+                "terms.rate_limit_bps and rate_limit_pps must be above zero (leave them out for no cap)"
+                    .into(),
             ));
         }
         if self.routers.is_empty() {
@@ -329,6 +345,25 @@ impl Config {
     }
 }
 
+impl TermsConfig {
+    /// The per-peer UAPI lines of the configured per-rental limits, sent with every
+    /// admission; empty when none is configured, so a router without these keys is not
+    /// asked to understand them.
+    pub fn peer_limit_lines(&self) -> String {
+        let mut out = String::new();
+        if let Some(bps) = self.rate_limit_bps {
+            out.push_str(&format!("rate_limit_bps={bps}\n"));
+        }
+        if let Some(pps) = self.rate_limit_pps {
+            out.push_str(&format!("rate_limit_pps={pps}\n"));
+        }
+        if self.block_smtp {
+            out.push_str("block_smtp=true\n");
+        }
+        out
+    }
+}
+
 impl RouterConfig {
     /// Every rentable address of this router's pools, in order.
     pub fn addresses(&self) -> Vec<Ipv4Addr> {
@@ -391,6 +426,29 @@ mod tests {
         assert_eq!(c.metrics.listen, None, "metrics are off by default");
         let c: Config = toml::from_str("[metrics]\nlisten = \"127.0.0.1:9587\"").unwrap();
         assert_eq!(c.metrics.listen, Some("127.0.0.1:9587".parse().unwrap()));
+    }
+
+    #[test]
+    fn per_rental_limits_are_sent_only_when_configured() {
+        assert_eq!(Config::default().terms.peer_limit_lines(), "");
+        let c: Config = toml::from_str(
+            "[terms]\nrate_limit_bps = 100000000\nrate_limit_pps = 20000\nblock_smtp = true",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.terms.peer_limit_lines(),
+            "rate_limit_bps=100000000\nrate_limit_pps=20000\nblock_smtp=true\n"
+        );
+        let c: Config = toml::from_str("[terms]\nrate_limit_pps = 500").unwrap();
+        assert_eq!(c.terms.peer_limit_lines(), "rate_limit_pps=500\n");
+        let c: Config = toml::from_str("[terms]\nrate_limit_bps = 0").unwrap();
+        assert!(
+            c.validate().is_err(),
+            "zero is refused, not taken as no cap"
+        );
+        assert!(toml::from_str::<Config>("[terms]\nblock_smtp = \"yes\"").is_err());
+        assert!(toml::from_str::<Config>("[terms]\nrate_limit_bps = -1").is_err());
     }
 
     #[test]

@@ -59,14 +59,16 @@ pub struct Changes {
     pub removed: usize,
 }
 
-fn admission(key: &[u8; 32], nets: &[IpNet], known: &Endpoints) -> String {
+/// A peer's `set` lines. `extra` holds the per-peer limit lines of the terms (empty when none
+/// are configured).
+fn admission(key: &[u8; 32], nets: &[IpNet], known: &Endpoints, extra: &str) -> String {
     let endpoint = known
         .get(key)
         .map(|e| format!("endpoint={e}\n"))
         .unwrap_or_default();
     let allowed: String = nets.iter().map(|n| format!("allowed_ip={n}\n")).collect();
     format!(
-        "public_key={}\n{endpoint}replace_allowed_ips=true\n{allowed}",
+        "public_key={}\n{endpoint}replace_allowed_ips=true\n{allowed}{extra}",
         hex::encode(key)
     )
 }
@@ -164,8 +166,9 @@ impl RouterLink {
         key: &[u8; 32],
         nets: &[IpNet],
         known: &Endpoints,
+        extra: &str,
     ) -> Result<(), FeedError> {
-        self.set(&admission(key, nets, known)).await
+        self.set(&admission(key, nets, known, extra)).await
     }
 
     /// Makes the router hold exactly `desired`, with our key and port; learns endpoints.
@@ -173,6 +176,7 @@ impl RouterLink {
         &self,
         desired: &Desired,
         known: &mut Endpoints,
+        extra: &str,
     ) -> Result<Changes, FeedError> {
         let state = self.get().await?;
         for (peer, ep) in &state.endpoints {
@@ -208,7 +212,7 @@ impl RouterLink {
         for (key, nets) in desired {
             let has = state.peers.get(&hex::encode(key)).and_then(|a| as_nets(a));
             if has.as_ref() != Some(nets) {
-                body.push_str(&admission(key, nets, known));
+                body.push_str(&admission(key, nets, known, extra));
                 changes.admitted += 1;
             }
         }

@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod migrate;
 mod prefixes;
+mod secrets;
 mod service;
 mod sql;
 mod store;
@@ -61,6 +62,11 @@ enum Command {
     },
     /// Print the SHA-256 fingerprint of the HTTPS certificate, for clients to pin.
     Fingerprint,
+    /// Rotate the HTTPS identity with an overlap: `next`, let clients learn it, `retire`.
+    Tls {
+        #[command(subcommand)]
+        action: TlsAction,
+    },
     /// Pay an invoice of the dev Lightning backend (refused with any other backend).
     DevPay {
         /// The BOLT11 invoice.
@@ -90,6 +96,17 @@ enum Command {
         #[command(subcommand)]
         action: RentalsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum TlsAction {
+    /// The fingerprints to pin now (current, and next during a rotation), as JSON.
+    Show,
+    /// Make the next identity (once). From the next start it is announced beside the current
+    /// one (GET /.well-known/staticwire-tls); the current one is still served.
+    Next,
+    /// Serve the next identity from the next start on and delete the old one.
+    Retire,
 }
 
 #[derive(Subcommand)]
@@ -135,9 +152,26 @@ fn router_key(path: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
     Ok((secret, public.to_bytes()))
 }
 
-fn build(cfg: Config) -> (Service, https::Identity) {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .unwrap_or_else(|e| fail(format!("data dir {}: {e}", cfg.data_dir.display())));
+fn build(cfg: Config) -> (Service, https::Identities) {
+    // SQLite's database file is made 0600 before SQLite opens it (PostgreSQL: no file here).
+    let db_file = (!cfg.is_postgres()).then(|| cfg.db_path());
+    secrets::create_data_dir(&cfg.data_dir, db_file.as_deref()).unwrap_or_else(|e| fail(e));
+    for f in secrets::tighten(&cfg.data_dir).unwrap_or_else(|e| fail(e)) {
+        tracing::warn!(file = %f.path.display(), was = format!("{:o}", f.was), "a secret was readable by others: set to 0600");
+    }
+    let outside = cfg
+        .routers
+        .iter()
+        .filter_map(|r| r.private_key_file.clone());
+    let macaroon = match &cfg.lightning {
+        LightningConfig::Lnd { macaroon, .. } => Some(macaroon.clone()),
+        _ => None,
+    };
+    for path in outside.chain(macaroon) {
+        if let Some(mode) = secrets::readable_by_others(&path) {
+            tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "a secret is readable by others: chmod 600 it (or 640 for a trusted group)");
+        }
+    }
     let conn = db::open_url(&cfg.database_url()).unwrap_or_else(|e| fail(e));
     let offset: i64 = db::meta_get(&conn, "dev_clock_offset")
         .ok()
@@ -178,14 +212,14 @@ fn build(cfg: Config) -> (Service, https::Identity) {
             }
         })
         .collect();
-    let tls = https::Identity::load_or_create(&cfg.data_dir)
+    let tls = https::Identities::load_or_create(&cfg.data_dir)
         .unwrap_or_else(|e| fail(format!("TLS certificate: {e}")));
     let mut service = Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e));
-    service.tls_fingerprint = Some(tls.fingerprint());
+    service.tls_fingerprint = Some(tls.current.fingerprint());
     (service, tls)
 }
 
-async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
+async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
     let listener = tokio::net::TcpListener::bind(service.cfg.listen)
         .await
         .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg.listen)));
@@ -283,14 +317,16 @@ async fn serve(service: Arc<Service>, tls: https::Identity, dev_clock: bool) {
                 compat::router(service.clone())
                     .layer(axum::middleware::from_fn(metrics::compat_api)),
             )
+            .merge(https::well_known(tls.fingerprints()))
             .layer(axum::middleware::from_fn(metrics::track_http));
-        let bound = https::serve(addr, &tls, app, service.limits.clone())
+        let bound = https::serve(addr, &tls.current, app, service.limits.clone())
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
-        tracing::info!(addr = %bound, fingerprint = %tls.fingerprint(), "HTTPS (StaticWire client protocol and /v1)");
+        tracing::info!(addr = %bound, fingerprint = %tls.current.fingerprint(), next = ?tls.next.as_ref().map(https::Identity::fingerprint), "HTTPS (StaticWire client protocol and /v1)");
     }
     let limits = service.limits.clone();
     let app = http::router(service.clone(), dev_clock)
+        .merge(https::well_known(tls.fingerprints()))
         .layer(axum::middleware::from_fn(metrics::track_http));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -390,6 +426,22 @@ fn main() {
                 Err(e) => fail(e),
             }
         }
+        Command::Tls { action } => {
+            let dir = &cfg.data_dir;
+            let done = match action {
+                TlsAction::Show => https::Identities::load_or_create(dir).map(|_| ()),
+                TlsAction::Next => https::Identities::create_next(dir).map(|_| ()),
+                TlsAction::Retire => https::Identities::retire_current(dir).map(|_| ()),
+            };
+            done.unwrap_or_else(|e| fail(format!("TLS identity: {e}")));
+            let ids = https::Identities::load_or_create(dir)
+                .unwrap_or_else(|e| fail(format!("TLS identity: {e}")));
+            print_json(&ids.fingerprints());
+            if !matches!(action, TlsAction::Show) {
+                eprintln!("staticwire-control: restart the server to announce/serve the change");
+            }
+            return;
+        }
         Command::Restore { file } => match backup::restore(&cfg.data_dir, &cfg.db_path(), file) {
             Ok(n) => {
                 print_json(&serde_json::json!({"restored": file, "rentals": n}));
@@ -434,7 +486,8 @@ fn main() {
             }
             rt.block_on(serve(service, tls, dev_clock));
         }
-        Command::Fingerprint => println!("{}", tls.fingerprint()),
+        Command::Fingerprint => println!("{}", tls.current.fingerprint()),
+        Command::Tls { .. } => unreachable!("handled above"),
         Command::DevPay { bolt11 } => {
             let Backend::Dev(node) = &service.ln else {
                 fail("dev-pay only works with the dev Lightning backend");

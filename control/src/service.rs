@@ -684,7 +684,15 @@ impl Service {
                 (self.router(&rental.router), decode_key(&rental.public_key))
             {
                 match rental.networks() {
-                    Some(nets) => match link.admit(&key, &nets, &self.known_endpoints()).await {
+                    Some(nets) => match link
+                        .admit(
+                            &key,
+                            &nets,
+                            &self.known_endpoints(),
+                            &self.cfg.terms.peer_limit_lines(),
+                        )
+                        .await
+                    {
                         Ok(()) => {
                             crate::metrics::admitted(&link.name, seen);
                             tracing::info!(address = %rental.address, "peer admitted")
@@ -848,7 +856,9 @@ impl Service {
         for link in self.routers.iter().filter(|l| self.owns(&l.name)) {
             let want = desired.get(&link.name).cloned().unwrap_or_default();
             let mut known = self.known_endpoints();
-            let result = link.reconcile(&want, &mut known).await;
+            let result = link
+                .reconcile(&want, &mut known, &self.cfg.terms.peer_limit_lines())
+                .await;
             if let Ok(mut e) = self.endpoints.lock() {
                 *e = known;
             }
