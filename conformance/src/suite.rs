@@ -540,6 +540,25 @@ async fn rentals(s: &mut Suite<'_>, t: &api::Terms) {
         "Renting again while the first invoice is open answers the same invoice and address",
         again,
     );
+    let r = s
+        .http
+        .post_json(
+            "/v1/rentals",
+            &json!({ "public_key": key, "x_conformance_future_member": true }),
+        )
+        .await;
+    let c = s.expect(&r, 201, "InvoiceResponse").and_then(|v| {
+        ensure(
+            v["invoice"]["payment_hash"] == inv.payment_hash.as_str(),
+            || format!("{v}"),
+        )
+    });
+    s.check(
+        "version.unknown-member",
+        "A request member the server does not know is ignored",
+        c,
+    );
+    prefix(s, t).await;
     let other = new_key();
     let r = s.rent(&other).await;
     let other_resp: Option<api::InvoiceResponse> = s
@@ -1000,4 +1019,42 @@ async fn lifecycle(
         "An unpaid first invoice expires and its rental is released",
         c,
     );
+}
+
+/// A block of addresses where the terms offer one: priced per address (and IPv6 where the
+/// rental got a prefix), per the ledger arithmetic.
+async fn prefix(s: &mut Suite<'_>, t: &api::Terms) {
+    let rule = "A rental of a larger IPv4 prefix is invoiced activation + its monthly rent";
+    let Some(&len) = t.ipv4_prefix_lengths.iter().filter(|l| **l < 32).max() else {
+        s.skip("rent.prefix", rule, "the terms offer /32 only");
+        return;
+    };
+    let r = s
+        .http
+        .post_json(
+            "/v1/rentals",
+            &json!({ "public_key": new_key(), "prefix_len": len }),
+        )
+        .await;
+    let c = s
+        .expect(&r, 201, "InvoiceResponse")
+        .and_then(|v| serde_json::from_value::<api::InvoiceResponse>(v).map_err(|e| e.to_string()))
+        .and_then(|rn| {
+            let monthly = api::monthly_rent(
+                t.monthly_sat,
+                t.address_monthly_sat,
+                t.ipv6_monthly_sat,
+                len,
+                rn.rental.ipv6.is_some(),
+            );
+            let expected = t.activation_sat + monthly;
+            ensure(rn.rental.prefix_len == len, || {
+                format!("prefix_len {} for /{len}", rn.rental.prefix_len)
+            })?;
+            ensure(rn.invoice.amount_sat == expected, || {
+                format!("{} sat, expected {expected}", rn.invoice.amount_sat)
+            })?;
+            invoice::check(&rn.invoice.bolt11, t, expected, &rn.invoice.payment_hash).map(|_| ())
+        });
+    s.check("rent.prefix", rule, c);
 }
