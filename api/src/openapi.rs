@@ -508,9 +508,21 @@ mod tests {
             "months_owed",
             "amount_due_sat",
             "server",
+            "prefix_len",
+            "ipv6",
         ] {
             assert!(rental[field].is_object(), "Rental.{field}");
         }
+        for field in ["public_key", "prefix_len", "ipv6", "host"] {
+            assert!(
+                s["RentRequest"]["properties"][field].is_object(),
+                "RentRequest.{field}"
+            );
+        }
+        for field in ["ipv4_prefix_lengths", "address_monthly_sat", "payee"] {
+            assert!(s["Terms"]["properties"][field].is_object(), "Terms.{field}");
+        }
+        assert!(s["ConfigResponse"]["properties"]["networks"].is_object());
     }
 
     #[test]
