@@ -51,6 +51,10 @@ pub struct Terms {
     /// extra cost where the server has an IPv6 pool.
     #[serde(default)]
     pub ipv6_monthly_sat: u64,
+    /// Rent per month of an IPv6-only rental (`"ipv4": false`); absent when the provider does
+    /// not sell them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_only_monthly_sat: Option<u64>,
 }
 
 fn only_32() -> Vec<u8> {
@@ -131,6 +135,10 @@ pub struct RentRequest {
     /// The host to rent on (a server's `name`); default: the first with free capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// `false` rents an IPv6 prefix alone (where the terms' `ipv6_only_monthly_sat` says the
+    /// provider sells that); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<bool>,
 }
 
 impl RentRequest {
@@ -141,6 +149,7 @@ impl RentRequest {
             prefix_len: None,
             ipv6: None,
             host: None,
+            ipv4: None,
         }
     }
 }
@@ -208,7 +217,8 @@ pub struct Invoice {
 pub struct Rental {
     pub public_key: String,
     pub state: RentalState,
-    /// The rented address, e.g. `203.0.113.10` (the first of a prefix).
+    /// The rented address, e.g. `203.0.113.10` (the first of a prefix); empty for an
+    /// IPv6-only rental.
     pub address: String,
     /// Length of the rented IPv4 prefix: 32 for one address, 29 for a block of 8.
     #[serde(default = "thirty_two", skip_serializing_if = "is_32")]

@@ -549,6 +549,7 @@ mod tests {
             ipv4_prefix_lengths: vec![32, 30],
             address_monthly_sat: 8,
             ipv6_monthly_sat: 0,
+            ipv6_only_monthly_sat: Some(10),
         })
         .unwrap();
         let t = schema_ref("Terms");

@@ -270,7 +270,9 @@ pub fn check_config(c: &api::ConfigResponse) -> Result<(), ApiError> {
     if let Err(e) = api::check_public_key(&key) {
         return bad(format!("server public key: {e}"));
     }
-    if c.address.parse::<std::net::Ipv4Addr>().is_err() {
+    // Empty for an IPv6-only rental, which then has its prefix in `networks`.
+    let v6_only = c.address.is_empty() && !c.networks.is_empty();
+    if !v6_only && c.address.parse::<std::net::Ipv4Addr>().is_err() {
         return bad(format!("address {:?} is not an IPv4 address", c.address));
     }
     let printable =

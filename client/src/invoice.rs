@@ -64,6 +64,8 @@ pub struct Shape {
     pub prefix_len: u8,
     /// Whether the customer pays for an IPv6 prefix.
     pub ipv6: bool,
+    /// False for an IPv6-only rental (priced on its own).
+    pub ipv4: bool,
 }
 
 #[cfg(test)]
@@ -71,6 +73,7 @@ impl Shape {
     pub const SINGLE: Shape = Shape {
         prefix_len: 32,
         ipv6: false,
+        ipv4: true,
     };
 }
 
@@ -118,7 +121,10 @@ pub fn check_for(
         });
     }
     let msat = inv.amount_milli_satoshis().ok_or(InvoiceError::NoAmount)?;
-    let monthly = terms.monthly_for(shape.prefix_len, shape.ipv6);
+    let monthly = match (shape.ipv4, terms.ipv6_only_monthly_sat) {
+        (false, Some(price)) => price,
+        _ => terms.monthly_for(shape.prefix_len, shape.ipv6),
+    };
     let (expected_sat, expected_months) = match action {
         Action::Rent => (terms.activation_sat.saturating_add(monthly), 1),
         Action::Renew { months, owed } => {

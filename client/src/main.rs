@@ -80,6 +80,9 @@ enum Command {
         /// No IPv6 prefix, even where it comes free.
         #[arg(long)]
         no_ipv6: bool,
+        /// An IPv6 prefix alone, no IPv4 address (where the provider sells that).
+        #[arg(long, conflicts_with_all = ["prefix_len", "no_ipv6"])]
+        ipv6_only: bool,
         /// The provider's host to rent on (a server name from the terms).
         #[arg(long)]
         host: Option<String>,
@@ -368,6 +371,7 @@ fn shape_of(r: &staticwire_api::Rental) -> invoice::Shape {
     invoice::Shape {
         prefix_len: r.prefix_len,
         ipv6: r.ipv6.is_some(),
+        ipv4: !r.address.is_empty(),
     }
 }
 
@@ -378,6 +382,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
             prefix_len,
             ipv6,
             no_ipv6,
+            ipv6_only,
             host,
         } => {
             let (_, public) = slot.keypair()?;
@@ -389,6 +394,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                     _ => None,
                 },
                 host: host.clone(),
+                ipv4: ipv6_only.then_some(false),
                 ..staticwire_api::RentRequest::new(&public)
             };
             let api = ctx.api(&slot).await?;
@@ -405,9 +411,16 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 )));
             }
             // IPv6 is paid for only when asked for; otherwise it comes free or not at all.
+            if *ipv6_only && !resp.rental.address.is_empty() {
+                return Err(CliError::Local(
+                    "asked for IPv6 only, the server holds an IPv4 address for us: not paying"
+                        .into(),
+                ));
+            }
             let shape = invoice::Shape {
                 prefix_len: asked,
                 ipv6: req.ipv6 == Some(true),
+                ipv4: !ipv6_only,
             };
             slot.save(&Saved {
                 server: api.base.clone(),

@@ -21,13 +21,16 @@ pub struct Want {
     pub ipv6: Option<bool>,
     /// A host (router name); None = the first that has room.
     pub host: Option<String>,
+    /// Some(false): IPv6 only, no IPv4 address.
+    pub ipv4: Option<bool>,
 }
 
 /// Where a rental is placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub router: String,
-    pub address: Ipv4Addr,
+    /// None for an IPv6-only rental.
+    pub address: Option<Ipv4Addr>,
     pub prefix_len: u8,
     pub ipv6: Option<Ipv6Net>,
 }
@@ -40,6 +43,10 @@ pub enum AllocError {
     UnknownHost(String),
     #[error("no host offers IPv6")]
     NoIpv6,
+    #[error("IPv6-only rentals are not sold here (the terms have no ipv6_only_monthly_sat)")]
+    Ipv6OnlyNotOffered,
+    #[error("an IPv6-only rental has no IPv4 prefix_len and cannot refuse IPv6")]
+    Ipv6OnlyContradiction,
     #[error("no free block of that size left")]
     Exhausted,
 }
@@ -147,17 +154,21 @@ pub fn pick_v6(pool: Ipv6Net, len: u8, used: &HashSet<Ipv6Net>) -> Option<Ipv6Ne
         .find(|net| !used.contains(net))
 }
 
+/// `prefix_len` None: no IPv4 (an IPv6-only rental).
 fn place_on(
     db: &Connection,
     r: &RouterConfig,
-    prefix_len: u8,
+    prefix_len: Option<u8>,
     ipv6: bool,
     now: i64,
     rest_secs: i64,
 ) -> crate::sql::Result<Option<Placement>> {
-    let free = free_v4(db, &r.name, now)?;
-    let Some(address) = pick_block(&free, prefix_len) else {
-        return Ok(None);
+    let address = match prefix_len {
+        Some(len) => match pick_block(&free_v4(db, &r.name, now)?, len) {
+            Some(a) => Some(Ipv4Addr::from(a)),
+            None => return Ok(None),
+        },
+        None => None,
     };
     let v6 = match (ipv6, r.ipv6_pool) {
         (false, _) => None,
@@ -175,8 +186,8 @@ fn place_on(
     };
     Ok(Some(Placement {
         router: r.name.clone(),
-        address: Ipv4Addr::from(address),
-        prefix_len,
+        address,
+        prefix_len: prefix_len.unwrap_or(32),
         ipv6: v6,
     }))
 }
@@ -189,6 +200,13 @@ pub fn place(
     want: &Want,
     now: i64,
 ) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    let v6_only = want.ipv4 == Some(false);
+    if v6_only && cfg.terms.ipv6_only_monthly_sat.is_none() {
+        return Ok(Err(AllocError::Ipv6OnlyNotOffered));
+    }
+    if v6_only && (want.prefix_len.is_some() || want.ipv6 == Some(false)) {
+        return Ok(Err(AllocError::Ipv6OnlyContradiction));
+    }
     let prefix_len = want.prefix_len.unwrap_or(32);
     if !cfg.prefix_lengths().contains(&prefix_len) {
         return Ok(Err(AllocError::PrefixNotOffered(prefix_len)));
@@ -202,12 +220,16 @@ pub fn place(
     };
     let free_v6 = cfg.terms.ipv6_monthly_sat == 0;
     let rest = cfg.terms.cooldown_days as i64 * 86_400;
-    if want.ipv6 == Some(true) && hosts.iter().all(|r| r.ipv6_pool.is_none()) {
+    if (want.ipv6 == Some(true) || v6_only) && hosts.iter().all(|r| r.ipv6_pool.is_none()) {
         return Ok(Err(AllocError::NoIpv6));
     }
     for r in hosts {
-        let ipv6 = want.ipv6.unwrap_or(free_v6) && r.ipv6_pool.is_some();
-        if let Some(p) = place_on(db, r, prefix_len, ipv6, now, rest)? {
+        let ipv6 = (v6_only || want.ipv6.unwrap_or(free_v6)) && r.ipv6_pool.is_some();
+        if v6_only && !ipv6 {
+            continue;
+        }
+        let v4 = (!v6_only).then_some(prefix_len);
+        if let Some(p) = place_on(db, r, v4, ipv6, now, rest)? {
             return Ok(Ok(p));
         }
     }

@@ -103,6 +103,8 @@ pub struct TermsConfig {
     pub rate_limit_pps: Option<u64>,
     /// Drop each rental's outbound SMTP (TCP port 25) at the router. Off by default.
     pub block_smtp: bool,
+    /// Rent per month of an IPv6-only rental (no IPv4 address); unset: not sold.
+    pub ipv6_only_monthly_sat: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +218,7 @@ impl Default for TermsConfig {
             rate_limit_bps: None,
             rate_limit_pps: None,
             block_smtp: false,
+            ipv6_only_monthly_sat: None,
         }
     }
 }

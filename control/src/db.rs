@@ -101,6 +101,33 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL
     );
     "#,
+    // 6: IPv6-only rentals have no IPv4 address. SQLite cannot drop a NOT NULL, so the table
+    //    is rebuilt (SQLite's own procedure: foreign keys off, then checked before commit).
+    r#"
+    -- foreign keys off
+    CREATE TABLE rentals_new (
+        id             INTEGER PRIMARY KEY,
+        public_key     TEXT NOT NULL,
+        address        TEXT REFERENCES addresses(address),
+        router         TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        started_at     INTEGER,
+        credited_secs  INTEGER NOT NULL DEFAULT 0,
+        suspended      INTEGER NOT NULL DEFAULT 0,
+        released_at    INTEGER,
+        release_reason TEXT,
+        prefix_len     INTEGER NOT NULL DEFAULT 32,
+        ipv6           TEXT
+    );
+    INSERT INTO rentals_new SELECT id, public_key, address, router, created_at, started_at,
+        credited_secs, suspended, released_at, release_reason, prefix_len, ipv6 FROM rentals;
+    DROP TABLE rentals;
+    ALTER TABLE rentals_new RENAME TO rentals;
+    CREATE UNIQUE INDEX rentals_live_key ON rentals(public_key) WHERE released_at IS NULL;
+    CREATE UNIQUE INDEX rentals_live_address ON rentals(address) WHERE released_at IS NULL;
+    CREATE UNIQUE INDEX rentals_live_ipv6 ON rentals(ipv6)
+        WHERE released_at IS NULL AND ipv6 IS NOT NULL;
+    "#,
 ];
 
 /// The same schema for PostgreSQL, version for version (integers as BIGINT; `invoices.rowid`
@@ -193,6 +220,9 @@ const PG_MIGRATIONS: &[&str] = &[
         holder     TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     );
+    "#,
+    r#"
+    ALTER TABLE rentals ALTER COLUMN address DROP NOT NULL;
     "#,
 ];
 
@@ -294,10 +324,34 @@ pub fn migrate_sqlite(conn: &rusqlite::Connection) -> Result<(), DbError> {
         });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        // A table rebuild drops a table others refer to: foreign keys are switched off around
+        // it (they cannot be inside a transaction) and every reference is checked before the
+        // commit.
+        let rebuild = sql.contains("-- foreign keys off");
+        if rebuild {
+            conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        }
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
+        if rebuild {
+            let broken: i64 =
+                tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                    r.get(0)
+                })?;
+            if broken > 0 {
+                drop(tx);
+                conn.execute_batch("PRAGMA foreign_keys = ON")?;
+                return Err(DbError::Sqlite(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                    Some(format!("migration {}: {broken} broken references", i + 1)),
+                )));
+            }
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
+        if rebuild {
+            conn.execute_batch("PRAGMA foreign_keys = ON")?;
+        }
     }
     Ok(())
 }
@@ -371,6 +425,54 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fk, 1);
+    }
+
+    #[test]
+    fn the_rentals_rebuild_keeps_rows_references_and_constraints() {
+        // A version 5 database with a rental, its invoice and events.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        for sql in &MIGRATIONS[..5] {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO addresses(address, num, router) VALUES ('203.0.113.1', 1, 'wg0');
+             INSERT INTO rentals(id, public_key, address, router, created_at, prefix_len)
+                 VALUES (7, 'k', '203.0.113.1', 'wg0', 1, 32);
+             INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at)
+                 VALUES ('h', 7, 'b', 1, 'activation', 1, 'open', 1, 2);
+             INSERT INTO events(at, rental_id, kind) VALUES (1, 7, 'rented');",
+        )
+        .unwrap();
+        drop(c);
+        let c = open(&path).unwrap();
+        let r = crate::store::rental_by_id(&c, 7).unwrap();
+        assert_eq!(
+            (r.public_key.as_str(), r.address.as_str()),
+            ("k", "203.0.113.1")
+        );
+        assert_eq!(crate::store::invoices_of(&c, 7).unwrap().len(), 1);
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys back on");
+        // Still one live rental per key, references still checked, and no address needed.
+        assert!(crate::store::insert_rental(&c, "k", "203.0.113.1", "wg0", 2).is_err());
+        assert!(c
+            .execute("INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at) VALUES ('x', 99, 'b', 1, 'renewal', 1, 'open', 1, 2)", [])
+            .is_err());
+        crate::store::insert_rental_with(&c, "v6", "", 32, Some("2001:db8::/64"), "wg0", 3)
+            .unwrap();
+        assert_eq!(
+            crate::store::live_rental(&c, "v6")
+                .unwrap()
+                .unwrap()
+                .address,
+            ""
+        );
     }
 
     #[test]

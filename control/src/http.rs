@@ -137,6 +137,7 @@ async fn rent(
         prefix_len: req.prefix_len,
         ipv6: req.ipv6,
         host: req.host,
+        ipv4: req.ipv4,
     };
     let resp = s.rent_with(&req.public_key, client, &want).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())

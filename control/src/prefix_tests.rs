@@ -301,3 +301,86 @@ async fn a_released_prefix_rests_whole_and_blocks_run_out_cleanly() {
         );
     }
 }
+
+#[tokio::test]
+async fn ipv6_only_rentals_where_sold() {
+    // Not sold: refused, nothing held.
+    let h = server("203.0.113.0/27", Some("2001:db8:100::/48"), |_| {}).await;
+    let (s, v) = h
+        .rent(json!({"public_key": new_key(), "ipv4": false}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("IPv6-only"));
+    let (_, t) = h.call(reqwest::Method::GET, "/v1/terms", None).await;
+    assert!(t.get("ipv6_only_monthly_sat").is_none());
+
+    let h = server("203.0.113.0/27", Some("2001:db8:100::/48"), |c| {
+        c.terms.ipv6_only_monthly_sat = Some(10_000);
+    })
+    .await;
+    let (_, t) = h.call(reqwest::Method::GET, "/v1/terms", None).await;
+    assert_eq!(t["ipv6_only_monthly_sat"], 10_000);
+    for (body, why) in [
+        (
+            json!({"public_key": new_key(), "ipv4": false, "prefix_len": 30}),
+            "with a prefix",
+        ),
+        (
+            json!({"public_key": new_key(), "ipv4": false, "ipv6": false}),
+            "without IPv6",
+        ),
+    ] {
+        let (s, v) = h.rent(body).await;
+        assert_eq!(s, 400, "{why}: {v}");
+    }
+    let key = new_key();
+    let (s, v) = h.rent(json!({"public_key": key, "ipv4": false})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["rental"]["address"], "");
+    assert_eq!(v["rental"]["ipv6"], "2001:db8:100::/64");
+    assert_eq!(v["invoice"]["amount_sat"], 48_000 + 10_000);
+    h.pay(v["invoice"]["bolt11"].as_str().unwrap()).await;
+    let peer: [u8; 32] = STANDARD.decode(&key).unwrap().try_into().unwrap();
+    let nets: Vec<String> = h.svc.sweep().unwrap()["t"][&peer]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["2001:db8:100::/64"]);
+    let (s, c) = h
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/rentals/{}/config", url_key(&key)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["allowed_ips"], json!(["::/0"]));
+    let wg = c["wg_quick"].as_str().unwrap();
+    assert!(wg.contains("Address = 2001:db8:100::1/128\n"), "{wg}");
+    // The IPv4 pool is untouched: every address still free.
+    let (_, t) = h.call(reqwest::Method::GET, "/v1/terms", None).await;
+    assert_eq!(t["servers"][0]["free_ipv4"], 30);
+    // Renewal at the IPv6-only rate; release and cool-down work without an address.
+    let (s, r) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/rentals/{}/renewals", url_key(&key)),
+            Some(json!({"months": 2})),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["invoice"]["amount_sat"], 20_000);
+    h.svc.release(&key).unwrap();
+    let (s, v) = h
+        .rent(json!({"public_key": new_key(), "ipv4": false}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        v["rental"]["ipv6"], "2001:db8:100:1::/64",
+        "the released /64 rests"
+    );
+    crate::metrics::refresh(&h.svc).unwrap();
+}

@@ -13,16 +13,21 @@ pub struct Networks {
 }
 
 impl Networks {
-    /// None when the stored values do not parse (never written so by this program).
+    /// None when the stored values do not parse (never written so by this program). An empty
+    /// `address` is an IPv6-only rental.
     pub fn new(address: &str, prefix_len: u8, ipv6: Option<&str>) -> Option<Networks> {
-        let v4 = Ipv4Net::new(address.parse().ok()?, prefix_len)
-            .ok()?
-            .trunc();
+        let v4 = match address {
+            "" => None,
+            a => Some(Ipv4Net::new(a.parse().ok()?, prefix_len).ok()?.trunc()),
+        };
         let v6 = match ipv6 {
             Some(s) => Some(s.parse().ok()?),
             None => None,
         };
-        Some(Networks { v4: Some(v4), v6 })
+        if v4.is_none() && v6.is_none() {
+            return None;
+        }
+        Some(Networks { v4, v6 })
     }
 
     pub fn of_view(r: &api::Rental) -> Networks {
@@ -111,5 +116,10 @@ mod tests {
         assert!(Networks::new("nonsense", 32, None).is_none());
         assert!(Networks::new("203.0.113.8", 33, None).is_none());
         assert!(Networks::new("203.0.113.8", 32, Some("x")).is_none());
+        let v6 = Networks::new("", 32, Some("2001:db8:0:7::/64")).unwrap();
+        assert_eq!(v6.cidrs(), ["2001:db8:0:7::/64"]);
+        assert_eq!(v6.interface_addresses(), ["2001:db8:0:7::1/128"]);
+        assert_eq!(v6.allowed_ips(), ["::/0"]);
+        assert!(Networks::new("", 32, None).is_none(), "nothing at all");
     }
 }

@@ -242,6 +242,7 @@ impl Service {
             ipv4_prefix_lengths: self.cfg.prefix_lengths(),
             address_monthly_sat: self.address_monthly_sat(),
             ipv6_monthly_sat: self.cfg.terms.ipv6_monthly_sat,
+            ipv6_only_monthly_sat: self.cfg.terms.ipv6_only_monthly_sat,
         }
     }
 
@@ -288,7 +289,11 @@ impl Service {
     }
 
     fn description(&self, r: &RentalRow, what: &str) -> String {
-        format!("StaticWire {what}: {} for {}", r.address, r.public_key)
+        let held = match r.networks_of() {
+            Some(n) if !n.is_single() => n.cidrs().join(" "),
+            _ => r.address.clone(),
+        };
+        format!("StaticWire {what}: {held} for {}", r.public_key)
     }
 }
 
@@ -368,7 +373,7 @@ impl Service {
         let id = store::insert_rental_with(
             &tx,
             key,
-            &place.address.to_string(),
+            &place.address.map(|a| a.to_string()).unwrap_or_default(),
             place.prefix_len,
             place.ipv6.map(|n| n.to_string()).as_deref(),
             &place.router,
@@ -963,13 +968,16 @@ impl Service {
 
     /// The terms of one rental: its monthly rent counts its addresses and IPv6 prefix.
     pub fn terms_of(&self, r: &RentalRow) -> Terms {
-        let monthly_sat = api::monthly_rent(
-            self.terms.monthly_sat,
-            self.address_monthly_sat(),
-            self.cfg.terms.ipv6_monthly_sat,
-            r.prefix_len,
-            r.ipv6.is_some(),
-        );
+        let monthly_sat = match self.cfg.terms.ipv6_only_monthly_sat {
+            Some(price) if r.address.is_empty() => price,
+            _ => api::monthly_rent(
+                self.terms.monthly_sat,
+                self.address_monthly_sat(),
+                self.cfg.terms.ipv6_monthly_sat,
+                r.prefix_len,
+                r.ipv6.is_some(),
+            ),
+        };
         Terms {
             monthly_sat,
             ..self.terms

@@ -42,7 +42,8 @@ fn rental(r: &Row) -> crate::sql::Result<RentalRow> {
     Ok(RentalRow {
         id: r.get(0)?,
         public_key: r.get(1)?,
-        address: r.get(2)?,
+        // NULL for an IPv6-only rental.
+        address: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
         router: r.get(3)?,
         created_at: r.get(4)?,
         started_at: r.get(5)?,
@@ -202,7 +203,8 @@ pub fn insert_rental(
     insert_rental_with(db, public_key, address, 32, None, router, now)
 }
 
-/// A rental of the IPv4 prefix `address/prefix_len` and, if given, an IPv6 prefix.
+/// A rental of the IPv4 prefix `address/prefix_len` (none when `address` is empty: IPv6
+/// only) and, if given, an IPv6 prefix.
 pub fn insert_rental_with(
     db: &Connection,
     public_key: &str,
@@ -215,7 +217,14 @@ pub fn insert_rental_with(
     db.execute(
         "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![public_key, address, router, now, prefix_len, ipv6],
+        params![
+            public_key,
+            (!address.is_empty()).then_some(address),
+            router,
+            now,
+            prefix_len,
+            ipv6
+        ],
     )?;
     Ok(db.last_insert_rowid())
 }

@@ -99,7 +99,8 @@ fn a_30_and_a_64_carry_traffic_both_ways_and_spoofed_sources_are_dropped() {
              reconcile_interval_secs = 1\n\
              [[routers]]\nname = \"{wgs}\"\nsocket = \"/var/run/wireguard/{wgs}.sock\"\n\
              endpoint = \"{PROVIDER_UNDERLAY}:51820\"\npools = [\"203.0.113.0/24\"]\n\
-             ipv6_pool = \"{POOL6}\"\n",
+             ipv6_pool = \"{POOL6}\"\n\
+             [terms]\nipv6_only_monthly_sat = 10000\n",
             lab.path("control")
         ),
     )
