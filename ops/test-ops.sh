@@ -75,8 +75,10 @@ ip netns exec $scratch ip link add wg0 type veth peer name eth0
 ip netns exec $scratch nft -f ops/host/staticwire.nft
 ruleset=$(ip netns exec $scratch nft list table inet staticwire)
 grep -q 'iifname "wg0" ip saddr != @rented' <<<"$ruleset"
+grep -q 'iifname "wg0" ip6 saddr != @rented6' <<<"$ruleset"
 ip netns exec $scratch sysctl -q -p ops/host/99-staticwire.conf
 [ "$(ip netns exec $scratch sysctl -n net.ipv4.ip_forward)" = 1 ]
+[ "$(ip netns exec $scratch sysctl -n net.ipv6.conf.all.forwarding)" = 1 ]
 ip netns del $scratch
 trap - EXIT
 
