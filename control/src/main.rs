@@ -477,6 +477,14 @@ fn main() {
         let node = rt.block_on(service.ln.network());
         service.network =
             lightning::resolve_network(service.cfg.network(), node).unwrap_or_else(|e| fail(e));
+        // Published as the terms' payee, so clients refuse invoices of another node.
+        if service.payee.is_none() {
+            service.payee = rt.block_on(service.ln.node_id());
+        }
+        match &service.payee {
+            Some(p) => tracing::info!(payee = %p, "invoices are signed by this node"),
+            None => tracing::warn!("the node's public key is unknown (LND: getinfo needs info:read); the terms name no payee"),
+        }
     }
     let service = Arc::new(service);
     match command {

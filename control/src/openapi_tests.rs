@@ -33,8 +33,29 @@ struct Server {
 }
 
 async fn server(pool: &str, limits: LimitsConfig) -> Server {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
+    let svc = Arc::new(service(&dir, pool, limits));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = crate::http::router(svc.clone(), true);
+    tokio::spawn(crate::limits::serve(
+        listener,
+        app,
+        svc.limits.clone(),
+        None,
+        std::future::pending(),
+    ));
+    Server {
+        _dir: dir,
+        base,
+        http: reqwest::Client::new(),
+        doc: openapi::document(),
+        seen: Mutex::new(BTreeSet::new()),
+    }
+}
+
+fn service(dir: &tempfile::TempDir, pool: &str, limits: LimitsConfig) -> Service {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = Config {
         data_dir: dir.path().to_path_buf(),
         limits: limits.clone(),
@@ -62,24 +83,7 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
         private_key: [1; 32],
         public_key: [2; 32],
     }];
-    let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = crate::http::router(svc.clone(), true);
-    tokio::spawn(crate::limits::serve(
-        listener,
-        app,
-        svc.limits.clone(),
-        None,
-        std::future::pending(),
-    ));
-    Server {
-        _dir: dir,
-        base,
-        http: reqwest::Client::new(),
-        doc: openapi::document(),
-        seen: Mutex::new(BTreeSet::new()),
-    }
+    Service::new(cfg, Clock::system(), db, ln, routers).unwrap()
 }
 
 fn new_key() -> String {
@@ -569,4 +573,25 @@ fn listed(e: &ServiceError) {
         | ServiceError::Internal(_)
         | ServiceError::DatabaseUnavailable(_) => {}
     }
+}
+
+/// An invoice payable to another node than the published payee is never handed out: the rent
+/// answers 502 `lightning_error` and leaves no rental behind.
+#[tokio::test]
+async fn an_invoice_of_another_payee_is_refused_before_a_client_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = service(&dir, "203.0.113.0/28", LimitsConfig::default());
+    assert!(svc.api_terms().payee.is_some(), "the dev node is the payee");
+    svc.payee = Some(format!("02{}", "42".repeat(32)));
+    let key = new_key();
+    let err = svc.rent(&key, None).await.unwrap_err();
+    let resp = crate::http::ApiError::from(err).into_response();
+    assert_eq!(resp.status().as_u16(), 502);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let b: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(b.error.code, codes::BACKEND_ERROR);
+    assert!(b.error.message.contains("payee"), "{}", b.error.message);
+    assert!(matches!(svc.status(&key), Err(ServiceError::NotFound)));
 }

@@ -133,6 +133,9 @@ pub struct Service {
     endpoints: Mutex<Endpoints>,
     /// Of the HTTPS certificate, published in the terms.
     pub tls_fingerprint: Option<String>,
+    /// The Lightning node that signs the invoices, published in the terms as `payee` and
+    /// checked on every new invoice: the dev node's, or what `serve` learns from the node.
+    pub payee: Option<String>,
     /// The Bitcoin network of the invoices, in the terms' spelling: the configured one, or
     /// the node's as `serve` learns it at start.
     pub network: &'static str,
@@ -176,8 +179,14 @@ impl Service {
             .network()
             .and_then(crate::lightning::normalize_network)
             .unwrap_or("bitcoin");
+        // The dev node's key is known here; a real node's is asked for by `serve`.
+        let payee = match &ln {
+            Backend::Dev(node) => Some(node.node_id.to_string()),
+            _ => None,
+        };
         Ok(Service {
             network,
+            payee,
             warnings: WarnLimiter::new(WARN_EVERY),
             owned: Mutex::new(None),
             limits: crate::limits::Limits::new(cfg.limits.clone()),
@@ -235,10 +244,7 @@ impl Service {
             network: self.network.to_string(),
             servers: self.hosts(),
             tls_fingerprint: self.tls_fingerprint.clone(),
-            payee: match &self.ln {
-                Backend::Dev(node) => Some(node.node_id.to_string()),
-                _ => None,
-            },
+            payee: self.payee.clone(),
             ipv4_prefix_lengths: self.cfg.prefix_lengths(),
             address_monthly_sat: self.address_monthly_sat(),
             ipv6_monthly_sat: self.cfg.terms.ipv6_monthly_sat,
@@ -503,6 +509,17 @@ impl Service {
             .ln
             .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
             .await?;
+        // A customer's client refuses an invoice of another payee than the terms name.
+        if let Some(payee) = &self.payee {
+            let got = crate::lightning::invoice_payee(&new.bolt11);
+            if got.as_ref() != Some(payee) {
+                return Err(LnError::Protocol(format!(
+                    "the node made an invoice payable to {}, but the published payee is {payee}",
+                    got.as_deref().unwrap_or("nobody")
+                ))
+                .into());
+            }
+        }
         // A customer's client refuses an invoice of another network; refuse it first.
         match crate::lightning::invoice_network(&new.bolt11) {
             Some(n) if n == self.network => {}

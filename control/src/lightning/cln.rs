@@ -200,6 +200,12 @@ impl Cln {
         self.call("getinfo", json!({})).await.map(|_| ())
     }
 
+    /// `getinfo`'s `id`.
+    pub async fn node_id(&self) -> Option<String> {
+        let info = self.call("getinfo", json!({})).await.ok()?;
+        super::node_key(info.get("id")?.as_str()?)
+    }
+
     /// `getinfo`'s `network`.
     pub async fn network(&self) -> Result<&'static str, LnError> {
         let info = self.call("getinfo", json!({})).await?;

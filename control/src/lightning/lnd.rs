@@ -286,6 +286,15 @@ impl Lnd {
         }
     }
 
+    /// `getinfo`'s `identity_pubkey` (needs `info:read`).
+    pub async fn node_id(&self) -> Option<String> {
+        let info = self
+            .send::<serde_json::Value>(self.http.get(format!("{}/v1/getinfo", self.base)))
+            .await
+            .ok()?;
+        super::node_key(info.get("identity_pubkey")?.as_str()?)
+    }
+
     /// `getinfo`'s `chains[0].network` (needs `info:read`); without that permission, the
     /// prefix of the node's newest invoice (`invoices:read`), if it has one.
     pub async fn network(&self) -> Result<Option<&'static str>, LnError> {

@@ -75,6 +75,19 @@ pub fn invoice_network(bolt11: &str) -> Option<&'static str> {
     })
 }
 
+/// The node an invoice is payable to (recovered from its signature), in hex.
+pub fn invoice_payee(bolt11: &str) -> Option<String> {
+    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
+    Some(inv.recover_payee_pub_key().to_string())
+}
+
+/// A node public key as a node reports it: 33 bytes in hex, a point on the curve; else None.
+pub fn node_key(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let key: bitcoin::secp256k1::PublicKey = s.parse().ok()?;
+    Some(key.to_string())
+}
+
 /// An invoice the backend created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewInvoice {
@@ -191,6 +204,16 @@ impl Backend {
 
     /// The node's network in the terms' spelling; `None` when the node will not say (an LND
     /// macaroon without `info:read` and no invoice yet to read it from).
+    /// The node's public key, which signs its invoices (the terms' `payee`), when the node
+    /// says (LND: `getinfo` needs `info:read`).
+    pub async fn node_id(&self) -> Option<String> {
+        match self {
+            Backend::Dev(node) => Some(node.node_id.to_string()),
+            Backend::Lnd(l) => l.node_id().await,
+            Backend::Cln(c) => c.node_id().await,
+        }
+    }
+
     pub async fn network(&self) -> Result<Option<&'static str>, LnError> {
         match self {
             Backend::Dev(_) => Ok(Some("regtest")),

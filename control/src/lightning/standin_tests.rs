@@ -259,7 +259,7 @@ fn lnd_answer(
             };
             (
                 200,
-                json!({"identity_pubkey": "02".to_string() + &"42".repeat(32), "alias": "stand-in",
+                json!({"identity_pubkey": standin_node_id(), "alias": "stand-in",
                        "chains": [{"chain": "bitcoin", "network": network}], "synced_to_chain": true}),
             )
         }
@@ -563,6 +563,41 @@ async fn lnd_readiness_checks_what_renting_needs_per_macaroon() {
     assert_eq!(s.node.added.lock().unwrap().len(), 1);
 }
 
+/// The stand-ins' node key: the one their invoices are signed with.
+fn standin_node_id() -> String {
+    let key = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    bitcoin::secp256k1::PublicKey::from_secret_key(&Secp256k1::new(), &key).to_string()
+}
+
+#[tokio::test]
+async fn the_node_id_is_the_key_that_signs_the_invoices() {
+    let s = lnd_standin(Currency::Regtest).await;
+    let id = s.client().node_id().await.unwrap();
+    assert_eq!(id, standin_node_id());
+    let inv = s
+        .client()
+        .create_invoice(1_000, "x", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(crate::lightning::invoice_payee(&inv.bolt11), Some(id));
+    // Without info:read the node cannot say: no payee is published.
+    assert_eq!(s.with_macaroon(INVOICE).node_id().await, None);
+
+    let (_dir, path, _node) = cln_standin(Currency::Regtest);
+    let b = Backend::Cln(Cln::new(&path));
+    let id = b.node_id().await.unwrap();
+    let inv = b
+        .create_invoice(1_000, "x", Duration::from_secs(60), 0)
+        .await
+        .unwrap();
+    assert_eq!(crate::lightning::invoice_payee(&inv.bolt11), Some(id));
+    assert_eq!(crate::lightning::node_key("02"), None);
+    assert_eq!(
+        crate::lightning::node_key(&("04".to_string() + &"11".repeat(32))),
+        None
+    );
+}
+
 #[tokio::test]
 async fn lnd_network_from_getinfo_or_from_an_invoice() {
     let s = lnd_standin(Currency::Regtest).await;
@@ -603,7 +638,7 @@ fn cln_answer(node: &Node, req: &Value) -> Value {
                 Currency::Signet => "signet",
                 Currency::Simnet => "simnet",
             };
-            json!({"id": "02".to_string() + &"42".repeat(32), "alias": "stand-in", "network": network})
+            json!({"id": standin_node_id(), "alias": "stand-in", "network": network})
         }
         Some("invoice") => {
             let (Some(msat), Some(label), Some(desc)) = (
