@@ -31,3 +31,19 @@ impl Clock {
         self.offset.load(Ordering::SeqCst)
     }
 }
+
+impl Clock {
+    /// Unix milliseconds on the same clock as [`Clock::now`].
+    pub fn now_ms(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        real + self.offset.load(Ordering::SeqCst) * 1000
+    }
+
+    /// How long until this clock reads `at_ms` (zero if it already does).
+    pub fn until_ms(&self, at_ms: i64) -> std::time::Duration {
+        std::time::Duration::from_millis(at_ms.saturating_sub(self.now_ms()).max(0) as u64)
+    }
+}

@@ -29,9 +29,11 @@ pub struct Config {
     pub terms: TermsConfig,
     pub lightning: LightningConfig,
     pub routers: Vec<RouterConfig>,
-    /// Seconds between full reconciliations of every router.
+    /// Seconds between full compares with every router (changes are sent as they happen; a
+    /// restarted router is compared when its socket appears).
     pub reconcile_interval_secs: u64,
-    /// Seconds between checks of open invoices with the backend (where it cannot stream).
+    /// Milliseconds between checks of a young open invoice with the backend; older ones are
+    /// checked less often (up to every 30 s), each at its expiry.
     pub invoice_poll_millis: u64,
     /// HTTPS (self-signed, pinned by fingerprint) serving the original StaticWire client's
     /// protocol beside `/v1`. Off unless `listen` is set.
@@ -192,7 +194,7 @@ impl Default for Config {
                 ipv6_pool: None,
                 ipv6_prefix_len: default_ipv6_prefix_len(),
             }],
-            reconcile_interval_secs: 2,
+            reconcile_interval_secs: 300,
             invoice_poll_millis: 200,
             compat: CompatConfig::default(),
             limits: crate::limits::LimitsConfig::default(),

@@ -128,6 +128,29 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX rentals_live_ipv6 ON rentals(ipv6)
         WHERE released_at IS NULL AND ipv6 IS NOT NULL;
     "#,
+    // 7: a million rentals: the deadline queue and every per-request query through an index.
+    r#"
+    -- The status of a key's latest rental, live or not.
+    CREATE INDEX rentals_key ON rentals(public_key, id);
+    -- The deadline queue: when each started live rental's paid time runs out (its peer
+    -- leaves the router then; the rental is released a reservation later).
+    CREATE INDEX rentals_paid_until ON rentals(started_at + credited_secs)
+        WHERE released_at IS NULL AND started_at IS NOT NULL;
+    -- Unpaid holds: by age (holds a crash left without an invoice) and by the client that
+    -- asked (the per-client cap, kept across restarts).
+    ALTER TABLE rentals ADD COLUMN client TEXT;
+    CREATE INDEX rentals_unpaid_age ON rentals(created_at)
+        WHERE started_at IS NULL AND released_at IS NULL;
+    CREATE INDEX rentals_unpaid_client ON rentals(client)
+        WHERE started_at IS NULL AND released_at IS NULL;
+    -- When each open invoice is next asked about at the Lightning node (milliseconds).
+    ALTER TABLE invoices ADD COLUMN next_check_ms BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX invoices_due ON invoices(next_check_ms) WHERE state = 'open';
+    -- The same rows as invoices_due: left, a planner may take it and sort every open invoice.
+    DROP INDEX invoices_open;
+    CREATE INDEX events_rental ON events(rental_id);
+    CREATE INDEX payments_rental ON payments(rental_id);
+    "#,
 ];
 
 /// The same schema for PostgreSQL, version for version (integers as BIGINT; `invoices.rowid`
@@ -223,6 +246,29 @@ const PG_MIGRATIONS: &[&str] = &[
     "#,
     r#"
     ALTER TABLE rentals ALTER COLUMN address DROP NOT NULL;
+    "#,
+    // 7: as SQLite's 7 (an expression index needs its own parentheses here).
+    r#"
+    -- The status of a key's latest rental, live or not.
+    CREATE INDEX rentals_key ON rentals(public_key, id);
+    -- The deadline queue: when each started live rental's paid time runs out (its peer
+    -- leaves the router then; the rental is released a reservation later).
+    CREATE INDEX rentals_paid_until ON rentals((started_at + credited_secs))
+        WHERE released_at IS NULL AND started_at IS NOT NULL;
+    -- Unpaid holds: by age (holds a crash left without an invoice) and by the client that
+    -- asked (the per-client cap, kept across restarts).
+    ALTER TABLE rentals ADD COLUMN client TEXT;
+    CREATE INDEX rentals_unpaid_age ON rentals(created_at)
+        WHERE started_at IS NULL AND released_at IS NULL;
+    CREATE INDEX rentals_unpaid_client ON rentals(client)
+        WHERE started_at IS NULL AND released_at IS NULL;
+    -- When each open invoice is next asked about at the Lightning node (milliseconds).
+    ALTER TABLE invoices ADD COLUMN next_check_ms BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX invoices_due ON invoices(next_check_ms) WHERE state = 'open';
+    -- The same rows as invoices_due: left, a planner may take it and sort every open invoice.
+    DROP INDEX invoices_open;
+    CREATE INDEX events_rental ON events(rental_id);
+    CREATE INDEX payments_rental ON payments(rental_id);
     "#,
 ];
 

@@ -31,17 +31,6 @@ pub struct RouterLink {
     pub public_key: [u8; 32],
 }
 
-/// What a router reports on `get=1`.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RouterState {
-    pub private_key: Option<String>,
-    pub listen_port: u16,
-    /// Hex public key -> allowed IPs.
-    pub peers: HashMap<String, Vec<String>>,
-    /// Hex public key -> the endpoint the router last saw.
-    pub endpoints: HashMap<String, String>,
-}
-
 /// Where each customer was last seen (public key -> `host:port`). Handing it back with an
 /// admission lets the router reach a returning customer at once for inbound traffic, instead
 /// of waiting until the customer's side sends data and handshakes anew.
@@ -93,6 +82,20 @@ impl RouterLink {
     }
 
     async fn exchange(&self, request: &str) -> Result<Vec<String>, FeedError> {
+        let mut out = Vec::new();
+        self.exchange_lines(request, |line| out.push(line.to_string()))
+            .await?;
+        Ok(out)
+    }
+
+    /// Sends `request` and hands each line of the answer to `on_line` as it arrives (a
+    /// router with a million peers answers `get=1` with a few hundred megabytes: never held
+    /// whole).
+    async fn exchange_lines(
+        &self,
+        request: &str,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<(), FeedError> {
         let unreachable =
             |e: std::io::Error| FeedError::Unreachable(self.name.clone(), e.to_string());
         let talk = async {
@@ -101,59 +104,73 @@ impl RouterLink {
                 .map_err(unreachable)?;
             let (r, mut w) = stream.into_split();
             w.write_all(request.as_bytes()).await.map_err(unreachable)?;
-            let mut lines = BufReader::new(r).lines();
-            let mut out = Vec::new();
-            while let Some(line) = lines.next_line().await.map_err(unreachable)? {
-                if let Some(errno) = line.strip_prefix("errno=") {
+            let mut reader = BufReader::with_capacity(1 << 16, r);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).await.map_err(unreachable)? == 0 {
+                    break;
+                }
+                let l = line.trim_end_matches('\n');
+                if let Some(errno) = l.strip_prefix("errno=") {
                     let errno: i32 = errno
                         .parse()
-                        .map_err(|_| FeedError::Protocol(self.name.clone(), line.clone()))?;
+                        .map_err(|_| FeedError::Protocol(self.name.clone(), l.to_string()))?;
                     if errno != 0 {
                         return Err(FeedError::Errno(self.name.clone(), errno));
                     }
-                    return Ok(out);
+                    return Ok(());
                 }
-                out.push(line);
+                on_line(l);
             }
             Err(FeedError::Protocol(
                 self.name.clone(),
                 "closed before errno".into(),
             ))
         };
-        tokio::time::timeout(Duration::from_secs(10), talk)
+        // Long enough for a full `get=1` of a million peers; a dead router fails at connect.
+        tokio::time::timeout(Duration::from_secs(120), talk)
             .await
             .map_err(|_| FeedError::Unreachable(self.name.clone(), "timed out".into()))?
     }
 
-    pub async fn get(&self) -> Result<RouterState, FeedError> {
-        let lines = self.exchange("get=1\n\n").await?;
-        let mut state = RouterState::default();
-        let mut current: Option<String> = None;
-        for line in lines {
+    /// `get=1`, parsed as it arrives: each peer's record goes to `on_peer` once complete,
+    /// interface lines to `on_interface`.
+    async fn get_streamed(
+        &self,
+        mut on_peer: impl FnMut(PeerRecord),
+        mut on_interface: impl FnMut(&str, &str),
+    ) -> Result<(), FeedError> {
+        let mut current: Option<PeerRecord> = None;
+        let mut bad: Option<String> = None;
+        self.exchange_lines("get=1\n\n", |line| {
             let Some((k, v)) = line.split_once('=') else {
-                return Err(FeedError::Protocol(self.name.clone(), line));
+                bad.get_or_insert_with(|| line.to_string());
+                return;
             };
-            match k {
-                "private_key" => state.private_key = Some(v.to_string()),
-                "listen_port" => state.listen_port = v.parse().unwrap_or(0),
-                "public_key" => {
-                    state.peers.insert(v.to_string(), Vec::new());
-                    current = Some(v.to_string());
-                }
-                "endpoint" => {
-                    if let Some(c) = &current {
-                        state.endpoints.insert(c.clone(), v.to_string());
+            match (k, current.as_mut()) {
+                ("public_key", _) => {
+                    if let Some(done) = current.replace(PeerRecord {
+                        key: v.to_string(),
+                        ..PeerRecord::default()
+                    }) {
+                        on_peer(done);
                     }
                 }
-                "allowed_ip" => {
-                    if let Some(peer) = current.as_ref().and_then(|c| state.peers.get_mut(c)) {
-                        peer.push(v.to_string());
-                    }
-                }
-                _ => {}
+                ("endpoint", Some(p)) => p.endpoint = Some(v.to_string()),
+                ("allowed_ip", Some(p)) => p.allowed_ips.push(v.to_string()),
+                (_, Some(_)) => {}
+                (k, None) => on_interface(k, v),
             }
+        })
+        .await?;
+        if let Some(line) = bad {
+            return Err(FeedError::Protocol(self.name.clone(), line));
         }
-        Ok(state)
+        if let Some(done) = current {
+            on_peer(done);
+        }
+        Ok(())
     }
 
     pub async fn set(&self, body: &str) -> Result<(), FeedError> {
@@ -171,49 +188,82 @@ impl RouterLink {
         self.set(&admission(key, nets, known, extra)).await
     }
 
-    /// Makes the router hold exactly `desired`, with our key and port; learns endpoints.
+    /// Removes peers (their paid time ran out), in sets of at most [`CHUNK`] peers.
+    pub async fn remove(&self, keys: &[[u8; 32]]) -> Result<(), FeedError> {
+        for chunk in keys.chunks(CHUNK) {
+            let mut body = String::with_capacity(chunk.len() * 90);
+            for k in chunk {
+                body.push_str(&removal(&hex::encode(k)));
+            }
+            self.set(&body).await?;
+        }
+        Ok(())
+    }
+
+    /// The full compare: makes the router hold exactly `desired`, with our key and port, and
+    /// learns endpoints. The router's peers are read as a stream and compared one by one;
+    /// only the differences are sent back, in sets of at most [`CHUNK`] peers.
     pub async fn reconcile(
         &self,
-        desired: &Desired,
+        mut desired: Desired,
         known: &mut Endpoints,
         extra: &str,
     ) -> Result<Changes, FeedError> {
-        let state = self.get().await?;
-        for (peer, ep) in &state.endpoints {
-            if let Some(k) = hex::decode(peer)
-                .ok()
-                .and_then(|k| <[u8; 32]>::try_from(k).ok())
-            {
-                known.insert(k, ep.clone());
-            }
-        }
-        let mut body = String::new();
         let mut changes = Changes::default();
+        let mut remove = Vec::new();
+        let (mut private_key, mut listen_port) = (None, 0u16);
+        self.get_streamed(
+            |peer| {
+                let Some(k) = hex::decode(&peer.key)
+                    .ok()
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                else {
+                    remove.push(peer.key);
+                    return;
+                };
+                if let Some(ep) = peer.endpoint {
+                    known.insert(k, ep);
+                }
+                match desired.get(&k) {
+                    // Already right: nothing to send for it.
+                    Some(nets) if as_nets(&peer.allowed_ips).as_ref() == Some(nets) => {
+                        desired.remove(&k);
+                    }
+                    // Wanted with other addresses: left in `desired`, admitted anew below.
+                    Some(_) => {}
+                    None => remove.push(peer.key),
+                }
+            },
+            |k, v| match k {
+                "private_key" => private_key = Some(v.to_string()),
+                "listen_port" => listen_port = v.parse().unwrap_or(0),
+                _ => {}
+            },
+        )
+        .await?;
         let key_hex = hex::encode(self.private_key);
-        if state.private_key.as_deref() != Some(key_hex.as_str())
-            || state.listen_port != self.listen_port
-        {
+        let mut body = String::new();
+        if private_key.as_deref() != Some(key_hex.as_str()) || listen_port != self.listen_port {
             body.push_str(&format!(
                 "private_key={key_hex}\nlisten_port={}\n",
                 self.listen_port
             ));
             changes.interface = true;
         }
-        for peer in state.peers.keys() {
-            let wanted = hex::decode(peer)
-                .ok()
-                .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                .is_some_and(|k| desired.contains_key(&k));
-            if !wanted {
-                body.push_str(&format!("public_key={peer}\nremove=true\n"));
-                changes.removed += 1;
-            }
-        }
-        for (key, nets) in desired {
-            let has = state.peers.get(&hex::encode(key)).and_then(|a| as_nets(a));
-            if has.as_ref() != Some(nets) {
-                body.push_str(&admission(key, nets, known, extra));
-                changes.admitted += 1;
+        changes.removed = remove.len();
+        changes.admitted = desired.len();
+        let mut in_body = 0;
+        let removals = remove.iter().map(|k| removal(k));
+        let admissions = desired
+            .iter()
+            .map(|(key, nets)| admission(key, nets, known, extra));
+        for item in removals.chain(admissions) {
+            body.push_str(&item);
+            in_body += 1;
+            if in_body == CHUNK {
+                self.set(&body).await?;
+                body.clear();
+                in_body = 0;
             }
         }
         if !body.is_empty() {
@@ -221,4 +271,20 @@ impl RouterLink {
         }
         Ok(changes)
     }
+}
+
+/// Peers per `set` request: big enough that a million admissions take few round trips, small
+/// enough that no request is a giant allocation on either side.
+pub const CHUNK: usize = 10_000;
+
+/// One peer of a `get=1` answer.
+#[derive(Debug, Default)]
+struct PeerRecord {
+    key: String,
+    endpoint: Option<String>,
+    allowed_ips: Vec<String>,
+}
+
+fn removal(key_hex: &str) -> String {
+    format!("public_key={key_hex}\nremove=true\n")
 }

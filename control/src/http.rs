@@ -250,6 +250,7 @@ async fn dev_clock(
     crate::db::meta_set(&*s.db()?, "dev_clock_offset", &s.clock.offset().to_string())
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     s.reconcile().await?;
+    s.wake();
     s.bump();
     Ok(Json(staticwire_api::DevClockResponse {
         now: s.clock.now(),

@@ -6,6 +6,7 @@ mod clock;
 mod compat;
 mod config;
 mod db;
+mod deadlines;
 mod feed;
 mod http;
 mod https;
@@ -29,7 +30,6 @@ use lightning::{cln::Cln, dev, lnd::Lnd, Backend};
 use service::Service;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// The StaticWire rental server: sells static IPv4 addresses for Lightning payments, with no
 /// account, and drives staticwire-router over its UAPI socket.
@@ -253,63 +253,8 @@ async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
     }
     // Backends that can push settlements do; the poll below catches anything missed.
     tokio::spawn(service.clone().follow_settlements());
-    let bg = service.clone();
-    let bg_replica = replica.clone();
-    tokio::spawn(async move {
-        let mut last_lease = Instant::now();
-        let poll = Duration::from_millis(bg.cfg.invoice_poll_millis.max(50));
-        let full = Duration::from_secs(bg.cfg.reconcile_interval_secs.max(1));
-        let mut last_full = Instant::now();
-        let mut last_desired = None;
-        // Each router socket's identity (inode and change time; tmpfs reuses inode numbers):
-        // a restarted router makes a new socket, and is reconciled at the next poll instead
-        // of the next full round.
-        let sockets = |svc: &Service| -> Vec<Option<(u64, i64, i64)>> {
-            use std::os::unix::fs::MetadataExt;
-            svc.routers
-                .iter()
-                .map(|r| {
-                    std::fs::metadata(&r.socket)
-                        .ok()
-                        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
-                })
-                .collect()
-        };
-        let mut last_sockets = sockets(&bg);
-        // Rounds still to reconcile after a socket change: a router is reachable a moment
-        // after its socket file appears.
-        let mut after_change = 0u32;
-        loop {
-            tokio::time::sleep(poll).await;
-            // Renewed three times per lifetime; a router newly held is reconciled at once.
-            if last_lease.elapsed() >= Duration::from_millis(lease::TTL_MS as u64 / 3) {
-                last_lease = Instant::now();
-                if lease::refresh(&bg, &bg_replica) {
-                    after_change = 5;
-                }
-            }
-            if let Err(e) = bg.check_invoices().await {
-                tracing::warn!("{e}");
-            }
-            // Reconcile at once when the set of active rentals changed or a router socket
-            // appeared anew, and periodically anyway (a router that came back on the same
-            // socket, a change made behind the control's back).
-            let desired = bg.sweep().ok();
-            let now_sockets = sockets(&bg);
-            if now_sockets != last_sockets {
-                after_change = 5;
-            }
-            if desired != last_desired || after_change > 0 || last_full.elapsed() >= full {
-                after_change = after_change.saturating_sub(1);
-                if let Err(e) = bg.reconcile().await {
-                    tracing::warn!("{e}");
-                }
-                last_full = Instant::now();
-                last_desired = desired;
-                last_sockets = now_sockets;
-            }
-        }
-    });
+    // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
+    tokio::spawn(service.clone().run(replica.clone()));
     if let Some(addr) = service.cfg.compat.listen {
         // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
         let app = http::router(service.clone(), dev_clock)
@@ -512,6 +457,12 @@ fn main() {
             unreachable!("handled above")
         }
         Command::Rentals { action } => {
+            let key = match &action {
+                RentalsAction::Suspend { public_key }
+                | RentalsAction::Resume { public_key }
+                | RentalsAction::Release { public_key } => Some(public_key.clone()),
+                _ => None,
+            };
             let out = match action {
                 RentalsAction::List => service
                     .list()
@@ -531,9 +482,11 @@ fn main() {
                 Ok(v) => print_json(&v),
                 Err(e) => fail(e),
             }
-            // Apply a change to the routers now rather than at the server's next round.
-            if let Err(e) = rt.block_on(service.reconcile()) {
-                tracing::warn!("{e}");
+            // Apply a change to its router now rather than at the server's next full compare.
+            if let Some(key) = key {
+                if let Err(e) = rt.block_on(service.push_one(&key)) {
+                    tracing::warn!("the router takes the change at the next full compare: {e}");
+                }
             }
         }
     }
@@ -543,6 +496,8 @@ fn main() {
 mod abuse_tests;
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

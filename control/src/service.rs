@@ -4,7 +4,7 @@
 use crate::alloc::{AllocError, Want};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::feed::{decode_key, Desired, Endpoints, RouterLink};
+use crate::feed::{decode_key, Endpoints, RouterLink};
 use crate::ledger::{self, RenewError, Terms};
 use crate::lightning::{Backend, LnError, Settlement, Status};
 use crate::sql::Connection;
@@ -79,9 +79,6 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// The advisory lock key under which rentals are placed (PostgreSQL).
 const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
 
-/// How long an address may be held by a rental that has no invoice at all.
-const ORPHAN_HOLD_SECS: i64 = 120;
-
 /// The invoice poll runs several times a second; a warning about the same invoice is logged
 /// at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -145,8 +142,21 @@ pub struct Service {
     pub owned: Mutex<Option<std::collections::HashSet<String>>>,
     /// Per-client limits of the public listeners.
     pub limits: Arc<crate::limits::Limits>,
-    /// Which client asked for each unpaid hold (rental id), for the per-client cap.
-    unpaid_holds: Mutex<HashMap<i64, crate::limits::ClientId>>,
+    /// Wakes the service loop: a deadline may have moved earlier.
+    pub(crate) wake: tokio::sync::Notify,
+    /// One conversation with the routers at a time, each deciding from the database as it is
+    /// then, so an admission and a removal of one peer cannot overtake each other.
+    pub(crate) feed_lock: tokio::sync::Mutex<()>,
+    /// Routers that missed a change (down, restarted): fully compared at the next round.
+    dirty: Mutex<std::collections::HashSet<String>>,
+    /// The per-peer limit lines of the terms, sent with every admission.
+    pub(crate) peer_extra: String,
+    /// The clock time of the last full compare: the service loop's deadline cursor starts
+    /// there, so a deadline between that compare and the loop's start is not skipped.
+    pub(crate) compared_at: std::sync::atomic::AtomicI64,
+    /// Each router's socket (inode and change time) as last seen or fully compared: a new one
+    /// is a restarted router.
+    pub(crate) sockets: Mutex<HashMap<String, crate::deadlines::SocketId>>,
 }
 
 impl Service {
@@ -190,7 +200,12 @@ impl Service {
             warnings: WarnLimiter::new(WARN_EVERY),
             owned: Mutex::new(None),
             limits: crate::limits::Limits::new(cfg.limits.clone()),
-            unpaid_holds: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            feed_lock: tokio::sync::Mutex::new(()),
+            dirty: Mutex::new(Default::default()),
+            peer_extra: cfg.terms.peer_limit_lines(),
+            compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            sockets: Mutex::new(HashMap::new()),
             cfg,
             terms,
             clock,
@@ -207,6 +222,34 @@ impl Service {
         self.db
             .lock()
             .map_err(|_| ServiceError::Internal("database lock poisoned".into()))
+    }
+
+    /// Wakes the service loop (a deadline may now be earlier than it sleeps).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Marks a router for a full compare. One whose socket is missing is left to the socket
+    /// watcher, which marks it when the socket appears.
+    pub(crate) fn mark_dirty(&self, router: &str) {
+        if !self.router(router).is_some_and(|r| r.socket.exists()) {
+            return;
+        }
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(router.to_string());
+        }
+        self.wake();
+    }
+
+    pub(crate) fn take_dirty(&self) -> std::collections::HashSet<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn has_dirty(&self) -> bool {
+        self.dirty.lock().map(|d| !d.is_empty()).unwrap_or(false)
     }
 
     fn router(&self, name: &str) -> Option<&RouterLink> {
@@ -385,43 +428,24 @@ impl Service {
             &place.router,
             now,
         )?;
-        tx.commit()?;
-        if let (Some(client), Ok(mut holds)) = (client, self.unpaid_holds.lock()) {
-            holds.insert(id, client);
+        if let Some(client) = client {
+            crate::deadlines::set_client(&tx, id, &client.to_string())?;
         }
+        tx.commit()?;
+        self.wake();
         Ok(Hold::New(store::rental_by_id(&db, id)?))
     }
 
     /// Refuses a new hold when `client` already has `max_unpaid_per_client` rentals that are
-    /// live and unpaid. Holds that were paid or released since are forgotten here.
+    /// live and unpaid. Counted from the database (the hold's `client` column), so a restart
+    /// does not reset the cap.
     fn check_unpaid_cap(
         &self,
         db: &Connection,
         client: crate::limits::ClientId,
     ) -> Result<(), ServiceError> {
         let max = self.limits.cfg.max_unpaid_per_client;
-        let Ok(mut holds) = self.unpaid_holds.lock() else {
-            return Ok(());
-        };
-        let mut stmt = db.prepare_cached(
-            "SELECT 1 FROM rentals WHERE id = ?1 AND started_at IS NULL AND released_at IS NULL",
-        )?;
-        let mut gone = Vec::new();
-        let mut count = 0u32;
-        for (&id, c) in holds.iter() {
-            if *c != client && holds.len() < 10_000 {
-                continue;
-            }
-            if stmt.exists([id])? {
-                count += u32::from(*c == client);
-            } else {
-                gone.push(id);
-            }
-        }
-        for id in gone {
-            holds.remove(&id);
-        }
-        if count >= max {
+        if crate::deadlines::unpaid_holds_of(db, &client.to_string())? >= u64::from(max) {
             return Err(ServiceError::TooManyUnpaid { client, max });
         }
         Ok(())
@@ -556,6 +580,7 @@ impl Service {
         )?;
         store::set_invoice_api(&tx, &new.payment_hash, crate::metrics::api_of(credit))?;
         tx.commit()?;
+        self.wake();
         let inv = store::invoice_by_hash(&db, &new.payment_hash)?
             .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
@@ -701,32 +726,43 @@ impl Service {
             r
         };
         tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
-        if rental.account().state(&self.terms, now) == RentalState::Active {
-            if let (Some(link), Some(key)) =
-                (self.router(&rental.router), decode_key(&rental.public_key))
-            {
-                match rental.networks() {
-                    Some(nets) => match link
-                        .admit(
-                            &key,
-                            &nets,
-                            &self.known_endpoints(),
-                            &self.cfg.terms.peer_limit_lines(),
-                        )
-                        .await
-                    {
-                        Ok(()) => {
-                            crate::metrics::admitted(&link.name, seen);
-                            tracing::info!(address = %rental.address, "peer admitted")
-                        }
-                        Err(e) => tracing::warn!("admission deferred to reconciliation: {e}"),
-                    },
-                    None => tracing::error!(address = %rental.address, "bad address in database"),
-                }
+        self.admit_if_active(rental.id, seen).await?;
+        self.changed.send_modify(|v| *v += 1);
+        self.wake();
+        Ok(true)
+    }
+
+    /// Admits a rental's peer if it is active, deciding under the feed lock from the database
+    /// as it is then. A router that cannot be told now is marked for a full compare.
+    pub async fn admit_if_active(&self, id: i64, seen: Instant) -> Result<(), ServiceError> {
+        let _feed = self.feed_lock.lock().await;
+        let now = self.clock.now();
+        let rental = store::rental_by_id(&*self.db()?, id)?;
+        if rental.account().state(&self.terms, now) != RentalState::Active {
+            return Ok(());
+        }
+        let (Some(link), Some(key)) = (self.router(&rental.router), decode_key(&rental.public_key))
+        else {
+            return Ok(());
+        };
+        let Some(nets) = rental.networks() else {
+            tracing::error!(address = %rental.address, "bad address in database");
+            return Ok(());
+        };
+        match link
+            .admit(&key, &nets, &self.known_endpoints(), &self.peer_extra)
+            .await
+        {
+            Ok(()) => {
+                crate::metrics::admitted(&link.name, seen);
+                tracing::info!(address = %rental.address, "peer admitted")
+            }
+            Err(e) => {
+                tracing::warn!("admission deferred to a full compare: {e}");
+                self.mark_dirty(&link.name);
             }
         }
-        self.changed.send_modify(|v| *v += 1);
-        Ok(true)
+        Ok(())
     }
 
     /// Follows the backend's settlement stream from the position stored in the database,
@@ -775,30 +811,37 @@ impl Service {
     pub async fn check_invoices(&self) -> Result<(), ServiceError> {
         let open = store::open_invoices(&*self.db()?)?;
         for inv in open {
-            let now = self.clock.now();
-            match self.ln.status(&inv.payment_hash, now).await {
-                Ok(Status::Settled { at }) => {
-                    self.settle(&inv.payment_hash, if at > 0 { at } else { now })
-                        .await?;
+            self.check_invoice(&inv).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the backend about one open invoice: settles it if paid, expires it if dead (and
+    /// with an unpaid first invoice, the rental and its hold on the address).
+    pub async fn check_invoice(&self, inv: &InvoiceRow) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        match self.ln.status(&inv.payment_hash, now).await {
+            Ok(Status::Settled { at }) => {
+                self.settle(&inv.payment_hash, if at > 0 { at } else { now })
+                    .await?;
+            }
+            Ok(Status::Gone) => self.expire(inv, now)?,
+            Ok(Status::Open) if now > inv.expires_at + 600 => self.expire(inv, now)?,
+            Ok(Status::Open) => {}
+            // Past its expiry nobody can pay it any more, whatever the node knows: expire
+            // it like any other (a payment the node reports later is still credited).
+            Ok(Status::Unknown) if now >= inv.expires_at => {
+                tracing::warn!(payment_hash = %inv.payment_hash, "the Lightning node does not know this invoice; expired it at its expiry");
+                self.expire(inv, now)?
+            }
+            Ok(Status::Unknown) => {
+                if self.warnings.allow(&inv.payment_hash) {
+                    tracing::warn!(payment_hash = %inv.payment_hash, expires_at = inv.expires_at, "the Lightning node does not know this invoice (replaced or restored node, or another node?)")
                 }
-                Ok(Status::Gone) => self.expire(&inv, now)?,
-                Ok(Status::Open) if now > inv.expires_at + 600 => self.expire(&inv, now)?,
-                Ok(Status::Open) => {}
-                // Past its expiry nobody can pay it any more, whatever the node knows: expire
-                // it like any other (a payment the node reports later is still credited).
-                Ok(Status::Unknown) if now >= inv.expires_at => {
-                    tracing::warn!(payment_hash = %inv.payment_hash, "the Lightning node does not know this invoice; expired it at its expiry");
-                    self.expire(&inv, now)?
-                }
-                Ok(Status::Unknown) => {
-                    if self.warnings.allow(&inv.payment_hash) {
-                        tracing::warn!(payment_hash = %inv.payment_hash, expires_at = inv.expires_at, "the Lightning node does not know this invoice (replaced or restored node, or another node?)")
-                    }
-                }
-                Err(e) => {
-                    if self.warnings.allow(&inv.payment_hash) {
-                        tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
-                    }
+            }
+            Err(e) => {
+                if self.warnings.allow(&inv.payment_hash) {
+                    tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
                 }
             }
         }
@@ -822,65 +865,38 @@ impl Service {
         Ok(())
     }
 
-    /// Ends reservations that ran out; returns the peers each router should hold.
-    pub fn sweep(&self) -> Result<HashMap<String, Desired>, ServiceError> {
-        let now = self.clock.now();
-        let mut db = self.db()?;
-        let tx = db.transaction()?;
-        let mut desired: HashMap<String, Desired> = self
-            .routers
-            .iter()
-            .map(|r| (r.name.clone(), Desired::new()))
-            .collect();
-        for r in store::live_rentals(&tx)? {
-            if !self.owns(&r.router) {
-                // Another replica holds this router's lease: its expiries are its own.
-                continue;
-            }
-            let acc = r.account();
-            match acc.state(&self.terms, now) {
-                RentalState::Released => {
-                    let end = acc.reserved_until(&self.terms).unwrap_or(now);
-                    store::release(
-                        &tx,
-                        r.id,
-                        end,
-                        "reservation_ended",
-                        end + self.terms.cooldown_secs,
-                    )?;
-                }
-                // A hold whose invoice never came (a crash between the two steps of `rent`).
-                RentalState::Pending
-                    if now - r.created_at > ORPHAN_HOLD_SECS
-                        && store::invoices_of(&tx, r.id)?.is_empty() =>
-                {
-                    store::drop_hold(&tx, r.id, now, "no_invoice")?;
-                }
-                RentalState::Active => {
-                    if let (Some(key), Some(nets)) = (decode_key(&r.public_key), r.networks()) {
-                        desired
-                            .entry(r.router.clone())
-                            .or_default()
-                            .insert(key, nets);
-                    }
-                }
-                _ => {}
-            }
-        }
-        tx.commit()?;
-        Ok(desired)
+    /// The full compare with every router this replica runs (at start, rarely, after a dev
+    /// clock jump).
+    pub async fn reconcile(&self) -> Result<(), ServiceError> {
+        self.reconcile_only(None).await
     }
 
-    /// Brings every router in line with the database. A router that is down is skipped (and
-    /// caught up at the next round); it never stops the control.
-    pub async fn reconcile(&self) -> Result<(), ServiceError> {
-        let desired = self.sweep()?;
+    /// The full compare with the routers named in `only` (all this replica runs when `None`).
+    /// A router that is down is skipped and marked for another try; it never stops the control.
+    pub async fn reconcile_only(
+        &self,
+        only: Option<&std::collections::HashSet<String>>,
+    ) -> Result<(), ServiceError> {
+        let _feed = self.feed_lock.lock().await;
+        let now = self.clock.now();
+        let mut desired = self.sweep_at(now)?;
+        if only.is_none() {
+            self.compared_at
+                .store(now, std::sync::atomic::Ordering::SeqCst);
+        }
         for link in self.routers.iter().filter(|l| self.owns(&l.name)) {
-            let want = desired.get(&link.name).cloned().unwrap_or_default();
+            if only.is_some_and(|o| !o.contains(&link.name)) {
+                continue;
+            }
+            let want = desired.remove(&link.name).unwrap_or_default();
+            if let (Some(id), Ok(mut ids)) = (
+                crate::deadlines::socket_id(&link.socket),
+                self.sockets.lock(),
+            ) {
+                ids.insert(link.name.clone(), id);
+            }
             let mut known = self.known_endpoints();
-            let result = link
-                .reconcile(&want, &mut known, &self.cfg.terms.peer_limit_lines())
-                .await;
+            let result = link.reconcile(want, &mut known, &self.peer_extra).await;
             if let Ok(mut e) = self.endpoints.lock() {
                 *e = known;
             }
@@ -906,10 +922,30 @@ impl Service {
                     )?;
                 }
                 Ok(_) => {}
-                Err(e) => tracing::debug!("{e}"),
+                Err(e) => {
+                    tracing::debug!("{e}");
+                    self.mark_dirty(&link.name);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Tells a key's router what an operator command just changed (admit if active, else
+    /// remove): one peer, not a full compare.
+    pub async fn push_one(&self, key: &str) -> Result<(), ServiceError> {
+        let key = parse_public_key(key)?;
+        let r = store::latest_rental(&*self.db()?, &key)?.ok_or(ServiceError::NotFound)?;
+        if r.account().state(&self.terms, self.clock.now()) == RentalState::Active {
+            return self.admit_if_active(r.id, Instant::now()).await;
+        }
+        let (Some(link), Some(k)) = (self.router(&r.router), decode_key(&r.public_key)) else {
+            return Ok(());
+        };
+        let _feed = self.feed_lock.lock().await;
+        link.remove(&[k])
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// Operator actions.

@@ -379,6 +379,39 @@ impl Connection {
         }
     }
 
+    /// Each row of a query handed to `f` as it is read (SQLite: one row in memory at a time;
+    /// PostgreSQL: the rows are fetched first), for the rare passes over every rental.
+    pub fn query_each<P: Params, F: FnMut(&Row) -> Result<()>>(
+        &self,
+        sql: &str,
+        params: P,
+        mut f: F,
+    ) -> Result<()> {
+        match self {
+            Connection::Sqlite(c) => {
+                let values = params.values();
+                let mut stmt = c.prepare_cached(sql)?;
+                let n = stmt.column_count();
+                let mut rows =
+                    stmt.query(rusqlite::params_from_iter(values.iter().map(to_rusqlite)))?;
+                while let Some(r) = rows.next()? {
+                    let mut vals = Vec::with_capacity(n);
+                    for i in 0..n {
+                        vals.push(from_rusqlite(r.get_ref(i)?));
+                    }
+                    f(&Row { values: vals })?;
+                }
+                Ok(())
+            }
+            Connection::Postgres(_) => {
+                for row in self.query_all(sql, params)? {
+                    f(&row)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub fn query_row<T, P: Params, F: FnOnce(&Row) -> Result<T>>(
         &self,
         sql: &str,
@@ -454,10 +487,6 @@ impl Statement<'_> {
     ) -> Result<std::vec::IntoIter<Result<T>>> {
         let rows = self.conn.query_all(&self.sql, params)?;
         Ok(rows.iter().map(&mut f).collect::<Vec<_>>().into_iter())
-    }
-
-    pub fn exists<P: Params>(&mut self, params: P) -> Result<bool> {
-        Ok(!self.conn.query_all(&self.sql, params)?.is_empty())
     }
 }
 

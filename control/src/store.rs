@@ -35,10 +35,10 @@ impl RentalRow {
     }
 }
 
-const RENTAL_COLS: &str = "id, public_key, address, router, created_at, started_at, \
+pub(crate) const RENTAL_COLS: &str = "id, public_key, address, router, created_at, started_at, \
      credited_secs, suspended, released_at, release_reason, prefix_len, ipv6";
 
-fn rental(r: &Row) -> crate::sql::Result<RentalRow> {
+pub(crate) fn rental(r: &Row) -> crate::sql::Result<RentalRow> {
     Ok(RentalRow {
         id: r.get(0)?,
         public_key: r.get(1)?,
@@ -90,7 +90,8 @@ impl InvoiceRow {
     }
 }
 
-const INVOICE_COLS: &str = "payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, \
+pub(crate) const INVOICE_COLS: &str =
+    "payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, \
      created_at, expires_at, settled_at, credit_secs, ledger_from_creation";
 
 fn purpose_str(p: InvoicePurpose) -> &'static str {
@@ -100,7 +101,7 @@ fn purpose_str(p: InvoicePurpose) -> &'static str {
     }
 }
 
-fn invoice(r: &Row) -> crate::sql::Result<InvoiceRow> {
+pub(crate) fn invoice(r: &Row) -> crate::sql::Result<InvoiceRow> {
     let purpose: String = r.get(4)?;
     let state: String = r.get(6)?;
     Ok(InvoiceRow {
