@@ -178,7 +178,7 @@ pub async fn serve(
     }
 }
 
-/// Counts every request by its route pattern (`/v1/rentals/{key}`, never the key itself, so
+/// Counts every request by its route pattern (`/v1/rentals/{public_key}`, never the key itself, so
 /// the number of series stays bounded), method and status, and times it.
 pub async fn track_http(req: Request, next: Next) -> Response {
     let route = req
