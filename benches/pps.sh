@@ -132,7 +132,7 @@ for server in $SERVERS; do
     down 2>/dev/null; up; start_server $server
     # in: customers send through the server to a UDP socket on the internet host, which counts
     # datagrams (a coalesced super-packet counts as the datagrams it carries).
-    ex $INET taskset -c 1 $lt sink --bind "$sink_at" --seconds $((T + 4 + N / 100)) > $tmp/sink.out &
+    ex $INET taskset -c 1 $lt sink --bind "$sink_at" --seconds $((T + 4 + N / 1000)) > $tmp/sink.out &
     spid=$!
     for i in $(seq 1 50); do grep -q ready $tmp/sink.out 2>/dev/null && break; sleep 0.1; done
     fpid=
@@ -142,8 +142,12 @@ for server in $SERVERS; do
       fpid=$!
       for i in $(seq 1 100); do grep -q ready $tmp/flood.out 2>/dev/null && break; sleep 0.1; done
     fi
+    # The server's CPU is counted from the end of the customers' handshakes.
+    ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out &
+    sendpid=$!
+    for i in $(seq 1 $((100 + N))); do grep -q ready $tmp/send.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
-    ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out
+    wait $sendpid
     c1=$(server_cpu)
     wait $spid
     if [ -n "$fpid" ]; then
@@ -155,7 +159,7 @@ for server in $SERVERS; do
     io_figures "$server $size in"
     echo "  [$server $size in] delivered ${got:-0} in $(echo "$c0 $c1" | awk '{print $2-$1}') server CPU-s" >&2
     # out: the internet host sends to the rented addresses; customers count what authenticates.
-    ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3 + N / 100)) > $tmp/recv.out &
+    ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3)) > $tmp/recv.out &
     rpid=$!
     for i in $(seq 1 $((50 + N))); do grep -q ready $tmp/recv.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)

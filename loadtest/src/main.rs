@@ -448,6 +448,9 @@ fn main() {
             max_packets,
         } => {
             let mut customers = connect(&c);
+            // Handshakes done: what follows is the load (a caller may start measuring now).
+            println!("ready");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
             let packets: Vec<Vec<u8>> = customers
                 .iter()
                 .map(|k| ip_udp(k.address, target, size))
