@@ -151,6 +151,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_rental ON events(rental_id);
     CREATE INDEX payments_rental ON payments(rental_id);
     "#,
+    // 8: placement reads a router's free addresses in order and its live prefixes.
+    r#"
+    CREATE INDEX addresses_router_num ON addresses(router, num);
+    CREATE INDEX rentals_live_prefixes ON rentals(router)
+        WHERE released_at IS NULL AND prefix_len < 32;
+    "#,
 ];
 
 /// The same schema for PostgreSQL, version for version (integers as BIGINT; `invoices.rowid`
@@ -269,6 +275,11 @@ const PG_MIGRATIONS: &[&str] = &[
     DROP INDEX invoices_open;
     CREATE INDEX events_rental ON events(rental_id);
     CREATE INDEX payments_rental ON payments(rental_id);
+    "#,
+    r#"
+    CREATE INDEX addresses_router_num ON addresses(router, num);
+    CREATE INDEX rentals_live_prefixes ON rentals(router)
+        WHERE released_at IS NULL AND prefix_len < 32;
     "#,
 ];
 
