@@ -4,9 +4,12 @@
 #   pg_up     starts it and exports PG_URL (postgres://postgres@127.0.0.1:PORT/postgres)
 #   pg_down   stops it and removes the temp dir (also safe when pg_up failed half-way)
 
+# Explicit return codes throughout: a bare `return` inside an EXIT trap returns the status
+# that triggered the trap, which `set -e` would take for a failure here.
 pg_bin() {
-  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return; fi
+  if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return 0; fi
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1
+  return 0
 }
 
 pg_install() {
@@ -41,12 +44,13 @@ pg_up() {
 
 pg_down() {
   [ -n "${PG_DIR:-}" ] || return 0
-  local bin; bin=$(pg_bin)
+  local bin; bin=$(pg_bin) || true
   local as=()
-  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
   if [ -f "$PG_DIR/data/postmaster.pid" ]; then
     "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   rm -rf "$PG_DIR"
   unset PG_DIR PG_URL
+  return 0
 }
