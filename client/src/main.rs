@@ -193,6 +193,44 @@ impl Ctx {
     }
 
     /// Checks, shows or pays, then waits for settlement of an invoice.
+    /// The activation invoice of our rental that the payment log still has open (the newest),
+    /// if the server knows it and the rental is active: what a rerun of `rent` settles.
+    async fn activation_in_flight(
+        &self,
+        api: &Api,
+        public_key: &str,
+    ) -> Result<Option<staticwire_api::InvoiceResponse>, CliError> {
+        let rental = api.status(public_key).await?;
+        if rental.state != RentalState::Active {
+            return Ok(None);
+        }
+        let log = PaymentLog::new(self.state_dir.join("payments.log"));
+        // Only this rental's payments to this server.
+        let ours: std::collections::HashSet<String> = log
+            .entries()
+            .into_iter()
+            .filter(|e| e.public_key == public_key && e.server == api.base)
+            .map(|e| e.payment_hash)
+            .collect();
+        let mut open: Vec<(String, u64)> = log
+            .standings()
+            .into_iter()
+            .filter(|(hash, (standing, _, _))| *standing != Logged::Failed && ours.contains(hash))
+            .map(|(hash, (_, _, at))| (hash, at))
+            .collect();
+        open.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+        for (hash, _) in open {
+            // Another server's or another rental's invoice is unknown here: skip it.
+            let Ok(invoice) = api.invoice(&hash, 0).await else {
+                continue;
+            };
+            if invoice.purpose == staticwire_api::InvoicePurpose::Activation {
+                return Ok(Some(staticwire_api::InvoiceResponse { rental, invoice }));
+            }
+        }
+        Ok(None)
+    }
+
     async fn settle(
         &self,
         api: &Api,
@@ -402,7 +440,19 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 "renting from {} with public key {public}",
                 api.base
             ));
-            let resp = api.rent_with(&req).await?;
+            let resp = match api.rent_with(&req).await {
+                Ok(r) => r,
+                // Run again after a payment that was in flight when the last run stopped: the
+                // server may have it already, so this key rents. Pick up that activation
+                // invoice from the payment log and settle it as if the rent had answered it.
+                Err(e @ ApiError::Refused { status: 409, .. }) => {
+                    match ctx.activation_in_flight(&api, &public).await? {
+                        Some(resp) => resp,
+                        None => return Err(e.into()),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             let asked = req.prefix_len.unwrap_or(32);
             if resp.rental.prefix_len != asked {
                 return Err(CliError::Local(format!(

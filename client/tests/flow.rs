@@ -952,6 +952,18 @@ fn a_payment_in_flight_counts_and_is_never_sent_twice() {
         .lock()
         .unwrap()
         .insert(payment_hash_of(&bolt11), ("SUCCEEDED".into(), preimage));
+    // The server learns of the payment on its own: by the next run the key already rents, and
+    // a rent is refused (409). The run settles the logged payment instead of failing.
+    let mut active = false;
+    for _ in 0..200 {
+        let out = run(sd, &p.url(), &["--json", "status"]);
+        if out.status.success() && json(&out)["state"] == "active" {
+            active = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(active, "the control never credited the payment");
     let out = run(sd, &p.url(), &["--json", "-a", "rent"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["rental"]["state"], "active");
