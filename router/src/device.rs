@@ -416,9 +416,11 @@ impl Device {
         // the timestamp, which the new state checks. State made for a forgery goes at once.
         let mut fresh = false;
         if let Kind::Initiation(opened) = &kind {
-            // Live state checks replays itself; without it, the timestamp remembered when the
+            // State that has accepted an initiation checks replays itself; new state (none, or
+            // made for traffic from TUN) knows nothing, so the timestamp remembered when the
             // last state was dropped does (none yet: nothing to replay against).
-            if session.active.is_none() && session.last_initiation != ZERO_TIMESTAMP {
+            let unchecked = !matches!(&session.active, Some(a) if a.last_initiation.is_some());
+            if unchecked && session.last_initiation != ZERO_TIMESTAMP {
                 let ss = static_shared(identity, peer, &mut session);
                 match opened.timestamp(&ss) {
                     Ok(ts) if ts > session.last_initiation => {}

@@ -666,6 +666,30 @@ fn session_state_is_made_on_demand_and_dropped_when_idle() {
     assert!(io.udp.is_empty(), "no answer to a replayed initiation");
     assert_eq!(dev.stats.dropped(DropReason::Replay), 1);
     assert_eq!(dev.active_sessions(), 0);
+    // Nor once traffic from TUN has made new state (which has seen no initiation yet).
+    set(
+        &dev,
+        &format!(
+            "public_key={}\nendpoint={}",
+            public(CUSTOMER).to_hex(),
+            customer_addr()
+        ),
+    )
+    .unwrap();
+    dev.handle_tun(&ipv4(INTERNET, RENTED, b"wake"), &mut out, &mut io);
+    assert_eq!(dev.active_sessions(), 1);
+    io.udp.clear();
+    dev.handle_udp(
+        "198.51.100.9:666".parse().unwrap(),
+        &first,
+        &mut out,
+        &mut io,
+    );
+    assert!(io.udp.is_empty(), "no answer to a replayed initiation");
+    assert_eq!(dev.stats.dropped(DropReason::Replay), 2);
+    assert_eq!(dev.view().peers[0].endpoint, Some(customer_addr()));
+    dev.tick_at(start + IDLE_AFTER * 2, &mut buf, &mut io);
+    assert_eq!(dev.active_sessions(), 0);
     // Data for the dropped session finds nothing.
     let up = ipv4(RENTED, INTERNET, b"late");
     let stale = match customer.encapsulate(&up, &mut buf) {
@@ -707,7 +731,7 @@ fn session_state_is_made_on_demand_and_dropped_when_idle() {
     );
     assert_eq!(io.tun.pop(), Some(up));
     assert_eq!(dev.active_sessions(), 1);
-    assert_eq!(dev.sessions_made.get(), 2);
+    assert_eq!(dev.sessions_made.get(), 3);
 }
 
 #[test]
