@@ -181,9 +181,12 @@ impl Service {
             let db = db
                 .lock()
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
+            // One transaction: a commit (an fsync) per address made a large pool take minutes.
+            let tx = db.unchecked_transaction()?;
             for r in &cfg.routers {
-                store::seed_addresses(&db, &r.name, &r.addresses())?;
+                store::seed_addresses(&tx, &r.name, &r.addresses())?;
             }
+            tx.commit()?;
         }
         let network = cfg
             .network()

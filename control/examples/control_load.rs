@@ -1,0 +1,283 @@
+//! Load driver for `benches/control.sh`: seeds rentals straight into the control's SQLite
+//! database (its own schema, made by the control first), then measures the control over HTTP
+//! (rentals created per second, status lookups per second and their latency) and, standing in
+//! for a router on a UAPI socket, how late peers leave after their paid-until.
+//!
+//! control_load seed DB FROM TO BASE_IP PAID_UNTIL   active rentals of keys k(FROM..TO) at BASE_IP+i
+//! control_load rent URL COUNT CONCURRENCY      POST /v1/rentals with new keys
+//! control_load status URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)} for random i < N
+//! control_load router SOCKET                   a UAPI endpoint printing "removed <ms> <key>" lines
+//! control_load lag LOG FROM TO T0              expiry lag of k(FROM..TO), paid until T0 + (i-FROM) % 10
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The `i`-th seeded key: deterministic, so lookups need not read the database.
+fn key(i: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5157_0000_0000_0001;
+    for chunk in out.chunks_mut(8) {
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    out[0] |= 1;
+    out[31] &= 0x7f;
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn seed(db: &str, from: u64, to: u64, base: std::net::Ipv4Addr, paid_until: i64) {
+    let started = Instant::now();
+    let mut c = rusqlite::Connection::open(db).expect("open database");
+    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
+        .unwrap();
+    let tx = c.transaction().unwrap();
+    {
+        let mut addr = tx
+            .prepare(
+                "INSERT INTO addresses(address, num, router) VALUES (?1, ?2, 'wg0')
+                 ON CONFLICT(address) DO NOTHING",
+            )
+            .unwrap();
+        let mut rental = tx
+            .prepare(
+                "INSERT INTO rentals(public_key, address, router, created_at, started_at, credited_secs)
+                 VALUES (?1, ?2, 'wg0', ?3, ?3, ?4)",
+            )
+            .unwrap();
+        let start = paid_until - 30 * 86_400;
+        for i in from..to {
+            let num = u32::from(base) + i as u32;
+            let a = std::net::Ipv4Addr::from(num).to_string();
+            addr.execute(rusqlite::params![a, num]).unwrap();
+            rental
+                .execute(rusqlite::params![
+                    STANDARD.encode(key(i)),
+                    a,
+                    start,
+                    paid_until - start
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    println!(
+        "seeded {} rentals in {:.1} s",
+        to - from,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn report(what: &str, mut lat: Vec<Duration>, errors: usize, took: Duration) {
+    lat.sort();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "{what}: {} ok, {errors} errors in {:.2} s = {:.0}/s; latency ms p50 {:.2} p99 {:.2} max {:.2}",
+        lat.len(),
+        took.as_secs_f64(),
+        lat.len() as f64 / took.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+/// Runs `count` requests made by `req(i)` on `conc` workers.
+async fn drive<F, Fut>(what: &str, count: usize, conc: usize, req: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let req = Arc::new(req);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (req, next) = (req.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return (lat, errors);
+                }
+                let t = Instant::now();
+                if req(i).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    report(what, lat, errors, started.elapsed());
+}
+
+async fn rent(url: String, count: usize, conc: usize) {
+    let c = client();
+    let salt: u64 = rand::random();
+    drive("POST /v1/rentals", count, conc, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let k = STANDARD.encode(key(salt ^ (1 << 40) ^ i as u64));
+            let r = c
+                .post(format!("{url}/v1/rentals"))
+                .json(&serde_json::json!({ "public_key": k }))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().as_u16() == 201 => true,
+                Ok(r) => {
+                    eprintln!(
+                        "rent: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                    false
+                }
+                Err(e) => {
+                    eprintln!("rent: {e}");
+                    false
+                }
+            }
+        }
+    })
+    .await;
+}
+
+async fn status(url: String, n: u64, count: usize, conc: usize) {
+    let c = client();
+    drive("GET /v1/rentals/{key}", count, conc, move |_| {
+        let (c, url) = (c.clone(), url.clone());
+        let i = rand::random::<u64>() % n;
+        async move {
+            let k = URL_SAFE.encode(key(i));
+            matches!(c.get(format!("{url}/v1/rentals/{k}")).send().await,
+                Ok(r) if r.status().as_u16() == 200)
+        }
+    })
+    .await;
+}
+
+/// Answers UAPI like a router (every `set` accepted, `get` with no peers) and prints when
+/// each removal arrives.
+async fn router(socket: String) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::with_capacity(1 << 16, r).lines();
+            let mut key = String::new();
+            let mut out = String::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.is_empty() {
+                    break;
+                }
+                if let Some(k) = line.strip_prefix("public_key=") {
+                    key = k.to_string();
+                } else if line == "remove=true" {
+                    out.push_str(&format!("removed {} {key}\n", now_ms()));
+                }
+            }
+            print!("{out}");
+            let _ = w.write_all(b"errno=0\n\n").await;
+        });
+    }
+}
+
+/// Expiry lag: when each peer's removal arrived after its paid-until.
+fn lag(log: &str, from: u64, to: u64, t0: i64) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut at = std::collections::HashMap::new();
+    for line in text.lines() {
+        let mut f = line.split(' ');
+        if let (Some("removed"), Some(ms), Some(k)) = (f.next(), f.next(), f.next()) {
+            at.entry(k.to_string())
+                .or_insert(ms.parse::<i64>().unwrap_or(0));
+        }
+    }
+    let mut lags = Vec::new();
+    for i in from..to {
+        let due_ms = (t0 + ((i - from) % 10) as i64) * 1000;
+        if let Some(ms) = at.get(&hex::encode(key(i))) {
+            lags.push(ms - due_ms);
+        }
+    }
+    lags.sort();
+    let pct = |p: f64| {
+        lags.get(((lags.len() as f64 * p) as usize).min(lags.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    println!(
+        "expiry lag: {} of {} peers removed; ms after paid-until p50 {} p99 {} max {} (min {})",
+        lags.len(),
+        to - from,
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        lags.first().copied().unwrap_or(-1)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| a.get(i).cloned().unwrap_or_default();
+    let num = |i: usize| arg(i).parse::<u64>().expect("a number");
+    match arg(0).as_str() {
+        "seed" => seed(
+            &arg(1),
+            num(2),
+            num(3),
+            arg(4).parse().expect("BASE_IP"),
+            arg(5).parse().expect("PAID_UNTIL"),
+        ),
+        "lag" => lag(&arg(1), num(2), num(3), num(4) as i64),
+        "rent" => rent(arg(1), num(2) as usize, num(3) as usize).await,
+        "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize).await,
+        "router" => router(arg(1)).await,
+        "key" => println!("{}", hex::encode(key(num(1)))),
+        _ => {
+            eprintln!("usage: control_load seed|rent|status|router|key ... (see the source)");
+            std::process::exit(2);
+        }
+    }
+}
