@@ -74,6 +74,19 @@ fn customer_addr() -> SocketAddr {
     "198.18.0.2:40001".parse().unwrap()
 }
 
+/// The customer's WireGuard, as a real client: boringtun's `Tunn` with the customer's key.
+fn customer_tunn() -> Tunn {
+    Tunn::new(
+        secret(CUSTOMER),
+        PublicKey::from(public(SERVER).0),
+        None,
+        None,
+        9,
+        None,
+    )
+    .unwrap()
+}
+
 /// A router with one rented /32 and a customer Tunn that has completed its handshake.
 fn connected() -> (Device, Tunn, Capture) {
     let dev = Device::new();
@@ -86,15 +99,7 @@ fn connected() -> (Device, Tunn, Capture) {
         ),
     )
     .unwrap();
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     let mut io = Capture::default();
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; 2048];
@@ -553,15 +558,7 @@ fn a_flood_of_initiations_gets_cookie_replies() {
     // Each accepted initiation counts twice against the limit of 2,000 a second, so the
     // 1,001st within one window is answered with a cookie reply instead of a handshake.
     for _ in 0..1_100 {
-        let mut customer = Tunn::new(
-            secret(CUSTOMER),
-            PublicKey::from(public(SERVER).0),
-            None,
-            None,
-            9,
-            None,
-        )
-        .unwrap();
+        let mut customer = customer_tunn();
         let init = match customer.format_handshake_initiation(&mut buf, false) {
             TunnResult::WriteToNetwork(p) => p.to_vec(),
             other => panic!("{other:?}"),
@@ -578,15 +575,7 @@ fn a_flood_of_initiations_gets_cookie_replies() {
     assert!(dev.stats.handshake_initiations.get() > cookies);
     // A new second: handshakes are answered again.
     dev.reset_rate_limiter();
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     let TunnResult::WriteToNetwork(init) = customer.format_handshake_initiation(&mut buf, false)
     else {
         panic!("no initiation")
@@ -626,15 +615,7 @@ fn session_state_is_made_on_demand_and_dropped_when_idle() {
     assert_eq!(dev.peer_count(), 1001);
     assert_eq!(dev.active_sessions(), 0);
 
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     let (mut io, mut out, mut buf) = (Capture::default(), vec![0u8; 2048], vec![0u8; 2048]);
     let first = initiation_from(&mut customer);
     dev.handle_udp(customer_addr(), &first, &mut out, &mut io);
@@ -701,15 +682,7 @@ fn session_state_is_made_on_demand_and_dropped_when_idle() {
 
     // A new handshake makes new state, and traffic flows again.
     std::thread::sleep(Duration::from_millis(20));
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     dev.handle_udp(
         customer_addr(),
         &initiation_from(&mut customer),
@@ -755,15 +728,7 @@ fn traffic_from_tun_wakes_an_idle_peer_with_a_handshake() {
     assert_eq!((to, init[0], init.len()), (customer_addr(), 1, 148));
 
     // The customer answers; the queued packet follows the handshake.
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     let mut buf = vec![0u8; 2048];
     let TunnResult::WriteToNetwork(resp) = customer.decapsulate(None, &init, &mut buf) else {
         panic!("initiation refused")
@@ -791,15 +756,7 @@ fn under_load_each_source_gets_only_a_share_of_handshakes() {
     )
     .unwrap();
     let (mut io, mut out, mut buf) = (Capture::default(), vec![0u8; 2048], vec![0u8; 2048]);
-    let mut customer = Tunn::new(
-        secret(CUSTOMER),
-        PublicKey::from(public(SERVER).0),
-        None,
-        None,
-        9,
-        None,
-    )
-    .unwrap();
+    let mut customer = customer_tunn();
     let (mut responses, mut cookies) = (0, 0);
     for _ in 0..100 {
         let init = initiation_from(&mut customer);
