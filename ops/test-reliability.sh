@@ -16,6 +16,12 @@ if [ "$what" = all ] || [ "$what" = deny ]; then
     echo "== installing cargo-deny (once; about 3 min on 2 cores)"
     cargo install cargo-deny --locked -q
   fi
+  # cargo deny reads the metadata of every target platform; a build only downloads this one's
+  # crates, so a machine that never built for Windows or macOS lacks some. Fetch them all first
+  # (from the locked registry), then check offline: --offline only keeps cargo-deny from
+  # fetching its advisory database, which these three checks do not read.
+  echo "== cargo fetch --locked (every target's crates, for cargo deny)"
+  cargo fetch --locked -q
   echo "== cargo deny check licenses bans sources (offline)"
   cargo deny --offline check licenses bans sources
 fi
