@@ -1,0 +1,138 @@
+//! Values as they cross the SQL layer, and the conversions from and to Rust types (the shape
+//! of rusqlite's `ToSql`/`FromSql`, so the store reads as it would on rusqlite alone).
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+pub trait ToSql {
+    fn to_value(&self) -> Value;
+}
+
+macro_rules! int_to_sql {
+    ($($t:ty),*) => {$(
+        impl ToSql for $t {
+            fn to_value(&self) -> Value {
+                Value::Int(*self as i64)
+            }
+        }
+    )*};
+}
+int_to_sql!(i64, i32, u32, u16, u8, usize, u64);
+
+impl ToSql for bool {
+    fn to_value(&self) -> Value {
+        Value::Int(*self as i64)
+    }
+}
+impl ToSql for f64 {
+    fn to_value(&self) -> Value {
+        Value::Real(*self)
+    }
+}
+impl ToSql for str {
+    fn to_value(&self) -> Value {
+        Value::Text(self.to_string())
+    }
+}
+impl ToSql for String {
+    fn to_value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+}
+impl ToSql for Vec<u8> {
+    fn to_value(&self) -> Value {
+        Value::Blob(self.clone())
+    }
+}
+impl ToSql for [u8] {
+    fn to_value(&self) -> Value {
+        Value::Blob(self.to_vec())
+    }
+}
+impl ToSql for Value {
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+}
+impl<T: ToSql + ?Sized> ToSql for &T {
+    fn to_value(&self) -> Value {
+        (**self).to_value()
+    }
+}
+impl<T: ToSql> ToSql for Option<T> {
+    fn to_value(&self) -> Value {
+        match self {
+            Some(v) => v.to_value(),
+            None => Value::Null,
+        }
+    }
+}
+
+pub trait FromSql: Sized {
+    fn from_value(v: &Value) -> std::result::Result<Self, String>;
+}
+
+macro_rules! int_from_sql {
+    ($($t:ty),*) => {$(
+        impl FromSql for $t {
+            fn from_value(v: &Value) -> std::result::Result<Self, String> {
+                match v {
+                    Value::Int(i) => <$t>::try_from(*i).map_err(|e| e.to_string()),
+                    other => Err(format!("expected an integer, got {other:?}")),
+                }
+            }
+        }
+    )*};
+}
+int_from_sql!(i64, i32, u32, u16, u8, u64, usize);
+
+impl FromSql for bool {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        i64::from_value(v).map(|i| i != 0)
+    }
+}
+impl FromSql for f64 {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Real(f) => Ok(*f),
+            Value::Int(i) => Ok(*i as f64),
+            other => Err(format!("expected a number, got {other:?}")),
+        }
+    }
+}
+impl FromSql for String {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Text(s) => Ok(s.clone()),
+            other => Err(format!("expected text, got {other:?}")),
+        }
+    }
+}
+impl FromSql for Vec<u8> {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Blob(b) => Ok(b.clone()),
+            Value::Text(s) => Ok(s.as_bytes().to_vec()),
+            other => Err(format!("expected bytes, got {other:?}")),
+        }
+    }
+}
+impl FromSql for Value {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        Ok(v.clone())
+    }
+}
+impl<T: FromSql> FromSql for Option<T> {
+    fn from_value(v: &Value) -> std::result::Result<Self, String> {
+        match v {
+            Value::Null => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
