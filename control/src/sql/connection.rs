@@ -226,8 +226,13 @@ mod tests {
             .optional()
             .unwrap()
             .is_none());
-        assert!(c
-            .query_row("SELECT s FROM t", [], |r| r.get::<_, i64>(0))
-            .is_err());
+        assert!(matches!(
+            c.query_row("SELECT s FROM t", [], |r| r.get::<_, i64>(0)),
+            Err(Error::Type(0, crate::sql::TypeError::Mismatch { .. }))
+        ));
+        assert!(matches!(
+            c.query_row("SELECT s FROM t", [], |r| r.get::<_, String>(1)),
+            Err(Error::Type(1, crate::sql::TypeError::NoSuchColumn))
+        ));
     }
 }

@@ -14,7 +14,7 @@ pub enum Error {
     #[error("query returned no rows")]
     NoRows,
     #[error("column {0}: {1}")]
-    Type(usize, String),
+    Type(usize, super::TypeError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

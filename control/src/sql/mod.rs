@@ -28,7 +28,7 @@ pub use error::{Error, OptionalExtension, Result};
 #[allow(unused_imports)]
 pub use params::{Params, Row, RowIndex};
 pub use pg::Pg;
-pub use value::{FromSql, ToSql, Value};
+pub use value::{FromSql, ToSql, TypeError, Value};
 
 /// `params![a, b]`: parameters of mixed types.
 #[macro_export]

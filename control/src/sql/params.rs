@@ -1,7 +1,7 @@
 //! Statement parameters and result rows, in rusqlite's shapes: `[]`, `[a, b]`, `params![a, b]`
 //! in, `row.get(i)?` out.
 
-use super::{Error, FromSql, Result, ToSql, Value};
+use super::{Error, FromSql, Result, ToSql, TypeError, Value};
 
 /// Parameters of a statement, as rusqlite takes them: `[]`, `[a, b]`, `params![a, b]`.
 pub trait Params {
@@ -70,7 +70,7 @@ impl Row {
         let v = self
             .values
             .get(idx)
-            .ok_or_else(|| Error::Type(idx, "no such column".into()))?;
+            .ok_or_else(|| Error::Type(idx, TypeError::NoSuchColumn))?;
         T::from_value(v).map_err(|e| Error::Type(idx, e))
     }
 }

@@ -4,7 +4,7 @@
 //! from whatever types the server inferred.
 
 use super::dialect::to_postgres;
-use super::{Error, Result, Value};
+use super::{Error, Result, TypeError, Value};
 use std::collections::HashMap;
 use std::sync::mpsc;
 
@@ -75,7 +75,7 @@ impl postgres::types::ToSql for Param<'_> {
 fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
     use postgres::types::Type;
     let ty = row.columns()[i].type_().clone();
-    let err = |e: postgres::Error| Error::Type(i, e.to_string());
+    let err = |e: postgres::Error| Error::Type(i, TypeError::Postgres(e));
     Ok(match ty {
         Type::INT8 => row
             .try_get::<_, Option<i64>>(i)
@@ -109,12 +109,7 @@ fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
             .try_get::<_, Option<String>>(i)
             .map_err(err)?
             .map(Value::Text),
-        other => {
-            return Err(Error::Type(
-                i,
-                format!("PostgreSQL type {other} is not used by the control (cast it)"),
-            ))
-        }
+        other => return Err(Error::Type(i, TypeError::UnusedPostgresType(other))),
     }
     .unwrap_or(Value::Null))
 }
