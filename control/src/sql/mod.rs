@@ -23,7 +23,7 @@ mod value;
 #[allow(unused_imports)]
 pub use connection::{Connection, Statement, Transaction};
 #[allow(unused_imports)]
-pub use dialect::to_postgres;
+pub use dialect::{render_schema, to_postgres, Dialect};
 pub use error::{Error, OptionalExtension, Result};
 #[allow(unused_imports)]
 pub use params::{Params, Row, RowIndex};
