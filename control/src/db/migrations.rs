@@ -1,8 +1,9 @@
 //! The schema, version by version, written once for both databases: `sql::render_schema`
 //! spells each migration for SQLite or PostgreSQL.
 //!
-//! The text is SQLite's (a SQLite rendering is byte for byte what is written here); a line
-//! marked `--sqlite: ` or `--postgres: ` is that database's alone. The marked places:
+//! The text is SQLite's spelling (its rendering is what is written here, less the other
+//! database's lines); a line marked `--sqlite: ` or `--postgres: ` is that database's alone.
+//! The marked places:
 //! - version 1: PostgreSQL's `invoices.rowid` stands in for SQLite's implicit one, which the
 //!   queries order by; `events` is append-only through a trigger whose body is SQL on SQLite
 //!   and a function on PostgreSQL;

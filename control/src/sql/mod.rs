@@ -3,8 +3,9 @@
 //! so the store's queries and the service's transactions are the same code on both.
 //!
 //! SQL is written once, in the dialect both accept; for PostgreSQL it is rewritten as
-//! `?N` → `$N` and two-argument `MAX`/`MIN` → `GREATEST`/`LEAST` (`dialect`). The PostgreSQL
-//! schema keeps integers as BIGINT, so values cross as i64 on both.
+//! `?N` → `$N` and two-argument `MAX`/`MIN` → `GREATEST`/`LEAST` (`dialect`). The schema is
+//! written once as well and rendered for each database (`render_schema`); PostgreSQL's keeps
+//! integers as BIGINT, so values cross as i64 on both.
 //!
 //! The parts: `value` (values and their Rust conversions), `params` (parameters in, rows out),
 //! `error`, `dialect` (the rewriting), `connection` (the one connection type and its
