@@ -1,16 +1,13 @@
 //! PROTOCOL.md §6 GET /v1/rentals/{public_key}/config — GetConf: the wg-quick file of an
 //! active rental.
 
-use super::harness::{ensure, url_key, Check, Suite};
+use super::harness::{config_path, ensure, Check, Suite};
 use serde_json::Value;
 use staticwire_api as api;
 
 /// GetConf of the active rental of `key`, holding `address`.
 pub(super) async fn get(s: &mut Suite<'_>, t: &api::Terms, key: &str, address: &str) {
-    let r = s
-        .http
-        .get(&format!("/v1/rentals/{}/config", url_key(key)))
-        .await;
+    let r = s.http.get(&config_path(key)).await;
     let c = s
         .expect(&r, 200, "ConfigResponse")
         .and_then(|v| config_ok(&v, t, address));

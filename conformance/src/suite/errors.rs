@@ -1,7 +1,7 @@
 //! PROTOCOL.md §5 Errors (with the answers §4 Conventions requires): every refusal is the
 //! error body with the status and code the protocol names. One table of cases, one loop.
 
-use super::harness::{new_key, url_key, Suite};
+use super::harness::{config_path, new_key, rental_path, Suite};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
@@ -130,17 +130,14 @@ fn cases() -> Vec<Case> {
         case(
             "error.unknown-rental",
             "A key with no rental answers 404 not_found",
-            vec![Request::get(format!("/v1/rentals/{}", url_key(&new_key())))],
+            vec![Request::get(rental_path(&new_key()))],
             404,
             codes::NOT_FOUND,
         ),
         case(
             "error.unknown-config",
             "GetConf of a key with no rental answers 404 not_found",
-            vec![Request::get(format!(
-                "/v1/rentals/{}/config",
-                url_key(&new_key())
-            ))],
+            vec![Request::get(config_path(&new_key()))],
             404,
             codes::NOT_FOUND,
         ),

@@ -7,6 +7,7 @@ use crate::report::{Outcome, Report};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use rand::RngCore;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use staticwire_api::{self as api, openapi};
 
@@ -55,7 +56,7 @@ pub(super) fn new_key() -> String {
 }
 
 /// A key as a path writes it: the URL-safe alphabet.
-pub(super) fn url_key(k: &str) -> String {
+fn url_key(k: &str) -> String {
     STANDARD
         .decode(k)
         .map(|b| URL_SAFE.encode(b))
@@ -67,6 +68,26 @@ pub(super) fn percent_key(k: &str) -> String {
     k.replace('+', "%2B")
         .replace('/', "%2F")
         .replace('=', "%3D")
+}
+
+/// The rental of `key`, the key written URL-safe.
+pub(super) fn rental_path(key: &str) -> String {
+    format!("/v1/rentals/{}", url_key(key))
+}
+
+/// GetConf of `key`.
+pub(super) fn config_path(key: &str) -> String {
+    format!("{}/config", rental_path(key))
+}
+
+/// A long-poll on the invoice `hash`, for as long as a settlement may take.
+pub(super) fn long_poll_path(hash: &str) -> String {
+    format!("/v1/invoices/{hash}?wait=30")
+}
+
+/// The rental or invoice `v` is in `state`.
+pub(super) fn state_is(v: &Value, state: &str) -> Check {
+    ensure(v["state"] == state, || format!("{v}"))
 }
 
 impl Suite<'_> {
@@ -83,19 +104,22 @@ impl Suite<'_> {
 
     /// A MUST: an `Err` fails the run.
     pub(super) fn check(&mut self, id: &'static str, rule: &'static str, r: Check) {
-        let outcome = match r {
-            Ok(()) => Outcome::Pass,
-            Err(e) => Outcome::Fail(e),
-        };
-        self.report.add(id, rule, outcome);
+        self.record(id, rule, r, Outcome::Fail);
     }
 
     /// A SHOULD: an `Err` is a warning.
     pub(super) fn should(&mut self, id: &'static str, rule: &'static str, r: Check) {
-        let outcome = match r {
-            Ok(()) => Outcome::Pass,
-            Err(e) => Outcome::Warn(e),
-        };
+        self.record(id, rule, r, Outcome::Warn);
+    }
+
+    fn record(
+        &mut self,
+        id: &'static str,
+        rule: &'static str,
+        r: Check,
+        broken: fn(String) -> Outcome,
+    ) {
+        let outcome = r.map_or_else(broken, |()| Outcome::Pass);
         self.report.add(id, rule, outcome);
     }
 
@@ -120,6 +144,32 @@ impl Suite<'_> {
         Ok(v)
     }
 
+    /// `expect`, read as a `T`.
+    pub(super) fn expect_as<T: DeserializeOwned>(
+        &self,
+        reply: &Result<Reply, String>,
+        status: u16,
+        schema: &str,
+    ) -> Result<T, String> {
+        self.expect(reply, status, schema)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+    }
+
+    /// `expect` as a verdict on the schema, and the body as a `T` where it reads as one.
+    pub(super) fn expect_parsed<T: DeserializeOwned>(
+        &self,
+        reply: &Result<Reply, String>,
+        status: u16,
+        schema: &str,
+    ) -> (Check, Option<T>) {
+        let v = self.expect(reply, status, schema);
+        let parsed = v
+            .as_ref()
+            .ok()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        (v.map(|_| ()), parsed)
+    }
+
     /// An error of `status` with `{"error":{"code":code,"message"}}`.
     pub(super) fn expect_error(
         &self,
@@ -140,10 +190,7 @@ impl Suite<'_> {
     }
 
     pub(super) async fn status(&self, key: &str) -> Result<Value, String> {
-        let r = self
-            .http
-            .get(&format!("/v1/rentals/{}", url_key(key)))
-            .await;
+        let r = self.http.get(&rental_path(key)).await;
         self.expect(&r, 200, "Rental")
     }
 
@@ -156,9 +203,13 @@ impl Suite<'_> {
     pub(super) async fn renew(&self, key: &str, months: u64) -> Result<Reply, String> {
         self.http
             .post_json(
-                &format!("/v1/rentals/{}/renewals", url_key(key)),
+                &format!("{}/renewals", rental_path(key)),
                 &json!({ "months": months }),
             )
             .await
+    }
+
+    pub(super) async fn long_poll(&self, hash: &str) -> Result<Reply, String> {
+        self.http.get(&long_poll_path(hash)).await
     }
 }

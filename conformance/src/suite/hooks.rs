@@ -1,8 +1,9 @@
 //! PROTOCOL.md §10 Test hooks: which of `/v1/dev/pay` and `/v1/dev/clock` the server offers,
 //! and paying (through the hook, or the `--pay-command` in its place) and moving the clock.
 
-use super::harness::{ensure, Check, Suite};
+use super::harness::{ensure, state_is, Check, Suite};
 use serde_json::json;
+use staticwire_api as api;
 
 /// Finds the hooks, when the run may use them: a pay hook refuses an empty BOLT11 with 400, a
 /// clock hook answers a move of 0 seconds.
@@ -43,6 +44,18 @@ impl Suite<'_> {
             .post_json("/v1/dev/pay", &json!({ "bolt11": bolt11 }))
             .await;
         self.expect(&r, 200, "DevPayResponse").map(|_| ())
+    }
+
+    /// Pays `i` once `ready` (what was checked before paying) holds, then long-polls it: it
+    /// must come back settled. The long-poll is asked either way.
+    pub(super) async fn settle(&self, i: &api::Invoice, ready: Check) -> Check {
+        let paid = match ready {
+            Ok(()) => self.pay(&i.bolt11).await,
+            Err(e) => Err(e),
+        };
+        let r = self.long_poll(&i.payment_hash).await;
+        paid.and_then(|_| self.expect(&r, 200, "Invoice"))
+            .and_then(|v| state_is(&v, "settled"))
     }
 
     pub(super) fn can_pay(&self) -> bool {

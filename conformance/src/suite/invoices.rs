@@ -1,7 +1,7 @@
 //! PROTOCOL.md §6 GET /v1/invoices/{payment_hash}[?wait=S]: the invoice as issued, a long-poll
 //! that ends open, a bad wait, and a long-poll woken by the payment.
 
-use super::harness::{ensure, Suite};
+use super::harness::{ensure, long_poll_path, state_is, Suite};
 use crate::http::Http;
 use staticwire_api::{self as api, codes};
 
@@ -26,7 +26,7 @@ pub(super) async fn unpaid(s: &mut Suite<'_>, inv: &api::Invoice) {
     let r = s.http.get(&format!("{path}?wait=1")).await;
     let c = s
         .expect(&r, 200, "Invoice")
-        .and_then(|v| ensure(v["state"] == "open", || format!("{v}")));
+        .and_then(|v| state_is(&v, "open"));
     s.check(
         "invoice.wait-open",
         "A long-poll on an unpaid invoice answers it, still open, when the wait ends",
@@ -46,7 +46,7 @@ pub(super) async fn paid(s: &mut Suite<'_>, inv: &api::Invoice) {
     // The long-poll starts before the payment: it must come back settled, not open after 30 s.
     let poll = {
         let http = Http::new(&s.opts.base, s.opts.fingerprint.as_deref());
-        let path = format!("/v1/invoices/{}?wait=30", inv.payment_hash);
+        let path = long_poll_path(&inv.payment_hash);
         tokio::spawn(async move {
             match http {
                 Ok(h) => h.get(&path).await,

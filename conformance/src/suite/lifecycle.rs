@@ -1,7 +1,7 @@
 //! PROTOCOL.md §7 Lifecycle and ledger, on the server's clock hook: lapse, a back payment,
 //! release past the reservation, renting anew, and an unpaid first invoice expiring.
 
-use super::harness::{ensure, url_key, Suite};
+use super::harness::{config_path, ensure, state_is, Suite};
 use crate::invoice;
 use staticwire_api::{self as api, codes};
 
@@ -53,9 +53,7 @@ pub(super) async fn run(
     );
     // The back payment: renewing 1 month costs 2, and paid-until lands in the future.
     let r = s.renew(key, 1).await;
-    let rn: Result<api::InvoiceResponse, String> = s
-        .expect(&r, 201, "InvoiceResponse")
-        .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()));
+    let rn: Result<api::InvoiceResponse, String> = s.expect_as(&r, 201, "InvoiceResponse");
     let c = match rn {
         Err(e) => Err(e),
         Ok(rn) => {
@@ -66,24 +64,14 @@ pub(super) async fn run(
             .and_then(|_| {
                 invoice::check(&i.bolt11, t, 2 * t.monthly_sat, &i.payment_hash).map(|_| ())
             });
-            let paid = match checked {
-                Ok(()) => s.pay(&i.bolt11).await,
-                Err(e) => Err(e),
-            };
-            let r = s
-                .http
-                .get(&format!("/v1/invoices/{}?wait=30", i.payment_hash))
-                .await;
+            let settled = s.settle(i, checked).await;
             let st = s.status(key).await;
-            paid.and_then(|_| s.expect(&r, 200, "Invoice"))
-                .and_then(|v| ensure(v["state"] == "settled", || format!("{v}")))
-                .and(st)
-                .and_then(|v| {
-                    ensure(
-                        v["state"] == "active" && v["paid_until"] == paid_until + 2 * month,
-                        || format!("{v}"),
-                    )
-                })
+            settled.and(st).and_then(|v| {
+                ensure(
+                    v["state"] == "active" && v["paid_until"] == paid_until + 2 * month,
+                    || format!("{v}"),
+                )
+            })
         }
     };
     s.check(
@@ -102,12 +90,9 @@ pub(super) async fn run(
         Err(e) => Err(e),
     };
     let renew = s.renew(key, 1).await;
-    let conf = s
-        .http
-        .get(&format!("/v1/rentals/{}/config", url_key(key)))
-        .await;
+    let conf = s.http.get(&config_path(key)).await;
     let c = st
-        .and_then(|v| ensure(v["state"] == "released", || format!("{v}")))
+        .and_then(|v| state_is(&v, "released"))
         .and(
             s.expect_error(&renew, 409, codes::CONFLICT)
                 .map_err(|e| format!("renew: {e}")),
@@ -130,15 +115,12 @@ pub(super) async fn run(
     let c = match other {
         None => Err("no second rental to watch".to_string()),
         Some(o) => {
-            let r = s
-                .http
-                .get(&format!("/v1/invoices/{}?wait=30", o.invoice.payment_hash))
-                .await;
+            let r = s.long_poll(&o.invoice.payment_hash).await;
             let st = s.status(&o.rental.public_key).await;
             s.expect(&r, 200, "Invoice")
-                .and_then(|v| ensure(v["state"] == "expired", || format!("{v}")))
+                .and_then(|v| state_is(&v, "expired"))
                 .and(st)
-                .and_then(|v| ensure(v["state"] == "released", || format!("{v}")))
+                .and_then(|v| state_is(&v, "released"))
         }
     };
     s.check(

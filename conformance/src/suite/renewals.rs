@@ -37,9 +37,7 @@ pub(super) async fn paid(
     paid_until: Option<i64>,
 ) -> Option<i64> {
     let r = s.renew(key, 1).await;
-    let renewal: Result<api::InvoiceResponse, String> = s
-        .expect(&r, 201, "InvoiceResponse")
-        .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()));
+    let renewal: Result<api::InvoiceResponse, String> = s.expect_as(&r, 201, "InvoiceResponse");
     let c = renewal.as_ref().map_err(Clone::clone).and_then(|rn| {
         let i = &rn.invoice;
         ensure(
@@ -73,14 +71,7 @@ pub(super) async fn paid(
     let c = match &renewal {
         Err(_) => Err("no renewal invoice to pay".to_string()),
         Ok(rn) => {
-            let paid = s.pay(&rn.invoice.bolt11).await;
-            let r = s
-                .http
-                .get(&format!("/v1/invoices/{}?wait=30", rn.invoice.payment_hash))
-                .await;
-            let settled = paid
-                .and_then(|_| s.expect(&r, 200, "Invoice"))
-                .and_then(|v| ensure(v["state"] == "settled", || format!("{v}")));
+            let settled = s.settle(&rn.invoice, Ok(())).await;
             let st = s.status(key).await;
             settled.and(st).and_then(|v| {
                 extended = v["paid_until"].as_i64();

@@ -18,15 +18,11 @@ pub(super) struct Rented {
 pub(super) async fn rent(s: &mut Suite<'_>, t: &api::Terms) -> Option<Rented> {
     let key = new_key();
     let r = s.rent(&key).await;
-    let first = s.expect(&r, 201, "InvoiceResponse");
-    let resp: Option<api::InvoiceResponse> = first
-        .as_ref()
-        .ok()
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let (c, resp): (_, Option<api::InvoiceResponse>) = s.expect_parsed(&r, 201, "InvoiceResponse");
     s.check(
         "rent.created",
         "POST /v1/rentals answers 201 with the rental and its first invoice",
-        first.map(|_| ()),
+        c,
     );
     let Some(resp) = resp else {
         s.skip("rent.*", "Everything after renting", "renting failed");
@@ -110,10 +106,7 @@ pub(super) async fn rent(s: &mut Suite<'_>, t: &api::Terms) -> Option<Rented> {
     prefix(s, t).await;
     let other = new_key();
     let r = s.rent(&other).await;
-    let other_resp: Option<api::InvoiceResponse> = s
-        .expect(&r, 201, "InvoiceResponse")
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok());
+    let other_resp: Option<api::InvoiceResponse> = s.expect_as(&r, 201, "InvoiceResponse").ok();
     s.check(
         "rent.distinct",
         "Two keys hold two different addresses",
@@ -161,8 +154,7 @@ async fn prefix(s: &mut Suite<'_>, t: &api::Terms) {
         )
         .await;
     let c = s
-        .expect(&r, 201, "InvoiceResponse")
-        .and_then(|v| serde_json::from_value::<api::InvoiceResponse>(v).map_err(|e| e.to_string()))
+        .expect_as::<api::InvoiceResponse>(&r, 201, "InvoiceResponse")
         .and_then(|rn| {
             let monthly = api::monthly_rent(
                 t.monthly_sat,

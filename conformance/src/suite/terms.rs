@@ -17,15 +17,11 @@ pub(super) async fn terms(s: &mut Suite<'_>) -> Option<api::Terms> {
         );
         return None;
     }
-    let v = s.expect(&r, 200, "Terms");
-    let terms: Option<api::Terms> = v
-        .as_ref()
-        .ok()
-        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let (c, terms): (_, Option<api::Terms>) = s.expect_parsed(&r, 200, "Terms");
     s.check(
         "terms.schema",
         "GET /v1/terms answers 200 with the Terms object",
-        v.map(|_| ()),
+        c,
     );
     let t = terms?;
     s.check(
