@@ -32,17 +32,13 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
 /// Opens the database a URL names: `postgres://...` or `postgresql://...` for PostgreSQL,
 /// anything else is a SQLite file path (an optional `sqlite://` prefix is dropped).
 pub fn open_url(url: &str) -> Result<Connection, DbError> {
-    if is_postgres_url(url) {
+    if crate::config::is_postgres_url(url) {
         let conn = Connection::Postgres(crate::sql::Pg::connect(url, None)?);
         migrate(&conn)?;
         Ok(conn)
     } else {
         open(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)))
     }
-}
-
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The store of an in-process test: SQLite at `path`, or, when STATICWIRE_TEST_PG names a

@@ -20,13 +20,10 @@ mod pg;
 mod sqlite;
 mod value;
 
-// The facade names every public type of the layer; the binary itself uses only some of them.
-#[allow(unused_imports)]
+// The facade names every public type of the layer.
 pub use connection::{Connection, Statement, Transaction};
-#[allow(unused_imports)]
 pub use dialect::{render_schema, to_postgres, Dialect};
 pub use error::{Error, OptionalExtension, Result};
-#[allow(unused_imports)]
 pub use params::{Params, Row, RowIndex};
 pub use pg::Pg;
 pub use value::{FromSql, ToSql, TypeError, Value};
