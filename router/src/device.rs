@@ -18,7 +18,7 @@ use crate::sharded::Sharded;
 use crate::slots::PeerSlots;
 use crate::source_limit::SourceLimit;
 use crate::stats::{Counter, DropReason, Stats};
-use crate::uapi::{AllowedIpChange, PeerChange, SetRequest, UapiError};
+use crate::request::{AllowedIpChange, PeerChange, SetRequest, UapiError};
 use arc_swap::ArcSwapOption;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;

@@ -26,7 +26,7 @@ use crate::device::{Device, NetControl};
 use crate::offload::segment::segment;
 use crate::offload::vnet::VirtioNetHdr;
 use crate::stats::DropReason;
-use crate::uapi::UapiError;
+use crate::request::UapiError;
 use arc_swap::ArcSwap;
 use outbox::Outbox;
 use std::fs::File;

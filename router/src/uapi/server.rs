@@ -1,8 +1,9 @@
 //! The UAPI Unix socket: one thread accepts, one short-lived thread per connection.
 
 use super::format::format_get;
-use super::parse::{parse_set, UapiError, EINVAL};
+use super::parse::parse_set;
 use crate::device::{Device, NetControl};
+use crate::request::{UapiError, EINVAL};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
