@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Datagrams per `recvmmsg`; TUN frames per wake-up.
 const BATCH: usize = 64;
@@ -143,12 +143,15 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
     loop {
         let mut idle = false;
         flusher.tally.wakeups += 1;
+        // One clock read per batch: its frames count as read when the batch began.
+        let now = Instant::now();
         for _ in 0..BATCH {
             match (&*tun).read(&mut frame) {
                 Ok(n) => {
                     flusher.tally.tun_frames_read += 1;
                     flusher.tally.tun_packets_read += drain_tun_frame(
                         &device,
+                        now,
                         off.vnet_hdr,
                         &frame[..n],
                         &mut scratch,
@@ -240,12 +243,14 @@ pub fn udp_loop(
                 continue;
             }
             flusher.tally.wakeups += 1;
+            // One clock read per `recvmmsg`, for all the datagrams it returned.
+            let now = Instant::now();
             for i in 0..r as usize {
                 let n = slots.hdrs[i].msg_len as usize;
                 if let Some((from, data, seg)) = slots.received(i, n) {
                     flusher.tally.udp_receives += 1;
                     flusher.tally.udp_datagrams_received +=
-                        handle_datagrams(&device, from, data, seg, &mut out, &mut outbox);
+                        handle_datagrams(&device, now, from, data, seg, &mut out, &mut outbox);
                 }
                 if outbox.nearly_full() {
                     flusher.flush(&device, &mut outbox, &sockets, worker, &tun);

@@ -25,8 +25,8 @@ pub mod uring;
 use crate::device::{Device, NetControl};
 use crate::offload::segment::segment;
 use crate::offload::vnet::VirtioNetHdr;
-use crate::stats::DropReason;
 use crate::request::UapiError;
+use crate::stats::DropReason;
 use arc_swap::ArcSwap;
 use outbox::Outbox;
 use std::fs::File;
@@ -34,7 +34,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use udp::Sockets;
 
 /// Big enough for any datagram or TUN super-packet, plus headers and WireGuard's overhead.
@@ -168,11 +168,13 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<Joi
     std::thread::Builder::new().name(name).spawn(f)
 }
 
-/// One frame read from TUN: with offloads, a virtio-net header and possibly a super-packet,
-/// split here into the segments the core encrypts one by one. Returns the packets it held.
+/// One frame read from TUN at `now`: with offloads, a virtio-net header and possibly a
+/// super-packet, split here into the segments the core encrypts one by one. Returns the packets
+/// it held.
 #[inline]
 pub fn drain_tun_frame(
     device: &Device,
+    now: Instant,
     vnet: bool,
     frame: &[u8],
     scratch: &mut [u8],
@@ -180,7 +182,7 @@ pub fn drain_tun_frame(
     outbox: &mut Outbox,
 ) -> u64 {
     if !vnet {
-        device.handle_tun(frame, out, outbox);
+        device.handle_tun(now, frame, out, outbox);
         return 1;
     }
     let Ok((hdr, packet)) = VirtioNetHdr::decode(frame) else {
@@ -188,7 +190,7 @@ pub fn drain_tun_frame(
         return 0;
     };
     match segment(&hdr, packet, scratch, |seg| {
-        device.handle_tun(seg, out, outbox)
+        device.handle_tun(now, seg, out, outbox)
     }) {
         Ok(n) => n as u64,
         Err(_) => {
@@ -198,11 +200,12 @@ pub fn drain_tun_frame(
     }
 }
 
-/// One receive: a datagram, or a UDP GRO train of datagrams `seg` bytes each (the last may be
-/// shorter), all from `from`.
+/// One receive at `now`: a datagram, or a UDP GRO train of datagrams `seg` bytes each (the last
+/// may be shorter), all from `from`.
 #[inline]
 pub fn handle_datagrams(
     device: &Device,
+    now: Instant,
     from: SocketAddr,
     data: &[u8],
     seg: usize,
@@ -211,7 +214,7 @@ pub fn handle_datagrams(
 ) -> u64 {
     let mut n = 0;
     for datagram in data.chunks(seg.max(1)) {
-        device.handle_udp(from, datagram, out, outbox);
+        device.handle_udp(now, from, datagram, out, outbox);
         n += 1;
     }
     n

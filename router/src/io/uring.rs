@@ -22,6 +22,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Buffers for TUN frames and for UDP receives (each up to a 64 KiB GRO train, after the
 /// multishot header, the sender's address and the control message).
@@ -112,6 +113,8 @@ struct Worker {
     stats: Arc<IoStats>,
     /// The sockets' generation as of this wake-up.
     net_generation: u64,
+    /// The clock as of this wake-up: the time the core sees for every packet of the batch.
+    now: Instant,
     /// The kernel can bound a wait for several completions (IORING_FEAT_MIN_TIMEOUT, 6.12+).
     min_wait: bool,
     /// Written by [`Net`] when the sockets change; a read on it is always in flight.
@@ -182,6 +185,7 @@ impl Worker {
             tally: IoTally::default(),
             stats: device.stats.io_worker(&format!("uring-{index}")),
             net_generation: 0,
+            now: Instant::now(),
             min_wait,
             device,
             net,
@@ -212,6 +216,8 @@ impl Worker {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             self.tally.wakeups += 1;
+            // One clock read per wake-up, for every completion it handles.
+            self.now = Instant::now();
             self.net_generation = self.net.sockets.load().generation;
             for &cqe in &cqes {
                 if !self.complete(cqe)? {
@@ -249,6 +255,7 @@ impl Worker {
                         self.tally.tun_frames_read += 1;
                         self.tally.tun_packets_read += drain_tun_frame(
                             &self.device,
+                            self.now,
                             self.off.vnet_hdr,
                             frame,
                             &mut self.scratch,
@@ -364,8 +371,15 @@ impl Worker {
         let seg = gro_segment(msg.control_data()).unwrap_or(data.len());
         let outbox = &mut self.outboxes[self.cur];
         self.tally.udp_receives += 1;
-        self.tally.udp_datagrams_received +=
-            handle_datagrams(&self.device, from, data, seg, &mut self.out, outbox);
+        self.tally.udp_datagrams_received += handle_datagrams(
+            &self.device,
+            self.now,
+            from,
+            data,
+            seg,
+            &mut self.out,
+            outbox,
+        );
     }
 
     fn push(&mut self, sqe: squeue::Entry) -> std::io::Result<()> {

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest line we accept; a real one is under 100 bytes.
 const MAX_LINE: usize = 4096;
@@ -126,7 +126,7 @@ pub fn handle_connection(
                     lines.push(std::mem::take(&mut line));
                 }
                 let result = parse_set(lines.iter().map(String::as_str))
-                    .and_then(|req| device.apply(&req, net));
+                    .and_then(|req| device.apply(Instant::now(), &req, net));
                 big |= lines.len() > BIG_REQUEST;
                 match result {
                     Ok(()) => "errno=0\n\n".to_string(),
