@@ -3,7 +3,7 @@
 //! `sendmmsg` sends many GSO runs per call, and a TUN read returns a whole TSO super-packet.
 
 use super::msg::{RecvSlots, SendHdrs};
-use super::outbox::Outbox;
+use super::outbox::{send_runs, Outbox};
 use super::tun::Offloads;
 use super::udp::Sockets;
 use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
@@ -67,65 +67,6 @@ impl Flusher {
             tracing::warn!("kernel refused a coalesced TUN frame; writing plain packets");
             out.disable_gro();
         }
-    }
-}
-
-/// Sends an outbox's UDP runs with `sendmmsg`, as many per call as go to one socket. A run that
-/// fails (unreachable, filtered) is dropped and counted; EIO on a GSO run turns GSO off.
-pub(super) fn send_runs(
-    device: &Device,
-    out: &mut Outbox,
-    sockets: &Sockets,
-    worker: usize,
-    hdrs: &mut SendHdrs,
-) {
-    let mut i = 0;
-    while i < out.runs.len() {
-        let Some(sock) = sockets.for_dest(out.runs[i].to, worker) else {
-            device.stats.drop(DropReason::IoError);
-            i += 1;
-            continue;
-        };
-        // The longest stretch of runs for the same socket, up to our header capacity.
-        let v6 = out.runs[i].to.is_ipv6();
-        let mut n = 0;
-        while i + n < out.runs.len() && out.runs[i + n].to.is_ipv6() == v6 && n < hdrs.capacity() {
-            hdrs.fill(n, &out.runs[i + n], out.udp());
-            n += 1;
-        }
-        let mut done = 0;
-        while done < n {
-            // SAFETY: the headers point into the outbox arena and our own buffers, alive here.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdrs.hdrs[done..].as_mut_ptr(),
-                    (n - done) as u32,
-                    0,
-                )
-            };
-            if r > 0 {
-                done += r as usize;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            // The message at `done` failed (unreachable, filtered, ...): drop it, go on.
-            let lost = out.runs[i + done].count as u64;
-            tracing::trace!("sendmmsg: {e}");
-            if e.raw_os_error() == Some(libc::EIO) && lost > 1 {
-                // The route cannot segment GSO sends: plain datagrams from now on.
-                tracing::warn!("kernel refused UDP GSO; sending plain packets");
-                out.disable_gso();
-            }
-            for _ in 0..lost {
-                device.stats.drop(DropReason::IoError);
-            }
-            done += 1;
-        }
-        i += n;
     }
 }
 

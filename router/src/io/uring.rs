@@ -8,10 +8,9 @@
 //! TUN write buffers must live until the kernel completes them, so a few outboxes rotate: one
 //! fills while the others' writes finish.
 
-use super::batch::send_runs;
 use super::bufring::BufRing;
 use super::msg::{from_sockaddr, gro_segment, SendHdrs, CMSG_SPACE};
-use super::outbox::Outbox;
+use super::outbox::{send_runs, Outbox};
 use super::tun::Offloads;
 use super::udp::Sockets;
 use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
