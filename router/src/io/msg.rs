@@ -261,6 +261,7 @@ mod tests {
             to_sockaddr(a, &mut s);
             assert_eq!(from_sockaddr(&s), Some(a));
         }
+        // SAFETY: as above.
         let mut s: libc::sockaddr_storage = unsafe { zeroed() };
         assert_eq!(from_sockaddr(&s), None);
         to_sockaddr("[::ffff:198.18.0.2]:7".parse().unwrap(), &mut s);

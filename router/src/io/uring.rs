@@ -153,6 +153,7 @@ impl Worker {
         if wake < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: `wake` is a valid descriptor (checked above) that nothing else owns.
         let wake = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wake) };
         net.on_rebind(wake.as_raw_fd());
         Ok(Worker {
@@ -527,12 +528,16 @@ mod ring_tests {
         let mut bufs = BufRing::new(&ring, 7, 4, 2048).unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: all-zero is a valid msghdr.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msg.msg_controllen = CMSG_SPACE;
         let sqe = opcode::RecvMsgMulti::new(types::Fd(rx.as_raw_fd()), &*msg, 7)
             .build()
             .user_data(42);
+        // SAFETY: `msg` and `bufs` (group 7) stay alive and unmoved while the test reaps this
+        // receive's completions; nothing sends to `rx` after the loop, so the still-armed receive
+        // touches neither again before the ring is dropped.
         unsafe { ring.submission().push(&sqe).unwrap() };
         ring.submit().unwrap();
         for i in 0..10u8 {
