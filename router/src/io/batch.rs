@@ -2,11 +2,13 @@
 //! receiver thread. `recvmmsg` takes many datagrams (each possibly a UDP_GRO train) per call,
 //! `sendmmsg` sends many GSO runs per call, and a TUN read returns a whole TSO super-packet.
 
+use super::feed::{drain_tun_frame, handle_datagrams, BUF};
 use super::msg::{RecvSlots, SendHdrs};
+use super::net::Net;
 use super::outbox::{send_runs, Outbox};
+use super::tun::interface_gone;
 use super::tun::Offloads;
 use super::udp::Sockets;
-use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
 use crate::stats::{DropReason, IoStats, IoTally};

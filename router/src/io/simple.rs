@@ -1,8 +1,10 @@
 //! The simple loop: blocking syscalls, one packet each, no offloads. The reference the batched
 //! modes are measured and tested against, and the last fallback.
 
+use super::feed::BUF;
+use super::net::Net;
+use super::tun::interface_gone;
 use super::udp::Sockets;
-use super::{interface_gone, Net, BUF, TIMER_INTERVAL};
 use crate::device::{Device, Io};
 use crate::offload::vnet::{VirtioNetHdr, VNET_HDR_LEN};
 use crate::routes::PeerId;
@@ -11,6 +13,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+const TIMER_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Sends and writes at once, one syscall per packet. Also the timer thread's output.
 pub struct WorkerIo<'a> {

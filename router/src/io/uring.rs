@@ -9,11 +9,13 @@
 //! fills while the others' writes finish.
 
 use super::bufring::BufRing;
+use super::feed::{drain_tun_frame, handle_datagrams, BUF};
 use super::msg::{from_sockaddr, gro_segment, SendHdrs, CMSG_SPACE};
+use super::net::Net;
 use super::outbox::{send_runs, Outbox};
+use super::tun::interface_gone;
 use super::tun::Offloads;
 use super::udp::Sockets;
-use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
 use crate::stats::{DropReason, IoStats, IoTally};
