@@ -14,9 +14,8 @@
 //! `Endpoint::handle(now, ..)` does, and the I/O drivers read the clock once per batch.
 //! (boringtun's `Tunn` keeps its own timers and reads the clock inside.)
 //!
-//! [`state`] holds what the core holds; [`send`] (TUN to network) and [`receive`] (network to
-//! TUN) are the packet path; [`timers`] and [`config`] the rest. They use `state`, never each
-//! other.
+//! `state` holds what the core holds; `send` (TUN to network) and `receive` (network to TUN) are
+//! the packet path; `timers` and `config` the rest. They use `state`, never each other.
 
 mod config;
 mod receive;

@@ -1,7 +1,8 @@
-//! The output of one batch: what the packet core sends, collected so the I/O loop moves it with
-//! few syscalls ([`send_runs`] for the UDP side, shared by the batch and io_uring drivers). Encrypted datagrams to one endpoint form GSO runs (one `sendmsg` each, the
-//! kernel splits them); decrypted packets go through the GRO table, so one TCP flow's segments
-//! reach TUN as one super-packet. Storage is allocated once; nothing allocates per packet.
+//! The output of one batch: what the packet core sends, collected so the I/O loop moves it with few
+//! syscalls (`send_runs` for the UDP side, shared by the batch and io_uring drivers). Encrypted
+//! datagrams to one endpoint form GSO runs (one `sendmsg` each, the kernel splits them); decrypted
+//! packets go through the GRO table, so one TCP flow's segments reach TUN as one super-packet.
+//! Storage is allocated once; nothing allocates per packet.
 
 use super::msg::SendHdrs;
 use super::udp::Sockets;
