@@ -77,6 +77,17 @@ async fn replay(file: &std::path::Path, tamper: Tamper) -> Result<bool, String> 
     Ok(ok)
 }
 
+/// Runs `f` on a fresh runtime; a runtime that cannot start is a usage-level failure (2).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Ok(rt.block_on(f)),
+        Err(e) => {
+            eprintln!("staticwire-conformance: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(file) = &cli.replay {
@@ -93,20 +104,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let rt = match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("staticwire-conformance: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        return match rt.block_on(replay(file, tamper)) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
+        return match block_on(replay(file, tamper)) {
+            Ok(Ok(true)) => ExitCode::SUCCESS,
+            Ok(Ok(false)) => ExitCode::from(1),
+            Ok(Err(e)) => {
                 eprintln!("staticwire-conformance: {e}");
                 ExitCode::from(2)
             }
+            Err(code) => code,
         };
     }
     let server_url = cli.server_url.clone().unwrap_or_default();
@@ -127,14 +132,10 @@ fn main() -> ExitCode {
         pay_command,
         use_hooks: !cli.no_hooks,
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("staticwire-conformance: {e}");
-            return ExitCode::from(2);
-        }
+    let report = match block_on(run(&opts)) {
+        Ok(report) => report,
+        Err(code) => return code,
     };
-    let report = rt.block_on(run(&opts));
     if cli.json {
         println!("{}", report.to_json());
     } else {

@@ -13,6 +13,18 @@ pub enum Outcome {
     Skip(String),
 }
 
+impl Outcome {
+    /// Its kind, lower case, and what was found (nothing for a pass).
+    fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Outcome::Pass => ("pass", None),
+            Outcome::Fail(w) => ("fail", Some(w)),
+            Outcome::Warn(w) => ("warn", Some(w)),
+            Outcome::Skip(w) => ("skip", Some(w)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// Stable identifier, the one PROTOCOL.md gives beside the rule.
@@ -47,13 +59,14 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for l in &self.lines {
-            let (tag, why) = match &l.outcome {
-                Outcome::Pass => ("PASS", None),
-                Outcome::Fail(w) => ("FAIL", Some(w)),
-                Outcome::Warn(w) => ("WARN", Some(w)),
-                Outcome::Skip(w) => ("SKIP", Some(w)),
-            };
-            let _ = writeln!(out, "{tag}  {:<28} {}", l.id, l.rule);
+            let (kind, why) = l.outcome.parts();
+            let _ = writeln!(
+                out,
+                "{}  {:<28} {}",
+                kind.to_ascii_uppercase(),
+                l.id,
+                l.rule
+            );
             if let Some(w) = why {
                 let w: String = w.chars().take(600).collect();
                 let _ = writeln!(out, "      {:<28} -> {w}", "");
@@ -76,12 +89,7 @@ impl Report {
             .lines
             .iter()
             .map(|l| {
-                let (outcome, detail) = match &l.outcome {
-                    Outcome::Pass => ("pass", None),
-                    Outcome::Fail(w) => ("fail", Some(w)),
-                    Outcome::Warn(w) => ("warn", Some(w)),
-                    Outcome::Skip(w) => ("skip", Some(w)),
-                };
+                let (outcome, detail) = l.outcome.parts();
                 serde_json::json!({"id": l.id, "rule": l.rule, "outcome": outcome, "detail": detail})
             })
             .collect();
