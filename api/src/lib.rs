@@ -56,6 +56,11 @@ pub struct Terms {
     /// not sell them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_only_monthly_sat: Option<u64>,
+    /// The server's X25519 proof key (standard base64, 44 characters): clients prove they hold
+    /// a rental's private key by a Diffie-Hellman with it (PROTOCOL.md 3.1, v1.1). Pinned by
+    /// clients like `tls_fingerprint`; absent on v1.0 servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_key: Option<String>,
 }
 
 fn only_32() -> Vec<u8> {

@@ -358,13 +358,6 @@ pub fn document() -> Value {
         "description": "Stable error codes (ErrorDetail.code). A client treats a code it does not know by its HTTP status.",
         "enum": all,
     });
-    // The v1.1 member, until the control's terms carry it as a field of `Terms`.
-    if schemas["Terms"]["properties"]["proof_key"].is_null() {
-        schemas["Terms"]["properties"]["proof_key"] = json!({
-            "type": ["string", "null"],
-            "description": "The server's X25519 proof key, standard base64 (44 characters): a client proves it holds a rental's private key by a Diffie-Hellman with it (PROTOCOL.md, proof of key possession, v1.1). Pinned by clients like tls_fingerprint; absent on v1.0 servers.",
-        });
-    }
     let mut paths = Map::new();
     for r in ROUTES {
         let ok = match r.success {
@@ -649,6 +642,7 @@ mod tests {
             address_monthly_sat: 8,
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: Some(10),
+            proof_key: None,
         })
         .unwrap();
         let t = schema_ref("Terms");

@@ -392,6 +392,16 @@ pub fn fresh_nonce() -> [u8; NONCE_LEN] {
     n
 }
 
+/// A new X25519 private key from the operating system's random source (a server's proof key).
+pub fn fresh_key() -> [u8; 32] {
+    use ring::rand::SecureRandom;
+    let mut k = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut k)
+        .expect("the operating system's random source failed");
+    k
+}
+
 /// Proof keys: the server's X25519 key pair that clients DH with.
 pub fn proof_public_key(proof_private: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*proof_private)).to_bytes()

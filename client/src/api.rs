@@ -224,16 +224,10 @@ impl Api {
         if let Some(t) = self.terms.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(t);
         }
-        let v: serde_json::Value = self
+        let terms: api::Terms = self
             .send(self.http.get(format!("{}/v1/terms", self.base)), false)
             .await?;
-        let proof_key = v
-            .get("proof_key")
-            .and_then(|k| k.as_str())
-            .map(str::to_string);
-        let terms: api::Terms =
-            serde_json::from_value(v).map_err(|e| ApiError::Protocol(e.to_string()))?;
-        let got = (terms, proof_key);
+        let got = (terms.clone(), terms.proof_key);
         *self.terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(got.clone());
         Ok(got)
     }

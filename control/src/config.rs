@@ -46,6 +46,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The public web page at `/`.
     pub web: WebConfig,
+    /// Refuse `/v1` requests on a rental that carry no proof of key possession (PROTOCOL.md
+    /// 3.1). A proof that is sent is always checked; while this is false an unproven request
+    /// is still served as before v1.1.
+    pub require_proof: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -202,6 +206,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             web: WebConfig::default(),
+            require_proof: false,
         }
     }
 }

@@ -146,3 +146,47 @@ mod tests {
         assert_eq!(readable_by_others(&dir.path().join("missing")), None);
     }
 }
+
+/// `<data_dir>/proof.key`: the private half of the proof key (PROTOCOL.md 3.1), hex.
+pub const PROOF_KEY_FILE: &str = "proof.key";
+
+/// The proof key's private half, made on first start (0600, O_EXCL: of two processes starting
+/// at once one makes it and both read it). Replicas must share it: copy the file.
+pub fn proof_key(dir: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(PROOF_KEY_FILE);
+    let bad = |m: &str| std::io::Error::other(format!("{}: {m}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let t = text.trim();
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("not 64 hex characters"));
+            }
+            let mut k = [0u8; 32];
+            for (i, byte) in k.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad("not hex"))?;
+            }
+            Ok(k)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = staticwire_api::proof::fresh_key();
+            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(hex.as_bytes())?;
+                    f.sync_all()?;
+                    Ok(k)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => proof_key(dir),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -41,6 +41,7 @@ async fn start(dir: &Path) -> Control {
         &cfg,
         format!(
             "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 50\n\
+             require_proof = true\n\
              [[routers]]\nname = \"wg0\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n\
              pools = [\"203.0.113.0/28\"]\nreserved = [\"203.0.113.1\"]\n",
             dir.join("data").display(),
@@ -223,7 +224,6 @@ fn refused(r: &Reply, code: &str, what: &str) {
 /// Case 2: a stranger names the customer's key (before the customer's first rent) with options
 /// the customer did not choose; the customer's own rent must still get its own hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the control checks proofs (issue 20, phase 2: control/src is being restructured)"]
 async fn squatting_a_strangers_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path()).await;
@@ -267,7 +267,6 @@ async fn squatting_a_strangers_key_is_refused() {
 /// Case 3: a stranger asks for a year's renewal of the customer's rental; no invoice may appear
 /// in the customer's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the control checks proofs (issue 20, phase 2: control/src is being restructured)"]
 async fn an_invoice_cannot_be_injected_into_a_strangers_status() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path()).await;
@@ -347,7 +346,6 @@ async fn an_invoice_cannot_be_injected_into_a_strangers_status() {
 /// the customer: the look-up needs the proof of the invoice's own key, and the invoice's
 /// description names neither the key nor the address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the control checks proofs (issue 20, phase 2: control/src is being restructured)"]
 async fn a_payment_hash_reveals_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path()).await;
