@@ -71,6 +71,10 @@ pub struct CompatConfig {
     pub min_regular_payment_sat: u64,
     /// Most credit a rental may hold.
     pub maximum_credit_sat: u64,
+    /// Serve the original clients, which cannot prove they hold their key (anyone naming a key
+    /// acts on its rental here, as before v1.1). Default true; false refuses every call that
+    /// names a key.
+    pub accept_unproven: bool,
 }
 
 impl Default for CompatConfig {
@@ -80,6 +84,7 @@ impl Default for CompatConfig {
             minimum_initial_credit_sat: 1_000,
             min_regular_payment_sat: 500,
             maximum_credit_sat: 150_000,
+            accept_unproven: true,
         }
     }
 }

@@ -118,7 +118,14 @@ fn prove(
     // The target exactly as received: path and query, in origin form.
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let now = staticwire_api::proof::unix_now();
-    match verifier.verify(header, expected.as_ref(), method.as_str(), target, body, now) {
+    match verifier.verify(
+        header,
+        expected.as_ref(),
+        method.as_str(),
+        target,
+        body,
+        now,
+    ) {
         Ok(k) => Ok(Some(STANDARD.encode(k))),
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
