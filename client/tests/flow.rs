@@ -4,10 +4,11 @@
 //! the test can check that the private key never leaves the machine.
 
 use serde_json::Value;
+use staticwire_control::testkit::{binary as control_bin, Process};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,46 +16,15 @@ fn staticip() -> &'static str {
     env!("CARGO_BIN_EXE_staticip")
 }
 
-fn control_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("staticwire-control");
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build -p staticwire-control",
-        bin.display()
-    );
-    bin
-}
-
 struct Provider {
-    child: Child,
+    /// The control (killed when dropped); the fields below are copied from it.
+    _control: Process,
     cfg: PathBuf,
     port: u16,
     /// Everything clients sent through the proxy.
     sent: Arc<Mutex<Vec<u8>>>,
     proxy_port: u16,
     https_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A TCP proxy that records what the client sends.
@@ -89,41 +59,16 @@ fn recording_proxy(target: u16, sent: Arc<Mutex<Vec<u8>>>) -> u16 {
 }
 
 fn provider() -> Provider {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, https_port) = (free_port(), free_port());
-    let cfg = dir.path().join("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
-             [compat]\nlisten = \"127.0.0.1:{https_port}\"\n\
-             [[routers]]\nname = \"t\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
-            dir.path().display(),
-            dir.path().join("none.sock").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(control_bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-clock"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "control did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let control = Process::start("");
     let sent = Arc::new(Mutex::new(Vec::new()));
-    let proxy_port = recording_proxy(port, sent.clone());
+    let proxy_port = recording_proxy(control.port, sent.clone());
     Provider {
-        child,
-        cfg,
-        port,
+        cfg: control.cfg.clone(),
+        port: control.port,
+        https_port: control.https_port,
+        _control: control,
         sent,
         proxy_port,
-        https_port,
-        _dir: dir,
     }
 }
 

@@ -2,88 +2,13 @@
 //! test hooks: over HTTP, over HTTPS pinned by fingerprint, paying through a command instead
 //! of the hook, and with no way to pay at all (the paid checks are skipped, not failed).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-fn control_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("staticwire-control");
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build -p staticwire-control",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Control {
-    child: Child,
-    cfg: PathBuf,
-    port: u16,
-    https_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use staticwire_control::testkit::{binary as control_bin, Process};
+use std::process::{Command, Output};
 
 /// Several whole runs against one server from one address: the invoice rate limit (20 at
 /// once by default, which one run nearly spends) is raised so no run waits out a 429.
-fn control() -> Control {
-    let dir = tempfile::tempdir().unwrap();
-    let (port, https_port) = (free_port(), free_port());
-    let cfg = dir.path().join("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
-             [compat]\nlisten = \"127.0.0.1:{https_port}\"\n\
-             [limits]\ninvoice_burst = 1000\nburst = 1000\n\
-             [[routers]]\nname = \"t\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
-            dir.path().display(),
-            dir.path().join("none.sock").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(control_bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-hooks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err()
-        || TcpStream::connect(("127.0.0.1", https_port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "control did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Control {
-        child,
-        cfg,
-        port,
-        https_port,
-        _dir: dir,
-    }
+fn control() -> Process {
+    Process::start("[limits]\ninvoice_burst = 1000\nburst = 1000\n")
 }
 
 fn conformance(args: &[&str]) -> (Output, serde_json::Value) {

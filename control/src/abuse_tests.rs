@@ -3,80 +3,54 @@
 //! request bursts, oversized bodies, slow-loris clients. Loopback has a whole /8, so each
 //! "client address" is a distinct 127.0.0.x the test binds its sockets to.
 
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
-use crate::feed::RouterLink;
+use crate::config::LimitsConfig;
 use crate::lightning::{dev, Backend};
-use crate::limits::LimitsConfig;
 use crate::service::Service;
+use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct Server {
-    _dir: Option<tempfile::TempDir>,
+    ctl: Control,
     pub svc: Arc<Service>,
     addr: SocketAddr,
 }
 
 pub async fn server(pool: &str, limits: LimitsConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = server_in(dir.path(), pool, limits).await;
-    s._dir = Some(dir);
-    s
+    wrap(
+        Builder::new(pool)
+            .limits(limits)
+            .compat()
+            .limited()
+            .serve()
+            .await,
+    )
 }
 
 /// A server whose data (database, keys) lives in `dir`.
 pub async fn server_in(dir: &std::path::Path, pool: &str, limits: LimitsConfig) -> Server {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut cfg = Config {
-        data_dir: dir.to_path_buf(),
-        limits,
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.join("no-router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec![pool.parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: None,
-        ipv6_prefix_len: 64,
-    }];
-    cfg.validate().unwrap();
-    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
-    let key = dev::load_or_create_key(&dir.join("dev-node.key")).unwrap();
-    let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.join("no-router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     // Both APIs on one listener, as the HTTPS listener serves them (TLS aside).
-    let app = crate::http::router(svc.clone(), false).merge(crate::compat::router(svc.clone()));
-    tokio::spawn(crate::limits::serve(
-        listener,
-        app,
-        svc.limits.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let ctl = Builder::new(pool)
+        .limits(limits)
+        .in_dir(dir)
+        .compat()
+        .limited()
+        .serve()
+        .await;
+    wrap(ctl)
+}
+
+fn wrap(ctl: Control) -> Server {
     Server {
-        _dir: None,
-        svc,
-        addr,
+        svc: ctl.svc.clone(),
+        addr: ctl.addr,
+        ctl,
     }
 }
 
@@ -98,7 +72,7 @@ pub fn new_key() -> String {
 
 impl Server {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.ctl.url(path)
     }
 
     pub async fn rent(&self, c: &reqwest::Client, key: &str) -> (u16, Value) {
@@ -180,13 +154,13 @@ async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer
     assert_eq!(s.live_unpaid() as usize, won + 1);
 
     // It pays and is active; a second flood round changes nothing for it.
-    let Backend::Dev(node) = &s.svc.ln else {
+    let Backend::Dev(node) = &s.svc.ln() else {
         unreachable!()
     };
     {
         let db = s.svc.db().unwrap();
         let bolt11 = r["invoice"]["bolt11"].as_str().unwrap();
-        dev::pay(&db, &node.node_id, bolt11, s.svc.clock.now()).unwrap();
+        dev::pay(&db, &node.node_id, bolt11, s.svc.clock().now()).unwrap();
     }
     s.svc.check_invoices().await.unwrap();
     let st: Value = customer
@@ -209,7 +183,7 @@ async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer
     let (st, v) = s.rent(&from("127.0.0.2"), &new_key()).await;
     assert_eq!(st, 429, "{v}");
     assert_eq!(v["error"]["code"], "too_many_unpaid");
-    s.svc.clock.advance(3601);
+    s.svc.clock().advance(3601);
     s.svc.check_invoices().await.unwrap();
     let (st, v) = s.rent(&from("127.0.0.2"), &new_key()).await;
     assert_eq!(st, 201, "holds that expired no longer count: {v}");

@@ -1,19 +1,17 @@
 //! The HTTP API end to end in process: a real server on loopback, the real dev Lightning
 //! backend, SQLite in a temp dir, time moved by the injectable clock.
 
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
-use crate::feed::RouterLink;
 use crate::lightning::{dev, Backend};
 use crate::service::Service;
+use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use rand::RngCore;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    _ctl: Control,
     svc: Arc<Service>,
     base: String,
     http: reqwest::Client,
@@ -22,45 +20,12 @@ struct Harness {
 const DAY: i64 = 86_400;
 
 async fn harness(pool: &str) -> Harness {
-    // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec![pool.parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: None,
-        ipv6_prefix_len: 64,
-    }];
-    let conn = crate::db::open_store(&cfg.db_path()).unwrap();
-    let db = Arc::new(Mutex::new(conn));
-    let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
-    let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = crate::http::router(svc.clone(), false);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let ctl = Builder::new(pool).serve().await;
     Harness {
-        _dir: dir,
-        svc,
-        base,
+        svc: ctl.svc.clone(),
+        base: ctl.base(),
         http: reqwest::Client::new(),
+        _ctl: ctl,
     }
 }
 
@@ -106,12 +71,12 @@ impl Harness {
 
     /// Pays like a customer's node, then lets the server notice as its poll loop would.
     async fn pay(&self, bolt11: &str) {
-        let Backend::Dev(node) = &self.svc.ln else {
+        let Backend::Dev(node) = &self.svc.ln() else {
             unreachable!()
         };
         {
             let db = self.svc.db().unwrap();
-            dev::pay(&db, &node.node_id, bolt11, self.svc.clock.now()).unwrap();
+            dev::pay(&db, &node.node_id, bolt11, self.svc.clock().now()).unwrap();
         }
         self.svc.check_invoices().await.unwrap();
     }
@@ -229,7 +194,7 @@ async fn lapse_back_payments_release_and_rerent() {
     let key = new_key();
     let r = h.rent(&key).await;
     h.pay(r["invoice"]["bolt11"].as_str().unwrap()).await;
-    h.svc.clock.advance(40 * DAY);
+    h.svc.clock().advance(40 * DAY);
     let (_, st) = h.get(&format!("/v1/rentals/{}", url_key(&key))).await;
     assert_eq!(st["state"], "lapsed");
     assert_eq!(st["months_owed"], 1);
@@ -251,12 +216,12 @@ async fn lapse_back_payments_release_and_rerent() {
     h.pay(v["invoice"]["bolt11"].as_str().unwrap()).await;
     let (_, st) = h.get(&format!("/v1/rentals/{}", url_key(&key))).await;
     assert_eq!(st["state"], "active");
-    assert!(st["paid_until"].as_i64().unwrap() > h.svc.clock.now());
+    assert!(st["paid_until"].as_i64().unwrap() > h.svc.clock().now());
     assert_eq!(h.svc.sweep().unwrap()["t"].len(), 1);
 
     // Let it lapse past the reservation: released, and the key must rent anew.
     // Paid until day 90; the reservation ends at day 150.
-    h.svc.clock.advance(111 * DAY);
+    h.svc.clock().advance(111 * DAY);
     h.svc.sweep().unwrap();
     let (_, st) = h.get(&format!("/v1/rentals/{}", url_key(&key))).await;
     assert_eq!(st["state"], "released");
@@ -284,7 +249,7 @@ async fn unpaid_invoice_expiry_frees_the_address() {
         .await;
     assert_eq!(s, 503);
     assert_eq!(e["error"]["code"], "pool_exhausted");
-    h.svc.clock.advance(3601);
+    h.svc.clock().advance(3601);
     h.svc.check_invoices().await.unwrap();
     let r = h.rent(&new_key()).await;
     assert_eq!(r["rental"]["address"], "203.0.113.1");
@@ -500,7 +465,7 @@ async fn a_hold_without_invoice_is_released() {
     {
         // What a crash between allocating and invoicing leaves behind.
         let db = h.svc.db().unwrap();
-        crate::store::insert_rental(&db, &new_key(), "203.0.113.1", "t", h.svc.clock.now())
+        crate::store::insert_rental(&db, &new_key(), "203.0.113.1", "t", h.svc.clock().now())
             .unwrap();
     }
     h.svc.sweep().unwrap();
@@ -509,7 +474,7 @@ async fn a_hold_without_invoice_is_released() {
         r["rental"]["address"], "203.0.113.2",
         "the fresh hold is kept for now"
     );
-    h.svc.clock.advance(121);
+    h.svc.clock().advance(121);
     h.svc.sweep().unwrap();
     let r = h.rent(&new_key()).await;
     assert_eq!(r["rental"]["address"], "203.0.113.1");

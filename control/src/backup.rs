@@ -18,6 +18,69 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why a backup or restore did not happen; nothing was replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("no database at {}", .0.display())]
+    NoDatabase(PathBuf),
+    /// A file or directory could not be opened, written or renamed.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite could not open a database file.
+    #[error("{}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("backup: {0}")]
+    Copy(#[source] rusqlite::Error),
+    #[error("backup: the database stayed busy for 30 s")]
+    Busy,
+    #[error("{}: not a StaticWire database: {source}", path.display())]
+    NotOurs {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{}: integrity check failed: {found}", path.display())]
+    Corrupt { path: PathBuf, found: String },
+    #[error("{}: schema version {version} is newer than this program ({known}); restore it with a newer staticwire-control", path.display())]
+    Newer {
+        path: PathBuf,
+        version: i64,
+        known: i64,
+    },
+    #[error("a staticwire-control is serving from {}: stop it first", .0.display())]
+    Serving(PathBuf),
+    #[error("keeping the current database: {0}")]
+    Keep(#[source] Box<BackupError>),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+fn file_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_err(path: &Path) -> impl FnOnce(rusqlite::Error) -> BackupError + '_ {
+    move |source| BackupError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Name of the lock a serving control holds in its data dir.
 const LOCK_FILE: &str = "serve.lock";
 
@@ -42,26 +105,32 @@ pub fn try_lock(data_dir: &Path) -> std::io::Result<Option<File>> {
     }
 }
 
-fn copy(src: &Connection, dst: &mut Connection) -> Result<(), String> {
-    let b = Backup::new(src, dst).map_err(|e| format!("backup: {e}"))?;
+fn copy(src: &Connection, dst: &mut Connection) -> Result<(), BackupError> {
+    let b = Backup::new(src, dst).map_err(BackupError::Copy)?;
     // -1: every page in one step, one read transaction: a consistent snapshot.
     for _ in 0..600 {
-        match b.step(-1).map_err(|e| format!("backup: {e}"))? {
+        match b.step(-1).map_err(BackupError::Copy)? {
             StepResult::Done => return Ok(()),
             StepResult::More => {}
             _ => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-    Err("backup: the database stayed busy for 30 s".into())
+    Err(BackupError::Busy)
 }
 
-fn check(conn: &Connection, what: &Path) -> Result<i64, String> {
-    let bad = |e: rusqlite::Error| format!("{}: not a StaticWire database: {e}", what.display());
+fn check(conn: &Connection, what: &Path) -> Result<i64, BackupError> {
+    let bad = |source| BackupError::NotOurs {
+        path: what.to_path_buf(),
+        source,
+    };
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(bad)?;
     if ok != "ok" {
-        return Err(format!("{}: integrity check failed: {ok}", what.display()));
+        return Err(BackupError::Corrupt {
+            path: what.to_path_buf(),
+            found: ok,
+        });
     }
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -85,17 +154,16 @@ fn sync_dir(path: &Path) {
 }
 
 /// Copies the live database at `db` to `dest`; returns the rentals it holds.
-pub fn backup(db: &Path, dest: &Path) -> Result<i64, String> {
+pub fn backup(db: &Path, dest: &Path) -> Result<i64, BackupError> {
     if !db.exists() {
-        return Err(format!("no database at {}", db.display()));
+        return Err(BackupError::NoDatabase(db.to_path_buf()));
     }
     let src = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| format!("{}: {e}", db.display()))?;
-    src.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
+    .map_err(open_err(db))?;
+    src.busy_timeout(Duration::from_secs(10))?;
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
@@ -106,22 +174,17 @@ pub fn backup(db: &Path, dest: &Path) -> Result<i64, String> {
         .write(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        .map_err(file_err(&tmp))?;
     let result = (|| {
-        let mut dst = Connection::open(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut dst = Connection::open(&tmp).map_err(open_err(&tmp))?;
         copy(&src, &mut dst)?;
         // One self-contained file: no -wal beside it.
-        dst.pragma_update(None, "journal_mode", "DELETE")
-            .map_err(|e| e.to_string())?;
+        dst.pragma_update(None, "journal_mode", "DELETE")?;
         check(&dst, &tmp)?;
-        let n: i64 = dst
-            .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
-            .map_err(|e| e.to_string())?;
+        let n: i64 = dst.query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))?;
         drop(dst);
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        File::open(&tmp).and_then(|f| f.sync_all())?;
+        std::fs::rename(&tmp, dest).map_err(file_err(dest))?;
         sync_dir(dest);
         Ok(n)
     })();
@@ -132,47 +195,40 @@ pub fn backup(db: &Path, dest: &Path) -> Result<i64, String> {
 }
 
 /// Replaces the database at `db` with the backup `src`; the server must be stopped.
-pub fn restore(data_dir: &Path, db: &Path, src: &Path) -> Result<i64, String> {
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+pub fn restore(data_dir: &Path, db: &Path, src: &Path) -> Result<i64, BackupError> {
+    std::fs::create_dir_all(data_dir).map_err(file_err(data_dir))?;
     let _lock = try_lock(data_dir)
-        .map_err(|e| format!("{}: {e}", data_dir.display()))?
-        .ok_or_else(|| {
-            format!(
-                "a staticwire-control is serving from {}: stop it first",
-                data_dir.display()
-            )
-        })?;
+        .map_err(file_err(data_dir))?
+        .ok_or_else(|| BackupError::Serving(data_dir.to_path_buf()))?;
     let from = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("{}: {e}", src.display()))?;
+        .map_err(open_err(src))?;
     let version = check(&from, src)?;
     let known = crate::db::schema_version();
     if version > known {
-        return Err(format!(
-            "{}: schema version {version} is newer than this program ({known}); restore it with a newer staticwire-control",
-            src.display()
-        ));
+        return Err(BackupError::Newer {
+            path: src.to_path_buf(),
+            version,
+            known,
+        });
     }
     if db.exists() {
         let mut keep = db.as_os_str().to_owned();
         keep.push(".pre-restore");
         let keep = PathBuf::from(keep);
-        backup(db, &keep).map_err(|e| format!("keeping the current database: {e}"))?;
+        backup(db, &keep).map_err(|e| BackupError::Keep(Box::new(e)))?;
         eprintln!(
             "staticwire-control: the database it replaces is kept as {}",
             keep.display()
         );
     }
-    let mut dst = crate::db::open_sqlite(db).map_err(|e| e.to_string())?;
+    let mut dst = crate::db::open_sqlite(db)?;
     copy(&from, &mut dst)?;
     // The copy carried the backup's journal mode and schema version: back to WAL, then up to
     // this program's schema.
-    dst.execute_batch("PRAGMA journal_mode = WAL;")
-        .map_err(|e| e.to_string())?;
-    crate::db::migrate_sqlite(&dst).map_err(|e| e.to_string())?;
+    dst.execute_batch("PRAGMA journal_mode = WAL;")?;
+    crate::db::migrate_sqlite(&dst)?;
     check(&dst, db)?;
-    let n = dst
-        .query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
+    let n = dst.query_row("SELECT COUNT(*) FROM rentals", [], |r| r.get(0))?;
     drop(dst);
     give_to_owner_of(data_dir, db);
     Ok(n)
@@ -285,7 +341,7 @@ mod tests {
         backup(&db_path, &dest).unwrap();
         let held = try_lock(dir.path()).unwrap().expect("free");
         let e = restore(dir.path(), &db_path, &dest).unwrap_err();
-        assert!(e.contains("stop it first"), "{e}");
+        assert!(e.to_string().contains("stop it first"), "{e}");
         drop(held);
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"not a database at all, not even close").unwrap();
@@ -296,7 +352,7 @@ mod tests {
             .execute_batch("CREATE TABLE x(y)")
             .unwrap();
         let e = restore(dir.path(), &db_path, &other).unwrap_err();
-        assert!(e.contains("not a StaticWire database"), "{e}");
+        assert!(e.to_string().contains("not a StaticWire database"), "{e}");
         assert!(backup(&dir.path().join("missing.sqlite"), &dest).is_err());
         // A newer schema than this program knows is refused.
         let newer = dir.path().join("newer.sqlite");
@@ -306,6 +362,6 @@ mod tests {
             .execute_batch("PRAGMA user_version = 99")
             .unwrap();
         let e = restore(dir.path(), &db_path, &newer).unwrap_err();
-        assert!(e.contains("newer"), "{e}");
+        assert!(e.to_string().contains("newer"), "{e}");
     }
 }

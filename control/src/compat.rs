@@ -49,7 +49,7 @@ type Answer = Result<Json<Value>, CompatError>;
 
 /// Sat per second.
 pub fn rate(s: &Service) -> f64 {
-    s.terms.monthly_sat as f64 / MONTH_SECS
+    s.terms().monthly_sat as f64 / MONTH_SECS
 }
 
 async fn form(headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>, CompatError> {
@@ -62,7 +62,7 @@ async fn form(headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>
             "send an application/x-www-form-urlencoded body".into(),
         ));
     }
-    let bytes = axum::body::to_bytes(body, crate::http::MAX_BODY)
+    let bytes = axum::body::to_bytes(body, crate::limits::MAX_BODY)
         .await
         .map_err(|_| CompatError("body too large".into()))?;
     serde_urlencoded::from_bytes(&bytes).map_err(|e| CompatError(format!("bad form body: {e}")))
@@ -80,7 +80,7 @@ fn key_of(f: &HashMap<String, String>) -> Result<String, CompatError> {
 }
 
 fn sell_offer_terms(s: &Service, with_activation_fee: bool) -> Value {
-    let c = &s.cfg.compat;
+    let c = &s.cfg().compat;
     let mut t = json!({
         "Rate": rate(s),
         "MinimumInitialCredit": c.minimum_initial_credit_sat,
@@ -88,7 +88,7 @@ fn sell_offer_terms(s: &Service, with_activation_fee: bool) -> Value {
         "MaximumCredit": c.maximum_credit_sat,
     });
     if with_activation_fee {
-        t["ActivationFee"] = json!(s.terms.activation_sat);
+        t["ActivationFee"] = json!(s.terms().activation_sat);
     }
     t
 }
@@ -97,7 +97,7 @@ fn sell_offer_terms(s: &Service, with_activation_fee: bool) -> Value {
 fn status_of(s: &Service, r: &RentalRow, now: i64) -> Result<Value, ServiceError> {
     let db = s.db()?;
     let acc = r.account();
-    let state = acc.state(&s.terms, now);
+    let state = acc.state(s.terms(), now);
     let unpaid = if state == RentalState::Released {
         None
     } else {
@@ -114,7 +114,7 @@ fn status_of(s: &Service, r: &RentalRow, now: i64) -> Result<Value, ServiceError
         "total_paid": total_paid,
         "Credit": remaining as f64 * rate(s),
         "Networks": r.networks_of().map(|n| n.cidrs()).unwrap_or_default(),
-        "ActivationFee": s.terms.activation_sat,
+        "ActivationFee": s.terms().activation_sat,
         "NumberOfPayments": payments,
         "address": r.address,
         "state": state,
@@ -150,7 +150,7 @@ async fn get_status(State(s): State<Arc<Service>>, headers: HeaderMap, body: Bod
         }
     }
     let r = rental_of(&s, &key)?;
-    Ok(Json(status_of(&s, &r, s.clock.now())?))
+    Ok(Json(status_of(&s, &r, s.clock().now())?))
 }
 
 async fn get_conf(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
@@ -176,9 +176,9 @@ fn monthly_answer(s: &Service, resp: &staticwire_api::InvoiceResponse, initial: 
         "InitialInvoice": initial,
         "Amount": resp.invoice.amount_sat,
         "Months": resp.invoice.months,
-        "ActivationFee": s.terms.activation_sat,
-        "MonthlyRate": s.terms.monthly_sat,
-        "MonthSeconds": s.terms.month_secs,
+        "ActivationFee": s.terms().activation_sat,
+        "MonthlyRate": s.terms().monthly_sat,
+        "MonthSeconds": s.terms().month_secs,
         "Address": resp.rental.address,
         "PaymentHash": resp.invoice.payment_hash,
     })
@@ -223,8 +223,8 @@ async fn add_credit(
         .trim()
         .parse()
         .map_err(|_| CompatError("amount must be a whole number of sat".into()))?;
-    let c = &s.cfg.compat;
-    let now = s.clock.now();
+    let c = &s.cfg().compat;
+    let now = s.clock().now();
     let secs = (amount as f64 / rate(&s)).round() as i64;
     let live = {
         let db = s.db()?;
@@ -232,7 +232,7 @@ async fn add_credit(
     };
     let existing = live.filter(|r| {
         !matches!(
-            r.account().state(&s.terms, now),
+            r.account().state(s.terms(), now),
             RentalState::Released | RentalState::Pending
         )
     });
@@ -297,7 +297,7 @@ async fn add_credit(
                     ))
                 }
             };
-            let total = s.terms.activation_sat + amount;
+            let total = s.terms().activation_sat + amount;
             let what = format!("activation and {amount} sat of credit");
             let credit = Credit::Seconds {
                 secs,

@@ -1,5 +1,7 @@
 //! Configuration: a TOML file whose every field has a default, so `staticwire-control serve`
 //! runs out of the box (SQLite in the data dir, the dev Lightning backend, one router).
+//! Every section's type lives here (`[limits]`, `[web]` too), so the config is a leaf: it
+//! imports nothing of the control but the network names.
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
@@ -39,11 +41,11 @@ pub struct Config {
     /// protocol beside `/v1`. Off unless `listen` is set.
     pub compat: CompatConfig,
     /// Per-client request rates, unpaid holds, connections, sizes and timeouts.
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: LimitsConfig,
     /// Prometheus `/metrics`. Off unless `listen` is set.
     pub metrics: MetricsConfig,
     /// The public web page at `/`.
-    pub web: crate::web::WebConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -197,9 +199,9 @@ impl Default for Config {
             reconcile_interval_secs: 300,
             invoice_poll_millis: 200,
             compat: CompatConfig::default(),
-            limits: crate::limits::LimitsConfig::default(),
+            limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
-            web: crate::web::WebConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -267,10 +269,10 @@ impl Config {
                 "terms.prefix_lengths: /{l} is not one of 29, 30, 31, 32"
             )));
         }
-        self.limits.validate().map_err(ConfigError::Invalid)?;
-        self.web.validate().map_err(ConfigError::Invalid)?;
+        self.limits.validate()?;
+        self.web.validate()?;
         if let Some(n) = self.network() {
-            if crate::lightning::normalize_network(n).is_none() {
+            if crate::network::normalize_network(n).is_none() {
                 return Err(ConfigError::Invalid(format!(
                     "lightning.network {n:?} is not one of bitcoin, testnet, signet, regtest"
                 )));
@@ -339,7 +341,7 @@ impl Config {
 
     /// Whether the database is PostgreSQL (shared by replicas) rather than a SQLite file.
     pub fn is_postgres(&self) -> bool {
-        crate::db::is_postgres_url(&self.database_url())
+        is_postgres_url(&self.database_url())
     }
 
     pub fn key_file(&self, router: &RouterConfig) -> PathBuf {
@@ -347,6 +349,138 @@ impl Config {
             .private_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(format!("{}.key", router.name)))
+    }
+}
+
+/// Whether a database URL names PostgreSQL (anything else is a SQLite file).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `[limits]` in the control's configuration; every field optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests a client may send at once on any route...
+    pub burst: u32,
+    /// ...refilled at this many per second.
+    pub per_second: f64,
+    /// Requests that make an invoice (rent, renew, AddCredit) a client may send at once...
+    pub invoice_burst: u32,
+    /// ...refilled at this many per minute.
+    pub invoices_per_minute: f64,
+    /// Unpaid first invoices (each holding an address) one client may have open at a time.
+    pub max_unpaid_per_client: u32,
+    /// Open connections per client.
+    pub max_connections_per_client: usize,
+    /// Open connections in total, per listener.
+    pub max_connections: usize,
+    /// Seconds a request head may take to arrive (also the keep-alive idle limit).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive.
+    pub body_timeout_secs: u64,
+    /// Seconds a request may take in all (above the 60 s invoice long-poll).
+    pub request_timeout_secs: u64,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            burst: 120,
+            per_second: 20.0,
+            invoice_burst: 20,
+            invoices_per_minute: 20.0,
+            max_unpaid_per_client: 5,
+            max_connections_per_client: 64,
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            request_timeout_secs: 90,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.per_second > 0.0 && self.invoices_per_minute > 0.0) {
+            return Err(ConfigError::Invalid(
+                "limits: rates must be above zero".into(),
+            ));
+        }
+        if self.burst == 0 || self.invoice_burst == 0 || self.max_unpaid_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: bursts and max_unpaid_per_client must be at least 1".into(),
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: connection limits must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout_secs == 0 || self.body_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: timeouts must be at least 1 second".into(),
+            ));
+        }
+        if self.request_timeout_secs <= 60 {
+            return Err(ConfigError::Invalid(
+                "limits: request_timeout_secs must exceed the 60 s long-poll".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Languages the page is translated into; `[web] languages` picks among them.
+pub const LANGUAGES: [&str; 2] = ["en", "de"];
+
+/// `[web]` in the control's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the page at `/` (the API answers either way).
+    pub enabled: bool,
+    /// Offered languages, the first being the default for browsers that ask for none of them.
+    pub languages: Vec<String>,
+    /// The provider's name, shown as the page's title.
+    pub name: String,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            languages: LANGUAGES.iter().map(|l| l.to_string()).collect(),
+            name: "StaticWire".into(),
+        }
+    }
+}
+
+impl WebConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.languages.is_empty() {
+            return Err(ConfigError::Invalid(
+                "web.languages needs at least one language".into(),
+            ));
+        }
+        for l in &self.languages {
+            if !LANGUAGES.contains(&l.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "web.languages: no translation for {l:?} (available: {})",
+                    LANGUAGES.join(", ")
+                )));
+            }
+        }
+        let n = self.name.chars().count();
+        if n == 0 || n > 80 || self.name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(
+                "web.name must be 1 to 80 printable characters".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

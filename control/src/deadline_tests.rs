@@ -4,15 +4,12 @@
 //! through), and the per-client cap of unpaid holds across a restart. No timed assertions.
 
 use crate::abuse_tests::{from, new_key, server_in};
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
+use crate::config::LimitsConfig;
 use crate::deadlines;
-use crate::feed::RouterLink;
-use crate::lightning::{dev, Backend};
-use crate::limits::LimitsConfig;
 use crate::service::Service;
 use crate::sql::Connection;
 use crate::store;
+use crate::testkit::Builder;
 use rusqlite::StatementStatus;
 use std::collections::HashMap;
 use std::path::Path;
@@ -92,34 +89,15 @@ fn uapi_router(path: &Path) -> UapiRouter {
 }
 
 fn service(dir: &Path, reconcile_interval_secs: u64) -> Arc<Service> {
-    let mut cfg = Config {
-        data_dir: dir.to_path_buf(),
-        reconcile_interval_secs,
-        invoice_poll_millis: 50,
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.join("router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec!["203.0.113.0/24".parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: None,
-        ipv6_prefix_len: 64,
-    }];
-    let db = Arc::new(Mutex::new(crate::db::open(&cfg.db_path()).unwrap()));
-    let key = dev::load_or_create_key(&dir.join("dev-node.key")).unwrap();
-    let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.join("router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap())
+    let svc = Builder::new("203.0.113.0/24")
+        .router_socket("router.sock")
+        .sqlite_only()
+        .config(move |c| {
+            c.reconcile_interval_secs = reconcile_interval_secs;
+            c.invoice_poll_millis = 50;
+        })
+        .service(dir);
+    Arc::new(svc)
 }
 
 /// A paid rental of `key` at `address`, paid until `paid_until`.
@@ -143,7 +121,7 @@ async fn a_deadline_passing_takes_exactly_that_peer_off_the_router() {
     let mut router = uapi_router(&dir.path().join("router.sock"));
     // No full compare during the test: only the deadline queue can remove anyone.
     let svc = service(dir.path(), 3600);
-    let now = svc.clock.now();
+    let now = svc.clock().now();
     let keys: Vec<String> = (0..3).map(|_| new_key()).collect();
     {
         let db = svc.db().unwrap();
@@ -153,9 +131,9 @@ async fn a_deadline_passing_takes_exactly_that_peer_off_the_router() {
     }
     svc.reconcile().await.unwrap();
     assert_eq!(router.peers.lock().unwrap().len(), 3, "all three admitted");
-    tokio::spawn(svc.clone().run(String::new()));
+    tokio::spawn(crate::run::run(svc.clone(), String::new()));
 
-    svc.clock.advance(DAY);
+    svc.clock().advance(DAY);
     svc.wake();
     let gone = router.removed.recv().await.unwrap();
     assert_eq!(
@@ -168,7 +146,7 @@ async fn a_deadline_passing_takes_exactly_that_peer_off_the_router() {
         assert!(peers.contains_key(&hex_of(&keys[1])));
         assert!(peers.contains_key(&hex_of(&keys[2])));
     }
-    svc.clock.advance(DAY);
+    svc.clock().advance(DAY);
     svc.wake();
     let gone = router.removed.recv().await.unwrap();
     assert_eq!(gone, hex_of(&keys[1]), "then the second's, not the third's");
@@ -196,7 +174,7 @@ async fn a_restarted_router_gets_every_active_peer_back_from_the_full_compare() 
     let sock = dir.path().join("router.sock");
     let router = uapi_router(&sock);
     let svc = service(dir.path(), 3600);
-    let now = svc.clock.now();
+    let now = svc.clock().now();
     {
         let db = svc.db().unwrap();
         for i in 0..25 {
@@ -234,7 +212,7 @@ async fn a_restarted_router_gets_every_active_peer_back_from_the_full_compare() 
     // The router restarts empty on a new socket: the watcher sees it and the loop compares.
     drop(router);
     std::fs::remove_file(&sock).unwrap();
-    tokio::spawn(svc.clone().run(String::new()));
+    tokio::spawn(crate::run::run(svc.clone(), String::new()));
     let fresh = uapi_router(&sock);
     loop {
         if fresh.peers.lock().unwrap().len() == 25 {

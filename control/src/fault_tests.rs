@@ -4,7 +4,7 @@
 //! small tmpfs is mounted for the data dir); prints SKIPPED otherwise.
 
 use crate::abuse_tests::{from, new_key, server_in};
-use crate::limits::LimitsConfig;
+use crate::config::LimitsConfig;
 use serde_json::Value;
 use std::process::Command;
 

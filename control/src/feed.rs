@@ -288,3 +288,13 @@ struct PeerRecord {
 fn removal(key_hex: &str) -> String {
     format!("public_key={key_hex}\nremove=true\n")
 }
+
+/// A socket file's identity: inode and change time (tmpfs reuses inode numbers).
+pub type SocketId = (u64, i64, i64);
+
+pub fn socket_id(path: &std::path::Path) -> Option<SocketId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+}

@@ -1,6 +1,7 @@
 //! The HTTP JSON API, `/v1`. Every error is `{"error":{"code","message"}}` with a fitting
 //! status; a rejected request changes nothing.
 
+use crate::limits::MAX_BODY;
 use crate::service::{Service, ServiceError};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -16,8 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted; real ones are under 100 bytes.
-pub const MAX_BODY: usize = 64 * 1024;
 /// Longest long-poll on an invoice.
 const MAX_WAIT: u64 = 60;
 
@@ -228,7 +227,7 @@ async fn readyz(State(s): State<Arc<Service>>) -> Result<&'static str, ApiError>
     s.db()?
         .query_row("SELECT 1", [], |_| Ok(()))
         .map_err(ServiceError::from)?;
-    s.ln.ready().await.map_err(ServiceError::from)?;
+    s.ln().ready().await.map_err(ServiceError::from)?;
     Ok("ready\n")
 }
 
@@ -246,15 +245,19 @@ async fn dev_clock(
             "seconds must be between 0 and ten years",
         ));
     }
-    s.clock.advance(a.seconds);
-    crate::db::meta_set(&*s.db()?, "dev_clock_offset", &s.clock.offset().to_string())
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    s.clock().advance(a.seconds);
+    crate::db::meta_set(
+        &*s.db()?,
+        "dev_clock_offset",
+        &s.clock().offset().to_string(),
+    )
+    .map_err(ServiceError::internal)?;
     s.reconcile().await?;
     s.wake();
     s.bump();
     Ok(Json(staticwire_api::DevClockResponse {
-        now: s.clock.now(),
-        offset: s.clock.offset(),
+        now: s.clock().now(),
+        offset: s.clock().offset(),
     }))
 }
 
@@ -267,7 +270,7 @@ async fn dev_pay(
 ) -> ApiResult<staticwire_api::DevPayResponse> {
     use crate::lightning::dev::{self, DevPayError};
     let req: staticwire_api::DevPayRequest = json_body(&headers, body).await?;
-    let crate::lightning::Backend::Dev(node) = &s.ln else {
+    let crate::lightning::Backend::Dev(node) = &s.ln() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             codes::NOT_FOUND,
@@ -276,7 +279,7 @@ async fn dev_pay(
     };
     let paid = {
         let db = s.db()?;
-        dev::pay(&db, &node.node_id, &req.bolt11, s.clock.now())
+        dev::pay(&db, &node.node_id, &req.bolt11, s.clock().now())
     };
     let paid = paid.map_err(|e| {
         let (status, code) = match e {

@@ -1,6 +1,7 @@
 //! Leases in the database: among control replicas sharing one PostgreSQL, exactly one runs a
 //! router's expiries and reconciliation at a time. A holder renews its lease every round; when
-//! it dies, the lease runs out and another replica takes it over.
+//! it dies, the lease runs out and another replica takes it over. These are the queries; the
+//! loop takes and gives up a replica's leases (`crate::run::leases`).
 
 use crate::sql::{params, Connection, OptionalExtension};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -65,51 +66,6 @@ pub fn holder_of(db: &Connection, name: &str) -> crate::sql::Result<Option<Strin
 /// The lease name of a router.
 pub fn router_lease(router: &str) -> String {
     format!("router:{router}")
-}
-
-/// Takes or renews this replica's leases of the routers whose sockets it sees (a lease it
-/// cannot renew runs out and goes to a replica that sees it) and records which routers it now
-/// runs;
-/// returns whether that set changed. On SQLite (one control) every router is its own.
-pub fn refresh(s: &crate::service::Service, replica: &str) -> bool {
-    if !s.cfg.is_postgres() {
-        return false;
-    }
-    let now = now_ms();
-    let mut held = std::collections::HashSet::new();
-    if let Ok(db) = s.db() {
-        // Only routers this host can reach: a replica on each router host runs its own.
-        for r in s.routers.iter().filter(|r| r.socket.exists()) {
-            match acquire(&db, &router_lease(&r.name), replica, now, TTL_MS) {
-                Ok(true) => {
-                    held.insert(r.name.clone());
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(router = %r.name, "lease: {e}"),
-            }
-        }
-    }
-    let Ok(mut owned) = s.owned.lock() else {
-        return false;
-    };
-    let changed = owned.as_ref() != Some(&held);
-    if changed {
-        tracing::info!(replica, routers = ?held, "router leases held");
-    }
-    *owned = Some(held);
-    changed
-}
-
-/// Gives up this replica's leases (clean shutdown).
-pub fn release_all(s: &crate::service::Service, replica: &str) {
-    if !s.cfg.is_postgres() {
-        return;
-    }
-    if let Ok(db) = s.db() {
-        for r in &s.routers {
-            let _ = release(&db, &router_lease(&r.name), replica);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,87 +8,22 @@
 //! counting single IPv6 addresses would limit nothing). The address is the TCP peer's:
 //! `X-Forwarded-For` is ignored, since anyone can send it.
 //!
-//! This module stands alone (no `crate::` paths): the `control_http` fuzz target includes it
-//! by path (fuzz/fuzz_targets/control_http.rs).
+//! Its configuration, `[limits]`, is [`crate::config::LimitsConfig`].
 
+use crate::config::LimitsConfig;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use staticwire_api::{codes, ErrorBody, ErrorDetail};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `[limits]` in the control's configuration; every field optional.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LimitsConfig {
-    /// Requests a client may send at once on any route...
-    pub burst: u32,
-    /// ...refilled at this many per second.
-    pub per_second: f64,
-    /// Requests that make an invoice (rent, renew, AddCredit) a client may send at once...
-    pub invoice_burst: u32,
-    /// ...refilled at this many per minute.
-    pub invoices_per_minute: f64,
-    /// Unpaid first invoices (each holding an address) one client may have open at a time.
-    pub max_unpaid_per_client: u32,
-    /// Open connections per client.
-    pub max_connections_per_client: usize,
-    /// Open connections in total, per listener.
-    pub max_connections: usize,
-    /// Seconds a request head may take to arrive (also the keep-alive idle limit).
-    pub header_timeout_secs: u64,
-    /// Seconds a request body may take to arrive.
-    pub body_timeout_secs: u64,
-    /// Seconds a request may take in all (above the 60 s invoice long-poll).
-    pub request_timeout_secs: u64,
-    /// Largest request body, bytes.
-    pub max_body_bytes: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            burst: 120,
-            per_second: 20.0,
-            invoice_burst: 20,
-            invoices_per_minute: 20.0,
-            max_unpaid_per_client: 5,
-            max_connections_per_client: 64,
-            max_connections: 4096,
-            header_timeout_secs: 10,
-            body_timeout_secs: 10,
-            request_timeout_secs: 90,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-}
-
-impl LimitsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.per_second > 0.0 && self.invoices_per_minute > 0.0) {
-            return Err("limits: rates must be above zero".into());
-        }
-        if self.burst == 0 || self.invoice_burst == 0 || self.max_unpaid_per_client == 0 {
-            return Err("limits: bursts and max_unpaid_per_client must be at least 1".into());
-        }
-        if self.max_connections == 0 || self.max_connections_per_client == 0 {
-            return Err("limits: connection limits must be at least 1".into());
-        }
-        if self.header_timeout_secs == 0 || self.body_timeout_secs == 0 {
-            return Err("limits: timeouts must be at least 1 second".into());
-        }
-        if self.request_timeout_secs <= 60 {
-            return Err("limits: request_timeout_secs must exceed the 60 s long-poll".into());
-        }
-        Ok(())
-    }
-}
+/// Largest request body a handler reads; real ones are under 100 bytes.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Who a request counts against: an IPv4 address or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,33 +1,14 @@
 //! staticwire-control: the StaticWire rental server and its operator commands.
 
-mod alloc;
-mod backup;
-mod clock;
-mod compat;
-mod config;
-mod db;
-mod deadlines;
-mod feed;
-mod http;
-mod https;
-mod lease;
-mod ledger;
-mod lightning;
-mod limits;
-mod metrics;
-mod migrate;
-mod prefixes;
-mod secrets;
-mod service;
-mod sql;
-mod store;
-mod web;
-
 use clap::{Parser, Subcommand};
-use config::{Config, LightningConfig};
-use feed::RouterLink;
 use lightning::{cln::Cln, dev, lnd::Lnd, Backend};
-use service::Service;
+use staticwire_control::config::{Config, LightningConfig};
+use staticwire_control::feed::RouterLink;
+use staticwire_control::service::Service;
+use staticwire_control::{
+    backup, clock, compat, db, http, https, lease, lightning, limits, metrics, migrate, run,
+    secrets,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -215,35 +196,35 @@ fn build(cfg: Config) -> (Service, https::Identities) {
     let tls = https::Identities::load_or_create(&cfg.data_dir)
         .unwrap_or_else(|e| fail(format!("TLS certificate: {e}")));
     let mut service = Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e));
-    service.tls_fingerprint = Some(tls.current.fingerprint());
+    service.set_tls_fingerprint(tls.current.fingerprint());
     (service, tls)
 }
 
 async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
-    let listener = tokio::net::TcpListener::bind(service.cfg.listen)
+    let listener = tokio::net::TcpListener::bind(service.cfg().listen)
         .await
-        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg.listen)));
+        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg().listen)));
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, network = service.network, "staticwire-control listening");
+    tracing::info!(%addr, network = service.network(), "staticwire-control listening");
     for t in service.api_terms().servers {
         tracing::info!(endpoint = %t.endpoint, public_key = %t.public_key, "router");
     }
-    if let Some(addr) = service.cfg.metrics.listen {
-        let handle = metrics::install().unwrap_or_else(|e| fail(format!("metrics: {e}")));
-        metrics::init(&service);
-        let listener = metrics::bind(addr)
+    if let Some(addr) = service.cfg().metrics.listen {
+        let handle = metrics::scrape::install().unwrap_or_else(|e| fail(format!("metrics: {e}")));
+        metrics::scrape::init(&service);
+        let listener = metrics::scrape::bind(addr)
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Prometheus metrics at /metrics");
-        tokio::spawn(metrics::serve(listener, service.clone(), handle));
+        tokio::spawn(metrics::scrape::serve(listener, service.clone(), handle));
     }
     // With PostgreSQL, replicas share the work: each router's expiries and reconciliation run
     // on the replica holding its lease.
     let replica = lease::replica_id();
-    lease::refresh(&service, &replica);
+    run::leases::refresh(&service, &replica);
     // Crash recovery first: settle what was paid while we were down, fix every router.
     if let Err(e) = service.check_invoices().await {
         tracing::warn!("{e}");
@@ -254,25 +235,25 @@ async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
     // Backends that can push settlements do; the poll below catches anything missed.
     tokio::spawn(service.clone().follow_settlements());
     // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
-    tokio::spawn(service.clone().run(replica.clone()));
-    if let Some(addr) = service.cfg.compat.listen {
+    tokio::spawn(run::run(service.clone(), replica.clone()));
+    if let Some(addr) = service.cfg().compat.listen {
         // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
         let app = http::router(service.clone(), dev_clock)
             .merge(
                 compat::router(service.clone())
-                    .layer(axum::middleware::from_fn(metrics::compat_api)),
+                    .layer(axum::middleware::from_fn(metrics::events::compat_api)),
             )
             .merge(https::well_known(tls.fingerprints()))
-            .layer(axum::middleware::from_fn(metrics::track_http));
-        let bound = https::serve(addr, &tls.current, app, service.limits.clone())
+            .layer(axum::middleware::from_fn(metrics::events::track_http));
+        let bound = https::serve(addr, &tls.current, app, service.limits().clone())
             .await
             .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
         tracing::info!(addr = %bound, fingerprint = %tls.current.fingerprint(), next = ?tls.next.as_ref().map(https::Identity::fingerprint), "HTTPS (StaticWire client protocol and /v1)");
     }
-    let limits = service.limits.clone();
+    let limits = service.limits().clone();
     let app = http::router(service.clone(), dev_clock)
         .merge(https::well_known(tls.fingerprints()))
-        .layer(axum::middleware::from_fn(metrics::track_http));
+        .layer(axum::middleware::from_fn(metrics::events::track_http));
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .unwrap_or_else(|e| fail(e));
@@ -286,7 +267,7 @@ async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
         let service = service.clone();
         async move {
             shutdown.await;
-            lease::release_all(&service, &replica);
+            run::leases::release_all(&service, &replica);
         }
     };
     limits::serve(listener, app, limits, None, shutdown).await;
@@ -338,7 +319,7 @@ fn main() {
             if cfg.is_postgres() {
                 fail("the configured database is already PostgreSQL; migrate copies a SQLite one");
             }
-            if !db::is_postgres_url(to) {
+            if !staticwire_control::config::is_postgres_url(to) {
                 fail("--to must be a postgres:// URL");
             }
             let _lock = match backup::try_lock(&cfg.data_dir) {
@@ -402,7 +383,7 @@ fn main() {
     // A serving control holds its data dir's lock, so `restore` cannot pull the database from
     // under it. Two servers on one data dir are a mistake, but not one to refuse to start over.
     let _lock = if let Command::Serve { .. } = command {
-        match backup::try_lock(&service.cfg.data_dir) {
+        match backup::try_lock(&service.cfg().data_dir) {
             Ok(Some(l)) => Some(l),
             Ok(None) => {
                 tracing::warn!("another staticwire-control is serving from this data dir");
@@ -419,14 +400,16 @@ fn main() {
     if let Command::Serve { .. } = command {
         // Invoices of another network than the terms say would be refused by every client
         // while an address is held: agree with the node before serving anything.
-        let node = rt.block_on(service.ln.network());
-        service.network =
-            lightning::resolve_network(service.cfg.network(), node).unwrap_or_else(|e| fail(e));
+        let node = rt.block_on(service.ln().network());
+        let network =
+            lightning::resolve_network(service.cfg().network(), node).unwrap_or_else(|e| fail(e));
+        service.set_network(network);
         // Published as the terms' payee, so clients refuse invoices of another node.
-        if service.payee.is_none() {
-            service.payee = rt.block_on(service.ln.node_id());
+        if service.payee().is_none() {
+            let payee = rt.block_on(service.ln().node_id());
+            service.set_payee(payee);
         }
-        match &service.payee {
+        match service.payee() {
             Some(p) => tracing::info!(payee = %p, "invoices are signed by this node"),
             None => tracing::warn!("the node's public key is unknown (LND: getinfo needs info:read); the terms name no payee"),
         }
@@ -442,11 +425,11 @@ fn main() {
         Command::Fingerprint => println!("{}", tls.current.fingerprint()),
         Command::Tls { .. } => unreachable!("handled above"),
         Command::DevPay { bolt11 } => {
-            let Backend::Dev(node) = &service.ln else {
+            let Backend::Dev(node) = &service.ln() else {
                 fail("dev-pay only works with the dev Lightning backend");
             };
             let db = service.db().unwrap_or_else(|e| fail(e));
-            match dev::pay(&db, &node.node_id, &bolt11, service.clock.now()) {
+            match dev::pay(&db, &node.node_id, &bolt11, service.clock().now()) {
                 Ok(p) => print_json(&serde_json::json!({
                     "paid": true, "payment_hash": p.payment_hash, "preimage": p.preimage
                 })),
@@ -491,18 +474,3 @@ fn main() {
         }
     }
 }
-
-#[cfg(test)]
-mod abuse_tests;
-#[cfg(test)]
-mod api_tests;
-#[cfg(test)]
-mod deadline_tests;
-#[cfg(test)]
-mod fault_tests;
-#[cfg(test)]
-mod openapi_tests;
-#[cfg(test)]
-mod prefix_tests;
-#[cfg(test)]
-mod proptests;

@@ -4,12 +4,10 @@
 //! schema and, for errors, a documented code. Codes that need a broken database or Lightning
 //! node to provoke are checked through the error mapping itself.
 
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
-use crate::feed::RouterLink;
-use crate::lightning::{dev, Backend, LnError};
-use crate::limits::LimitsConfig;
+use crate::config::LimitsConfig;
+use crate::lightning::LnError;
 use crate::service::{Service, ServiceError};
+use crate::testkit::{Builder, Control};
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
@@ -19,12 +17,12 @@ use staticwire_api::openapi::{self, ROUTES};
 use staticwire_api::{codes, ErrorBody};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const DAY: i64 = 86_400;
 
 struct Server {
-    _dir: tempfile::TempDir,
+    _ctl: Control,
     base: String,
     http: reqwest::Client,
     doc: Value,
@@ -33,21 +31,15 @@ struct Server {
 }
 
 async fn server(pool: &str, limits: LimitsConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Arc::new(service(&dir, pool, limits));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = crate::http::router(svc.clone(), true);
-    tokio::spawn(crate::limits::serve(
-        listener,
-        app,
-        svc.limits.clone(),
-        None,
-        std::future::pending(),
-    ));
+    let ctl = Builder::new(pool)
+        .limits(limits)
+        .dev_hooks()
+        .limited()
+        .serve()
+        .await;
     Server {
-        _dir: dir,
-        base,
+        base: ctl.base(),
+        _ctl: ctl,
         http: reqwest::Client::new(),
         doc: openapi::document(),
         seen: Mutex::new(BTreeSet::new()),
@@ -55,35 +47,7 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
 }
 
 fn service(dir: &tempfile::TempDir, pool: &str, limits: LimitsConfig) -> Service {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        limits: limits.clone(),
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec![pool.parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: None,
-        ipv6_prefix_len: 64,
-    }];
-    let conn = crate::db::open_store(&cfg.db_path()).unwrap();
-    let db = Arc::new(Mutex::new(conn));
-    let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
-    let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    Service::new(cfg, Clock::system(), db, ln, routers).unwrap()
+    Builder::new(pool).limits(limits).service(dir.path())
 }
 
 fn new_key() -> String {
@@ -582,7 +546,7 @@ async fn an_invoice_of_another_payee_is_refused_before_a_client_sees_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut svc = service(&dir, "203.0.113.0/28", LimitsConfig::default());
     assert!(svc.api_terms().payee.is_some(), "the dev node is the payee");
-    svc.payee = Some(format!("02{}", "42".repeat(32)));
+    svc.set_payee(Some(format!("02{}", "42".repeat(32))));
     let key = new_key();
     let err = svc.rent(&key, None).await.unwrap_err();
     let resp = crate::http::ApiError::from(err).into_response();

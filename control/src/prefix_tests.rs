@@ -1,67 +1,33 @@
 //! IPv4 prefixes and IPv6 prefixes through the real HTTP API: prices per address, buddy
 //! placement, whole-prefix cool-down, lapse and back payments, and the peer's allowed IPs.
 
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
-use crate::feed::RouterLink;
+use crate::config::Config;
 use crate::lightning::{dev, Backend};
 use crate::service::Service;
+use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use rand::RngCore;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const DAY: i64 = 86_400;
 
 struct H {
-    _dir: tempfile::TempDir,
+    _ctl: Control,
     svc: Arc<Service>,
     base: String,
     http: reqwest::Client,
 }
 
 /// A server with one host: IPv4 pool `pool`, IPv6 pool `v6` (if any), terms edited by `f`.
-async fn server(pool: &str, v6: Option<&str>, f: impl FnOnce(&mut Config)) -> H {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec![pool.parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: v6.map(|p| p.parse().unwrap()),
-        ipv6_prefix_len: 64,
-    }];
-    f(&mut cfg);
-    cfg.validate().unwrap();
-    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
-    let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
-    let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = crate::http::router(svc.clone(), false);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+async fn server(pool: &str, v6: Option<&str>, f: impl FnOnce(&mut Config) + 'static) -> H {
+    let ctl = Builder::new(pool).ipv6_pool(v6).config(f).serve().await;
     H {
-        _dir: dir,
-        svc,
-        base,
+        svc: ctl.svc.clone(),
+        base: ctl.base(),
         http: reqwest::Client::new(),
+        _ctl: ctl,
     }
 }
 
@@ -92,12 +58,12 @@ impl H {
     }
 
     async fn pay(&self, bolt11: &str) {
-        let Backend::Dev(node) = &self.svc.ln else {
+        let Backend::Dev(node) = &self.svc.ln() else {
             unreachable!()
         };
         {
             let db = self.svc.db().unwrap();
-            dev::pay(&db, &node.node_id, bolt11, self.svc.clock.now()).unwrap();
+            dev::pay(&db, &node.node_id, bolt11, self.svc.clock().now()).unwrap();
         }
         self.svc.check_invoices().await.unwrap();
     }
@@ -187,7 +153,7 @@ async fn a_30_with_ipv6_is_priced_per_address_routed_whole_and_renews_after_laps
 
     // Lapse: a month and a day later the peer is gone and back payments are due at the
     // rental's own rate.
-    h.svc.clock.advance(31 * DAY);
+    h.svc.clock().advance(31 * DAY);
     assert!(!h.svc.sweep().unwrap()["t"].contains_key(&peer));
     let (_, st) = h
         .call(
@@ -382,5 +348,5 @@ async fn ipv6_only_rentals_where_sold() {
         v["rental"]["ipv6"], "2001:db8:100:1::/64",
         "the released /64 rests"
     );
-    crate::metrics::refresh(&h.svc).unwrap();
+    crate::metrics::scrape::refresh(&h.svc).unwrap();
 }

@@ -3,7 +3,7 @@
 //! handlers, with the dev Lightning backend), public keys, BOLT11 strings, config files.
 
 use crate::abuse_tests::server;
-use crate::limits::LimitsConfig;
+use crate::config::LimitsConfig;
 use axum::body::Body;
 use axum::http::Request;
 use proptest::prelude::*;
@@ -117,7 +117,7 @@ proptest! {
 
     #[test]
     fn bolt11_strings_never_panic(s in prop_oneof![".{0,120}", "ln(bc|tb|bcrt|tbs)[0-9]{0,6}[munp]?1[02-9ac-hj-np-z]{0,300}"]) {
-        let _ = crate::lightning::invoice_network(&s);
+        let _ = crate::network::invoice_network(&s);
     }
 
     #[test]

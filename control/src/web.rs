@@ -14,54 +14,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::{Arc, LazyLock};
-
-/// Languages the page is translated into; `[web] languages` picks among them.
-pub const LANGUAGES: [&str; 2] = ["en", "de"];
-
-/// `[web]` in the control's configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WebConfig {
-    /// Serve the page at `/` (the API answers either way).
-    pub enabled: bool,
-    /// Offered languages, the first being the default for browsers that ask for none of them.
-    pub languages: Vec<String>,
-    /// The provider's name, shown as the page's title.
-    pub name: String,
-}
-
-impl Default for WebConfig {
-    fn default() -> Self {
-        WebConfig {
-            enabled: true,
-            languages: LANGUAGES.iter().map(|l| l.to_string()).collect(),
-            name: "StaticWire".into(),
-        }
-    }
-}
-
-impl WebConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.languages.is_empty() {
-            return Err("web.languages needs at least one language".into());
-        }
-        for l in &self.languages {
-            if !LANGUAGES.contains(&l.as_str()) {
-                return Err(format!(
-                    "web.languages: no translation for {l:?} (available: {})",
-                    LANGUAGES.join(", ")
-                ));
-            }
-        }
-        let n = self.name.chars().count();
-        if n == 0 || n > 80 || self.name.chars().any(char::is_control) {
-            return Err("web.name must be 1 to 80 printable characters".into());
-        }
-        Ok(())
-    }
-}
 
 /// One embedded file.
 struct Asset {
@@ -160,7 +114,7 @@ fn not_found() -> Response {
 }
 
 async fn index(State(s): State<Arc<Service>>, headers: HeaderMap) -> Response {
-    if !s.cfg.web.enabled {
+    if !s.cfg().web.enabled {
         return not_found();
     }
     serve_asset(0, &headers)
@@ -171,7 +125,7 @@ async fn file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if !s.cfg.web.enabled {
+    if !s.cfg().web.enabled {
         return not_found();
     }
     if path == "site.json" {
@@ -193,8 +147,8 @@ struct Site<'a> {
 /// provider's name and languages.
 fn site(s: &Service) -> Response {
     let mut resp = Json(Site {
-        name: &s.cfg.web.name,
-        languages: &s.cfg.web.languages,
+        name: &s.cfg().web.name,
+        languages: &s.cfg().web.languages,
     })
     .into_response();
     resp.headers_mut()
@@ -232,7 +186,7 @@ async fn log_request(req: Request<Body>, next: Next) -> Response {
     let bytes = if parts.method == Method::GET || parts.method == Method::HEAD {
         Default::default()
     } else {
-        match axum::body::to_bytes(body, crate::http::MAX_BODY).await {
+        match axum::body::to_bytes(body, crate::limits::MAX_BODY).await {
             Ok(b) => b,
             Err(_) => {
                 return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
@@ -253,43 +207,17 @@ async fn log_request(req: Request<Body>, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::config::Config;
-    use crate::feed::RouterLink;
-    use crate::lightning::{dev, Backend};
-    use std::sync::Mutex;
+    use crate::config::{WebConfig, LANGUAGES};
+    use crate::testkit::{Builder, Control};
 
     /// The real API router on loopback, SQLite in a temp dir, the dev backend.
-    async fn serve(web: WebConfig) -> (tempfile::TempDir, String) {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config {
-            data_dir: dir.path().to_path_buf(),
-            web,
-            ..Config::default()
-        };
-        let mut router = cfg.routers[0].clone();
-        router.name = "t".into();
-        router.socket = dir.path().join("no-router.sock");
-        router.pools = vec!["203.0.113.8/29".parse().unwrap()];
-        router.reserved = vec![];
-        cfg.routers = vec![router];
-        let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
-        let key = dev::load_or_create_key(&dir.path().join("dev-node.key")).unwrap();
-        let ln = Backend::Dev(dev::DevNode::new(key, db.clone()));
-        let routers = vec![RouterLink {
-            name: "t".into(),
-            socket: dir.path().join("no-router.sock"),
-            listen_port: 51820,
-            private_key: [1; 32],
-            public_key: [2; 32],
-        }];
-        let svc = Arc::new(Service::new(cfg, Clock::system(), db, ln, routers).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = crate::http::router(svc, false);
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (dir, base)
+    async fn serve(web: WebConfig) -> (Control, String) {
+        let ctl = Builder::new("203.0.113.8/29")
+            .config(move |c| c.web = web)
+            .serve()
+            .await;
+        let base = ctl.base();
+        (ctl, base)
     }
 
     #[tokio::test]
@@ -451,7 +379,7 @@ mod tests {
         let mut c = WebConfig::default();
         assert!(c.validate().is_ok());
         c.languages = vec!["fr".into()];
-        assert!(c.validate().unwrap_err().contains("fr"));
+        assert!(c.validate().unwrap_err().to_string().contains("fr"));
         c.languages = vec![];
         assert!(c.validate().is_err());
         c = WebConfig {

@@ -1,58 +1,26 @@
 //! The control's public HTTP layer: raw bytes on a connection, parsed by the same hyper
 //! HTTP/1 settings as `limits::serve`, through the real `limits` middleware (rates, sizes,
-//! timeouts; control/src/limits.rs, included by path) into handlers shaped like the control's
-//! (JSON bodies of /v1, form posts of the original client's /api/, keys in paths). Never a
-//! panic, never a 5xx from parsing.
+//! timeouts) into the real routers of the control library — `/v1` (`http::router`, the page
+//! included) and the original client's protocol (`compat::router`) — over a real service
+//! (SQLite in a temp dir, the dev Lightning backend), started by the control's testkit. Never
+//! a panic, never a 5xx.
 #![no_main]
 
-#[path = "../../control/src/limits.rs"]
-#[allow(dead_code)]
-mod limits;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::extract::ConnectInfo;
 use axum::Router;
 use libfuzzer_sys::fuzz_target;
-use std::collections::HashMap;
+use staticwire_control::config::LimitsConfig;
+use staticwire_control::{compat, http, limits, testkit};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn json(headers: HeaderMap, body: Body) -> StatusCode {
-    let _ = headers.get("content-type").map(|v| v.to_str());
-    match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(b) => match serde_json::from_slice::<staticwire_api::RentRequest>(&b) {
-            Ok(_) => StatusCode::CREATED,
-            Err(_) => StatusCode::BAD_REQUEST,
-        },
-        Err(_) => StatusCode::PAYLOAD_TOO_LARGE,
-    }
-}
-
-async fn form(body: Body) -> StatusCode {
-    match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(b) => match serde_urlencoded::from_bytes::<HashMap<String, String>>(&b) {
-            Ok(_) => StatusCode::OK,
-            Err(_) => StatusCode::BAD_REQUEST,
-        },
-        Err(_) => StatusCode::PAYLOAD_TOO_LARGE,
-    }
-}
-
-async fn keyed(Path(key): Path<String>) -> StatusCode {
-    if key.len() == 44 {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    }
-}
-
 struct Env {
     rt: tokio::runtime::Runtime,
     app: Router,
+    _dir: tempfile::TempDir,
 }
 
 fn env() -> &'static Env {
@@ -62,24 +30,28 @@ fn env() -> &'static Env {
             .enable_all()
             .build()
             .expect("runtime");
-        let app = Router::new()
-            .route("/v1/terms", get(|| async { "{}" }))
-            .route("/v1/rentals", post(json))
-            .route("/v1/rentals/{key}", get(keyed))
-            .route("/v1/rentals/{key}/config", get(keyed))
-            .route("/v1/rentals/{key}/renewals", post(json))
-            .route("/api/rent/", post(form))
-            .route("/api/AddCredit/", post(form))
-            .route("/api/getstatus/", post(form));
-        let cfg = limits::LimitsConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Rates out of the way so every input reaches the handlers; the cap on unpaid holds
+        // per client (one fuzzing peer) stays, so rentals can never exhaust the pool.
+        let cfg = LimitsConfig {
             burst: u32::MAX,
             invoice_burst: u32::MAX,
             header_timeout_secs: 1,
             body_timeout_secs: 1,
-            ..limits::LimitsConfig::default()
+            ..LimitsConfig::default()
         };
-        let app = limits::layer(app, limits::Limits::new(cfg));
-        Env { rt, app }
+        let service = Arc::new(
+            testkit::Builder::new("203.0.112.0/22")
+                .limits(cfg)
+                .service(dir.path()),
+        );
+        let app = http::router(service.clone(), false).merge(compat::router(service.clone()));
+        let app = limits::layer(app, service.limits().clone());
+        Env {
+            rt,
+            app,
+            _dir: dir,
+        }
     })
 }
 
@@ -119,5 +91,4 @@ fuzz_target!(|data: &[u8]| {
             panic!("server error: {}", String::from_utf8_lossy(line));
         }
     }
-    let _ = Arc::new(());
 });

@@ -2,7 +2,8 @@
 //! Every request carries `"jsonrpc":"2.0"`, an id and `params`; replies end with a blank line;
 //! amounts are msat integers.
 
-use super::{normalize_network, LnError, NewInvoice, Settlement, Status};
+use super::{LnError, NewInvoice, Settlement, Status};
+use crate::network::normalize_network;
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};

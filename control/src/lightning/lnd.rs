@@ -6,7 +6,8 @@
 //! operation), an unknown invoice as 404 "unable to locate invoice" (HTTP 500 in older lnd),
 //! and `r_preimage` is filled at creation — only `state == "SETTLED"` means paid.
 
-use super::{normalize_network, LnError, NewInvoice, Settlement, Status};
+use super::{LnError, NewInvoice, Settlement, Status};
+use crate::network::normalize_network;
 use base64::Engine;
 use serde::Deserialize;
 use std::path::Path;
@@ -321,7 +322,7 @@ impl Lnd {
                 Ok(list
                     .pointer("/invoices/0/payment_request")
                     .and_then(|p| p.as_str())
-                    .and_then(super::invoice_network))
+                    .and_then(crate::network::invoice_network))
             }
             Err(e) => Err(e),
         }

@@ -7,6 +7,8 @@ pub mod cln;
 pub mod dev;
 pub mod lnd;
 
+use crate::metrics::events;
+use crate::network::normalize_network;
 use std::time::{Duration, Instant};
 
 /// Two families, which the API keeps apart: the node could not be talked to (`Unreachable`,
@@ -38,6 +40,20 @@ impl LnError {
             LnError::Unreachable(_) | LnError::Certificate(_) | LnError::Dev(_)
         )
     }
+
+    /// The failure's kind in the metrics.
+    pub fn metric_kind(&self) -> &'static str {
+        if self.is_unavailable() {
+            events::UNAVAILABLE
+        } else {
+            events::REFUSED
+        }
+    }
+}
+
+/// A call's outcome as the metrics record it.
+fn outcome<T>(r: &Result<T, LnError>) -> Result<(), &'static str> {
+    r.as_ref().map(|_| ()).map_err(LnError::metric_kind)
 }
 
 /// A settlement the node pushed, with its position in the node's settlement order (LND's
@@ -47,32 +63,6 @@ pub struct Settlement {
     pub payment_hash: String,
     pub settled_at: i64,
     pub index: u64,
-}
-
-/// The network name the terms publish (as the invoice prefix encodes it) for what a node or
-/// a config calls its chain: LND says `mainnet`, CLN `bitcoin`; testnet4 invoices are `lntb`.
-pub fn normalize_network(name: &str) -> Option<&'static str> {
-    Some(match name.trim().to_ascii_lowercase().as_str() {
-        "bitcoin" | "mainnet" => "bitcoin",
-        "testnet" | "testnet3" | "testnet4" => "testnet",
-        "signet" => "signet",
-        "regtest" => "regtest",
-        "simnet" => "simnet",
-        _ => return None,
-    })
-}
-
-/// The network a BOLT11 invoice is for, by its currency prefix.
-pub fn invoice_network(bolt11: &str) -> Option<&'static str> {
-    use lightning_invoice::Currency;
-    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
-    Some(match inv.currency() {
-        Currency::Bitcoin => "bitcoin",
-        Currency::BitcoinTestnet => "testnet",
-        Currency::Regtest => "regtest",
-        Currency::Simnet => "simnet",
-        Currency::Signet => "signet",
-    })
 }
 
 /// The node an invoice is payable to (recovered from its signature), in hex.
@@ -129,7 +119,7 @@ impl Backend {
             Backend::Lnd(l) => l.create_invoice(amount_msat, description, expiry).await,
             Backend::Cln(c) => c.create_invoice(amount_msat, description, expiry).await,
         };
-        crate::metrics::lightning_call(self.kind(), "create_invoice", started, &r);
+        events::lightning_call(self.kind(), "create_invoice", started, outcome(&r));
         r
     }
 
@@ -140,7 +130,7 @@ impl Backend {
             Backend::Lnd(l) => l.status(payment_hash).await,
             Backend::Cln(c) => c.status(payment_hash).await,
         };
-        crate::metrics::lightning_call(self.kind(), "invoice_status", started, &r);
+        events::lightning_call(self.kind(), "invoice_status", started, outcome(&r));
         r
     }
 
@@ -167,7 +157,7 @@ impl Backend {
                 Backend::Cln(c) => c.wait_any(&mut index, &tx).await,
             };
             if let Err(e) = result {
-                crate::metrics::lightning_error(self.kind(), "settlement_stream", &e);
+                events::lightning_error(self.kind(), "settlement_stream", e.metric_kind());
                 tracing::warn!(
                     "settlement stream: {e}; reconnecting in {} s",
                     backoff.as_secs()
@@ -198,7 +188,7 @@ impl Backend {
             Backend::Lnd(l) => l.ready().await,
             Backend::Cln(c) => c.ping().await,
         };
-        crate::metrics::lightning_call(self.kind(), "ready", started, &r);
+        events::lightning_call(self.kind(), "ready", started, outcome(&r));
         r
     }
 

@@ -9,10 +9,8 @@
 use super::cln::Cln;
 use super::lnd::Lnd;
 use super::{Backend, LnError, Settlement, Status};
-use crate::clock::Clock;
-use crate::config::{Config, RouterConfig};
-use crate::feed::RouterLink;
 use crate::service::Service;
+use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bitcoin::hashes::{sha256, Hash};
@@ -943,50 +941,23 @@ async fn cln_settlements_stream_through_waitanyinvoice() {
 // ---- The service over these nodes ----------------------------------------------------------
 
 struct Svc {
-    _dir: tempfile::TempDir,
+    _ctl: Control,
     svc: Arc<Service>,
     base: String,
     http: reqwest::Client,
 }
 
 async fn service(ln: Backend, network: &'static str, pool: &str) -> Svc {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    cfg.routers = vec![RouterConfig {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        endpoint: "198.18.0.1:51820".into(),
-        listen_port: 51820,
-        pools: vec![pool.parse().unwrap()],
-        reserved: vec![],
-        private_key_file: None,
-        ipv6_pool: None,
-        ipv6_prefix_len: 64,
-    }];
-    let db = Arc::new(Mutex::new(crate::db::open_store(&cfg.db_path()).unwrap()));
-    let routers = vec![RouterLink {
-        name: "t".into(),
-        socket: dir.path().join("no-router.sock"),
-        listen_port: 51820,
-        private_key: [1; 32],
-        public_key: [2; 32],
-    }];
-    let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).unwrap();
-    svc.network = network;
-    let svc = Arc::new(svc);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = crate::http::router(svc.clone(), false);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let ctl = Builder::new(pool)
+        .lightning(ln)
+        .network(network)
+        .serve()
+        .await;
     Svc {
-        _dir: dir,
-        svc,
-        base,
+        svc: ctl.svc.clone(),
+        base: ctl.base(),
         http: reqwest::Client::new(),
+        _ctl: ctl,
     }
 }
 
@@ -1055,7 +1026,7 @@ async fn invoices_the_node_forgot_expire_and_free_their_addresses() {
         node.forget_everything();
         h.svc.check_invoices().await.unwrap();
         assert_eq!(h.rent(&key(3)).await.0, 503, "still held before expiry");
-        h.svc.clock.advance(3601);
+        h.svc.clock().advance(3601);
         h.svc.check_invoices().await.unwrap();
         let (s, v) = h.rent(&key(3)).await;
         assert_eq!(s, 201, "lnd={lnd}: {v}");
@@ -1063,7 +1034,7 @@ async fn invoices_the_node_forgot_expire_and_free_their_addresses() {
         assert_eq!(st["state"], "released");
         // A payment reported later is still credited.
         let hash = first["invoice"]["payment_hash"].as_str().unwrap();
-        assert!(h.svc.settle(hash, h.svc.clock.now()).await.unwrap());
+        assert!(h.svc.settle(hash, h.svc.clock().now()).await.unwrap());
     }
 }
 

@@ -1,27 +1,30 @@
-//! Prometheus `/metrics` of the control (`[metrics] listen`, off by default; keep it on
-//! loopback): what the business and its dependencies are doing.
-//!
-//! Two kinds of series. Events (HTTP requests, Lightning calls, reconciliations, admissions)
-//! are recorded where they happen through the `metrics` macros, which do nothing until
-//! [`install`] sets the recorder. State (rentals by state, addresses per pool, invoices,
-//! satoshis received, the data dir's disk) is read from the database at each scrape, so the
-//! totals survive restarts and can never disagree with the ledger.
+//! The scrape side of `/metrics`: the recorder, the listener, and the state series read from
+//! the database at each scrape. A face over the service.
 
-use crate::service::Service;
+use crate::metrics::events;
+use crate::service::{Service, ServiceError};
 use crate::sql::Connection;
-use crate::store::Credit;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use staticwire_api::RentalState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+
+/// Why the recorder could not be set, or the state not read.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(transparent)]
+    Recorder(#[from] metrics_exporter_prometheus::BuildError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Database(#[from] crate::sql::Error),
+}
 
 /// Latency buckets (seconds) of every histogram: a local dev backend answers in well under a
 /// millisecond, a remote node in tens of milliseconds, a stuck one in seconds.
@@ -125,12 +128,10 @@ fn describe() {
 }
 
 /// Sets the process-wide recorder; from then on every event is counted.
-pub fn install() -> Result<PrometheusHandle, String> {
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
     let handle = PrometheusBuilder::new()
-        .set_buckets(BUCKETS)
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())?;
+        .set_buckets(BUCKETS)?
+        .install_recorder()?;
     describe();
     gauge!("staticwire_control_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
@@ -139,20 +140,20 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// Starts the error counters at zero, so `rate()` sees the first error and the alert rules'
 /// series exist on a healthy host.
 pub fn init(s: &Service) {
-    let backend = s.ln.kind();
+    let backend = s.ln().kind();
     for op in [
         "create_invoice",
         "invoice_status",
         "ready",
         "settlement_stream",
     ] {
-        for kind in ["unavailable", "refused"] {
+        for kind in [events::UNAVAILABLE, events::REFUSED] {
             counter!("staticwire_control_lightning_errors_total",
                 "backend" => backend, "op" => op, "kind" => kind)
             .absolute(0);
         }
     }
-    for r in &s.routers {
+    for r in s.routers() {
         counter!("staticwire_control_reconcile_errors_total", "router" => r.name.clone())
             .absolute(0);
     }
@@ -178,123 +179,11 @@ pub async fn serve(
     }
 }
 
-/// Counts every request by its route pattern (`/v1/rentals/{public_key}`, never the key itself, so
-/// the number of series stays bounded), method and status, and times it.
-pub async fn track_http(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    counter!("staticwire_control_http_requests_total",
-        "route" => route.clone(), "method" => method, "status" => status)
-    .increment(1);
-    histogram!("staticwire_control_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
-}
-
-tokio::task_local! {
-    /// The API a request came through, when not `/v1`.
-    static API: &'static str;
-}
-
-/// Marks requests of the original client's protocol, so their invoices are counted as its.
-pub async fn compat_api(req: Request, next: Next) -> Response {
-    API.scope("2023", next.run(req)).await
-}
-
-/// The API an invoice is sold through: credit top-ups are the credit protocol's; otherwise
-/// whatever the request came through.
-pub fn api_of(credit: Credit) -> &'static str {
-    match credit {
-        Credit::Seconds { .. } => "credit",
-        Credit::Months(_) => API.try_with(|a| *a).unwrap_or("v1"),
-    }
-}
-
-/// Records one call to the Lightning node.
-pub fn lightning_call<T>(
-    backend: &'static str,
-    op: &'static str,
-    started: Instant,
-    result: &Result<T, crate::lightning::LnError>,
-) {
-    match result {
-        Ok(_) => counter!("staticwire_control_lightning_requests_total",
-            "backend" => backend, "op" => op, "result" => "ok")
-        .increment(1),
-        Err(e) => lightning_error(backend, op, e),
-    }
-    histogram!("staticwire_control_lightning_request_duration_seconds",
-        "backend" => backend, "op" => op)
-    .record(started.elapsed().as_secs_f64());
-}
-
-/// Records a failed call to the Lightning node (or a dropped settlement stream).
-pub fn lightning_error(backend: &'static str, op: &'static str, e: &crate::lightning::LnError) {
-    let kind = if e.is_unavailable() {
-        "unavailable"
-    } else {
-        "refused"
-    };
-    counter!("staticwire_control_lightning_requests_total",
-        "backend" => backend, "op" => op, "result" => kind)
-    .increment(1);
-    counter!("staticwire_control_lightning_errors_total",
-        "backend" => backend, "op" => op, "kind" => kind)
-    .increment(1);
-}
-
-/// Records one reconciliation of `router`: what it changed, or that it failed.
-pub fn reconciled(router: &str, result: Result<(usize, usize, bool), ()>) {
-    let r = router.to_string();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    match result {
-        Ok((admitted, removed, interface)) => {
-            counter!("staticwire_control_reconcile_runs_total", "router" => r.clone(), "result" => "ok")
-                .increment(1);
-            for (kind, n) in [
-                ("admitted", admitted as u64),
-                ("removed", removed as u64),
-                ("interface", u64::from(interface)),
-            ] {
-                counter!("staticwire_control_reconcile_changes_total",
-                    "router" => r.clone(), "kind" => kind)
-                .increment(n);
-            }
-            gauge!("staticwire_control_router_up", "router" => r.clone()).set(1.0);
-            gauge!("staticwire_control_router_last_reconcile_timestamp_seconds", "router" => r)
-                .set(now);
-        }
-        Err(()) => {
-            counter!("staticwire_control_reconcile_runs_total", "router" => r.clone(), "result" => "error")
-                .increment(1);
-            counter!("staticwire_control_reconcile_errors_total", "router" => r.clone())
-                .increment(1);
-            gauge!("staticwire_control_router_up", "router" => r).set(0.0);
-        }
-    }
-}
-
-/// A peer was admitted `since` after its payment was seen.
-pub fn admitted(router: &str, since: Instant) {
-    histogram!("staticwire_control_settlement_admission_seconds", "router" => router.to_string())
-        .record(since.elapsed().as_secs_f64());
-}
-
 /// Reads the state series from the database.
-pub fn refresh(s: &Service) -> Result<(), String> {
-    let now = s.clock.now();
-    let db = s.db().map_err(|e| e.to_string())?;
-    let e = |e: crate::sql::Error| e.to_string();
+pub fn refresh(s: &Service) -> Result<(), MetricsError> {
+    let now = s.clock().now();
+    let db = s.db()?;
+    let e = MetricsError::from;
     // Rentals by state, and which address each live one occupies.
     let mut by_state: HashMap<&'static str, u64> =
         ["pending", "active", "lapsed", "suspended", "released"]
@@ -303,7 +192,7 @@ pub fn refresh(s: &Service) -> Result<(), String> {
             .collect();
     let mut occupied: HashMap<String, &'static str> = HashMap::new();
     for r in crate::store::live_rentals(&db).map_err(e)? {
-        let state = r.account().state(&s.terms, now);
+        let state = r.account().state(s.terms(), now);
         *by_state.entry(state_name(state)).or_default() += 1;
         let status = if state == RentalState::Pending {
             "held"
@@ -335,7 +224,7 @@ pub fn refresh(s: &Service) -> Result<(), String> {
     }
     // Addresses per router and pool.
     let cooling = cooling(&db, now).map_err(e)?;
-    for rc in &s.cfg.routers {
+    for rc in &s.cfg().routers {
         let addrs = rc.addresses();
         for pool in &rc.pools {
             let mut counts: HashMap<&'static str, u64> =
@@ -435,11 +324,11 @@ pub fn refresh(s: &Service) -> Result<(), String> {
     }
     drop(db);
     // The data dir's disk.
-    if let Some((free, size)) = disk(&s.cfg.data_dir) {
+    if let Some((free, size)) = disk(&s.cfg().data_dir) {
         gauge!("staticwire_control_data_dir_free_bytes").set(free as f64);
         gauge!("staticwire_control_data_dir_size_bytes").set(size as f64);
     }
-    let db_path = s.cfg.db_path();
+    let db_path = s.cfg().db_path();
     let mut bytes = 0;
     for suffix in ["", "-wal"] {
         let mut p = db_path.clone().into_os_string();
@@ -485,25 +374,4 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
         tracing::warn!(%addr, "metrics listen address is not loopback: anyone who can reach it sees the business figures");
     }
     tokio::net::TcpListener::bind(addr).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn invoices_are_counted_under_the_api_that_sold_them() {
-        assert_eq!(api_of(Credit::Months(1)), "v1");
-        let in_compat = API.scope("2023", async { api_of(Credit::Months(1)) }).await;
-        assert_eq!(in_compat, "2023");
-        let credit = API
-            .scope("2023", async {
-                api_of(Credit::Seconds {
-                    secs: 60,
-                    from_creation: true,
-                })
-            })
-            .await;
-        assert_eq!(credit, "credit");
-    }
 }

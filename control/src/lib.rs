@@ -1,0 +1,53 @@
+//! staticwire-control as a library: the rental server's parts, which the `staticwire-control`
+//! binary (main.rs) wires together, and which tests and fuzz targets drive directly.
+//!
+//! Layers (imports only point down; see ARCHITECTURE.md):
+//! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`;
+//! - stores and adapters: `db`, `store`, `alloc`, `lightning`, `feed`, `deadlines` and
+//!   `lease` (queries), `prefixes`, `backup`, `migrate`, `secrets`;
+//! - `service`: rentals, invoices, reconciliation, views;
+//! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
+//! - the binary (main.rs).
+
+pub mod alloc;
+pub mod backup;
+pub mod clock;
+pub mod compat;
+pub mod config;
+pub mod db;
+pub mod deadlines;
+pub mod feed;
+pub mod http;
+pub mod https;
+pub mod lease;
+pub mod ledger;
+pub mod lightning;
+pub mod limits;
+pub mod metrics;
+pub mod migrate;
+pub mod network;
+pub mod prefixes;
+pub mod run;
+pub mod secrets;
+pub mod service;
+pub mod sql;
+pub mod store;
+pub mod web;
+
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
+#[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
+mod api_tests;
+#[cfg(test)]
+mod deadline_tests;
+#[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
+mod openapi_tests;
+#[cfg(test)]
+mod prefix_tests;
+#[cfg(test)]
+mod proptests;

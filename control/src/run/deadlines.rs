@@ -1,0 +1,115 @@
+//! The service loop: sleeps until the earliest deadline (read from the indexes through
+//! `crate::deadlines`), a wake-up on change ([`Service::wake`]) or the next (rare) full compare
+//! with the routers, then does what is due: takes lapsed peers off their routers, releases and
+//! drops what ended, checks the invoices whose check is due, compares the routers marked
+//! dirty. Beside it, a watcher marks a router whose socket appears anew.
+
+use super::leases;
+use crate::deadlines::{next_deadlines, ORPHAN_HOLD_SECS};
+use crate::feed::socket_id;
+use crate::service::{Service, ServiceError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When the loop must next run, as a wait from now; `None` when nothing is queued.
+fn next_wake(s: &Service) -> Result<Option<Duration>, ServiceError> {
+    let now = s.clock().now();
+    let n = next_deadlines(&*s.db()?, now)?;
+    let reservation_secs = s.terms().reservation_secs;
+    let at_ms = [
+        n.lapse.map(|t| t * 1000),
+        n.oldest_paid_until
+            .map(|t| (t + reservation_secs).max(now + 1) * 1000),
+        n.young_hold.map(|t| (t + ORPHAN_HOLD_SECS + 1) * 1000),
+        n.invoice_check_ms,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    Ok(at_ms.map(|ms| s.clock().until_ms(ms)))
+}
+
+/// The service loop: deadlines, invoice checks, full compares. Runs until the process ends;
+/// the start (crash recovery, first full compare) is done by the caller.
+pub async fn run(s: Arc<Service>, replica: String) {
+    tokio::spawn(watch_sockets(s.clone()));
+    let lease_every = Duration::from_millis(crate::lease::TTL_MS as u64 / 3);
+    let mut last_lease = Instant::now();
+    let retry = Duration::from_millis(s.cfg().invoice_poll_millis.max(50));
+    let full_every = Duration::from_secs(s.cfg().reconcile_interval_secs.max(1));
+    let mut last_full = Instant::now();
+    let mut cursor = s.compared_at().unwrap_or_else(|| s.clock().now());
+    loop {
+        // With PostgreSQL, leases are renewed three times per lifetime; a router newly
+        // held is compared at once.
+        if s.cfg().is_postgres() && last_lease.elapsed() >= lease_every {
+            last_lease = Instant::now();
+            if leases::refresh(&s, &replica) {
+                for r in s.routers().iter().filter(|r| s.owns(&r.name)) {
+                    s.mark_dirty(&r.name);
+                }
+            }
+        }
+        let now = s.clock().now();
+        match s.take_due(Some(cursor), now) {
+            Ok(removals) => {
+                cursor = cursor.max(now);
+                s.remove_peers(removals).await;
+            }
+            Err(e) => tracing::warn!("deadlines: {e}"),
+        }
+        if let Err(e) = s.check_due_invoices().await {
+            tracing::warn!("{e}");
+        }
+        let dirty = s.take_dirty();
+        if !dirty.is_empty() || last_full.elapsed() >= full_every {
+            let all = last_full.elapsed() >= full_every;
+            if all {
+                last_full = Instant::now();
+            }
+            if let Err(e) = s
+                .reconcile_only(if all { None } else { Some(&dirty) })
+                .await
+            {
+                tracing::warn!("{e}");
+            }
+        }
+        let mut wait = full_every.saturating_sub(last_full.elapsed());
+        if s.has_dirty() {
+            wait = wait.min(retry);
+        }
+        if s.cfg().is_postgres() {
+            wait = wait.min(lease_every.saturating_sub(last_lease.elapsed()));
+        }
+        match next_wake(&s) {
+            Ok(Some(w)) => wait = wait.min(w),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("deadlines: {e}");
+                wait = wait.min(retry);
+            }
+        }
+        if wait > Duration::ZERO {
+            s.sleep_unless_woken(wait).await;
+        }
+    }
+}
+
+/// Marks a router whose socket appears anew (a restarted router) for a full compare at
+/// once. Watching is a `stat` per router and tick: nothing scales with rentals. A socket
+/// is new when it differs from the one last seen or compared against, so a router that
+/// restarts between the start's full compare and this watcher's first look is caught.
+async fn watch_sockets(s: Arc<Service>) {
+    let tick = Duration::from_millis(s.cfg().invoice_poll_millis.clamp(20, 200));
+    loop {
+        for link in s.routers() {
+            let Some(now) = socket_id(&link.socket) else {
+                continue;
+            };
+            if s.note_socket(&link.name, now) {
+                s.mark_dirty(&link.name);
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
+}

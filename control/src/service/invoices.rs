@@ -1,0 +1,336 @@
+//! Invoices: making them (checked against the published payee and network), settling them
+//! once, following the node's settlement stream, checking open ones when due and expiring the
+//! dead.
+
+use super::{Service, ServiceError, RECHECK};
+use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
+use crate::ledger;
+use crate::lightning::{LnError, Settlement, Status};
+use crate::metrics::events;
+use crate::store::{self, Credit, InvoiceRow, RentalRow};
+use staticwire_api as api;
+use staticwire_api::{InvoicePurpose, InvoiceState};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Open invoices asked about per round; the rest wait for the next round (at once).
+const INVOICE_BATCH: usize = 512;
+
+/// The API an invoice is sold through, for the metrics: credit top-ups are the credit
+/// protocol's; otherwise whatever the request came through.
+pub fn api_of(credit: Credit) -> &'static str {
+    match credit {
+        Credit::Seconds { .. } => "credit",
+        Credit::Months(_) => events::request_api(),
+    }
+}
+
+impl Service {
+    pub(super) async fn invoice_for(
+        &self,
+        r: &RentalRow,
+        quote: ledger::Quote,
+        purpose: InvoicePurpose,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        let what = match purpose {
+            InvoicePurpose::Activation => "activation and first month".to_string(),
+            InvoicePurpose::Renewal => format!("{} month(s)", quote.months),
+        };
+        self.invoice_with(
+            r,
+            quote.amount_sat,
+            &what,
+            purpose,
+            Credit::Months(quote.months),
+            now,
+        )
+        .await
+    }
+
+    /// Creates an invoice of `amount_sat` that credits `credit` when paid.
+    pub async fn invoice_with(
+        &self,
+        r: &RentalRow,
+        amount_sat: u64,
+        what: &str,
+        purpose: InvoicePurpose,
+        credit: Credit,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        let expiry = Duration::from_secs(self.cfg.terms.invoice_expiry_secs);
+        let new = self
+            .ln
+            .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
+            .await?;
+        // A customer's client refuses an invoice of another payee than the terms name.
+        if let Some(payee) = &self.payee {
+            let got = crate::lightning::invoice_payee(&new.bolt11);
+            if got.as_ref() != Some(payee) {
+                return Err(LnError::Protocol(format!(
+                    "the node made an invoice payable to {}, but the published payee is {payee}",
+                    got.as_deref().unwrap_or("nobody")
+                ))
+                .into());
+            }
+        }
+        // A customer's client refuses an invoice of another network; refuse it first.
+        match crate::network::invoice_network(&new.bolt11) {
+            Some(n) if n == self.network => {}
+            other => {
+                return Err(LnError::Protocol(format!(
+                    "the node made an invoice for {}, but the network is {}",
+                    other.unwrap_or("an unknown network"),
+                    self.network
+                ))
+                .into())
+            }
+        }
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        if purpose == InvoicePurpose::Activation && store::invoices_of(&tx, r.id)?.is_empty() {
+            store::event(
+                &tx,
+                now,
+                Some(r.id),
+                "rented",
+                &serde_json::json!({"address": r.address}),
+            )?;
+        }
+        store::insert_invoice(
+            &tx,
+            &new.payment_hash,
+            r.id,
+            &new.bolt11,
+            amount_sat * 1000,
+            purpose,
+            credit,
+            now,
+            new.expires_at,
+        )?;
+        store::set_invoice_api(&tx, &new.payment_hash, api_of(credit))?;
+        tx.commit()?;
+        self.wake();
+        let inv = store::invoice_by_hash(&db, &new.payment_hash)?
+            .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
+        Ok(api::InvoiceResponse {
+            rental: self.rental_view(&db, r, now)?,
+            invoice: inv.to_api(),
+        })
+    }
+
+    pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ServiceError::NotFound);
+        }
+        let db = self.db()?;
+        let inv =
+            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        Ok(inv.to_api())
+    }
+
+    /// Answers once the invoice is no longer open, or after `wait`.
+    pub async fn wait_invoice(
+        &self,
+        hash: &str,
+        wait: Duration,
+    ) -> Result<api::Invoice, ServiceError> {
+        let mut rx = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let inv = self.invoice(hash)?;
+            if inv.state != InvoiceState::Open {
+                return Ok(inv);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(inv);
+            }
+            // Another replica may settle it (PostgreSQL): look again at least every second
+            // rather than only when this one sees a change.
+            let _ = tokio::time::timeout_at(deadline.min(now + RECHECK), rx.changed()).await;
+        }
+    }
+
+    /// Credits a settled invoice once, then admits the peer if the rental is active.
+    pub async fn settle(&self, hash: &str, settled_at: i64) -> Result<bool, ServiceError> {
+        let seen = Instant::now();
+        let now = self.clock.now();
+        let rental = {
+            let mut db = self.db()?;
+            let tx = db.transaction()?;
+            // Another replica settling the same invoice waits here, then finds it paid.
+            store::lock_invoice(&tx, hash)?;
+            if store::payment_exists(&tx, hash)? {
+                return Ok(false);
+            }
+            let inv: InvoiceRow =
+                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NotFound)?;
+            store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
+            let r = store::rental_by_id(&tx, inv.rental_id)?;
+            if r.released_at.is_some() {
+                store::event(
+                    &tx,
+                    now,
+                    Some(r.id),
+                    "payment_after_release",
+                    &serde_json::json!({"payment_hash": hash}),
+                )?;
+            }
+            tx.commit()?;
+            r
+        };
+        tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
+        self.admit_if_active(rental.id, seen).await?;
+        self.changed.send_modify(|v| *v += 1);
+        self.wake();
+        Ok(true)
+    }
+
+    /// Follows the backend's settlement stream from the position stored in the database,
+    /// crediting each settlement and then storing its position, so a restart resumes there
+    /// instead of replaying the node's history. The poll remains the safety net.
+    pub async fn follow_settlements(self: Arc<Self>) {
+        let Some(key) = self.ln.stream_index_key() else {
+            return;
+        };
+        let from = self
+            .db()
+            .ok()
+            .and_then(|db| crate::db::meta_get(&db, key).ok().flatten())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Settlement>(64);
+        let streamer = self.clone();
+        tokio::spawn(async move { streamer.ln.stream_settlements(from, tx).await });
+        while let Some(s) = rx.recv().await {
+            let at = if s.settled_at > 0 {
+                s.settled_at
+            } else {
+                self.clock.now()
+            };
+            match self.settle(&s.payment_hash, at).await {
+                Ok(_) | Err(ServiceError::NotFound) => {}
+                Err(e) => {
+                    // Not stored: the next start replays it; the poll may credit it first.
+                    tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
+                    continue;
+                }
+            }
+            if s.index > 0 {
+                let stored = self.db().and_then(|db| {
+                    crate::db::meta_set(&db, key, &s.index.to_string())
+                        .map_err(ServiceError::internal)
+                });
+                if let Err(e) = stored {
+                    tracing::warn!("storing the settlement stream position: {e}");
+                }
+            }
+        }
+    }
+
+    /// Checks every open invoice with the backend: settles paid ones, expires dead ones (and
+    /// with an unpaid first invoice, the rental and its hold on the address).
+    pub async fn check_invoices(&self) -> Result<(), ServiceError> {
+        let open = store::open_invoices(&*self.db()?)?;
+        for inv in open {
+            self.check_invoice(&inv).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the backend about one open invoice: settles it if paid, expires it if dead (and
+    /// with an unpaid first invoice, the rental and its hold on the address).
+    pub async fn check_invoice(&self, inv: &InvoiceRow) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        match self.ln.status(&inv.payment_hash, now).await {
+            Ok(Status::Settled { at }) => {
+                self.settle(&inv.payment_hash, if at > 0 { at } else { now })
+                    .await?;
+            }
+            Ok(Status::Gone) => self.expire(inv, now)?,
+            Ok(Status::Open) if now > inv.expires_at + 600 => self.expire(inv, now)?,
+            Ok(Status::Open) => {}
+            // Past its expiry nobody can pay it any more, whatever the node knows: expire
+            // it like any other (a payment the node reports later is still credited).
+            Ok(Status::Unknown) if now >= inv.expires_at => {
+                tracing::warn!(payment_hash = %inv.payment_hash, "the Lightning node does not know this invoice; expired it at its expiry");
+                self.expire(inv, now)?
+            }
+            Ok(Status::Unknown) => {
+                if self.warnings.allow(&inv.payment_hash) {
+                    tracing::warn!(payment_hash = %inv.payment_hash, expires_at = inv.expires_at, "the Lightning node does not know this invoice (replaced or restored node, or another node?)")
+                }
+            }
+            Err(e) => {
+                if self.warnings.allow(&inv.payment_hash) {
+                    tracing::warn!(payment_hash = %inv.payment_hash, "invoice check failed: {e}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the node about the open invoices whose check is due, and schedules each one's
+    /// next check.
+    pub async fn check_due_invoices(&self) -> Result<(), ServiceError> {
+        let poll_ms = self.cfg.invoice_poll_millis.max(50) as i64;
+        let now_ms = self.clock.now_ms();
+        // One batch per round: the loop comes back at once if more are due, and expiries
+        // (checked first in each round) are not starved by a flood of new invoices.
+        let due = due_invoices(&*self.db()?, now_ms, INVOICE_BATCH)?;
+        let mut next = Vec::with_capacity(due.len());
+        for inv in due {
+            self.check_invoice(&inv).await?;
+            next.push((
+                inv.payment_hash.clone(),
+                next_check_ms(&inv, now_ms, poll_ms),
+            ));
+        }
+        // The batch's next checks in one commit (one fsync), not one each.
+        let db = self.db()?;
+        let tx = db.unchecked_transaction()?;
+        for (hash, at) in next {
+            set_next_check(&tx, &hash, at)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn expire(&self, inv: &InvoiceRow, now: i64) -> Result<(), ServiceError> {
+        let mut db = self.db()?;
+        let tx = db.transaction()?;
+        if store::expire_invoice(&tx, &inv.payment_hash, now)?
+            && inv.purpose == InvoicePurpose::Activation
+        {
+            let r = store::rental_by_id(&tx, inv.rental_id)?;
+            let still_open = store::open_invoice(&tx, r.id, now)?.is_some();
+            if r.started_at.is_none() && r.released_at.is_none() && !still_open {
+                store::release(&tx, r.id, now, "unpaid", 0)?;
+            }
+        }
+        tx.commit()?;
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invoices_are_counted_under_the_api_that_sold_them() {
+        assert_eq!(api_of(Credit::Months(1)), "v1");
+        let in_compat = events::within_api("2023", async { api_of(Credit::Months(1)) }).await;
+        assert_eq!(in_compat, "2023");
+        let credit = events::within_api("2023", async {
+            api_of(Credit::Seconds {
+                secs: 60,
+                from_creation: true,
+            })
+        })
+        .await;
+        assert_eq!(credit, "credit");
+    }
+}

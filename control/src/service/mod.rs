@@ -1,0 +1,452 @@
+//! The rental service: what the API and the background tasks do, over the database, the
+//! Lightning backend and the routers. Split by concern:
+//! - [`rentals`]: holding an address, renting, renewing, operator actions;
+//! - [`invoices`]: making invoices, settlement, invoice checks and expiry;
+//! - [`reconcile`]: what each router should hold, deadlines due, admissions and removals;
+//! - [`views`]: the terms and a rental as the API shows them.
+//!
+//! The service's state is private; the loop (`crate::run`) and the faces (`crate::http`,
+//! `crate::compat`, `crate::web`, `crate::metrics::scrape`) go through its methods, and nothing
+//! here calls back up into them.
+
+mod invoices;
+mod reconcile;
+mod rentals;
+mod views;
+
+pub use invoices::api_of;
+pub use reconcile::Removals;
+pub use rentals::Hold;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::feed::{Endpoints, RouterLink, SocketId};
+use crate::ledger::Terms;
+use crate::lightning::{Backend, LnError};
+use crate::limits::Limits;
+use crate::sql::Connection;
+use crate::store;
+use staticwire_api as api;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why a request was refused; the HTTP layer maps each to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid WireGuard public key: {0}")]
+    BadKey(String),
+    #[error("{0}")]
+    BadMonths(String),
+    #[error("no rental for this key")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no free address left in the pools")]
+    PoolExhausted,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{client} already holds {max} unpaid rentals: pay one or let its invoice expire")]
+    TooManyUnpaid {
+        client: crate::limits::ClientId,
+        max: u32,
+    },
+    #[error("{0}")]
+    Lightning(#[from] LnError),
+    #[error("internal error: {0}")]
+    Internal(#[source] InternalError),
+    #[error("the database cannot be written now ({0}); nothing was changed, retry later")]
+    DatabaseUnavailable(String),
+}
+
+impl From<crate::sql::Error> for ServiceError {
+    fn from(e: crate::sql::Error) -> Self {
+        // The disk or the database server, not the request: answered 503 (retry later), and
+        // the transaction was rolled back, so nothing is half-written.
+        if e.is_unavailable() {
+            ServiceError::DatabaseUnavailable(e.to_string())
+        } else {
+            ServiceError::Internal(InternalError::caused("database", e))
+        }
+    }
+}
+
+impl ServiceError {
+    /// An internal error caused by `e` (kept as the source), with `e`'s message.
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ServiceError::Internal(InternalError::from_error(e))
+    }
+}
+
+/// What went wrong inside: a description, the error that caused it (kept as the source), or
+/// both.
+#[derive(Debug)]
+pub struct InternalError {
+    context: Option<std::borrow::Cow<'static, str>>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl InternalError {
+    /// `context: e`, with `e` as the source.
+    pub fn caused(
+        context: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        InternalError {
+            context: Some(context.into()),
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// `e` as it is, with `e` as the source.
+    pub fn from_error(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        InternalError {
+            context: None,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl From<&'static str> for InternalError {
+    fn from(context: &'static str) -> Self {
+        InternalError {
+            context: Some(context.into()),
+            source: None,
+        }
+    }
+}
+
+impl From<String> for InternalError {
+    fn from(context: String) -> Self {
+        InternalError {
+            context: Some(context.into()),
+            source: None,
+        }
+    }
+}
+
+impl std::fmt::Display for InternalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.context, &self.source) {
+            (Some(c), Some(e)) => write!(f, "{c}: {e}"),
+            (Some(c), None) => f.write_str(c),
+            (None, Some(e)) => write!(f, "{e}"),
+            (None, None) => f.write_str("unknown"),
+        }
+    }
+}
+
+impl std::error::Error for InternalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Accepts standard or URL-safe base64 of exactly 32 bytes that are a usable X25519 public
+/// key (not all zero, not a low-order point); returns the standard form.
+pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    use base64::Engine;
+    let bad = || ServiceError::BadKey("expected 32 bytes in base64 (44 characters)".into());
+    if s.len() != 44 {
+        return Err(bad());
+    }
+    let bytes = STANDARD
+        .decode(s)
+        .or_else(|_| URL_SAFE.decode(s))
+        .map_err(|_| bad())?;
+    let key = api::check_public_key(&bytes).map_err(|e| ServiceError::BadKey(e.to_string()))?;
+    Ok(STANDARD.encode(key))
+}
+
+/// How often a long-poll re-reads its invoice when nothing here changed it.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The invoice poll runs several times a second; a warning about the same invoice is logged
+/// at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate-limits repeated warnings per subject (an invoice's payment hash).
+pub struct WarnLimiter {
+    every: Duration,
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl WarnLimiter {
+    pub fn new(every: Duration) -> Self {
+        WarnLimiter {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a warning about `subject` may be logged now.
+    pub fn allow(&self, subject: &str) -> bool {
+        let Ok(mut last) = self.last.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        if last.len() > 4096 {
+            let every = self.every;
+            last.retain(|_, t| now.duration_since(*t) < every);
+        }
+        match last.get(subject) {
+            Some(t) if now.duration_since(*t) < self.every => false,
+            _ => {
+                last.insert(subject.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+/// The rental service; see the module doc. Built once at start ([`Service::new`], then the
+/// setters while it is not shared yet), then shared as an `Arc`.
+pub struct Service {
+    cfg: Config,
+    terms: Terms,
+    clock: Clock,
+    db: Arc<Mutex<Connection>>,
+    ln: Backend,
+    routers: Vec<RouterLink>,
+    /// Bumped whenever an invoice settles or expires, for long-polls.
+    changed: watch::Sender<u64>,
+    /// Customers' last endpoints as the routers reported them.
+    endpoints: Mutex<Endpoints>,
+    /// Of the HTTPS certificate, published in the terms.
+    tls_fingerprint: Option<String>,
+    /// The Lightning node that signs the invoices, published in the terms as `payee` and
+    /// checked on every new invoice: the dev node's, or what `serve` learns from the node.
+    payee: Option<String>,
+    /// The Bitcoin network of the invoices, in the terms' spelling: the configured one, or
+    /// the node's as `serve` learns it at start.
+    network: &'static str,
+    warnings: WarnLimiter,
+    /// The routers whose expiries and reconciliation this replica runs (None: all of them,
+    /// as a single control on SQLite does); set from the leases in the database.
+    owned: Mutex<Option<HashSet<String>>>,
+    /// Per-client limits of the public listeners.
+    limits: Arc<Limits>,
+    /// Wakes the service loop: a deadline may have moved earlier.
+    wake: tokio::sync::Notify,
+    /// One conversation with the routers at a time, each deciding from the database as it is
+    /// then, so an admission and a removal of one peer cannot overtake each other.
+    feed_lock: tokio::sync::Mutex<()>,
+    /// Routers that missed a change (down, restarted): fully compared at the next round.
+    dirty: Mutex<HashSet<String>>,
+    /// The per-peer limit lines of the terms, sent with every admission.
+    peer_extra: String,
+    /// The clock time of the last full compare: the service loop's deadline cursor starts
+    /// there, so a deadline between that compare and the loop's start is not skipped.
+    compared_at: std::sync::atomic::AtomicI64,
+    /// Each router's socket (inode and change time) as last seen or fully compared: a new one
+    /// is a restarted router.
+    sockets: Mutex<HashMap<String, SocketId>>,
+}
+
+impl Service {
+    pub fn new(
+        cfg: Config,
+        clock: Clock,
+        db: Arc<Mutex<Connection>>,
+        ln: Backend,
+        routers: Vec<RouterLink>,
+    ) -> Result<Self, ServiceError> {
+        let t = &cfg.terms;
+        let month_secs = cfg.month_secs();
+        let terms = Terms {
+            activation_sat: t.activation_sat,
+            monthly_sat: t.monthly_sat,
+            month_secs,
+            reservation_secs: t.reservation_months as i64 * month_secs,
+            cooldown_secs: t.cooldown_days as i64 * 86_400,
+            max_months: t.max_months,
+        };
+        {
+            let db = db
+                .lock()
+                .map_err(|_| ServiceError::Internal("lock".into()))?;
+            // One transaction: a commit (an fsync) per address made a large pool take minutes.
+            let tx = db.unchecked_transaction()?;
+            for r in &cfg.routers {
+                store::seed_addresses(&tx, &r.name, &r.addresses())?;
+            }
+            tx.commit()?;
+        }
+        let network = cfg
+            .network()
+            .and_then(crate::network::normalize_network)
+            .unwrap_or("bitcoin");
+        // The dev node's key is known here; a real node's is asked for by `serve`.
+        let payee = match &ln {
+            Backend::Dev(node) => Some(node.node_id.to_string()),
+            _ => None,
+        };
+        Ok(Service {
+            network,
+            payee,
+            warnings: WarnLimiter::new(WARN_EVERY),
+            owned: Mutex::new(None),
+            limits: Limits::new(cfg.limits.clone()),
+            wake: tokio::sync::Notify::new(),
+            feed_lock: tokio::sync::Mutex::new(()),
+            dirty: Mutex::new(Default::default()),
+            peer_extra: cfg.terms.peer_limit_lines(),
+            compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
+            sockets: Mutex::new(HashMap::new()),
+            cfg,
+            terms,
+            clock,
+            db,
+            ln,
+            routers,
+            changed: watch::channel(0).0,
+            endpoints: Mutex::new(Endpoints::new()),
+            tls_fingerprint: None,
+        })
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn terms(&self) -> &Terms {
+        &self.terms
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn ln(&self) -> &Backend {
+        &self.ln
+    }
+
+    pub fn routers(&self) -> &[RouterLink] {
+        &self.routers
+    }
+
+    /// The Bitcoin network of the invoices, in the terms' spelling.
+    pub fn network(&self) -> &'static str {
+        self.network
+    }
+
+    /// Sets the network `serve` learned from the node (before the service is shared).
+    pub fn set_network(&mut self, network: &'static str) {
+        self.network = network;
+    }
+
+    /// The Lightning node that signs the invoices (the terms' `payee`), if known.
+    pub fn payee(&self) -> Option<&str> {
+        self.payee.as_deref()
+    }
+
+    /// Sets the payee `serve` learned from the node (before the service is shared).
+    pub fn set_payee(&mut self, payee: Option<String>) {
+        self.payee = payee;
+    }
+
+    /// Publishes the HTTPS certificate's fingerprint in the terms.
+    pub fn set_tls_fingerprint(&mut self, fingerprint: String) {
+        self.tls_fingerprint = Some(fingerprint);
+    }
+
+    /// Per-client limits of the public listeners.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
+    }
+
+    /// Sleeps for `wait` or until [`Service::wake`] is called, whichever comes first.
+    pub async fn sleep_unless_woken(&self, wait: Duration) {
+        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+    }
+
+    /// The clock time of the last full compare of every router (where the service loop's
+    /// deadline cursor starts), if there was one.
+    pub fn compared_at(&self) -> Option<i64> {
+        match self.compared_at.load(std::sync::atomic::Ordering::SeqCst) {
+            i64::MIN => None,
+            t => Some(t),
+        }
+    }
+
+    /// Records the routers this replica now runs (from its leases); returns whether the set
+    /// changed.
+    pub fn set_owned(&self, held: HashSet<String>) -> bool {
+        let Ok(mut owned) = self.owned.lock() else {
+            return false;
+        };
+        let changed = owned.as_ref() != Some(&held);
+        *owned = Some(held);
+        changed
+    }
+
+    /// Records `router`'s socket as seen now; returns whether it differs from the one last seen
+    /// or compared against (a restarted router).
+    pub fn note_socket(&self, router: &str, id: SocketId) -> bool {
+        let seen = self
+            .sockets
+            .lock()
+            .map(|mut ids| ids.insert(router.to_string(), id))
+            .ok()
+            .flatten();
+        seen != Some(id)
+    }
+
+    pub fn db(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        self.db
+            .lock()
+            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))
+    }
+
+    /// Wakes the service loop (a deadline may now be earlier than it sleeps).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Marks a router for a full compare. One whose socket is missing is left to the socket
+    /// watcher, which marks it when the socket appears.
+    pub fn mark_dirty(&self, router: &str) {
+        if !self.router(router).is_some_and(|r| r.socket.exists()) {
+            return;
+        }
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(router.to_string());
+        }
+        self.wake();
+    }
+
+    pub fn take_dirty(&self) -> HashSet<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        self.dirty.lock().map(|d| !d.is_empty()).unwrap_or(false)
+    }
+
+    fn router(&self, name: &str) -> Option<&RouterLink> {
+        self.routers.iter().find(|r| r.name == name)
+    }
+
+    /// Whether this replica runs the expiries and reconciliation of `router`.
+    pub fn owns(&self, router: &str) -> bool {
+        match self.owned.lock() {
+            Ok(o) => o.as_ref().is_none_or(|set| set.contains(router)),
+            Err(_) => false,
+        }
+    }
+
+    fn known_endpoints(&self) -> Endpoints {
+        self.endpoints.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
