@@ -120,12 +120,12 @@ impl Service {
     }
 
     pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+        // Hashes are lowercase hex (PROTOCOL.md section 4): anything else is not one issued.
+        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
-        let inv =
-            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(inv.to_api())
     }
 
@@ -165,7 +165,7 @@ impl Service {
                 return Ok(false);
             }
             let inv: InvoiceRow =
-                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NotFound)?;
+                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NoInvoice)?;
             store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
             let r = store::rental_by_id(&tx, inv.rental_id)?;
             if r.released_at.is_some() {
@@ -210,7 +210,7 @@ impl Service {
                 self.clock.now()
             };
             match self.settle(&s.payment_hash, at).await {
-                Ok(_) | Err(ServiceError::NotFound) => {}
+                Ok(_) | Err(ServiceError::NoInvoice) => {}
                 Err(e) => {
                     // Not stored: the next start replays it; the poll may credit it first.
                     tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
