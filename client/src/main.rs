@@ -545,6 +545,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                     Action::Renew {
                         months: *months,
                         owed: before.months_owed,
+                        paid_until: before.paid_until,
                     },
                     shape_of(&before),
                     &public,
@@ -630,6 +631,7 @@ async fn daemon(
                     Action::Renew {
                         months,
                         owed: r.months_owed,
+                        paid_until: r.paid_until,
                     },
                     shape_of(&r),
                     &public,
