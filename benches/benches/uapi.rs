@@ -6,6 +6,7 @@ use staticwire_router::key::Key;
 use staticwire_router::uapi::format::format_get;
 use staticwire_router::uapi::parse::parse_set;
 use staticwire_router::uapi::UapiError;
+use std::time::Instant;
 
 struct NoNet;
 impl NetControl for NoNet {
@@ -44,12 +45,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("uapi_apply_set_1000_peers", |b| {
         b.iter_batched(
             Device::new,
-            |dev| dev.apply(&parsed, &NoNet).unwrap(),
+            |dev| dev.apply(Instant::now(), &parsed, &NoNet).unwrap(),
             BatchSize::LargeInput,
         )
     });
     let dev = Device::new();
-    dev.apply(&parsed, &NoNet).unwrap();
+    dev.apply(Instant::now(), &parsed, &NoNet).unwrap();
     c.bench_function("uapi_get_1000_peers", |b| {
         b.iter(|| format_get(&dev.view()))
     });

@@ -6,6 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use staticwire_router::device::{Device, NetControl};
 use staticwire_router::uapi::parse::parse_set;
 use staticwire_router::uapi::UapiError;
+use std::time::Instant;
 
 struct NoNet;
 impl NetControl for NoNet {
@@ -18,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Ok(req) = parse_set(text.lines()) {
         let dev = Device::new();
-        let _ = dev.apply(&req, &NoNet);
+        let _ = dev.apply(Instant::now(), &req, &NoNet);
         // Applied twice: removals, replacements and updates of existing peers.
-        let _ = dev.apply(&req, &NoNet);
+        let _ = dev.apply(Instant::now(), &req, &NoNet);
     }
 });

@@ -13,6 +13,7 @@ use staticwire_router::uapi::parse::parse_set;
 use staticwire_router::uapi::UapiError;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 struct NoNet;
 impl NetControl for NoNet {
@@ -54,7 +55,7 @@ fn lab() -> &'static Lab {
             Key(server.to_bytes()).to_hex(),
             Key(PublicKey::from(&customer).to_bytes()).to_hex()
         );
-        dev.apply(&parse_set(req.lines()).expect("set"), &NoNet)
+        dev.apply(Instant::now(), &parse_set(req.lines()).expect("set"), &NoNet)
             .expect("apply");
         let mut tunn =
             Tunn::new(customer, PublicKey::from(&server), None, None, 9, None).expect("tunn");
@@ -63,10 +64,10 @@ fn lab() -> &'static Lab {
         let mut sink = Sink::default();
         if let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, false)
         {
-            dev.handle_udp(from, init, &mut out, &mut sink);
+            dev.handle_udp(Instant::now(), from, init, &mut out, &mut sink);
             let response = sink.last.clone();
             if let TunnResult::WriteToNetwork(ka) = tunn.decapsulate(None, &response, &mut buf) {
-                dev.handle_udp(from, ka, &mut out, &mut sink);
+                dev.handle_udp(Instant::now(), from, ka, &mut out, &mut sink);
             }
         }
         Lab {
@@ -86,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
     let mut sink = Sink::default();
     match mode % 6 {
         // Raw datagram.
-        0 => lab.dev.handle_udp(lab.from, rest, &mut out, &mut sink),
+        0 => lab.dev.handle_udp(Instant::now(), lab.from, rest, &mut out, &mut sink),
         // Forced type and a plausible length: initiation 148, response 92, cookie 64, data.
         m @ 1..=4 => {
             let len = match m {
@@ -99,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
             d[0] = m;
             let n = rest.len().min(len - 4);
             d[4..4 + n].copy_from_slice(&rest[..n]);
-            lab.dev.handle_udp(lab.from, &d, &mut out, &mut sink);
+            lab.dev.handle_udp(Instant::now(), lab.from, &d, &mut out, &mut sink);
         }
         // A well-sealed data message carrying the input as its IP packet (anti-spoofing,
         // IP header parsing after decryption).
@@ -115,9 +116,9 @@ fuzz_target!(|data: &[u8]| {
                     _ => return,
                 }
             };
-            lab.dev.handle_udp(lab.from, &msg, &mut out, &mut sink);
+            lab.dev.handle_udp(Instant::now(), lab.from, &msg, &mut out, &mut sink);
             // And the same bytes as a packet from TUN.
-            lab.dev.handle_tun(packet, &mut out, &mut sink);
+            lab.dev.handle_tun(Instant::now(), packet, &mut out, &mut sink);
         }
     }
 });

@@ -1,8 +1,9 @@
 //! staticwire-router: a userspace WireGuard data plane for many peers.
 //!
-//! [`device`] is the sans-IO packet core (routing, anti-spoofing, peers, configuration);
-//! [`uapi`] speaks the standard configuration protocol; [`io`] drives the core with a TUN device
-//! and UDP sockets; [`metrics`] exports Prometheus series.
+//! [`device`] is the sans-IO packet core (routing, anti-spoofing, peers, configuration), which
+//! applies the typed changes of [`request`]; [`uapi`] speaks the standard configuration
+//! protocol; [`io`] drives the core with a TUN device and UDP sockets; [`metrics`] exports
+//! Prometheus series. ARCHITECTURE.md draws the layers.
 
 pub mod device;
 pub mod initiation;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod offload;
 pub mod peer;
+pub mod request;
 pub mod routes;
 pub mod sharded;
 pub mod slots;

@@ -70,21 +70,18 @@ pub enum Way {
 }
 
 impl Limits {
-    pub fn new(conf: LimitConf) -> Self {
+    /// Limits starting at `now` (the clock is the caller's: the packet core reads none).
+    pub fn new(conf: LimitConf, now: Instant) -> Self {
         Limits {
             conf,
-            epoch: Instant::now(),
+            epoch: now,
             up: Direction::default(),
             down: Direction::default(),
         }
     }
 
-    /// Whether a packet of `len` bytes may pass now.
-    pub fn admit(&mut self, way: Way, len: usize) -> bool {
-        self.admit_at(way, len, Instant::now())
-    }
-
-    pub fn admit_at(&mut self, way: Way, len: usize, at: Instant) -> bool {
+    /// Whether a packet of `len` bytes may pass at `at`.
+    pub fn admit(&mut self, way: Way, len: usize, at: Instant) -> bool {
         let now = at.saturating_duration_since(self.epoch).as_nanos() as u64;
         let c = self.conf;
         let d = match way {
@@ -153,41 +150,50 @@ mod tests {
     fn bandwidth_cap_passes_its_rate_and_no_more() {
         // 8 Mbit/s = 1 MB/s: over one simulated second of 1000-byte packets offered at 10 MB/s,
         // about 1 MB (plus the 100 ms burst) gets through.
-        let mut l = Limits::new(LimitConf {
-            bits_per_second: 8_000_000,
-            ..Default::default()
-        });
+        let mut l = Limits::new(
+            LimitConf {
+                bits_per_second: 8_000_000,
+                ..Default::default()
+            },
+            Instant::now(),
+        );
         let t0 = l.epoch;
         let mut passed = 0u64;
         for i in 0..10_000u64 {
             let at = t0 + Duration::from_micros(i * 100);
-            if l.admit_at(Way::Up, 1000, at) {
+            if l.admit(Way::Up, 1000, at) {
                 passed += 1000;
             }
         }
         assert!((1_000_000..=1_110_000).contains(&passed), "{passed}");
         // The other direction has its own bucket.
-        assert!(l.admit_at(Way::Down, 1000, t0 + Duration::from_secs(1)));
+        assert!(l.admit(Way::Down, 1000, t0 + Duration::from_secs(1)));
     }
 
     #[test]
     fn packet_cap_and_tiny_caps_still_pass_some() {
-        let mut l = Limits::new(LimitConf {
-            packets_per_second: 1000,
-            ..Default::default()
-        });
+        let mut l = Limits::new(
+            LimitConf {
+                packets_per_second: 1000,
+                ..Default::default()
+            },
+            Instant::now(),
+        );
         let t0 = l.epoch;
         let passed = (0..20_000u64)
-            .filter(|i| l.admit_at(Way::Down, 64, t0 + Duration::from_micros(i * 100)))
+            .filter(|i| l.admit(Way::Down, 64, t0 + Duration::from_micros(i * 100)))
             .count();
         // Two simulated seconds at 1000 packets a second, plus the burst.
         assert!((2000..=2110).contains(&passed), "{passed}");
 
-        let mut tiny = Limits::new(LimitConf {
-            bits_per_second: 1000,
-            ..Default::default()
-        });
-        assert!(tiny.admit_at(Way::Up, 1500, tiny.epoch));
+        let mut tiny = Limits::new(
+            LimitConf {
+                bits_per_second: 1000,
+                ..Default::default()
+            },
+            Instant::now(),
+        );
+        assert!(tiny.admit(Way::Up, 1500, tiny.epoch));
     }
 
     #[test]

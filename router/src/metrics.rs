@@ -224,6 +224,7 @@ impl Exporter {
 mod tests {
     use super::*;
     use crate::uapi::parse::parse_set;
+    use std::time::Instant;
 
     struct NoNet;
     impl crate::device::NetControl for NoNet {
@@ -238,7 +239,8 @@ mod tests {
             "public_key={}\nallowed_ip=203.0.113.10/32\nallowed_ip=203.0.113.11/32",
             crate::key::Key([5; 32]).to_hex()
         );
-        dev.apply(&parse_set(req.lines()).unwrap(), &NoNet).unwrap();
+        dev.apply(Instant::now(), &parse_set(req.lines()).unwrap(), &NoNet)
+            .unwrap();
         dev
     }
 

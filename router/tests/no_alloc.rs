@@ -19,6 +19,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
 
 struct Counting;
 
@@ -141,7 +142,11 @@ fn a_hundred_thousand_packets_each_way_allocate_nothing() {
         Key(PublicKey::from(&customer_secret).to_bytes()).to_hex()
     );
     device
-        .apply(&parse_set(setup.lines()).unwrap(), &FixedNet)
+        .apply(
+            Instant::now(),
+            &parse_set(setup.lines()).unwrap(),
+            &FixedNet,
+        )
         .unwrap();
     let mut customer = Tunn::new(
         customer_secret,
@@ -166,6 +171,7 @@ fn a_hundred_thousand_packets_each_way_allocate_nothing() {
     let init = init.to_vec();
     handle_datagrams(
         &device,
+        Instant::now(),
         customer_addr(),
         &init,
         init.len(),
@@ -183,6 +189,7 @@ fn a_hundred_thousand_packets_each_way_allocate_nothing() {
     let keepalive = keepalive.to_vec();
     handle_datagrams(
         &device,
+        Instant::now(),
         customer_addr(),
         &keepalive,
         keepalive.len(),
@@ -196,7 +203,17 @@ fn a_hundred_thousand_packets_each_way_allocate_nothing() {
     let mut sent = 0u64;
     let allocations = counted(|| {
         while sent < 100_000 {
-            sent += drain_tun_frame(&device, true, &frame, &mut scratch, &mut out, &mut outbox);
+            // As the drivers do: one clock read per batch.
+            let now = Instant::now();
+            sent += drain_tun_frame(
+                &device,
+                now,
+                true,
+                &frame,
+                &mut scratch,
+                &mut out,
+                &mut outbox,
+            );
             outbox.finish();
             outbox.tally(&mut tally);
             outbox.clear();
@@ -225,9 +242,17 @@ fn a_hundred_thousand_packets_each_way_allocate_nothing() {
             }
         }
         inbound_allocations += counted(|| {
+            let now = Instant::now();
             for d in &sealed {
-                received +=
-                    handle_datagrams(&device, customer_addr(), d, d.len(), &mut out, &mut outbox);
+                received += handle_datagrams(
+                    &device,
+                    now,
+                    customer_addr(),
+                    d,
+                    d.len(),
+                    &mut out,
+                    &mut outbox,
+                );
             }
             outbox.finish();
             outbox.tally(&mut tally);

@@ -2,11 +2,13 @@
 //! receiver thread. `recvmmsg` takes many datagrams (each possibly a UDP_GRO train) per call,
 //! `sendmmsg` sends many GSO runs per call, and a TUN read returns a whole TSO super-packet.
 
+use super::feed::{drain_tun_frame, handle_datagrams, BUF};
 use super::msg::{RecvSlots, SendHdrs};
-use super::outbox::Outbox;
+use super::net::Net;
+use super::outbox::{send_runs, Outbox};
+use super::tun::interface_gone;
 use super::tun::Offloads;
 use super::udp::Sockets;
-use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
 use crate::stats::{DropReason, IoStats, IoTally};
@@ -14,7 +16,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Datagrams per `recvmmsg`; TUN frames per wake-up.
 const BATCH: usize = 64;
@@ -70,65 +72,6 @@ impl Flusher {
     }
 }
 
-/// Sends an outbox's UDP runs with `sendmmsg`, as many per call as go to one socket. A run that
-/// fails (unreachable, filtered) is dropped and counted; EIO on a GSO run turns GSO off.
-pub(super) fn send_runs(
-    device: &Device,
-    out: &mut Outbox,
-    sockets: &Sockets,
-    worker: usize,
-    hdrs: &mut SendHdrs,
-) {
-    let mut i = 0;
-    while i < out.runs.len() {
-        let Some(sock) = sockets.for_dest(out.runs[i].to, worker) else {
-            device.stats.drop(DropReason::IoError);
-            i += 1;
-            continue;
-        };
-        // The longest stretch of runs for the same socket, up to our header capacity.
-        let v6 = out.runs[i].to.is_ipv6();
-        let mut n = 0;
-        while i + n < out.runs.len() && out.runs[i + n].to.is_ipv6() == v6 && n < hdrs.capacity() {
-            hdrs.fill(n, &out.runs[i + n], out.udp());
-            n += 1;
-        }
-        let mut done = 0;
-        while done < n {
-            // SAFETY: the headers point into the outbox arena and our own buffers, alive here.
-            let r = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdrs.hdrs[done..].as_mut_ptr(),
-                    (n - done) as u32,
-                    0,
-                )
-            };
-            if r > 0 {
-                done += r as usize;
-                continue;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            // The message at `done` failed (unreachable, filtered, ...): drop it, go on.
-            let lost = out.runs[i + done].count as u64;
-            tracing::trace!("sendmmsg: {e}");
-            if e.raw_os_error() == Some(libc::EIO) && lost > 1 {
-                // The route cannot segment GSO sends: plain datagrams from now on.
-                tracing::warn!("kernel refused UDP GSO; sending plain packets");
-                out.disable_gso();
-            }
-            for _ in 0..lost {
-                device.stats.drop(DropReason::IoError);
-            }
-            done += 1;
-        }
-        i += n;
-    }
-}
-
 /// Reads TUN frames (super-packets with offloads) and sends them encrypted.
 pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usize, off: Offloads) {
     if let Err(e) = super::tun::set_nonblocking(&tun) {
@@ -143,12 +86,15 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
     loop {
         let mut idle = false;
         flusher.tally.wakeups += 1;
+        // One clock read per batch: its frames count as read when the batch began.
+        let now = Instant::now();
         for _ in 0..BATCH {
             match (&*tun).read(&mut frame) {
                 Ok(n) => {
                     flusher.tally.tun_frames_read += 1;
                     flusher.tally.tun_packets_read += drain_tun_frame(
                         &device,
+                        now,
                         off.vnet_hdr,
                         &frame[..n],
                         &mut scratch,
@@ -240,12 +186,14 @@ pub fn udp_loop(
                 continue;
             }
             flusher.tally.wakeups += 1;
+            // One clock read per `recvmmsg`, for all the datagrams it returned.
+            let now = Instant::now();
             for i in 0..r as usize {
                 let n = slots.hdrs[i].msg_len as usize;
                 if let Some((from, data, seg)) = slots.received(i, n) {
                     flusher.tally.udp_receives += 1;
                     flusher.tally.udp_datagrams_received +=
-                        handle_datagrams(&device, from, data, seg, &mut out, &mut outbox);
+                        handle_datagrams(&device, now, from, data, seg, &mut out, &mut outbox);
                 }
                 if outbox.nearly_full() {
                     flusher.flush(&device, &mut outbox, &sockets, worker, &tun);

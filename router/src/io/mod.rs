@@ -15,31 +15,22 @@
 
 pub mod batch;
 pub mod bufring;
+mod feed;
 pub mod msg;
+mod net;
 pub mod outbox;
 pub mod simple;
 pub mod tun;
 pub mod udp;
 pub mod uring;
 
-use crate::device::{Device, NetControl};
-use crate::offload::segment::segment;
-use crate::offload::vnet::VirtioNetHdr;
-use crate::stats::DropReason;
-use crate::uapi::UapiError;
-use arc_swap::ArcSwap;
-use outbox::Outbox;
+pub use feed::{drain_tun_frame, handle_datagrams};
+pub use net::Net;
+
+use crate::device::Device;
 use std::fs::File;
-use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
-use udp::Sockets;
-
-/// Big enough for any datagram or TUN super-packet, plus headers and WireGuard's overhead.
-const BUF: usize = 65_536 + 256;
-const TIMER_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How packets move between the kernel and the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -78,72 +69,6 @@ impl IoMode {
     }
 }
 
-/// The UDP sockets, replaceable when UAPI changes the listen port or fwmark.
-pub struct Net {
-    sockets: ArcSwap<Sockets>,
-    count: usize,
-    offload: bool,
-    /// Eventfds of io_uring workers, told when the sockets change (their multishot receives
-    /// do not end when a socket is shut down, so they cancel them).
-    wakers: parking_lot::Mutex<Vec<std::os::fd::RawFd>>,
-}
-
-impl Net {
-    /// `offload`: UDP GSO/GRO where the kernel has them (the batched drivers split GRO trains).
-    pub fn bind(port: u16, fwmark: u32, count: usize, offload: bool) -> std::io::Result<Self> {
-        Ok(Net {
-            sockets: ArcSwap::from_pointee(udp::bind(port, fwmark, count, 0, offload)?),
-            count,
-            offload,
-            wakers: parking_lot::Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Registers an eventfd to be written whenever the sockets are replaced.
-    pub fn on_rebind(&self, eventfd: std::os::fd::RawFd) {
-        self.wakers.lock().push(eventfd);
-    }
-
-    /// Whether the sockets segment sends (GSO) and coalesce receives (GRO).
-    pub fn offloads(&self) -> (bool, bool) {
-        let s = self.sockets.load();
-        (s.gso, s.gro)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.sockets.load().port
-    }
-}
-
-impl NetControl for Net {
-    fn rebind(&self, port: u16, fwmark: u32) -> Result<u16, UapiError> {
-        let generation = self.sockets.load().generation + 1;
-        let new = udp::bind(port, fwmark, self.count, generation, self.offload).map_err(|e| {
-            if e.kind() == ErrorKind::AddrInUse {
-                UapiError::PortInUse(port)
-            } else {
-                UapiError::Io(e.to_string())
-            }
-        })?;
-        let port = new.port;
-        let old = self.sockets.swap(Arc::new(new));
-        old.all().for_each(udp::wake);
-        for &fd in self.wakers.lock().iter() {
-            // SAFETY: writing 8 bytes to an eventfd a worker registered and keeps open.
-            unsafe { libc::write(fd, &1u64 as *const u64 as *const libc::c_void, 8) };
-        }
-        tracing::info!(port, fwmark, "listening");
-        Ok(port)
-    }
-}
-
-/// Called when the interface disappears (deleted with `ip link del`, as `wg-quick down` does).
-fn interface_gone() {
-    tracing::info!("interface removed; shutting down");
-    // SAFETY: sending a signal to ourselves; main's sigwait turns it into a clean shutdown.
-    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-}
-
 /// Pins the calling thread to the `i`-th CPU it may run on.
 fn pin_to_cpu(i: usize) {
     // SAFETY: reading and setting this thread's affinity mask, which we own.
@@ -166,55 +91,6 @@ fn pin_to_cpu(i: usize) {
 
 fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name).spawn(f)
-}
-
-/// One frame read from TUN: with offloads, a virtio-net header and possibly a super-packet,
-/// split here into the segments the core encrypts one by one. Returns the packets it held.
-#[inline]
-pub fn drain_tun_frame(
-    device: &Device,
-    vnet: bool,
-    frame: &[u8],
-    scratch: &mut [u8],
-    out: &mut [u8],
-    outbox: &mut Outbox,
-) -> u64 {
-    if !vnet {
-        device.handle_tun(frame, out, outbox);
-        return 1;
-    }
-    let Ok((hdr, packet)) = VirtioNetHdr::decode(frame) else {
-        device.stats.drop(DropReason::InvalidPacket);
-        return 0;
-    };
-    match segment(&hdr, packet, scratch, |seg| {
-        device.handle_tun(seg, out, outbox)
-    }) {
-        Ok(n) => n as u64,
-        Err(_) => {
-            device.stats.drop(DropReason::InvalidPacket);
-            0
-        }
-    }
-}
-
-/// One receive: a datagram, or a UDP GRO train of datagrams `seg` bytes each (the last may be
-/// shorter), all from `from`.
-#[inline]
-pub fn handle_datagrams(
-    device: &Device,
-    from: SocketAddr,
-    data: &[u8],
-    seg: usize,
-    out: &mut [u8],
-    outbox: &mut Outbox,
-) -> u64 {
-    let mut n = 0;
-    for datagram in data.chunks(seg.max(1)) {
-        device.handle_udp(from, datagram, out, outbox);
-        n += 1;
-    }
-    n
 }
 
 /// Starts the workers for `mode` (resolved, not `Auto`) and the timer thread. They run until

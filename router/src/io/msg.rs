@@ -2,7 +2,6 @@
 //! slots with room for a UDP_GRO control message, and send headers with a UDP_SEGMENT one.
 //! Buffers are allocated once; the headers point into them and are refreshed before each use.
 
-use super::outbox::Run;
 use super::udp::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -187,15 +186,20 @@ impl SendHdrs {
         self.hdrs.len()
     }
 
-    /// Fills header `i` for `run` (datagrams in `arena`); a run of several datagrams carries
-    /// UDP_SEGMENT so the kernel splits it.
-    pub fn fill(&mut self, i: usize, run: &Run, arena: &[u8]) -> *mut libc::msghdr {
-        let data = &arena[run.start..run.start + run.len];
+    /// Fills header `i` for `data` to `to`: one datagram, or with `gso` (UDP_SEGMENT) several
+    /// of that size that the kernel splits.
+    pub fn fill(
+        &mut self,
+        i: usize,
+        to: SocketAddr,
+        data: &[u8],
+        gso: Option<u16>,
+    ) -> *mut libc::msghdr {
         self.iov[i] = libc::iovec {
             iov_base: data.as_ptr() as *mut libc::c_void,
             iov_len: data.len(),
         };
-        let namelen = to_sockaddr(run.to, &mut self.names[i]);
+        let namelen = to_sockaddr(to, &mut self.names[i]);
         let h = &mut self.hdrs[i];
         h.msg_len = 0;
         let m = &mut h.msg_hdr;
@@ -204,7 +208,7 @@ impl SendHdrs {
         m.msg_iov = &mut self.iov[i];
         m.msg_iovlen = 1;
         m.msg_flags = 0;
-        if run.count > 1 {
+        if let Some(seg) = gso {
             m.msg_control = self.cmsgs[i].0.as_mut_ptr() as *mut libc::c_void;
             // SAFETY: CMSG_SPACE(2) fits in our 32-byte buffer; we write one cmsghdr + u16.
             unsafe {
@@ -213,7 +217,7 @@ impl SendHdrs {
                 (*c).cmsg_level = SOL_UDP;
                 (*c).cmsg_type = UDP_SEGMENT;
                 (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, run.seg as u16);
+                std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
             }
         } else {
             m.msg_control = std::ptr::null_mut();
@@ -257,6 +261,7 @@ mod tests {
             to_sockaddr(a, &mut s);
             assert_eq!(from_sockaddr(&s), Some(a));
         }
+        // SAFETY: as above.
         let mut s: libc::sockaddr_storage = unsafe { zeroed() };
         assert_eq!(from_sockaddr(&s), None);
         to_sockaddr("[::ffff:198.18.0.2]:7".parse().unwrap(), &mut s);

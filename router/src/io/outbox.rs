@@ -1,14 +1,19 @@
-//! The output of one batch: what the packet core sends, collected so the I/O loop moves it with
-//! few syscalls. Encrypted datagrams to one endpoint form GSO runs (one `sendmsg` each, the
-//! kernel splits them); decrypted packets go through the GRO table, so one TCP flow's segments
-//! reach TUN as one super-packet. Storage is allocated once; nothing allocates per packet.
+//! The output of one batch: what the packet core sends, collected so the I/O loop moves it with few
+//! syscalls (`send_runs` for the UDP side, shared by the batch and io_uring drivers). Encrypted
+//! datagrams to one endpoint form GSO runs (one `sendmsg` each, the kernel splits them); decrypted
+//! packets go through the GRO table, so one TCP flow's segments reach TUN as one super-packet.
+//! Storage is allocated once; nothing allocates per packet.
 
-use crate::device::Io;
+use super::msg::SendHdrs;
+use super::udp::Sockets;
+use crate::device::{Device, Io};
 use crate::offload::gro::GroTable;
 use crate::offload::vnet::{VirtioNetHdr, VNET_HDR_LEN};
 use crate::routes::PeerId;
-use crate::stats::IoTally;
+use crate::stats::{DropReason, IoTally};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 /// The kernel's limit on segments in one UDP GSO send (UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
@@ -147,6 +152,67 @@ impl Outbox {
         self.run_closed = false;
         self.tun.clear();
         self.frames.clear();
+    }
+}
+
+/// Sends an outbox's UDP runs with `sendmmsg`, as many per call as go to one socket. A run that
+/// fails (unreachable, filtered) is dropped and counted; EIO on a GSO run turns GSO off.
+pub(crate) fn send_runs(
+    device: &Device,
+    out: &mut Outbox,
+    sockets: &Sockets,
+    worker: usize,
+    hdrs: &mut SendHdrs,
+) {
+    let mut i = 0;
+    while i < out.runs.len() {
+        let Some(sock) = sockets.for_dest(out.runs[i].to, worker) else {
+            device.stats.drop(DropReason::IoError);
+            i += 1;
+            continue;
+        };
+        // The longest stretch of runs for the same socket, up to our header capacity.
+        let v6 = out.runs[i].to.is_ipv6();
+        let mut n = 0;
+        while i + n < out.runs.len() && out.runs[i + n].to.is_ipv6() == v6 && n < hdrs.capacity() {
+            let r = &out.runs[i + n];
+            let gso = (r.count > 1).then_some(r.seg as u16);
+            hdrs.fill(n, r.to, &out.udp()[r.start..r.start + r.len], gso);
+            n += 1;
+        }
+        let mut done = 0;
+        while done < n {
+            // SAFETY: the headers point into the outbox arena and our own buffers, alive here.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs.hdrs[done..].as_mut_ptr(),
+                    (n - done) as u32,
+                    0,
+                )
+            };
+            if r > 0 {
+                done += r as usize;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            // The message at `done` failed (unreachable, filtered, ...): drop it, go on.
+            let lost = out.runs[i + done].count as u64;
+            tracing::trace!("sendmmsg: {e}");
+            if e.raw_os_error() == Some(libc::EIO) && lost > 1 {
+                // The route cannot segment GSO sends: plain datagrams from now on.
+                tracing::warn!("kernel refused UDP GSO; sending plain packets");
+                out.disable_gso();
+            }
+            for _ in 0..lost {
+                device.stats.drop(DropReason::IoError);
+            }
+            done += 1;
+        }
+        i += n;
     }
 }
 

@@ -1,8 +1,10 @@
 //! The simple loop: blocking syscalls, one packet each, no offloads. The reference the batched
 //! modes are measured and tested against, and the last fallback.
 
+use super::feed::BUF;
+use super::net::Net;
+use super::tun::interface_gone;
 use super::udp::Sockets;
-use super::{interface_gone, Net, BUF, TIMER_INTERVAL};
 use crate::device::{Device, Io};
 use crate::offload::vnet::{VirtioNetHdr, VNET_HDR_LEN};
 use crate::routes::PeerId;
@@ -11,6 +13,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+const TIMER_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Sends and writes at once, one syscall per packet. Also the timer thread's output.
 pub struct WorkerIo<'a> {
@@ -64,7 +68,7 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
             tun: &tun,
             vnet: false,
         };
-        device.handle_tun(&packet[..n], &mut out, &mut io);
+        device.handle_tun(Instant::now(), &packet[..n], &mut out, &mut io);
     }
 }
 
@@ -90,7 +94,7 @@ pub fn udp_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
                         tun: &tun,
                         vnet: false,
                     };
-                    device.handle_udp(src, &datagram[..n], &mut out, &mut io);
+                    device.handle_udp(Instant::now(), src, &datagram[..n], &mut out, &mut io);
                 }
                 Err(_) if replaced() => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -108,9 +112,10 @@ pub fn timer_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, vnet: bool
     let mut last_reset = Instant::now();
     loop {
         std::thread::sleep(TIMER_INTERVAL);
-        if last_reset.elapsed() >= Duration::from_secs(1) {
-            device.reset_rate_limiter();
-            last_reset = Instant::now();
+        let now = Instant::now();
+        if now.saturating_duration_since(last_reset) >= Duration::from_secs(1) {
+            device.reset_rate_limiter(now);
+            last_reset = now;
         }
         let sockets = net.sockets.load();
         let mut io = WorkerIo {
@@ -119,6 +124,6 @@ pub fn timer_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, vnet: bool
             tun: &tun,
             vnet,
         };
-        device.tick(&mut out, &mut io);
+        device.tick(now, &mut out, &mut io);
     }
 }

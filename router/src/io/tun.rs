@@ -164,6 +164,13 @@ fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Called when the interface disappears (deleted with `ip link del`, as `wg-quick down` does).
+pub(super) fn interface_gone() {
+    tracing::info!("interface removed; shutting down");
+    // SAFETY: sending a signal to ourselves; main's sigwait turns it into a clean shutdown.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,13 +8,14 @@
 //! TUN write buffers must live until the kernel completes them, so a few outboxes rotate: one
 //! fills while the others' writes finish.
 
-use super::batch::send_runs;
 use super::bufring::BufRing;
+use super::feed::{drain_tun_frame, handle_datagrams, BUF};
 use super::msg::{from_sockaddr, gro_segment, SendHdrs, CMSG_SPACE};
-use super::outbox::Outbox;
+use super::net::Net;
+use super::outbox::{send_runs, Outbox};
+use super::tun::interface_gone;
 use super::tun::Offloads;
 use super::udp::Sockets;
-use super::{drain_tun_frame, handle_datagrams, interface_gone, Net, BUF};
 use crate::device::Device;
 use crate::offload::gro::GroTable;
 use crate::stats::{DropReason, IoStats, IoTally};
@@ -22,6 +23,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Buffers for TUN frames and for UDP receives (each up to a 64 KiB GRO train, after the
 /// multishot header, the sender's address and the control message).
@@ -112,6 +114,8 @@ struct Worker {
     stats: Arc<IoStats>,
     /// The sockets' generation as of this wake-up.
     net_generation: u64,
+    /// The clock as of this wake-up: the time the core sees for every packet of the batch.
+    now: Instant,
     /// The kernel can bound a wait for several completions (IORING_FEAT_MIN_TIMEOUT, 6.12+).
     min_wait: bool,
     /// Written by [`Net`] when the sockets change; a read on it is always in flight.
@@ -151,6 +155,7 @@ impl Worker {
         if wake < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: `wake` is a valid descriptor (checked above) that nothing else owns.
         let wake = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wake) };
         net.on_rebind(wake.as_raw_fd());
         Ok(Worker {
@@ -182,6 +187,7 @@ impl Worker {
             tally: IoTally::default(),
             stats: device.stats.io_worker(&format!("uring-{index}")),
             net_generation: 0,
+            now: Instant::now(),
             min_wait,
             device,
             net,
@@ -212,6 +218,8 @@ impl Worker {
                     .map(|c| (c.user_data(), c.result(), c.flags())),
             );
             self.tally.wakeups += 1;
+            // One clock read per wake-up, for every completion it handles.
+            self.now = Instant::now();
             self.net_generation = self.net.sockets.load().generation;
             for &cqe in &cqes {
                 if !self.complete(cqe)? {
@@ -249,6 +257,7 @@ impl Worker {
                         self.tally.tun_frames_read += 1;
                         self.tally.tun_packets_read += drain_tun_frame(
                             &self.device,
+                            self.now,
                             self.off.vnet_hdr,
                             frame,
                             &mut self.scratch,
@@ -364,8 +373,15 @@ impl Worker {
         let seg = gro_segment(msg.control_data()).unwrap_or(data.len());
         let outbox = &mut self.outboxes[self.cur];
         self.tally.udp_receives += 1;
-        self.tally.udp_datagrams_received +=
-            handle_datagrams(&self.device, from, data, seg, &mut self.out, outbox);
+        self.tally.udp_datagrams_received += handle_datagrams(
+            &self.device,
+            self.now,
+            from,
+            data,
+            seg,
+            &mut self.out,
+            outbox,
+        );
     }
 
     fn push(&mut self, sqe: squeue::Entry) -> std::io::Result<()> {
@@ -514,12 +530,16 @@ mod ring_tests {
         let mut bufs = BufRing::new(&ring, 7, 4, 2048).unwrap();
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: all-zero is a valid msghdr.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msg.msg_controllen = CMSG_SPACE;
         let sqe = opcode::RecvMsgMulti::new(types::Fd(rx.as_raw_fd()), &*msg, 7)
             .build()
             .user_data(42);
+        // SAFETY: `msg` and `bufs` (group 7) stay alive and unmoved while the test reaps this
+        // receive's completions; nothing sends to `rx` after the loop, so the still-armed receive
+        // touches neither again before the ring is dropped.
         unsafe { ring.submission().push(&sqe).unwrap() };
         ring.submit().unwrap();
         for i in 0..10u8 {

@@ -7,8 +7,10 @@
 //! packets byte for byte.
 
 use super::checksum::{fold, ipv4_header_checksum, sum};
+use super::packet::{
+    be16, be32, l4_len, parse_ip, pseudo, put16, Ip, MAX_PACKET, PROTO_TCP, PROTO_UDP,
+};
 use super::vnet::*;
-use super::{be16, be32, l4_len, parse_ip, pseudo, put16, Ip, MAX_PACKET, PROTO_TCP, PROTO_UDP};
 
 /// Segments per super-packet, as in the kernel's UDP GRO (UDP_GRO_CNT_MAX) and wireguard-go.
 const MAX_SEGMENTS: usize = 64;

@@ -1,11 +1,11 @@
 //! Reading from TUN: turns one frame (virtio-net header + packet) into wire-ready IP packets.
 
 use super::checksum::{checksum, ipv4_header_checksum};
-use super::vnet::*;
-use super::{
+use super::packet::{
     be16, be32, l4_len, parse_ip, pseudo, put16, put32, Ip, OffloadError, MAX_PACKET, PROTO_TCP,
     PROTO_UDP,
 };
+use super::vnet::*;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;

@@ -1,6 +1,6 @@
 //! Test-only packet builder, an independent (textbook) checksum and a deterministic PRNG.
 
-use super::{PROTO_TCP, PROTO_UDP};
+use super::packet::{PROTO_TCP, PROTO_UDP};
 
 pub const ACK: u8 = 0x10;
 pub const PSH: u8 = 0x08;

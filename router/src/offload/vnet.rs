@@ -2,7 +2,7 @@
 //! on a TUN device opened with `IFF_VNET_HDR`. Fields are little-endian: TUN uses virtio's
 //! little-endian layout unless `TUNSETVNETBE` is set, which we never do.
 
-use super::OffloadError;
+use super::packet::OffloadError;
 
 pub const VNET_HDR_LEN: usize = 10;
 

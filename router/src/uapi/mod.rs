@@ -7,4 +7,5 @@ pub mod format;
 pub mod parse;
 pub mod server;
 
-pub use parse::{AllowedIpChange, PeerChange, SetRequest, UapiError};
+// The request types live below the device (crate::request); re-exported for users of the protocol.
+pub use crate::request::{AllowedIpChange, PeerChange, SetRequest, UapiError};

@@ -1,14 +1,17 @@
 //! The UAPI Unix socket: one thread accepts, one short-lived thread per connection.
 
 use super::format::format_get;
-use super::parse::{parse_set, UapiError, EINVAL};
+use super::parse::parse_set;
 use crate::device::{Device, NetControl};
+use crate::request::{UapiError, EINVAL};
+use socket2::{Domain, SockAddr, Socket, Type};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest line we accept; a real one is under 100 bytes.
 const MAX_LINE: usize = 4096;
@@ -38,12 +41,7 @@ impl UapiSocket {
             }
             std::fs::remove_file(&path)?;
         }
-        // Create it with no permissions for others from the start: umask, then chmod.
-        let old = unsafe { libc::umask(0o077) };
-        let bound = UnixListener::bind(&path);
-        unsafe { libc::umask(old) };
-        let listener = bound?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let listener = bind_private(&path)?;
         Ok(UapiSocket { path, listener })
     }
 
@@ -67,6 +65,28 @@ impl UapiSocket {
             }
         }
     }
+}
+
+/// Binds a listening Unix socket at `path` that only its owner can connect to, from the moment
+/// the file exists (Linux checks the socket file's write permission at connect time).
+///
+/// Linux gives the file `bind` creates the mode of the socket's own inode less the umask
+/// (`unix_bind` in af_unix.c), so the socket is made 0600 with `fchmod` before it is bound. The
+/// umask is process-wide: setting it here, as this did before, would also apply to files other
+/// threads create meanwhile. The chmod after `bind` makes the mode exactly 0600 whatever the
+/// umask.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // SAFETY: fchmod on a descriptor we own and keep open; no memory is passed.
+    if unsafe { libc::fchmod(socket.as_raw_fd(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(&SockAddr::unix(path)?)?;
+    // -1 is the kernel's maximum (net.core.somaxconn), the backlog std's `UnixListener::bind`
+    // uses on Linux.
+    socket.listen(-1)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(socket.into())
 }
 
 fn read_line(r: &mut impl BufRead, line: &mut String) -> io::Result<bool> {
@@ -125,7 +145,7 @@ pub fn handle_connection(
                     lines.push(std::mem::take(&mut line));
                 }
                 let result = parse_set(lines.iter().map(String::as_str))
-                    .and_then(|req| device.apply(&req, net));
+                    .and_then(|req| device.apply(Instant::now(), &req, net));
                 big |= lines.len() > BIG_REQUEST;
                 match result {
                     Ok(()) => "errno=0\n\n".to_string(),
@@ -243,6 +263,20 @@ mod tests {
         );
         assert_eq!(out, "");
         assert_eq!(dev.view(), crate::device::DeviceView::default());
+    }
+
+    /// The socket file is 0600 and answers; a second bind while it is served is refused.
+    #[test]
+    fn socket_is_private_and_served_once() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("swt-uapi-{}", std::process::id()));
+        let sock = UapiSocket::bind(&dir, "swt0").unwrap();
+        let mode = std::fs::metadata(&sock.path).unwrap().mode();
+        assert_eq!(mode & 0o7777, 0o600, "mode {mode:o}");
+        assert!(UnixStream::connect(&sock.path).is_ok());
+        let again = UapiSocket::bind(&dir, "swt0").err().map(|e| e.kind());
+        assert_eq!(again, Some(io::ErrorKind::AddrInUse));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! PostgreSQL on a thread of its own: the synchronous `postgres` client runs its own small
+//! runtime, which may not be entered from the tokio threads that serve the API, and a blocking
+//! call on a channel behaves like a blocking SQLite call there. Values are converted to and
+//! from whatever types the server inferred.
+
+use super::dialect::to_postgres;
+use super::{Error, Result, TypeError, Value};
+use std::collections::HashMap;
+use std::sync::mpsc;
+
+pub(super) enum Req {
+    Execute(String, Vec<Value>),
+    Query(String, Vec<Value>),
+    Batch(String),
+}
+
+pub(super) enum Reply {
+    Count(u64),
+    Rows(Vec<Vec<Value>>),
+}
+
+type Job = (Req, mpsc::Sender<Result<Reply>>);
+
+/// A PostgreSQL connection on its own thread.
+pub struct Pg {
+    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+}
+
+fn pg_error(e: postgres::Error) -> Error {
+    Error::Postgres {
+        code: e.code().map(|c| c.code().to_string()),
+        message: match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// A parameter converted to whatever type the server inferred for it.
+#[derive(Debug)]
+struct Param<'a>(&'a Value);
+
+impl postgres::types::ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        use postgres::types::{IsNull, Type};
+        match (self.0, ty) {
+            (Value::Null, _) => Ok(IsNull::Yes),
+            (Value::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Value::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Value::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (Value::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
+            (Value::Int(i), &Type::FLOAT8) => (*i as f64).to_sql(ty, out),
+            (Value::Int(i), &Type::TEXT | &Type::VARCHAR) => i.to_string().to_sql(ty, out),
+            (Value::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Value::Real(f), &Type::FLOAT4) => (*f as f32).to_sql(ty, out),
+            (Value::Text(s), &Type::INT8) => s.parse::<i64>()?.to_sql(ty, out),
+            (Value::Text(s), _) => s.as_str().to_sql(ty, out),
+            (Value::Blob(b), _) => b.as_slice().to_sql(ty, out),
+            (v, ty) => Err(format!("cannot send {v:?} as {ty}").into()),
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
+    use postgres::types::Type;
+    let ty = row.columns()[i].type_().clone();
+    let err = |e: postgres::Error| Error::Type(i, TypeError::Postgres(e));
+    Ok(match ty {
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(err)?
+            .map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)
+            .map_err(err)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)
+            .map_err(err)?
+            .map(|v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(err)?
+            .map(|v| Value::Int(v.into())),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)
+            .map_err(err)?
+            .map(Value::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)
+            .map_err(err)?
+            .map(|v| Value::Real(v.into())),
+        Type::BYTEA => row
+            .try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(err)?
+            .map(Value::Blob),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => row
+            .try_get::<_, Option<String>>(i)
+            .map_err(err)?
+            .map(Value::Text),
+        other => return Err(Error::Type(i, TypeError::UnusedPostgresType(other))),
+    }
+    .unwrap_or(Value::Null))
+}
+
+struct Worker {
+    url: String,
+    client: Option<postgres::Client>,
+    statements: HashMap<String, postgres::Statement>,
+    init: Option<String>,
+}
+
+impl Worker {
+    fn client(&mut self) -> Result<&mut postgres::Client> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.statements.clear();
+            let mut c = postgres::Client::connect(&self.url, postgres::NoTls).map_err(pg_error)?;
+            if let Some(init) = &self.init {
+                c.batch_execute(init).map_err(pg_error)?;
+            }
+            self.client = Some(c);
+        }
+        Ok(self.client.as_mut().expect("connected"))
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let pg_sql = to_postgres(sql);
+        let s = self.client()?.prepare(&pg_sql).map_err(pg_error)?;
+        if self.statements.len() > 512 {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn run(&mut self, req: Req) -> Result<Reply> {
+        match req {
+            Req::Batch(sql) => {
+                self.client()?.batch_execute(&sql).map_err(pg_error)?;
+                Ok(Reply::Count(0))
+            }
+            Req::Execute(sql, values) => {
+                let stmt = self.statement(&sql)?;
+                let params: Vec<Param> = values.iter().map(Param).collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                let n = self.client()?.execute(&stmt, &refs).map_err(pg_error)?;
+                Ok(Reply::Count(n))
+            }
+            Req::Query(sql, values) => {
+                let stmt = self.statement(&sql)?;
+                let params: Vec<Param> = values.iter().map(Param).collect();
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                let rows = self.client()?.query(&stmt, &refs).map_err(pg_error)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let mut vals = Vec::with_capacity(r.len());
+                    for i in 0..r.len() {
+                        vals.push(pg_value(r, i)?);
+                    }
+                    out.push(vals);
+                }
+                Ok(Reply::Rows(out))
+            }
+        }
+    }
+}
+
+impl Pg {
+    /// Connects to `url` (`postgres://user@host:port/db`); `init` runs on every (re)connect,
+    /// e.g. `SET search_path`.
+    pub fn connect(url: &str, init: Option<String>) -> Result<Pg> {
+        let mut worker = Worker {
+            url: url.to_string(),
+            client: None,
+            statements: HashMap::new(),
+            init,
+        };
+        // Connected on the thread itself: the client's runtime may not start on a tokio one.
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let first = worker.client().map(|_| ());
+                let ok = first.is_ok();
+                let _ = ready_tx.send(first);
+                if !ok {
+                    return;
+                }
+                while let Ok((req, reply)) = rx.recv() {
+                    let _ = reply.send(worker.run(req));
+                }
+            })
+            .map_err(|e| Error::Postgres {
+                message: format!("cannot start the connection thread: {e}"),
+                code: None,
+            })?;
+        ready_rx.recv().map_err(|_| Error::Postgres {
+            message: "the connection thread ended".into(),
+            code: None,
+        })??;
+        Ok(Pg {
+            jobs: std::sync::Mutex::new(tx),
+        })
+    }
+
+    pub(super) fn call(&self, req: Req) -> Result<Reply> {
+        let gone = || Error::Postgres {
+            message: "the connection thread is gone".into(),
+            code: None,
+        };
+        let (tx, rx) = mpsc::channel();
+        self.jobs
+            .lock()
+            .map_err(|_| gone())?
+            .send((req, tx))
+            .map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
+    }
+}
