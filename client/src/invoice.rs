@@ -208,6 +208,7 @@ mod tests {
             address_monthly_sat: 0,
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: None,
+            proof_key: None,
         }
     }
 

@@ -120,13 +120,23 @@ impl Service {
     }
 
     pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
-        // Hashes are lowercase hex (PROTOCOL.md section 4): anything else is not one issued.
-        if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if !is_payment_hash(hash) {
             return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
         let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(inv.to_api())
+    }
+
+    /// The public key (standard base64) of the rental an invoice belongs to: whose proof may
+    /// read it (PROTOCOL.md [proof.invoice-owner]).
+    pub fn invoice_owner(&self, hash: &str) -> Result<String, ServiceError> {
+        if !is_payment_hash(hash) {
+            return Err(ServiceError::NoInvoice);
+        }
+        let db = self.db()?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
+        Ok(store::rental_by_id(&db, inv.rental_id)?.public_key)
     }
 
     /// Answers once the invoice is no longer open, or after `wait`.
@@ -313,6 +323,12 @@ impl Service {
         self.changed.send_modify(|v| *v += 1);
         Ok(())
     }
+}
+
+/// A payment hash as this server issues them: 64 lowercase hex characters (PROTOCOL.md
+/// section 4); anything else is not one it issued.
+fn is_payment_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
