@@ -369,8 +369,21 @@ pub struct LimitsConfig {
     pub invoice_burst: u32,
     /// ...refilled at this many per minute.
     pub invoices_per_minute: f64,
-    /// Unpaid first invoices (each holding an address) one client may have open at a time.
+    /// IPv4 addresses one client prefix may hold unpaid at a time, over every host (a /29
+    /// counts 8; an IPv6-only hold counts 1, for the IPv6 prefix it takes).
     pub max_unpaid_per_client: u32,
+    /// The length of an IPv4 client prefix for `max_unpaid_per_client` (default /24).
+    pub client_prefix_v4: u8,
+    /// The length of an IPv6 client prefix for `max_unpaid_per_client` (default /48; at most
+    /// /64, the rate limits' client).
+    pub client_prefix_v6: u8,
+    /// The share of each host's addresses not paid for (free or held unpaid) that `/v1`
+    /// clients may hold unpaid; beyond it a new hold takes over the oldest hold of the client
+    /// prefix holding the most. The same share bounds the host's IPv6 prefixes.
+    pub max_unpaid_share: f64,
+    /// The same for the original client's listener (`[compat]`), on its own: neither
+    /// listener's holds can take the other's share.
+    pub compat_unpaid_share: f64,
     /// Open connections per client.
     pub max_connections_per_client: usize,
     /// Open connections in total, per listener.
@@ -392,7 +405,11 @@ impl Default for LimitsConfig {
             per_second: 20.0,
             invoice_burst: 20,
             invoices_per_minute: 20.0,
-            max_unpaid_per_client: 5,
+            max_unpaid_per_client: 8,
+            client_prefix_v4: 24,
+            client_prefix_v6: 48,
+            max_unpaid_share: 0.5,
+            compat_unpaid_share: 0.25,
             max_connections_per_client: 64,
             max_connections: 4096,
             header_timeout_secs: 10,
@@ -413,6 +430,22 @@ impl LimitsConfig {
         if self.burst == 0 || self.invoice_burst == 0 || self.max_unpaid_per_client == 0 {
             return Err(ConfigError::Invalid(
                 "limits: bursts and max_unpaid_per_client must be at least 1".into(),
+            ));
+        }
+        if !(1..=32).contains(&self.client_prefix_v4) || !(1..=64).contains(&self.client_prefix_v6)
+        {
+            return Err(ConfigError::Invalid(
+                "limits: client_prefix_v4 must be 1 to 32, client_prefix_v6 1 to 64".into(),
+            ));
+        }
+        let share = |s: f64| s > 0.0 && s <= 1.0;
+        if !share(self.max_unpaid_share)
+            || !share(self.compat_unpaid_share)
+            || self.max_unpaid_share + self.compat_unpaid_share > 1.0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: max_unpaid_share and compat_unpaid_share must be above 0 and add up to at most 1"
+                    .into(),
             ));
         }
         if self.max_connections == 0 || self.max_connections_per_client == 0 {

@@ -4,7 +4,7 @@
 //! Layers (imports only point down; see ARCHITECTURE.md):
 //! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`;
 //! - stores and adapters: `db`, `store`, `alloc`, `lightning`, `feed`, `deadlines` and
-//!   `lease` (queries), `prefixes`, `backup`, `migrate`, `secrets`;
+//!   `lease` (queries), `holds` (the bounds on unpaid holds), `prefixes`, `backup`, `migrate`, `secrets`;
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
 //! - the binary (main.rs).
@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod deadlines;
 pub mod feed;
+pub mod holds;
 pub mod http;
 pub mod https;
 pub mod lease;
@@ -45,6 +46,8 @@ mod api_tests;
 mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod holds_tests;
 #[cfg(test)]
 mod openapi_tests;
 #[cfg(test)]

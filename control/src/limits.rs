@@ -30,6 +30,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct ClientId(IpAddr);
 
 impl ClientId {
+    /// The IPv4 address, or the first address of the IPv6 /64.
+    pub fn ip(&self) -> IpAddr {
+        self.0
+    }
+
     pub fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => ClientId(IpAddr::V4(v4)),

@@ -286,6 +286,12 @@ impl Process {
     /// Starts it with `extra` TOML (whole tables, e.g. `[limits]`) added to the config, and
     /// waits until both listeners accept.
     pub fn start(extra: &str) -> Process {
+        Process::start_with(extra, "pools = [\"203.0.113.0/28\"]\n")
+    }
+
+    /// [`Process::start`] with `router` TOML lines (its `pools`, `reserved`, `ipv6_pool`) for
+    /// the router instead of the /28.
+    pub fn start_with(extra: &str, router: &str) -> Process {
         let dir = tempfile::tempdir().expect("temp dir");
         let (port, https_port) = (free_port(), free_port());
         let cfg = dir.path().join("control.toml");
@@ -294,7 +300,7 @@ impl Process {
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
                  [compat]\nlisten = \"127.0.0.1:{https_port}\"\n{extra}\
-                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
+                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n{router}",
                 dir.path().display(),
                 dir.path().join("none.sock").display()
             ),
