@@ -142,6 +142,10 @@ pub struct RouterConfig {
     pub name: String,
     /// The router's UAPI socket.
     pub socket: PathBuf,
+    /// The uid the router runs as, when neither root nor the control's own: only a process
+    /// of one of these may serve the socket (it is sent the router's private key).
+    #[serde(default)]
+    pub socket_uid: Option<u32>,
     /// `host:port` customers connect to.
     pub endpoint: String,
     /// UDP port the router listens on.
@@ -188,6 +192,7 @@ impl Default for Config {
             routers: vec![RouterConfig {
                 name: default_router_name(),
                 socket: PathBuf::from("/var/run/wireguard/wg0.sock"),
+                socket_uid: None,
                 endpoint: "198.18.0.1:51820".into(),
                 listen_port: default_port(),
                 pools: vec!["203.0.113.0/24".parse().expect("valid")],
@@ -396,6 +401,11 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed (e.g.
+    /// `["127.0.0.1/32"]`): behind one, the client is the rightmost address in it that is not
+    /// a trusted proxy. From any other sender those headers are ignored. A trusted proxy's
+    /// connections count against the listener's total only, not per client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for LimitsConfig {
@@ -416,6 +426,7 @@ impl Default for LimitsConfig {
             body_timeout_secs: 10,
             request_timeout_secs: 90,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -533,6 +544,17 @@ impl TermsConfig {
             out.push_str("block_smtp=true\n");
         }
         out
+    }
+
+    /// Every per-peer limit line, an unset one as its "none" (0, false): what a peer that may
+    /// hold older limits is sent when the terms' limits changed.
+    pub fn peer_limit_lines_all(&self) -> String {
+        format!(
+            "rate_limit_bps={}\nrate_limit_pps={}\nblock_smtp={}\n",
+            self.rate_limit_bps.unwrap_or(0),
+            self.rate_limit_pps.unwrap_or(0),
+            self.block_smtp
+        )
     }
 }
 

@@ -137,6 +137,7 @@ fn build(cfg: Config) -> (Service, https::Identities) {
     // SQLite's database file is made 0600 before SQLite opens it (PostgreSQL: no file here).
     let db_file = (!cfg.is_postgres()).then(|| cfg.db_path());
     secrets::create_data_dir(&cfg.data_dir, db_file.as_deref()).unwrap_or_else(|e| fail(e));
+    staticwire_control::datadir::secure(&cfg.data_dir).unwrap_or_else(|e| fail(e));
     for f in secrets::tighten(&cfg.data_dir).unwrap_or_else(|e| fail(e)) {
         tracing::warn!(file = %f.path.display(), was = format!("{:o}", f.was), "a secret was readable by others: set to 0600");
     }
@@ -190,6 +191,7 @@ fn build(cfg: Config) -> (Service, https::Identities) {
                 listen_port: r.listen_port,
                 private_key,
                 public_key,
+                socket_uid: r.socket_uid,
             }
         })
         .collect();

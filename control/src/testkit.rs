@@ -144,6 +144,7 @@ impl Builder {
         cfg.routers = vec![RouterConfig {
             name: ROUTER.into(),
             socket: dir.join(self.socket),
+            socket_uid: None,
             endpoint: "198.18.0.1:51820".into(),
             listen_port: 51820,
             pools: vec![self.pool.parse().expect("pool")],
@@ -170,6 +171,7 @@ impl Builder {
             listen_port: 51820,
             private_key: [1; 32],
             public_key: [2; 32],
+            socket_uid: None,
         }];
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");
         if let Some(n) = self.network {
