@@ -176,8 +176,9 @@ function drawQr(canvas, text) {
 
 // ---------- invoices ----------
 
-// The checks a client makes before paying: the invoice is one, of the terms' network, for
-// exactly the amount these terms give, with the payment hash the API named, and not expired.
+// The checks a client makes before paying: the invoice is one, signed by the terms' payee, of
+// the terms' network, for exactly the amount these terms give, with the payment hash the API
+// named, and not expired.
 // Returns null, or why not (in words).
 function checkInvoice(inv, expectedSat) {
   let d;
@@ -187,6 +188,7 @@ function checkInvoice(inv, expectedSat) {
     return t("inv_malformed", { why: e.message });
   }
   if (d.network !== terms.network) return t("inv_network", { got: d.network, want: terms.network });
+  if (terms.payee && d.payee !== terms.payee) return t("inv_payee", { got: d.payee, want: terms.payee });
   if (d.amountMsat === null || d.amountMsat !== BigInt(expectedSat) * 1000n || inv.amount_sat !== expectedSat) {
     return t("inv_amount", { got: d.amountMsat === null ? "?" : sat(Number(d.amountMsat / 1000n)), want: sat(expectedSat) });
   }
