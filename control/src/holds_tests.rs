@@ -180,6 +180,7 @@ async fn a_mixed_flood_from_many_prefixes_leaves_a_paying_customer_served() {
     for (prefix, units) in &held {
         assert!(*units <= 8, "{prefix} holds {units} unpaid");
     }
+    eprintln!("flood answers {statuses:?}; held unpaid: {v4} addresses, {v6} IPv6 prefixes, by prefix {held:?}");
     // 30 addresses, none paid: at most 15 held unpaid by /v1; 16 IPv6 prefixes: at most 8.
     assert!(v4 <= 15, "{v4} addresses held unpaid");
     assert!(v6 <= 8, "{v6} IPv6 prefixes held unpaid");

@@ -1,8 +1,6 @@
 // Just enough of BOLT11 to check an invoice before showing it: the bech32 checksum, the
-// network, the amount, the payment hash, the expiry and the payee, recovered from the
-// signature (secp256k1 public key recovery over SHA-256 of the human-readable part and the
-// data, as staticip checks it). The arithmetic is below, written for this check only: plain
-// BigInt, tens of milliseconds, not constant time (fine for verifying a public signature).
+// network, the amount, the payment hash, the expiry, and the payee recovered from the
+// signature (secp256k1 below, not constant time: nothing here is secret).
 
 const CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
 const GEN = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
@@ -17,13 +15,8 @@ function polymod(values) {
   return chk >>> 0;
 }
 
-function hrpExpand(hrp) {
-  const out = [];
-  for (const c of hrp) out.push(c.charCodeAt(0) >> 5);
-  out.push(0);
-  for (const c of hrp) out.push(c.charCodeAt(0) & 31);
-  return out;
-}
+const codes = (h) => [...h].map((c) => c.charCodeAt(0));
+const hrpExpand = (h) => [...codes(h).map((c) => c >> 5), 0, ...codes(h).map((c) => c & 31)];
 
 const NETWORKS = { bcrt: "regtest", bc: "bitcoin", tbs: "signet", tb: "testnet" };
 // Millisatoshis per unit of each amount multiplier, as [numerator, denominator].
@@ -57,7 +50,6 @@ export function decodeBolt11(s) {
   const num = (ws) => ws.reduce((a, w) => a * 32 + w, 0);
   const timestamp = num(data.slice(0, 7));
   let paymentHash = null;
-  let payeeField = null;
   let expiry = 3600;
   for (let i = 7; i + 3 <= data.length; ) {
     const tag = CHARSET[data[i]];
@@ -65,165 +57,88 @@ export function decodeBolt11(s) {
     const field = data.slice(i + 3, i + 3 + len);
     if (field.length !== len) throw new Bolt11Error("truncated field");
     if (tag === "p" && len === 52) {
-      let bits = 0n;
-      for (const w of field) bits = (bits << 5n) | BigInt(w);
-      paymentHash = (bits >> 4n).toString(16).padStart(64, "0");
+      paymentHash = hex(bytes(field).slice(0, 32));
     } else if (tag === "x") {
       expiry = num(field);
-    } else if (tag === "n" && len === 53) {
-      payeeField = Array.from(toBytes(field).slice(0, 33), (b) => b.toString(16).padStart(2, "0")).join("");
     }
     i += 3 + len;
   }
   if (!paymentHash) throw new Bolt11Error("no payment hash");
-  // Signed: SHA-256 of the human-readable part's bytes and the data words as bytes (zero
-  // bits appended to the last byte); the signature is r ‖ s ‖ recovery id.
-  const msg = new Uint8Array([...new TextEncoder().encode(hrp), ...toBytes(data)]);
-  const sig = toBytes(words.slice(data.length, data.length + 104));
-  const payee = recoverPublicKey(sha256(msg), sig.slice(0, 64), sig[64]);
+  const payee = recover(sha256([...codes(hrp), ...bytes(data)]), bytes(words.slice(data.length, -6)));
   if (!payee) throw new Bolt11Error("bad signature");
-  if (payeeField && payeeField !== payee) throw new Bolt11Error("the signature is not the named payee's");
   return { network: NETWORKS[m[1]], amountMsat, timestamp, expiry, paymentHash, payee };
 }
 
-// 5-bit words as bytes, the last one padded with zero bits.
-function toBytes(words) {
+const hex = (b) => b.map((x) => x.toString(16).padStart(2, "0")).join("");
+
+// 5-bit words as bytes, zero-padded.
+function bytes(ws) {
   const out = [];
-  let acc = 0;
-  let bits = 0;
-  for (const w of words) {
-    acc = (acc << 5) | w;
-    bits += 5;
-    while (bits >= 8) {
-      bits -= 8;
-      out.push((acc >> bits) & 0xff);
-    }
-    acc &= (1 << bits) - 1;
-  }
-  if (bits > 0) out.push((acc << (8 - bits)) & 0xff);
-  return new Uint8Array(out);
-}
-
-// ---------- SHA-256 (FIPS 180-4) ----------
-
-// Integer k-th root, rounded down (Newton's method from above).
-function iroot(v, k) {
-  const K = BigInt(k);
-  let x = 1n << BigInt(Math.ceil(v.toString(2).length / k));
-  for (;;) {
-    const y = ((K - 1n) * x + v / x ** (K - 1n)) / K;
-    if (y >= x) return x;
-    x = y;
-  }
-}
-
-// The first 64 primes; the constants are the first 32 bits of the fractional parts of their
-// square roots (H) and cube roots (K), computed exactly rather than copied.
-const PRIMES = [];
-for (let n = 2; PRIMES.length < 64; n++) if (PRIMES.every((p) => n % p)) PRIMES.push(n);
-const frac32 = (p, k) => Number(iroot(BigInt(p) << BigInt(32 * k), k) & 0xffffffffn);
-const H0 = PRIMES.slice(0, 8).map((p) => frac32(p, 2));
-const K256 = PRIMES.map((p) => frac32(p, 3));
-
-export function sha256(bytes) {
-  const len = bytes.length;
-  const padded = new Uint8Array(((len + 9 + 63) >> 6) << 6);
-  padded.set(bytes);
-  padded[len] = 0x80;
-  const view = new DataView(padded.buffer);
-  view.setUint32(padded.length - 8, Math.floor(len / 0x20000000));
-  view.setUint32(padded.length - 4, (len * 8) >>> 0);
-  const h = H0.slice();
-  const w = new Array(64);
-  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
-  for (let off = 0; off < padded.length; off += 64) {
-    for (let i = 0; i < 16; i++) w[i] = view.getUint32(off + 4 * i);
-    for (let i = 16; i < 64; i++) {
-      const s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >>> 3);
-      const s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >>> 10);
-      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
-    }
-    let [a, b, c, d, e, f, g, k] = h;
-    for (let i = 0; i < 64; i++) {
-      const t1 = (k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K256[i] + w[i]) | 0;
-      const t2 = ((rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c))) | 0;
-      [k, g, f, e, d, c, b, a] = [g, f, e, (d + t1) | 0, c, b, a, (t1 + t2) | 0];
-    }
-    [a, b, c, d, e, f, g, k].forEach((v, i) => (h[i] = (h[i] + v) | 0));
-  }
-  const out = new Uint8Array(32);
-  h.forEach((v, i) => new DataView(out.buffer).setUint32(4 * i, v >>> 0));
+  let acc = 0, n = 0;
+  for (const w of ws) for (acc = (acc << 5) | w, n += 5; n >= 8; ) out.push((acc >> (n -= 8)) & 255);
+  if (n) out.push((acc << (8 - n)) & 255);
   return out;
 }
 
-// ---------- secp256k1 ----------
+// SHA-256 (constants: root fractions of the first primes).
+const root = (v, k) => {
+  let x = 1n << BigInt(v.toString(2).length), y;
+  while ((y = ((k - 1n) * x + v / x ** (k - 1n)) / k) < x) x = y;
+  return x;
+};
+const PR = [];
+for (let n = 2; PR.length < 64; n++) if (PR.every((p) => n % p)) PR.push(n);
+const [H0, K0] = [2n, 3n].map((k) => PR.map((p) => Number(root(BigInt(p) << (32n * k), k) & 0xffffffffn)));
 
+export function sha256(m) {
+  const l = m.length, L = ((l + 72) >> 6) << 6;
+  const b = [...m, 128, ...Array(L - l - 9).fill(0)];
+  b.push(0, 0, 0, 0, ...[24, 16, 8, 0].map((s) => ((l * 8) >>> s) & 255));
+  const r = (x, n) => (x >>> n) | (x << (32 - n)), w = [], D = new DataView(new Uint8Array(b).buffer);
+  let h = H0.slice(0, 8);
+  for (let o = 0; o < L; o += 64) {
+    for (let i = 0; i < 64; i++) {
+      const [u, v] = [w[i - 15], w[i - 2]];
+      w[i] = i < 16 ? D.getInt32(o + 4 * i) : (w[i - 16] + (r(u, 7) ^ r(u, 18) ^ (u >>> 3)) + w[i - 7] + (r(v, 17) ^ r(v, 19) ^ (v >>> 10))) | 0;
+    }
+    let [a, c, d, e, f, g, k, q] = h;
+    for (let i = 0; i < 64; i++) {
+      const t = (q + (r(f, 6) ^ r(f, 11) ^ r(f, 25)) + ((f & g) ^ (~f & k)) + K0[i] + w[i]) | 0;
+      const t2 = ((r(a, 2) ^ r(a, 13) ^ r(a, 22)) + ((a & c) ^ (a & d) ^ (c & d))) | 0;
+      [a, c, d, e, f, g, k, q] = [(t + t2) | 0, a, c, d, (e + t) | 0, f, g, k];
+    }
+    h = h.map((x, i) => (x + [a, c, d, e, f, g, k, q][i]) | 0);
+  }
+  return h.flatMap((x) => [x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255]);
+}
+
+// secp256k1: the key (hex) that signed `hash` with `sig` (r, s, recovery id).
 const P = 2n ** 256n - 2n ** 32n - 977n;
 const N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
-const G = [
-  0x79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798n,
-  0x483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8n,
-];
+const G = [0x79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798n, 0x483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8n];
+const md = (a, m = P) => ((a % m) + m) % m;
+const inv = (a, m = P) => {
+  let [r, s, x, y] = [m, md(a, m), 0n, 1n];
+  while (s) [r, s, x, y] = [s, r % s, y, x - (r / s) * y];
+  return md(x, m);
+};
+const add = (A, B) => {
+  if (!A || !B) return A || B;
+  const [x, y] = A, [u, v] = B;
+  if (x === u && !md(y + v)) return null;
+  const l = md(x === u ? 3n * x * x * inv(2n * y) : (v - y) * inv(u - x)), z = md(l * l - x - u);
+  return [z, md(l * (x - z) - y)];
+};
+const mul = (k, A) => (k ? add(mul(k >> 1n, add(A, A)), k & 1n ? A : null) : null);
+const big = (b) => BigInt("0x" + hex(b));
 
-const mod = (a, m = P) => ((a % m) + m) % m;
-
-// a^-1 mod m (extended Euclid; m prime, a not a multiple of m).
-function inv(a, m = P) {
-  let [r0, r1, s0, s1] = [m, mod(a, m), 0n, 1n];
-  while (r1 !== 0n) {
-    const q = r0 / r1;
-    [r0, r1, s0, s1] = [r1, r0 - q * r1, s1, s0 - q * s1];
-  }
-  return mod(s0, m);
-}
-
-function pow(b, e, m = P) {
-  let r = 1n;
-  for (b = mod(b, m); e > 0n; e >>= 1n, b = (b * b) % m) if (e & 1n) r = (r * b) % m;
-  return r;
-}
-
-// Affine points; null is the point at infinity.
-function add(A, B) {
-  if (!A) return B;
-  if (!B) return A;
-  const [x1, y1] = A;
-  const [x2, y2] = B;
-  let l;
-  if (x1 === x2) {
-    if (mod(y1 + y2) === 0n) return null;
-    l = mod(3n * x1 * x1 * inv(2n * y1));
-  } else {
-    l = mod((y2 - y1) * inv(x2 - x1));
-  }
-  const x3 = mod(l * l - x1 - x2);
-  return [x3, mod(l * (x1 - x3) - y1)];
-}
-
-function mul(k, A) {
-  let R = null;
-  for (; k > 0n; k >>= 1n, A = add(A, A)) if (k & 1n) R = add(R, A);
-  return R;
-}
-
-const big = (bytes) => bytes.reduce((a, b) => (a << 8n) | BigInt(b), 0n);
-
-// The compressed public key (66 hex digits) that made the 64-byte signature `sig` (r ‖ s)
-// of the 32-byte `hash`, with recovery id `recid` (0..3); null when there is none.
-export function recoverPublicKey(hash, sig, recid) {
-  const r = big(sig.slice(0, 32));
-  const s = big(sig.slice(32, 64));
-  if (r === 0n || r >= N || s === 0n || s >= N || recid < 0 || recid > 3) return null;
-  const x = r + (recid & 2 ? N : 0n);
-  if (x >= P) return null;
-  const y2 = mod(x * x * x + 7n);
-  let y = pow(y2, (P + 1n) / 4n);
+function recover(hash, sig) {
+  const r = big(sig.slice(0, 32)), s = big(sig.slice(32, 64)), id = sig[64], x = r + (id & 2 ? N : 0n);
+  if (!r || r >= N || !s || s >= N || id > 3 || x >= P) return null;
+  const y2 = md(x ** 3n + 7n), pw = (b, e) => (e ? md(pw(md(b * b), e >> 1n) * (e & 1n ? b : 1n)) : 1n);
+  let y = pw(y2, (P + 1n) / 4n);
   if ((y * y) % P !== y2) return null;
-  if ((y & 1n) !== BigInt(recid & 1)) y = P - y;
-  const ri = inv(r, N);
-  const e = mod(big(hash), N);
-  const Q = add(mul(mod(s * ri, N), [x, y]), mul(mod(-e * ri, N), G));
-  if (!Q) return null;
-  return (Q[1] & 1n ? "03" : "02") + Q[0].toString(16).padStart(64, "0");
+  if ((y & 1n) !== BigInt(id & 1)) y = P - y;
+  const ri = inv(r, N), Q = add(mul(md(s * ri, N), [x, y]), mul(md(-big(hash) * ri, N), G));
+  return Q && (Q[1] & 1n ? "03" : "02") + Q[0].toString(16).padStart(64, "0");
 }
-
