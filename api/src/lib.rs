@@ -486,11 +486,12 @@ mod key_tests {
         zero_high[31] = 0x80;
         assert_eq!(check_public_key(&zero_high), Err(KeyProblem::LowOrder));
         assert!(check_public_key(&[9; 32]).is_ok());
-        // Non-canonical: the top bit set (the same point as without it), or u ≥ p.
+        // Non-canonical: the top bit set (the same point as without it), or u ≥ p (p and
+        // p + 1 are low-order, above).
         let mut top = [9u8; 32];
         top[31] |= 0x80;
         assert_eq!(check_public_key(&top), Err(KeyProblem::NonCanonical));
-        for low in [0xed, 0xee, 0xff] {
+        for low in [0xef, 0xf6, 0xff] {
             let mut over = [0xffu8; 32];
             over[31] = 0x7f;
             over[0] = low;
@@ -500,10 +501,10 @@ mod key_tests {
                 "{low:x}"
             );
         }
-        // p − 1, the largest canonical u.
+        // p − 2: canonical, not low-order (p − 1 is).
         let mut below = [0xffu8; 32];
         below[31] = 0x7f;
-        below[0] = 0xec;
+        below[0] = 0xeb;
         assert!(check_public_key(&below).is_ok());
         // X25519's base point (u = 9).
         let mut base = [0u8; 32];
