@@ -117,7 +117,9 @@ pub fn pick_block(free: &[u32], prefix_len: u8) -> Option<u32> {
 }
 
 /// The IPv6 prefixes of `router` in use: held by a live rental, or released less than
-/// `rest_secs` ago.
+/// `rest_secs` ago after being paid for. A hold never paid for does not rest (as its IPv4
+/// addresses do not): else unpaid IPv6 holds left to expire, or taken over, would keep the
+/// pool's prefixes out of use for the whole cool-down.
 pub fn used_v6(
     db: &Connection,
     router: &str,
@@ -126,7 +128,7 @@ pub fn used_v6(
 ) -> crate::sql::Result<HashSet<Ipv6Net>> {
     let mut stmt = db.prepare_cached(
         "SELECT ipv6 FROM rentals WHERE router = ?1 AND ipv6 IS NOT NULL
-           AND (released_at IS NULL OR released_at > ?2)",
+           AND (released_at IS NULL OR (released_at > ?2 AND started_at IS NOT NULL))",
     )?;
     let rows = stmt.query_map(params![router, now - rest_secs], |r| r.get::<_, String>(0))?;
     let mut out = HashSet::new();

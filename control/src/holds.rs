@@ -11,8 +11,9 @@
 //!    `max_unpaid_share` of the host's addresses that are not paid for (free or held unpaid),
 //!    those of the original client's listener at most `compat_unpaid_share`; the same for
 //!    IPv6 prefixes of the host's IPv6 pool. Each listener takes over only its own holds, so
-//!    neither can starve the other. A listener holding nothing on a host may always take one
-//!    block there (a /29 on a host whose share is under 8 addresses);
+//!    neither can starve the other. The share holds a prefix back only beside other prefixes of
+//!    its listener on the host: alone, its own cap bounds it (one client on a small pool, a /29
+//!    where the share is under 8 addresses);
 //! 3. a key's new rent replaces its own unpaid hold (`crate::service`).
 //!
 //! When a hold does not fit (its listener's share is spent or no block is free), it takes
@@ -23,11 +24,15 @@
 //! A payment always wins over holds: a paid invoice whose hold was taken over (or replaced)
 //! is placed again at settlement, taking over any unpaid holds in its way ([`place_paid`]).
 //! Invariant: **a customer from a prefix that holds nothing unpaid gets a /32 hold while its
-//! host has an address neither paid for nor resting, and a payment gets its rental an address
-//! while the host has a block of its size that is neither paid for nor resting.** Proof: a
-//! hold of one address from such a prefix may take over any unpaid hold of its listener (every
-//! holder holds at least 1 ≥ 0 + 1), and when the listener holds nothing it may take a free
-//! address regardless of the share; a payment may take over every unpaid hold.
+//! host has an address neither paid for nor resting (on a host with more such addresses than
+//! `max_unpaid_per_client`, 8 by default), and a payment gets its rental an address while the
+//! host has a block of its size that is neither paid for nor resting.** Proof: let N be the
+//! host's addresses neither paid for nor resting. The other listener holds at most
+//! max(its share × N, the cap) < N of them (its share is under 1, and the cap under N), so if
+//! none is free, this listener holds some. Every holder holds at least 1 ≥ 0 + 1, so the
+//! customer may take over any of them; if some are free, either nobody else of the listener
+//! holds (the share does not apply) or there is a holder to take over from when the share is
+//! spent. A payment may take over every unpaid hold.
 
 use crate::alloc::{self, AllocError, Placement, Want};
 use crate::config::{Config, LimitsConfig};
@@ -258,6 +263,13 @@ fn fit(
             }
     };
     let on_host = |h: &&Unpaid| h.router == router.name;
+    // The share holds back a prefix only beside others of its listener on the host: alone it is
+    // bounded by its own cap (a /29 fits where the share is under 8; one client on a small pool
+    // is not refused), and anyone arriving may take over from it.
+    let others = |h: &&Unpaid| match mode {
+        Mode::Hold(who, _) => h.prefix != who.prefix,
+        Mode::Paid => true,
+    };
     let mut out = Fit {
         v4_short: false,
         v6_short: false,
@@ -270,9 +282,10 @@ fn fit(
         if let Mode::Hold(_, share) = mode {
             let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v4).sum();
             let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v4).sum();
+            let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v4).sum();
             let not_paid = free.len() as u64 + unpaid_all;
             let cap = (share * not_paid as f64).floor() as u64;
-            out.v4_short |= unpaid_mine > 0 && unpaid_mine + n > cap;
+            out.v4_short |= beside > 0 && unpaid_mine + n > cap;
         }
     }
     if ipv6 {
@@ -283,10 +296,11 @@ fn fit(
         if let Mode::Hold(_, share) = mode {
             let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v6).sum();
             let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v6).sum();
+            let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v6).sum();
             let total = v6_prefixes(pool, router.ipv6_prefix_len);
             let not_paid = total.saturating_sub(used.len() as u64) + unpaid_all;
             let cap = (share * not_paid as f64).floor() as u64;
-            out.v6_short |= unpaid_mine > 0 && unpaid_mine + 1 > cap;
+            out.v6_short |= beside > 0 && unpaid_mine + 1 > cap;
         }
     }
     Ok(out)

@@ -274,3 +274,34 @@ async fn a_keys_new_rent_replaces_its_unpaid_hold() {
     let (st, v) = rent(&p, &c, json!({"public_key": new_key(), "prefix_len": 30})).await;
     assert_eq!(st, 201, "the replaced /29 still counts: {v}");
 }
+
+/// An IPv6 prefix of a hold never paid for does not rest when the hold goes (taken over,
+/// replaced, expired), as its IPv4 addresses do not: else unpaid IPv6 holds would keep a small
+/// IPv6 pool out of use for the whole cool-down (the mixed flood found it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_ipv6_prefix_is_free_again_at_once() {
+    let p = Process::start_with(
+        // IPv6 at a price: the IPv4 rental below takes none.
+        &format!("{FAST}[terms]\nipv6_monthly_sat = 1000\nipv6_only_monthly_sat = 10000\n"),
+        "pools = [\"203.0.113.0/28\"]\nipv6_pool = \"2001:db8:100::/60\"\n",
+    );
+    let c = from("127.6.0.1");
+    let key = new_key();
+    let (st, v) = rent(&p, &c, json!({"public_key": key, "ipv4": false})).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["rental"]["ipv6"], "2001:db8:100::/64");
+    // The key takes an IPv4 address instead: its IPv6-only hold is replaced.
+    let (st, v) = rent(&p, &c, json!({"public_key": key})).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = rent(
+        &p,
+        &from("127.7.0.1"),
+        json!({"public_key": new_key(), "ipv4": false}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v["rental"]["ipv6"], "2001:db8:100::/64",
+        "the unpaid /64 rests"
+    );
+}
