@@ -169,7 +169,24 @@ impl Service {
                 ids.insert(link.name.clone(), id);
             }
             let mut known = self.known_endpoints();
-            let result = link.reconcile(want, &mut known, &self.peer_extra).await;
+            // The limits last sent to this router: `get` does not show them, so a change of the
+            // terms' limits (a restart with new terms) is found here and sent to every peer.
+            let limits_key = format!("peer_limits:{}", link.name);
+            let sent =
+                crate::db::meta_get(&*self.db()?, &limits_key).map_err(ServiceError::internal)?;
+            let limits_changed = sent.as_deref().unwrap_or("") != self.peer_extra;
+            let extra = if limits_changed {
+                self.cfg.terms.peer_limit_lines_all()
+            } else {
+                self.peer_extra.clone()
+            };
+            let result = link
+                .reconcile(want, &mut known, &extra, limits_changed)
+                .await;
+            if result.is_ok() && limits_changed {
+                crate::db::meta_set(&*self.db()?, &limits_key, &self.peer_extra)
+                    .map_err(ServiceError::internal)?;
+            }
             if let Ok(mut e) = self.endpoints.lock() {
                 *e = known;
             }
