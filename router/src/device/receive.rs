@@ -85,10 +85,10 @@ impl Device {
             Packet::PacketCookieReply(ref p) => (p.receiver_idx >> 8, Kind::Cookie),
             Packet::PacketData(ref p) => (p.receiver_idx >> 8, Kind::Data),
         };
-        let Some(slot) = self.peers.get(id) else {
+        let Some(peer) = self.peers.get(id) else {
             return self.stats.drop(DropReason::UnknownPeer);
         };
-        let peer = slot.as_ref().expect("occupied slot");
+        let peer = &*peer;
 
         let mut session = peer.session.lock();
         // Anyone can encrypt a known customer's public key to us; only its owner can encrypt

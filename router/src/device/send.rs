@@ -17,10 +17,10 @@ impl Device {
         let Some(dst) = destination(packet) else {
             return self.stats.drop(DropReason::InvalidPacket);
         };
-        let Some(slot) = self.routes.lookup(dst).and_then(|id| self.peers.get(id)) else {
+        let Some(peer) = self.routes.lookup(dst).and_then(|id| self.peers.get(id)) else {
             return self.stats.drop(DropReason::NoRoute);
         };
-        let peer = slot.as_ref().expect("occupied slot");
+        let peer = &*peer;
         let (res, endpoint) = {
             let mut s = peer.session.lock();
             if let Some(l) = s.limits.as_deref_mut() {
