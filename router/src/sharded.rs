@@ -9,7 +9,7 @@
 //! at the end of a batch, so one admission at a million entries copies a few hundred entries, not
 //! the whole table, and a `set` of a million peers copies each shard once.
 
-use crossbeam_epoch::{self as epoch, Atomic, Owned};
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned};
 use rustc_hash::FxHashMap;
 use std::hash::Hash;
 use std::sync::atomic::Ordering::{AcqRel, Acquire};
@@ -67,6 +67,14 @@ impl<K: ShardKey, V: Copy> Sharded<K, V> {
     #[inline]
     pub fn get(&self, key: &K) -> Option<V> {
         self.with_shard(key.shard() & (SHARDS - 1), |m| m.get(key).copied())
+    }
+
+    /// [`Sharded::get`] under the caller's pin (the packet path pins once per packet).
+    #[inline]
+    pub fn get_in(&self, key: &K, guard: &Guard) -> Option<V> {
+        let shard = self.shards[key.shard() & (SHARDS - 1)].load(Acquire, guard);
+        // SAFETY: as in `with_shard`, under `guard`.
+        unsafe { shard.deref() }.get(key).copied()
     }
 
     pub fn len(&self) -> usize {

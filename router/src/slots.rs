@@ -80,6 +80,15 @@ impl PeerSlots {
         (!peer.is_null()).then_some(PeerRef { peer, _pin: pin })
     }
 
+    /// [`PeerSlots::get`] under the caller's pin: the peer lives as long as the pin.
+    #[inline]
+    pub fn get_in<'g>(&self, id: PeerId, _pin: &'g Guard) -> Option<&'g Peer> {
+        let seg = self.segments.get(id as usize >> SEG_BITS)?.get()?;
+        let peer = seg[id as usize & (SEG - 1)].load(Acquire);
+        // SAFETY: loaded under `_pin`, as in `PeerRef::deref`.
+        (!peer.is_null()).then(|| unsafe { &*peer })
+    }
+
     /// Puts `peer` in slot `id` (or empties it). Ids beyond 24 bits are refused by the caller.
     pub fn set(&self, id: PeerId, peer: Option<Arc<Peer>>) {
         let seg = self.segments[id as usize >> SEG_BITS]
