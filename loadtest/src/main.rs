@@ -89,6 +89,9 @@ enum Cmd {
         max_mb: u64,
         #[arg(long, default_value_t = 8)]
         burst: usize,
+        /// Send each burst as one UDP GSO send (see `replay`).
+        #[arg(long)]
+        gso: bool,
     },
     /// Count what the server sends to the customers.
     Recv {
@@ -503,6 +506,7 @@ fn main() {
             packets,
             max_mb,
             burst,
+            gso,
         } => {
             let mut customers = connect(&c);
             let n = customers.len() as u64;
@@ -535,7 +539,7 @@ fn main() {
                 .collect();
             println!("ready");
             let _ = std::io::Write::flush(&mut std::io::stdout());
-            let t = replay::replay(&sealed, stride, burst, Duration::from_secs(c.seconds));
+            let t = replay::replay(&sealed, stride, burst, gso, Duration::from_secs(c.seconds));
             println!(
                 "replayed packets={} seconds={:.3} pps={:.0}",
                 t.sent,

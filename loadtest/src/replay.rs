@@ -19,12 +19,39 @@ pub struct Tally {
     pub offered_seconds: f64,
 }
 
-/// Sends every customer's datagrams, `burst` per `sendmmsg`, customers in turn, until all are
-/// sent or `for_` has passed. A burst the socket refuses (buffer full) is retried later, never
+/// Sends every customer's datagrams, `burst` per `sendmmsg` (with `gso`, per UDP GSO send: one
+/// buffer the kernel splits, far cheaper for the sender, and the server's socket may then receive
+/// the burst as one GRO train, a lighter load than separate senders), customers in turn, until
+/// all are sent or `for_` has passed. A burst the socket refuses (buffer full) is retried later, never
 /// skipped: a gap would only be a loss the server's replay window forgives, but sending in
 /// order keeps the offered load what a real sender's would be.
-pub fn replay(customers: &[Sealed], stride: usize, burst: usize, for_: Duration) -> Tally {
+pub fn replay(
+    customers: &[Sealed],
+    stride: usize,
+    burst: usize,
+    gso: bool,
+    for_: Duration,
+) -> Tally {
     let burst = burst.clamp(1, 64);
+    if gso {
+        let seg = stride as libc::c_int;
+        for c in customers {
+            // SAFETY: setsockopt with a c_int on our socket. UDP_SEGMENT = 103.
+            let r = unsafe {
+                libc::setsockopt(
+                    c.sock.as_raw_fd(),
+                    libc::SOL_UDP,
+                    103,
+                    &seg as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                eprintln!("UDP_SEGMENT: {}", std::io::Error::last_os_error());
+                std::process::exit(1);
+            }
+        }
+    }
     let mut next = vec![0usize; customers.len()];
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(burst);
     // SAFETY: all-zero is valid for mmsghdr.
@@ -40,6 +67,19 @@ pub fn replay(customers: &[Sealed], stride: usize, burst: usize, for_: Duration)
                 continue;
             }
             let n = burst.min(total - *pos);
+            if gso {
+                let b = &c.data[*pos * stride..(*pos + n) * stride];
+                // SAFETY: a send from our buffer on our connected socket.
+                let r = unsafe { libc::send(c.sock.as_raw_fd(), b.as_ptr().cast(), b.len(), 0) };
+                if r > 0 {
+                    *pos += n;
+                    sent += n as u64;
+                    if *pos >= total {
+                        left -= 1;
+                    }
+                }
+                continue;
+            }
             iov.clear();
             for k in 0..n {
                 iov.push(libc::iovec {
