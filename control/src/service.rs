@@ -752,8 +752,12 @@ impl Service {
             tracing::error!(address = %rental.address, "bad address in database");
             return Ok(());
         };
+        // No endpoint: the router may hold this peer already (a renewal) with a newer endpoint
+        // than the last full compare learned; sending the learned one would move the
+        // customer's traffic back to a port it left (a reboot, a roam) until its next
+        // keepalive. A router that lost the peer gets the learned endpoint from the compare.
         match link
-            .admit(&key, &nets, &self.known_endpoints(), &self.peer_extra)
+            .admit(&key, &nets, &Endpoints::new(), &self.peer_extra)
             .await
         {
             Ok(()) => {
