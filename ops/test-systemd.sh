@@ -241,7 +241,7 @@ cp -p $work/debs/$(basename $deb_new) $deb_new
 chmod 0644 $work/debs/*.deb
 echo "  previous version for the upgrade: $(basename $deb_prev) (same binaries, lower revision)"
 
-step "root filesystem: Debian 12 minbase + systemd (cached)"
+step "root filesystem: Debian 12 minbase + systemd (debootstrap once, then cached)"
 key=$(printf 'bookworm %s v1' "$ROOTFS_PACKAGES" | sha256sum | cut -c1-16)
 rootfs=$cache_root/rootfs-bookworm-$key
 if [ ! -e $rootfs/.complete ]; then
