@@ -6,7 +6,7 @@ use super::{parse_public_key, Service, ServiceError};
 use crate::deadlines::{
     for_each_active, lapsed_between, orphan_holds, paid_until_by, ORPHAN_HOLD_SECS,
 };
-use crate::feed::{decode_key, socket_id, Desired};
+use crate::feed::{decode_key, socket_id, Desired, Endpoints};
 use crate::metrics::events::{self, ReconcileFailed, Reconciled};
 use crate::store;
 use staticwire_api::RentalState;
@@ -101,8 +101,12 @@ impl Service {
             tracing::error!(address = %rental.address, "bad address in database");
             return Ok(());
         };
+        // No endpoint: the router may hold this peer already (a renewal) with a newer endpoint
+        // than the last full compare learned; sending the learned one would move the
+        // customer's traffic back to a port it left (a reboot, a roam) until its next
+        // keepalive. A router that lost the peer gets the learned endpoint from the compare.
         match link
-            .admit(&key, &nets, &self.known_endpoints(), &self.peer_extra)
+            .admit(&key, &nets, &Endpoints::new(), &self.peer_extra)
             .await
         {
             Ok(()) => {
