@@ -488,7 +488,7 @@ def main():
         addr1 = re.search(r"^Address = ([0-9.]+)/32", conf, re.M).group(1)
         check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
         shot(d, "d-4-pasted-status")
-        # This client already holds its one unpaid rental (max_unpaid_per_client = 1): the
+        # This client holds an unpaid /32 and asks for a /30 (max_unpaid_per_client = 4 addresses): the
         # page says so in words.
         other = os.urandom(32)
         other_pub = base64.b64encode(x25519(other, (9).to_bytes(32, "little"))).decode()
