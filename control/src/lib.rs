@@ -35,6 +35,8 @@ pub mod store;
 pub mod web;
 
 #[cfg(any(test, feature = "testkit"))]
+pub mod proving;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 #[cfg(test)]

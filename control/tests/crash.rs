@@ -65,19 +65,21 @@ async fn start(cfg: &Path, port: u16) -> Control {
     panic!("control did not start");
 }
 
-fn client() -> reqwest::Client {
+/// A client that proves the requests on its keys' rentals.
+fn client() -> staticwire_control::proving::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    staticwire_control::proving::Client::with(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
 }
 
 fn key(i: u32) -> String {
-    use base64::Engine;
     let mut k = [7u8; 32];
     k[..4].copy_from_slice(&i.to_le_bytes());
-    base64::engine::general_purpose::STANDARD.encode(k)
+    staticwire_control::proving::hold(k)
 }
 
 fn url_key(k: &str) -> String {

@@ -66,10 +66,9 @@ fn wait_up(port: u16) {
 }
 
 fn key(i: u32) -> String {
-    use base64::Engine;
     let mut k = [9u8; 32];
     k[..4].copy_from_slice(&i.to_le_bytes());
-    base64::engine::general_purpose::STANDARD.encode(k)
+    staticwire_control::proving::hold(k)
 }
 
 fn credited(db: &Path) -> (i64, i64, i64) {
@@ -108,7 +107,7 @@ async fn kill_dash_nine_during_settlement_credits_each_payment_once() {
     let n = 30;
     let c = spawn(&cfg);
     wait_up(port);
-    let http = reqwest::Client::new();
+    let http = staticwire_control::proving::Client::new();
     let mut invoices = Vec::new();
     for i in 0..n {
         let r: Value = http

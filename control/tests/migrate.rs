@@ -53,8 +53,7 @@ fn free_port() -> u16 {
 }
 
 fn key(i: u8) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([i + 9; 32])
+    staticwire_control::proving::hold([i + 9; 32])
 }
 
 #[test]
@@ -90,7 +89,7 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
     std::fs::write(&pg_cfg, format!("{head}database = \"{url}\"\n{routers}")).unwrap();
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
+    let http = staticwire_control::proving::Client::new();
     let call = |base: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         rt.block_on(async {
             let r = match body {

@@ -132,18 +132,17 @@ fn start(cfg: &Path, port: u16, log: &Path) -> Replica {
 }
 
 fn key(i: u32, salt: u32) -> String {
-    use base64::Engine;
     let mut k = [7u8; 32];
     k[..4].copy_from_slice(&i.to_le_bytes());
     k[4..8].copy_from_slice(&salt.to_le_bytes());
-    base64::engine::general_purpose::STANDARD.encode(k)
+    staticwire_control::proving::hold(k)
 }
 
 fn url_key(k: &str) -> String {
     k.replace('+', "-").replace('/', "_")
 }
 
-async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+async fn post(c: &staticwire_control::proving::Client, url: String, body: Value) -> (u16, Value) {
     match c.post(url).json(&body).send().await {
         Ok(r) => {
             let s = r.status().as_u16();
@@ -156,7 +155,7 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
 /// One customer: rents through one replica, pays through both at once, renews through the
 /// other and pays that twice too. Returns (public key, monthly price it paid) when it got
 /// its rental.
-async fn customer(c: reqwest::Client, bases: [String; 2], i: u32) -> Option<(String, u64)> {
+async fn customer(c: staticwire_control::proving::Client, bases: [String; 2], i: u32) -> Option<(String, u64)> {
     let k = key(i, 1);
     let (a, b) = (&bases[(i % 2) as usize], &bases[1 - (i % 2) as usize]);
     let prefix = [32, 32, 31, 30][(i % 4) as usize];
@@ -248,7 +247,7 @@ fn two_replicas_never_double_allocate_nor_double_credit_and_hand_over_the_lease(
     let bases = [replicas[0].base.clone(), replicas[1].base.clone()];
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
+    let http = staticwire_control::proving::Client::new();
     let customers = 48;
     let done: Vec<(String, u64)> = rt.block_on(async {
         let tasks: Vec<_> = (0..customers)
