@@ -55,3 +55,5 @@ mod openapi_tests;
 mod prefix_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod replay_tests;
