@@ -169,11 +169,10 @@ pub async fn serve(exchange: Exchange, tamper: Tamper) -> std::io::Result<Replay
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             let st = state.clone();
-            let app =
-                Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
-                    let st = st.clone();
-                    async move { answer(&st, m, u, h, b) }
-                });
+            let app = Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
+                let st = st.clone();
+                async move { answer(&st, m, u, h, b) }
+            });
             tokio::spawn(async move { axum::serve(listener, app).await });
             return Ok(Replay { url, state });
         }

@@ -49,7 +49,10 @@ async fn a_rent_proven_at_one_replica_is_a_replay_at_the_other() {
     );
     // At the replica that accepted it, too (its memory and the database agree).
     let (st, v) = send(&b.base(), &body, &auth).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("proof_replayed")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (401, Some("proof_replayed"))
+    );
     // One rental, one invoice: the replays changed nothing.
     let n: i64 = a
         .svc

@@ -84,7 +84,10 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
 
     // The customer rents with its own key.
     let (ckey, cpub) = lab.keypair("customer");
-    assert_eq!(staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()), cpub);
+    assert_eq!(
+        staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()),
+        cpub
+    );
     let rent = api(
         &lab,
         "POST",

@@ -115,7 +115,10 @@ fn a_30_and_a_64_carry_traffic_both_ways_and_spoofed_sources_are_dropped() {
 
     // The customer rents a /30 with IPv6 and pays.
     let (ckey, cpub) = lab.keypair("customer");
-    assert_eq!(staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()), cpub);
+    assert_eq!(
+        staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()),
+        cpub
+    );
     // Each request proves the customer's key (PROTOCOL.md 3.1), made here with its key.
     let terms = json(&lab.must_in(&cli, &format!("curl -sS -f {API}/v1/terms")));
     let auth = |method: &str, target: &str, body: &str| {

@@ -155,7 +155,11 @@ async fn post(c: &staticwire_control::proving::Client, url: String, body: Value)
 /// One customer: rents through one replica, pays through both at once, renews through the
 /// other and pays that twice too. Returns (public key, monthly price it paid) when it got
 /// its rental.
-async fn customer(c: staticwire_control::proving::Client, bases: [String; 2], i: u32) -> Option<(String, u64)> {
+async fn customer(
+    c: staticwire_control::proving::Client,
+    bases: [String; 2],
+    i: u32,
+) -> Option<(String, u64)> {
     let k = key(i, 1);
     let (a, b) = (&bases[(i % 2) as usize], &bases[1 - (i % 2) as usize]);
     let prefix = [32, 32, 31, 30][(i % 4) as usize];

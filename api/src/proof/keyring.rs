@@ -206,7 +206,10 @@ mod tests {
             subject("GET", &format!("/v1/rentals/{url}/config"), b""),
             Subject::Key(k)
         );
-        let pct = std.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+        let pct = std
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
         assert_eq!(
             subject("POST", &format!("/v1/rentals/{pct}/renewals"), b"{}"),
             Subject::Key(k)

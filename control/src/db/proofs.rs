@@ -41,7 +41,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         // Two connections to one file: two replicas.
-        let (a, b) = (super::super::open(&path).unwrap(), super::super::open(&path).unwrap());
+        let (a, b) = (
+            super::super::open(&path).unwrap(),
+            super::super::open(&path).unwrap(),
+        );
         let mac = "ab".repeat(32);
         assert!(super::remember_proof(&a, &mac, 1000, 880).unwrap());
         assert!(!super::remember_proof(&b, &mac, 1000, 880).unwrap());

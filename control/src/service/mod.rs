@@ -328,7 +328,12 @@ impl Service {
     pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
         let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
-        Ok(crate::db::remember_proof(&*self.db()?, &mac, proof.ts, oldest)?)
+        Ok(crate::db::remember_proof(
+            &*self.db()?,
+            &mac,
+            proof.ts,
+            oldest,
+        )?)
     }
 
     pub fn cfg(&self) -> &Config {
