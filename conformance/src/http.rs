@@ -77,6 +77,11 @@ impl Http {
         *self.proof_key.lock().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
+    /// The server's proof key, once set.
+    pub fn proof_key(&self) -> Option<[u8; 32]> {
+        *self.proof_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The `Authorization` proving `method path body` with the key it acts on, when that key
     /// is the suite's and the server has a proof key; the key.
     fn proof(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, [u8; 32])> {

@@ -143,8 +143,11 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "error.unknown-invoice",
-            "An unknown payment hash answers 404 not_found",
-            vec![Request::get(format!("/v1/invoices/{}", hex::encode(hash)))],
+            "An unknown payment hash, asked with a proof of one's own key, answers 404 not_found",
+            vec![Request::get(format!(
+                "/v1/invoices/{}",
+                claimed_hash(&hex::encode(hash))
+            ))],
             404,
             codes::NOT_FOUND,
         ),
@@ -159,6 +162,17 @@ fn cases() -> Vec<Case> {
             )
         },
     ]
+}
+
+/// `hash`, which the suite will look up proven with a key of its own (PROTOCOL.md 3.1: without
+/// a proof, any look-up is 401 first).
+fn claimed_hash(hash: &str) -> String {
+    let key = new_key();
+    if let Some(k) = staticwire_api::proof::keyring::decode_key(&key) {
+        let answer = serde_json::json!({ "payment_hash": hash }).to_string();
+        crate::http::keyring().learn(&k, answer.as_bytes());
+    }
+    hash.to_string()
 }
 
 pub(super) async fn errors(s: &mut Suite<'_>) {

@@ -6,10 +6,9 @@ use crate::http::{Http, Reply};
 use crate::report::{Outcome, Report};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use staticwire_api::{self as api, openapi};
+use staticwire_api::openapi;
 
 pub struct Options {
     /// `http://host:port` or `https://host:port`.

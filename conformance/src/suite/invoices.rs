@@ -46,6 +46,9 @@ pub(super) async fn paid(s: &mut Suite<'_>, inv: &api::Invoice) {
     // The long-poll starts before the payment: it must come back settled, not open after 30 s.
     let poll = {
         let http = Http::new(&s.opts.base, s.opts.fingerprint.as_deref());
+        if let Ok(h) = &http {
+            h.set_proof_key(s.http.proof_key());
+        }
         let path = long_poll_path(&inv.payment_hash);
         tokio::spawn(async move {
             match http {
