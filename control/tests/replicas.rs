@@ -252,6 +252,45 @@ fn two_replicas_never_double_allocate_nor_double_credit_and_hand_over_the_lease(
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = staticwire_control::proving::Client::new();
+    // One proof is good at one replica only (the replay cache is in the database): the same
+    // proven rent sent to the other is a replay, and holds nothing more.
+    rt.block_on(async {
+        let raw = reqwest::Client::new();
+        let terms: Value = raw
+            .get(format!("{}/v1/terms", bases[0]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let body = json!({ "public_key": key(4242, 3) }).to_string();
+        let auth = staticwire_control::proving::authorization(
+            &terms,
+            "POST",
+            "/v1/rentals",
+            body.as_bytes(),
+        )
+        .unwrap();
+        let mut answers = Vec::new();
+        for base in &bases {
+            let r = raw
+                .post(format!("{base}/v1/rentals"))
+                .header("content-type", "application/json")
+                .header("authorization", &auth)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            answers.push((st, v["error"]["code"].as_str().map(str::to_string)));
+        }
+        assert_eq!(
+            answers,
+            [(201, None), (401, Some("proof_replayed".to_string()))]
+        );
+    });
     let customers = 48;
     let done: Vec<(String, u64)> = rt.block_on(async {
         let tasks: Vec<_> = (0..customers)

@@ -45,3 +45,23 @@ def proof(priv, method, path, body, proof_key):
     mac = hmac.new(k, msg.encode(), hashlib.sha256).digest()
     b = lambda x: base64.b64encode(x).decode()
     return f'StaticWire-Proof key="{b(pub)}", ts="{ts}", nonce="{b(nonce)}", mac="{b(mac)}"'
+
+
+def pubkey(priv):
+    """The X25519 public key of a 32-byte private key."""
+    return x25519(priv, (9).to_bytes(32, "little"))
+
+
+if __name__ == "__main__":
+    # For shell scripts that call /v1 with curl (ops/test-packages.sh):
+    #   staticwire_proof.py PRIVATE_B64 pub                    -> the public key, base64
+    #   staticwire_proof.py PRIVATE_B64 METHOD TARGET BODY URL -> the Authorization value
+    import json, sys, urllib.request
+    priv = base64.b64decode(sys.argv[1])
+    if sys.argv[2] == "pub":
+        print(base64.b64encode(pubkey(priv)).decode())
+    else:
+        method, target, body, url = sys.argv[2:6]
+        with urllib.request.urlopen(url + "/v1/terms", timeout=10) as r:
+            proof_key = json.load(r)["proof_key"]
+        print(proof(priv, method, target, body.encode(), proof_key))
