@@ -27,8 +27,10 @@ LAYERS = {
     "service": 2,
     # the loop and the faces
     "run": 3, "metrics": 3, "http": 3, "compat": 3, "web": 3, "https": 3, "metrics::scrape": 3,
-    # the library root and the binary
-    "lib": 4, "main": 4,
+    # start-up: builds the service and serves it through the loop and the faces
+    "app": 4,
+    # the library root and the binary (the command line, messages, exit status)
+    "lib": 5, "main": 5,
 }
 SPLIT = {"metrics"}  # directories whose files are separate modules
 TEST_FILES = re.compile(r"(_tests|proptests|testkit)\.rs$")

@@ -131,6 +131,8 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RentRequest {
+    /// The customer's WireGuard public key: standard base64 (`+`, `/`), 44 characters; the
+    /// URL-safe alphabet is for paths only and is refused here.
     pub public_key: String,
     /// IPv4 prefix length (32, or one of the terms' `ipv4_prefix_lengths`); default 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]

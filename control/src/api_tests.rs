@@ -332,7 +332,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
             json!({"months": -1}),
         )
         .await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")));
+    // A number out of range, negative too, is bad_months (PROTOCOL.md, Renew).
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_months")));
 
     let (s, v) = h.get(&format!("/v1/rentals/{}", new_key())).await;
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));

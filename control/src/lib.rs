@@ -7,9 +7,11 @@
 //!   `lease` (queries), `prefixes`, `backup`, `migrate`, `secrets`;
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
-//! - the binary (main.rs).
+//! - start-up (`app`: build, agree with the node, serve), which wires them together;
+//! - the binary (main.rs): the command line, messages and exit status.
 
 pub mod alloc;
+pub mod app;
 pub mod backup;
 pub mod clock;
 pub mod compat;
@@ -55,5 +57,7 @@ mod openapi_tests;
 mod prefix_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod protocol_tests;
 #[cfg(test)]
 mod replay_tests;

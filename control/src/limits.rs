@@ -109,6 +109,16 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
         }
     }
+
+    /// Gives back the token `check` took for a request that turned out to cost nothing.
+    pub fn refund(&self, client: ClientId) {
+        let Ok(mut map) = self.buckets.lock() else {
+            return;
+        };
+        if let Some(b) = map.get_mut(&client) {
+            b.tokens = (b.tokens + 1.0).min(self.burst);
+        }
+    }
 }
 
 /// The limits shared by both listeners.
@@ -156,13 +166,19 @@ pub fn client_of(req: &Request) -> Option<ClientId> {
 }
 
 /// Middleware: rate limits, then the body read whole within its size and time limits, then
-/// the handler within the request timeout.
+/// the handler within the request timeout. An invoice-making request answered with a 4xx made
+/// no invoice, and its invoice token is given back (PROTOCOL.md section 4: a client that
+/// corrects a bad request is not locked out by its mistakes); it still counted as a request.
 pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let now = Instant::now();
+    let mut invoice_token = None;
     if let Some(client) = client_of(&req) {
         let mut verdict = limits.requests.check(client, now);
         if verdict.is_ok() && makes_invoice(req.method(), req.uri().path()) {
             verdict = limits.invoices.check(client, now);
+            if verdict.is_ok() {
+                invoice_token = Some(client);
+            }
         }
         if let Err(wait) = verdict {
             let secs = wait.as_secs() + 1;
@@ -176,7 +192,18 @@ pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next
             return r;
         }
     }
-    let cfg = &limits.cfg;
+    let resp = bounded(&limits.cfg, req, next).await;
+    if let Some(client) = invoice_token {
+        if resp.status().is_client_error() {
+            limits.invoices.refund(client);
+        }
+    }
+    resp
+}
+
+/// The body read whole within its size and time limits, then the handler within the request
+/// timeout.
+async fn bounded(cfg: &LimitsConfig, req: Request, next: Next) -> Response {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -480,6 +480,7 @@ async fn every_service_error_maps_to_a_documented_code() {
         ServiceError::BadRequest("x".into()),
         ServiceError::BadMonths("x".into()),
         ServiceError::NotFound,
+        ServiceError::NoInvoice,
         ServiceError::Conflict("x".into()),
         ServiceError::PoolExhausted,
         ServiceError::TooManyUnpaid {
@@ -532,6 +533,7 @@ fn listed(e: &ServiceError) {
         | ServiceError::BadRequest(_)
         | ServiceError::BadMonths(_)
         | ServiceError::NotFound
+        | ServiceError::NoInvoice
         | ServiceError::Conflict(_)
         | ServiceError::PoolExhausted
         | ServiceError::TooManyUnpaid { .. }

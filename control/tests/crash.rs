@@ -1,68 +1,21 @@
 //! `kill -9` at any point loses nothing: the real binary, killed mid-flow, restarted.
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use staticwire_control::testkit::{Process, ProcessBuilder, ProcessConfig};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Control {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-fn config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("control.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
+fn config(dir: &Path) -> ProcessConfig {
+    ProcessBuilder::new(
+        dir,
+        &format!(
+            "invoice_poll_millis = 100\n\
              [[routers]]\nname = \"crash\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/26\"]\n",
-            dir.display(),
             dir.join("no-router.sock").display()
         ),
     )
-    .unwrap();
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(cfg: &Path, port: u16) -> Control {
-    let child = Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let c = Control {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = client();
-    for _ in 0..100 {
-        if http.get(format!("{}/healthz", c.base)).send().await.is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("control did not start");
+    .write()
 }
 
 /// A client that proves the requests on its keys' rentals.
@@ -86,9 +39,8 @@ fn url_key(k: &str) -> String {
     k.replace('+', "-").replace('/', "_")
 }
 
-fn dev_pay(cfg: &Path, bolt11: &str) -> bool {
-    Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "dev-pay", bolt11])
+fn dev_pay(cfg: &ProcessConfig, bolt11: &str) -> bool {
+    cfg.command(&["dev-pay", bolt11])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -96,9 +48,9 @@ fn dev_pay(cfg: &Path, bolt11: &str) -> bool {
         .success()
 }
 
-async fn status(c: &Control, k: &str) -> Value {
+async fn status(c: &Process, k: &str) -> Value {
     client()
-        .get(format!("{}/v1/rentals/{}", c.base, url_key(k)))
+        .get(format!("{}/v1/rentals/{}", c.url(), url_key(k)))
         .send()
         .await
         .unwrap()
@@ -110,12 +62,11 @@ async fn status(c: &Control, k: &str) -> Value {
 #[tokio::test]
 async fn payment_made_while_down_is_credited_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
-    let mut c = start(&cfg, port).await;
+    let cfg = config(dir.path());
+    let mut c = cfg.start();
     let k = key(1);
     let r: Value = client()
-        .post(format!("{}/v1/rentals", c.base))
+        .post(format!("{}/v1/rentals", c.url()))
         .json(&json!({ "public_key": k }))
         .send()
         .await
@@ -126,10 +77,9 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
     let bolt11 = r["invoice"]["bolt11"].as_str().unwrap().to_string();
 
     // Killed before the payment; the customer pays while it is down.
-    c.child.kill().unwrap();
-    c.child.wait().unwrap();
+    c.kill();
     assert!(dev_pay(&cfg, &bolt11));
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     let mut st = status(&c, &k).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while st["state"] != "active" && Instant::now() < deadline {
@@ -141,7 +91,7 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
 
     // And again: a restart credits nothing twice.
     drop(c);
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&c, &k).await["paid_until"], paid_until);
     assert!(!dev_pay(&cfg, &bolt11), "an invoice is paid once");
@@ -150,15 +100,14 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
 #[tokio::test]
 async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
+    let cfg = config(dir.path());
     let mut next = 100u32;
     for round in 0..5u64 {
-        let c = start(&cfg, port).await;
+        let c = cfg.start();
         // A burst of rentals, killed at a different moment each round.
         let mut tasks = Vec::new();
         for _ in 0..20 {
-            let (base, k) = (c.base.clone(), key(next));
+            let (base, k) = (c.url(), key(next));
             next += 1;
             tasks.push(tokio::spawn(async move {
                 let _ = client()
@@ -193,10 +142,10 @@ async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
     assert_eq!(orphans, 0);
     drop(db);
     // The restarted server serves every surviving rental and releases holds without invoices.
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     let (s, _) = {
         let r = client()
-            .get(format!("{}/v1/terms", c.base))
+            .get(format!("{}/v1/terms", c.url()))
             .send()
             .await
             .unwrap();

@@ -120,24 +120,22 @@ impl Service {
     }
 
     pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+        if !is_payment_hash(hash) {
+            return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
-        let inv =
-            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(inv.to_api())
     }
 
     /// The public key (standard base64) of the rental an invoice belongs to: whose proof may
     /// read it (PROTOCOL.md [proof.invoice-owner]).
     pub fn invoice_owner(&self, hash: &str) -> Result<String, ServiceError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+        if !is_payment_hash(hash) {
+            return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
-        let inv =
-            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(store::rental_by_id(&db, inv.rental_id)?.public_key)
     }
 
@@ -177,7 +175,7 @@ impl Service {
                 return Ok(false);
             }
             let inv: InvoiceRow =
-                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NotFound)?;
+                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NoInvoice)?;
             store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
             let r = store::rental_by_id(&tx, inv.rental_id)?;
             if r.released_at.is_some() {
@@ -222,7 +220,7 @@ impl Service {
                 self.clock.now()
             };
             match self.settle(&s.payment_hash, at).await {
-                Ok(_) | Err(ServiceError::NotFound) => {}
+                Ok(_) | Err(ServiceError::NoInvoice) => {}
                 Err(e) => {
                     // Not stored: the next start replays it; the poll may credit it first.
                     tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
@@ -325,6 +323,12 @@ impl Service {
         self.changed.send_modify(|v| *v += 1);
         Ok(())
     }
+}
+
+/// A payment hash as this server issues them: 64 lowercase hex characters (PROTOCOL.md
+/// section 4); anything else is not one it issued.
+fn is_payment_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

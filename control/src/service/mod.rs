@@ -41,6 +41,8 @@ pub enum ServiceError {
     BadMonths(String),
     #[error("no rental for this key")]
     NotFound,
+    #[error("no such invoice")]
+    NoInvoice,
     #[error("{0}")]
     Conflict(String),
     #[error("no free address left in the pools")]
@@ -160,6 +162,17 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
         .map_err(|_| bad())?;
     let key = api::check_public_key(&bytes).map_err(|e| ServiceError::BadKey(e.to_string()))?;
     Ok(STANDARD.encode(key))
+}
+
+/// A key in a JSON body: standard base64 only (PROTOCOL.md section 4; the URL-safe alphabet is
+/// for paths), then as [`parse_public_key`].
+pub fn parse_body_key(s: &str) -> Result<String, ServiceError> {
+    if s.contains(['-', '_']) {
+        return Err(ServiceError::BadKey(
+            "a key in a JSON body is standard base64 (+ and /), not URL-safe (- and _)".into(),
+        ));
+    }
+    parse_public_key(s)
 }
 
 /// How often a long-poll re-reads its invoice when nothing here changed it.

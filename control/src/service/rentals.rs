@@ -166,6 +166,12 @@ impl Service {
         months: u32,
     ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
+        // The request's own form, before the state: every key answers it alike.
+        if months == 0 || months > self.terms.max_months {
+            return Err(ServiceError::BadMonths(
+                RenewError::BadMonths(self.terms.max_months).to_string(),
+            ));
+        }
         let now = self.clock.now();
         let (rental, quote) = {
             let db = self.db()?;
