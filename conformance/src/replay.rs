@@ -22,7 +22,7 @@ use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use staticwire_api::proof::keyring::{decode_key, subject, Subject};
-use staticwire_api::proof::{fresh_key, unix_now, Verifier, DEFAULT_MAX_SEEN};
+use staticwire_api::proof::{fresh_key, unix_now, ProofError, Verifier, DEFAULT_MAX_SEEN};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -205,7 +205,7 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 /// Checks the proof of a request that needs one (PROTOCOL.md 3.1): the key it acts on, or
-/// for an invoice the client's. Err: the refusal, answered 401.
+/// for an invoice the client's. Err: why it is refused (answered 401).
 fn check_proof(
     st: &State,
     method: &Method,
@@ -213,7 +213,7 @@ fn check_proof(
     headers: &HeaderMap,
     body: &[u8],
     client: &str,
-) -> Result<(), Response> {
+) -> Result<(), ProofError> {
     let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let expected = match subject(method.as_str(), target, body) {
         Subject::Key(k) => Some(k),
@@ -234,14 +234,16 @@ fn check_proof(
             unix_now(),
         )
         .map(|_| ())
-        .map_err(|e| {
-            let mut r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(staticwire_api::proof::SCHEME),
-            );
-            r
-        })
+}
+
+/// A 401 for a refused proof, as a server answers it.
+fn unauthorized(e: ProofError) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(staticwire_api::proof::SCHEME),
+    );
+    r
 }
 
 fn answer(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -274,10 +276,10 @@ fn answer(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
             path,
             body: json_body.clone(),
             step,
-            refused: proof.as_ref().err().map(|r| {
+            refused: proof.as_ref().err().map(|e| {
                 format!(
                     "{} {}",
-                    r.status(),
+                    e.code(),
                     headers
                         .get(header::AUTHORIZATION)
                         .map_or("without a proof", |_| "with a proof that does not verify")
@@ -285,8 +287,8 @@ fn answer(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes)
             }),
         });
     }
-    if let Err(refusal) = proof {
-        return refusal;
+    if let Err(e) = proof {
+        return unauthorized(e);
     }
     let Some(i) = step else {
         return error(
