@@ -13,6 +13,13 @@ pub fn keyring() -> &'static Keyring {
     RING.get_or_init(Keyring::new)
 }
 
+/// Proves look-ups of the invoice `hash` with `key`, as a client does that believes the
+/// invoice is its rental's (the server decides whether it is).
+pub fn claim_invoice(hash: &str, key: &[u8; 32]) {
+    let answer = serde_json::json!({ "payment_hash": hash }).to_string();
+    keyring().learn(key, answer.as_bytes());
+}
+
 pub struct Http {
     pub base: String,
     client: reqwest::Client,

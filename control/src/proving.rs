@@ -27,6 +27,8 @@ pub fn new_key() -> String {
 }
 
 /// Keeps a private key made elsewhere (a fixed test key); its public key in standard base64.
+/// X25519 clears the low three bits of byte 0 and the top bit of byte 31: keys that differ only
+/// there are one key.
 pub fn hold(private: [u8; 32]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(keyring().insert(private))

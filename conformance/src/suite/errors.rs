@@ -248,8 +248,7 @@ fn cases() -> Vec<Case> {
 fn claimed_hash(hash: &str) -> String {
     let key = new_key();
     if let Some(k) = staticwire_api::proof::keyring::decode_key(&key) {
-        let answer = serde_json::json!({ "payment_hash": hash }).to_string();
-        crate::http::keyring().learn(&k, answer.as_bytes());
+        crate::http::claim_invoice(hash, &k);
     }
     hash.to_string()
 }
