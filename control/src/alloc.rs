@@ -117,8 +117,10 @@ pub fn pick_block(free: &[u32], prefix_len: u8) -> Option<u32> {
 }
 
 /// The IPv6 prefixes of `router` in use: held by a live rental, or released less than
-/// `rest_secs` ago.
-fn used_v6(
+/// `rest_secs` ago after being paid for. A hold never paid for does not rest (as its IPv4
+/// addresses do not): else unpaid IPv6 holds left to expire, or taken over, would keep the
+/// pool's prefixes out of use for the whole cool-down.
+pub fn used_v6(
     db: &Connection,
     router: &str,
     now: i64,
@@ -126,7 +128,7 @@ fn used_v6(
 ) -> crate::sql::Result<HashSet<Ipv6Net>> {
     let mut stmt = db.prepare_cached(
         "SELECT ipv6 FROM rentals WHERE router = ?1 AND ipv6 IS NOT NULL
-           AND (released_at IS NULL OR released_at > ?2)",
+           AND (released_at IS NULL OR (released_at > ?2 AND started_at IS NOT NULL))",
     )?;
     let rows = stmt.query_map(params![router, now - rest_secs], |r| r.get::<_, String>(0))?;
     let mut out = HashSet::new();
@@ -196,6 +198,36 @@ fn place_on(
     }))
 }
 
+/// Whether `want` is on sale at all (before any pool is looked at).
+pub fn validate(cfg: &Config, want: &Want) -> Result<(), AllocError> {
+    let v6_only = want.ipv4 == Some(false);
+    if v6_only && cfg.terms.ipv6_only_monthly_sat.is_none() {
+        return Err(AllocError::Ipv6OnlyNotOffered);
+    }
+    if v6_only && (want.prefix_len.is_some() || want.ipv6 == Some(false)) {
+        return Err(AllocError::Ipv6OnlyContradiction);
+    }
+    let prefix_len = want.prefix_len.unwrap_or(32);
+    if !cfg.prefix_lengths().contains(&prefix_len) {
+        return Err(AllocError::PrefixNotOffered(prefix_len));
+    }
+    if let Some(h) = &want.host {
+        if !cfg.routers.iter().any(|r| &r.name == h) {
+            return Err(AllocError::UnknownHost(h.clone()));
+        }
+    }
+    if (want.ipv6 == Some(true) || v6_only)
+        && cfg
+            .routers
+            .iter()
+            .filter(|r| want.host.as_ref().is_none_or(|h| *h == r.name))
+            .all(|r| r.ipv6_pool.is_none())
+    {
+        return Err(AllocError::NoIpv6);
+    }
+    Ok(())
+}
+
 /// Places a new rental: on the asked-for host, or the first configured host with room. Runs
 /// inside the caller's transaction, which also inserts the rental.
 pub fn place(
@@ -204,17 +236,11 @@ pub fn place(
     want: &Want,
     now: i64,
 ) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    if let Err(e) = validate(cfg, want) {
+        return Ok(Err(e));
+    }
     let v6_only = want.ipv4 == Some(false);
-    if v6_only && cfg.terms.ipv6_only_monthly_sat.is_none() {
-        return Ok(Err(AllocError::Ipv6OnlyNotOffered));
-    }
-    if v6_only && (want.prefix_len.is_some() || want.ipv6 == Some(false)) {
-        return Ok(Err(AllocError::Ipv6OnlyContradiction));
-    }
     let prefix_len = want.prefix_len.unwrap_or(32);
-    if !cfg.prefix_lengths().contains(&prefix_len) {
-        return Ok(Err(AllocError::PrefixNotOffered(prefix_len)));
-    }
     let hosts: Vec<&RouterConfig> = match &want.host {
         Some(h) => match cfg.routers.iter().find(|r| &r.name == h) {
             Some(r) => vec![r],

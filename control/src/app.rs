@@ -10,7 +10,9 @@ use crate::feed::RouterLink;
 use crate::lightning::{cln::Cln, dev, lnd::Lnd, Backend, LnError, NetworkError};
 use crate::metrics::scrape::MetricsError;
 use crate::service::{Service, ServiceError};
-use crate::{clock, compat, db, http, https, lease, lightning, limits, metrics, run, secrets};
+use crate::{
+    clock, compat, datadir, db, http, https, lease, lightning, limits, metrics, run, secrets,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,9 @@ pub enum StartError {
     /// The data dir could not be made, or a secret in it not tightened.
     #[error(transparent)]
     Secrets(#[from] secrets::SecretsError),
+    /// The data dir belongs to another user, or could not be tightened.
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
     #[error(transparent)]
     Database(#[from] db::DbError),
     #[error("dev node key: {0}")]
@@ -96,6 +101,7 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
     // SQLite's database file is made 0600 before SQLite opens it (PostgreSQL: no file here).
     let db_file = (!cfg.is_postgres()).then(|| cfg.db_path());
     secrets::create_data_dir(&cfg.data_dir, db_file.as_deref())?;
+    datadir::secure(&cfg.data_dir)?;
     for f in secrets::tighten(&cfg.data_dir)? {
         tracing::warn!(file = %f.path.display(), was = format!("{:o}", f.was), "a secret was readable by others: set to 0600");
     }
@@ -152,6 +158,7 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
                 listen_port: r.listen_port,
                 private_key,
                 public_key,
+                socket_uid: r.socket_uid,
             })
         })
         .collect::<Result<_, StartError>>()?;

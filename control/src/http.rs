@@ -49,7 +49,9 @@ impl From<ServiceError> for ApiError {
                 (StatusCode::NOT_FOUND, codes::NOT_FOUND)
             }
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
-            ServiceError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED),
+            ServiceError::PoolExhausted | ServiceError::UnpaidShareFull => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED)
+            }
             ServiceError::TooManyUnpaid { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_UNPAID)
             }

@@ -2,9 +2,11 @@
 //! binary (main.rs) wires together, and which tests and fuzz targets drive directly.
 //!
 //! Layers (imports only point down; see ARCHITECTURE.md):
-//! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`;
-//! - stores and adapters: `db`, `store`, `alloc`, `lightning`, `feed`, `deadlines` and
-//!   `lease` (queries), `prefixes`, `backup`, `migrate`, `secrets`;
+//! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`,
+//!   `datadir`;
+//! - stores and adapters: `db`, `store`, `alloc`, `holds` (the bounds on unpaid holds),
+//!   `lightning`, `feed`, `deadlines` and `lease` (queries), `prefixes`, `backup`, `migrate`,
+//!   `secrets`;
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
 //! - start-up (`app`: build, agree with the node, serve), which wires them together;
@@ -16,9 +18,11 @@ pub mod backup;
 pub mod clock;
 pub mod compat;
 pub mod config;
+pub mod datadir;
 pub mod db;
 pub mod deadlines;
 pub mod feed;
+pub mod holds;
 pub mod http;
 pub mod https;
 pub mod lease;
@@ -51,6 +55,10 @@ mod compat_tests;
 mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
+mod holds_tests;
 #[cfg(test)]
 mod openapi_tests;
 #[cfg(test)]

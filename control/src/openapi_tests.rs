@@ -484,9 +484,11 @@ async fn every_service_error_maps_to_a_documented_code() {
         ServiceError::Conflict("x".into()),
         ServiceError::PoolExhausted,
         ServiceError::TooManyUnpaid {
-            client: crate::limits::ClientId::of("127.0.0.1".parse().unwrap()),
+            client: "127.0.0.0/24".into(),
+            held: 1,
             max: 1,
         },
+        ServiceError::UnpaidShareFull,
         ServiceError::Lightning(LnError::Unreachable("x".into())),
         ServiceError::Lightning(LnError::Certificate("x".into())),
         ServiceError::Lightning(LnError::Permission("x".into())),
@@ -536,6 +538,7 @@ fn listed(e: &ServiceError) {
         | ServiceError::NoInvoice
         | ServiceError::Conflict(_)
         | ServiceError::PoolExhausted
+        | ServiceError::UnpaidShareFull
         | ServiceError::TooManyUnpaid { .. }
         | ServiceError::Lightning(_)
         | ServiceError::Internal(_)

@@ -147,6 +147,7 @@ impl Builder {
         cfg.routers = vec![RouterConfig {
             name: ROUTER.into(),
             socket: dir.join(self.socket),
+            socket_uid: None,
             endpoint: "198.18.0.1:51820".into(),
             listen_port: 51820,
             pools: vec![self.pool.parse().expect("pool")],
@@ -173,6 +174,7 @@ impl Builder {
             listen_port: 51820,
             private_key: [1; 32],
             public_key: [2; 32],
+            socket_uid: None,
         }];
         let proof = crate::secrets::proof_key(dir).expect("proof key");
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");
@@ -473,12 +475,18 @@ impl Process {
     /// client's protocol over HTTPS, with `extra` TOML (whole tables, e.g. `[limits]`) added to
     /// the config. Returns once both listeners answer.
     pub fn start(extra: &str) -> Process {
+        Process::start_with(extra, "pools = [\"203.0.113.0/28\"]\n")
+    }
+
+    /// [`Process::start`] with `router` TOML lines (its `pools`, `reserved`, `ipv6_pool`) for
+    /// the router instead of the /28.
+    pub fn start_with(extra: &str, router: &str) -> Process {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = ProcessBuilder::new(
             dir.path(),
             &format!(
                 "invoice_poll_millis = 100\n{extra}\
-                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
+                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n{router}",
                 dir.path().join("none.sock").display()
             ),
         )

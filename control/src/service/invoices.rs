@@ -176,7 +176,23 @@ impl Service {
             }
             let inv: InvoiceRow =
                 store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NoInvoice)?;
+            let before = store::rental_by_id(&tx, inv.rental_id)?;
             store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
+            // Paid after its hold was taken over or replaced: a payment wins over every
+            // unpaid hold, so it is placed again (`crate::holds`).
+            if crate::holds::placed_again_when_paid(&before) {
+                match crate::holds::place_paid(&tx, &self.cfg, &before, now)? {
+                    Ok(p) => {
+                        tracing::info!(rental = before.id, router = %p.router, "a paid hold that was taken over is placed again")
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            rental = before.id,
+                            "a payment for a hold that was taken over found no room: {why:?}"
+                        )
+                    }
+                }
+            }
             let r = store::rental_by_id(&tx, inv.rental_id)?;
             if r.released_at.is_some() {
                 store::event(

@@ -49,11 +49,13 @@ pub enum ServiceError {
     PoolExhausted,
     #[error("{0}")]
     BadRequest(String),
-    #[error("{client} already holds {max} unpaid rentals: pay one or let its invoice expire")]
-    TooManyUnpaid {
-        client: crate::limits::ClientId,
-        max: u32,
-    },
+    /// The asking client prefix holds its cap of unpaid addresses (`crate::holds`).
+    #[error("client {client} already holds {held} unpaid address(es), at most {max}: pay one or let its invoice expire")]
+    TooManyUnpaid { client: String, held: u64, max: u32 },
+    /// The listener's unpaid share of every host is held by clients that hold no more than the
+    /// asking one (`crate::holds`).
+    #[error("no address can be held unpaid now: this host's unpaid share is taken by clients holding no more than you; retry when an invoice is paid or expires")]
+    UnpaidShareFull,
     #[error("{0}")]
     Lightning(#[from] LnError),
     #[error("internal error: {0}")]
