@@ -115,6 +115,8 @@ const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
 const unb64url = (s) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
 
 let keygenUsed = "";
+// `?keygen=js`: the vendored X25519 library even where WebCrypto has it (the browser test).
+const forcedJs = () => new URLSearchParams(location.search).get("keygen") === "js";
 
 function loadNacl() {
   if (self.nacl && self.nacl.scalarMult) return Promise.resolve(self.nacl);
