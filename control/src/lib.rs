@@ -41,6 +41,8 @@ pub mod store;
 pub mod web;
 
 #[cfg(any(test, feature = "testkit"))]
+pub mod proving;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 #[cfg(test)]
@@ -65,3 +67,5 @@ mod prefix_tests;
 mod proptests;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod replay_tests;
