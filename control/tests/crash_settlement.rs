@@ -5,7 +5,6 @@
 use serde_json::{json, Value};
 use staticwire_control::testkit::{ProcessBuilder, ProcessConfig};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn config(dir: &Path) -> ProcessConfig {
