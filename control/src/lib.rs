@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod deadlines;
 pub mod feed;
+pub mod freespace;
 pub mod http;
 pub mod https;
 pub mod lease;
@@ -51,3 +52,5 @@ mod openapi_tests;
 mod prefix_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod space_tests;

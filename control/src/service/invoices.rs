@@ -307,6 +307,7 @@ impl Service {
             let still_open = store::open_invoice(&tx, r.id, now)?.is_some();
             if r.started_at.is_none() && r.released_at.is_none() && !still_open {
                 store::release(&tx, r.id, now, "unpaid", 0)?;
+                self.space_released(&tx, &r, now)?;
             }
         }
         tx.commit()?;

@@ -12,6 +12,7 @@
 mod invoices;
 mod reconcile;
 mod rentals;
+mod space;
 mod views;
 
 pub use invoices::api_of;
@@ -245,6 +246,9 @@ pub struct Service {
     /// Each router's socket (inode and change time) as last seen or fully compared: a new one
     /// is a restarted router.
     sockets: Mutex<HashMap<String, SocketId>>,
+    /// Free IPv4 blocks and IPv6 prefixes per router (placement and the terms' free counts
+    /// read it, never the pool); locked after the database when both are.
+    space: Mutex<crate::freespace::FreeSpace>,
 }
 
 impl Service {
@@ -276,6 +280,12 @@ impl Service {
             }
             tx.commit()?;
         }
+        let space = {
+            let db = db
+                .lock()
+                .map_err(|_| ServiceError::Internal("lock".into()))?;
+            space::build(&db, &cfg, clock.now(), 0)?
+        };
         let network = cfg
             .network()
             .and_then(crate::network::normalize_network)
@@ -297,6 +307,7 @@ impl Service {
             peer_extra: cfg.terms.peer_limit_lines(),
             compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             sockets: Mutex::new(HashMap::new()),
+            space: Mutex::new(space),
             cfg,
             terms,
             clock,

@@ -62,11 +62,13 @@ impl Service {
                         ));
                     }
                     store::drop_hold(&tx, r.id, now, "unpaid")?;
+                    self.space_released(&tx, &r, now)?;
                 }
                 RentalState::Released => {
                     let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
                         + self.terms.cooldown_secs;
                     store::release(&tx, r.id, now, "reservation_ended", cool)?;
+                    self.space_released(&tx, &r, now)?;
                 }
                 state => {
                     return Err(ServiceError::Conflict(format!(
@@ -79,14 +81,15 @@ impl Service {
         if let Some(client) = client {
             self.check_unpaid_cap(&tx, client)?;
         }
-        let place = match crate::alloc::place(&tx, &self.cfg, want, now)? {
+        let mut space = self.space(&tx, 0)?;
+        let place = match crate::alloc::place(&tx, &mut space, &self.cfg, want, now)? {
             Ok(p) => p,
             Err(AllocError::Exhausted) => return Err(ServiceError::PoolExhausted),
             Err(e) => return Err(ServiceError::BadRequest(e.to_string())),
         };
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
-        let id = store::insert_rental_with(
+        let id = match store::insert_rental_with(
             &tx,
             key,
             &place.address.map(|a| a.to_string()).unwrap_or_default(),
@@ -94,7 +97,14 @@ impl Service {
             place.ipv6.map(|n| n.to_string()).as_deref(),
             &place.router,
             now,
-        )?;
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                crate::alloc::unplace(&mut space, &place);
+                return Err(e.into());
+            }
+        };
+        drop(space);
         if let Some(client) = client {
             crate::deadlines::set_client(&tx, id, &client.to_string())?;
         }
@@ -119,6 +129,7 @@ impl Service {
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
         store::drop_hold(&db, rental.id, now, "invoice_failed")?;
+        self.space_released(&db, rental, now)?;
         Ok(())
     }
 
@@ -207,6 +218,7 @@ impl Service {
         let db = self.db()?;
         let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
         store::release(&db, r.id, now, "operator", now + self.terms.cooldown_secs)?;
+        self.space_released(&db, &r, now)?;
         let r = store::rental_by_id(&db, r.id)?;
         self.rental_view(&db, &r, now)
     }
