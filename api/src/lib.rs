@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
 pub mod openapi;
+pub mod proof;
 
 /// `GET /v1/terms`: what the provider sells and for how much.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +56,11 @@ pub struct Terms {
     /// not sell them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_only_monthly_sat: Option<u64>,
+    /// The server's X25519 proof key (standard base64, 44 characters): clients prove they hold
+    /// a rental's private key by a Diffie-Hellman with it (PROTOCOL.md 3.1, v1.1). Pinned by
+    /// clients like `tls_fingerprint`; absent on v1.0 servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_key: Option<String>,
 }
 
 fn only_32() -> Vec<u8> {
@@ -339,12 +345,28 @@ pub mod codes {
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     /// HTTP 405: the route exists, not with this method.
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// HTTP 401: the request acts on or reveals a key's rental and carries no proof of key
+    /// possession (`Authorization: StaticWire-Proof`).
+    pub const PROOF_REQUIRED: &str = "proof_required";
+    /// HTTP 401: the proof is malformed, its key unusable, or its MAC does not verify.
+    pub const PROOF_INVALID: &str = "proof_invalid";
+    /// HTTP 401: the proof's time is more than 120 s from the server's clock.
+    pub const PROOF_EXPIRED: &str = "proof_expired";
+    /// HTTP 401: this exact proof was already accepted.
+    pub const PROOF_REPLAYED: &str = "proof_replayed";
+    /// HTTP 401: the proof is for another key than the one the request names.
+    pub const PROOF_KEY_MISMATCH: &str = "proof_key_mismatch";
 
     /// Every code with the HTTP statuses it is sent with (PROTOCOL.md, the OpenAPI document).
     pub const ALL: &[(&str, &[u16])] = &[
         (BAD_KEY, &[400]),
         (BAD_REQUEST, &[400]),
         (BAD_MONTHS, &[400]),
+        (PROOF_REQUIRED, &[401]),
+        (PROOF_INVALID, &[401]),
+        (PROOF_EXPIRED, &[401]),
+        (PROOF_REPLAYED, &[401]),
+        (PROOF_KEY_MISMATCH, &[401]),
         (NOT_FOUND, &[404]),
         (METHOD_NOT_ALLOWED, &[405]),
         (TIMEOUT, &[408, 503]),

@@ -35,10 +35,25 @@ pub struct Route {
     /// A test hook: served only by a server on a test Lightning backend with its hooks turned
     /// on (`staticwire-control serve --dev-hooks`), never in production.
     pub dev_only: bool,
+    /// Acts on or reveals a key's rental: needs a proof of key possession
+    /// (`Authorization: StaticWire-Proof`, PROTOCOL.md v1.1) and may answer [`PROOF_ERRORS`].
+    pub proof: bool,
 }
 
 /// Codes any route may answer: rate limits, an overrunning request, an internal failure.
 pub const COMMON_ERRORS: &[&str] = &[codes::RATE_LIMITED, codes::TIMEOUT, codes::INTERNAL];
+
+/// Codes of a route that needs a proof of key possession (all 401).
+pub const PROOF_ERRORS: &[&str] = &[
+    codes::PROOF_REQUIRED,
+    codes::PROOF_INVALID,
+    codes::PROOF_EXPIRED,
+    codes::PROOF_REPLAYED,
+    codes::PROOF_KEY_MISMATCH,
+];
+
+/// Name of the security scheme under `components.securitySchemes`.
+pub const PROOF_SCHEME_NAME: &str = "StaticWireProof";
 
 /// Codes of a route with a JSON body.
 const BODY: [&str; 3] = [
@@ -58,6 +73,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json("Terms"),
         errors: &[],
         dev_only: false,
+        proof: false,
     },
     Route {
         method: "post",
@@ -80,6 +96,7 @@ pub const ROUTES: &[Route] = &[
             codes::DATABASE_UNAVAILABLE,
         ],
         dev_only: false,
+        proof: true,
     },
     Route {
         method: "get",
@@ -91,6 +108,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json("Rental"),
         errors: &[codes::BAD_KEY, codes::NOT_FOUND, codes::DATABASE_UNAVAILABLE],
         dev_only: false,
+        proof: true,
     },
     Route {
         method: "get",
@@ -107,6 +125,7 @@ pub const ROUTES: &[Route] = &[
             codes::DATABASE_UNAVAILABLE,
         ],
         dev_only: false,
+        proof: true,
     },
     Route {
         method: "post",
@@ -129,6 +148,7 @@ pub const ROUTES: &[Route] = &[
             codes::DATABASE_UNAVAILABLE,
         ],
         dev_only: false,
+        proof: true,
     },
     Route {
         method: "get",
@@ -144,6 +164,7 @@ pub const ROUTES: &[Route] = &[
             codes::DATABASE_UNAVAILABLE,
         ],
         dev_only: false,
+        proof: true,
     },
     Route {
         method: "get",
@@ -155,6 +176,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Object,
         errors: &[],
         dev_only: false,
+        proof: false,
     },
     Route {
         method: "get",
@@ -166,6 +188,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Text,
         errors: &[],
         dev_only: false,
+        proof: false,
     },
     Route {
         method: "get",
@@ -181,6 +204,7 @@ pub const ROUTES: &[Route] = &[
             codes::DATABASE_UNAVAILABLE,
         ],
         dev_only: false,
+        proof: false,
     },
     Route {
         method: "post",
@@ -192,6 +216,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json("DevPayResponse"),
         errors: &[BODY[0], BODY[1], BODY[2], codes::NOT_FOUND, codes::CONFLICT],
         dev_only: true,
+        proof: false,
     },
     Route {
         method: "post",
@@ -203,6 +228,7 @@ pub const ROUTES: &[Route] = &[
         success: Success::Json("DevClockResponse"),
         errors: &[BODY[0], BODY[1], BODY[2]],
         dev_only: true,
+        proof: false,
     },
 ];
 
@@ -246,9 +272,15 @@ pub fn route(method: &str, path: &str) -> Option<&'static Route> {
 )))]
 struct Schemas;
 
-fn error_responses(errors: &[&str]) -> Map<String, Value> {
+fn error_responses(errors: &[&str], proof: bool) -> Map<String, Value> {
     let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
-    for code in errors.iter().chain(COMMON_ERRORS).chain(ANY_PATH_ERRORS) {
+    let proof_errors = if proof { PROOF_ERRORS } else { &[] };
+    for code in errors
+        .iter()
+        .chain(proof_errors)
+        .chain(COMMON_ERRORS)
+        .chain(ANY_PATH_ERRORS)
+    {
         for &status in statuses_of(code) {
             let list = by_status.entry(status).or_default();
             if !list.contains(code) {
@@ -274,6 +306,12 @@ fn error_responses(errors: &[&str]) -> Map<String, Value> {
                 "examples": examples,
             }},
         });
+        if status == 401 {
+            resp["headers"] = json!({"WWW-Authenticate": {
+                "description": "StaticWire-Proof",
+                "schema": {"type": "string"},
+            }});
+        }
         if status == 429 {
             resp["headers"] = json!({"Retry-After": {
                 "description": "Seconds to wait (rate_limited)",
@@ -328,7 +366,7 @@ pub fn document() -> Value {
             Success::Text => json!({"text/plain": {"schema": {"type": "string"}}}),
             Success::Object => json!({"application/json": {"schema": {"type": "object"}}}),
         };
-        let mut responses = error_responses(r.errors);
+        let mut responses = error_responses(r.errors, r.proof);
         responses.insert(
             r.status.to_string(),
             json!({"description": "Success", "content": ok}),
@@ -339,6 +377,9 @@ pub fn document() -> Value {
             "parameters": parameters(r.path),
             "responses": responses,
         });
+        if r.proof {
+            op["security"] = json!([{PROOF_SCHEME_NAME: []}]);
+        }
         if r.dev_only {
             op["description"] = json!("Only on a server whose Lightning backend is a test one and whose test hooks are turned on; a production server MUST NOT serve it (PROTOCOL.md, Test hooks).");
             op["x-staticwire-dev-only"] = json!(true);
@@ -354,12 +395,19 @@ pub fn document() -> Value {
         "openapi": "3.1.0",
         "info": {
             "title": "StaticWire rental protocol",
-            "version": "1.0.0",
+            "version": "1.1.0",
             "description": "Rent a static public IPv4 address over WireGuard, paid with Bitcoin Lightning, with no account. The normative text is PROTOCOL.md; this document is generated from the types of the staticwire-api crate. Every error is {\"error\":{\"code\",\"message\"}}; the example names under each error status are the codes that route may answer with it.",
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {PROOF_SCHEME_NAME: {
+                "type": "http",
+                "scheme": crate::proof::SCHEME,
+                "description": "Proof of possession of the WireGuard private key of the rental the request acts on: Authorization: StaticWire-Proof key=\"<base64 public key>\", ts=\"<unix seconds>\", nonce=\"<base64 16 bytes>\", mac=\"<base64 HMAC-SHA256>\", the MAC keyed by HKDF-SHA256 of X25519(client private key, the terms' proof_key). Exact construction and test vector: PROTOCOL.md, proof of key possession.",
+            }},
+        },
     })
 }
 
@@ -523,6 +571,50 @@ mod tests {
             assert!(s["Terms"]["properties"][field].is_object(), "Terms.{field}");
         }
         assert!(s["ConfigResponse"]["properties"]["networks"].is_object());
+        assert!(s["Terms"]["properties"]["proof_key"].is_object());
+    }
+
+    #[test]
+    fn routes_that_act_on_a_rental_need_the_proof() {
+        let doc = document();
+        assert_eq!(
+            doc["components"]["securitySchemes"][PROOF_SCHEME_NAME]["scheme"],
+            "StaticWire-Proof"
+        );
+        let proven: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.proof)
+            .map(|r| r.operation_id)
+            .collect();
+        assert_eq!(
+            proven,
+            [
+                "rentNewIp",
+                "getRentalStatus",
+                "getConf",
+                "renew",
+                "getInvoice"
+            ]
+        );
+        for r in ROUTES {
+            let op = &doc["paths"][r.path][r.method];
+            let examples = &op["responses"]["401"]["content"]["application/json"]["examples"];
+            if r.proof {
+                assert_eq!(
+                    op["security"],
+                    json!([{PROOF_SCHEME_NAME: []}]),
+                    "{}",
+                    r.path
+                );
+                for code in PROOF_ERRORS {
+                    assert!(examples[*code].is_object(), "{} {code}", r.path);
+                }
+                assert!(op["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
+            } else {
+                assert!(op["security"].is_null(), "{}", r.path);
+                assert!(op["responses"]["401"].is_null(), "{}", r.path);
+            }
+        }
     }
 
     #[test]
@@ -550,6 +642,7 @@ mod tests {
             address_monthly_sat: 8,
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: Some(10),
+            proof_key: None,
         })
         .unwrap();
         let t = schema_ref("Terms");

@@ -1,9 +1,13 @@
-//! The provider's HTTP API (`/v1`), with the shared `staticwire-api` types.
+//! The provider's HTTP API (`/v1`), with the shared `staticwire-api` types. Every request
+//! that acts on or reveals our rental carries the proof of key possession (PROTOCOL.md 3.1),
+//! MACed over exactly what goes on the wire.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde::de::DeserializeOwned;
 use staticwire_api as api;
+use staticwire_api::proof::Prover;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,13 +22,39 @@ pub enum ApiError {
     },
     #[error("server answered something unexpected: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    ProofKey(String),
 }
 
 pub struct Api {
     pub base: String,
     /// The pinned certificate fingerprint (lowercase hex), for https servers.
     pub fingerprint: Option<String>,
+    /// The server's proof key (base64) once [`Api::prove_with`] set it: pinned per rental.
+    pub proof_key: Option<String>,
     http: reqwest::Client,
+    prover: Option<Prover>,
+    /// The terms and their `proof_key`, fetched once per run.
+    terms: Mutex<Option<(api::Terms, Option<String>)>>,
+}
+
+/// The proof key to prove with: the one the terms offer, which must be the one pinned for this
+/// rental when there is a pin (another proof key is another server, and a server without one
+/// where we had pinned one is a downgrade). None: a v1.0 server, no proofs.
+pub fn pin_proof_key(
+    pinned: Option<&str>,
+    offered: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    match (pinned, offered) {
+        (Some(p), Some(o)) if p == o => Ok(Some(o.to_string())),
+        (Some(p), Some(o)) => Err(ApiError::ProofKey(format!(
+            "the server's proof key is now {o}, not the {p} pinned for this rental: another server answers; refusing (as for a changed certificate)"
+        ))),
+        (Some(p), None) => Err(ApiError::ProofKey(format!(
+            "the server no longer publishes a proof key (pinned: {p}): refusing to send unproven requests for this rental"
+        ))),
+        (None, o) => Ok(o.map(str::to_string)),
+    }
 }
 
 /// `https://host[:port]` from a URL or a bare domain. For a domain the SRV record
@@ -115,12 +145,61 @@ impl Api {
         Ok(Api {
             base: base.trim_end_matches('/').to_string(),
             fingerprint: pinned,
+            proof_key: None,
             http,
+            prover: None,
+            terms: Mutex::new(None),
         })
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ApiError> {
-        let resp = req.send().await.map_err(|e| {
+    /// From now on, prove possession of `private` (32 bytes) to this server, whose terms'
+    /// proof key is `proof_key` (base64).
+    pub fn prove_with(&mut self, private: &[u8; 32], proof_key: &str) -> Result<(), ApiError> {
+        let bad = |m: String| ApiError::ProofKey(format!("the server's proof key {m}"));
+        let key: [u8; 32] = STANDARD
+            .decode(proof_key)
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad(format!("{proof_key:?} is not 32 bytes of base64")))?;
+        let prover = Prover::new(private, &key).map_err(|e| bad(e.to_string()))?;
+        self.prover = Some(prover);
+        self.proof_key = Some(proof_key.to_string());
+        Ok(())
+    }
+
+    /// Builds the request and, when `proven` and we have a proof key, adds the proof over its
+    /// method, request-target (path and query as sent) and body.
+    fn build(
+        &self,
+        req: reqwest::RequestBuilder,
+        proven: bool,
+    ) -> Result<reqwest::Request, ApiError> {
+        let mut req = req
+            .build()
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        if let (true, Some(prover)) = (proven, &self.prover) {
+            let url = req.url();
+            let target = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+            let proof = prover.prove(req.method().as_str(), &target, body);
+            let value = reqwest::header::HeaderValue::from_str(&proof.header_value())
+                .map_err(|e| ApiError::Protocol(e.to_string()))?;
+            req.headers_mut()
+                .insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(req)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        proven: bool,
+    ) -> Result<T, ApiError> {
+        let req = self.build(req, proven)?;
+        let resp = self.http.execute(req).await.map_err(|e| {
             if staticwire_tls::is_pin_mismatch(&e) {
                 ApiError::Unreachable(format!(
                     "{}: the server's TLS certificate does not match the pinned fingerprint {}",
@@ -137,8 +216,20 @@ impl Api {
     }
 
     pub async fn terms(&self) -> Result<api::Terms, ApiError> {
-        self.send(self.http.get(format!("{}/v1/terms", self.base)))
-            .await
+        Ok(self.terms_and_proof_key().await?.0)
+    }
+
+    /// The terms and their `proof_key` (v1.1), fetched once and kept for this run.
+    pub async fn terms_and_proof_key(&self) -> Result<(api::Terms, Option<String>), ApiError> {
+        if let Some(t) = self.terms.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(t);
+        }
+        let terms: api::Terms = self
+            .send(self.http.get(format!("{}/v1/terms", self.base)), false)
+            .await?;
+        let got = (terms.clone(), terms.proof_key);
+        *self.terms.lock().unwrap_or_else(|e| e.into_inner()) = Some(got.clone());
+        Ok(got)
     }
 
     pub async fn rent_with(
@@ -149,6 +240,7 @@ impl Api {
             self.http
                 .post(format!("{}/v1/rentals", self.base))
                 .json(body),
+            true,
         )
         .await
     }
@@ -157,17 +249,21 @@ impl Api {
         self.send(
             self.http
                 .get(format!("{}/v1/rentals/{}", self.base, url_key(public_key))),
+            true,
         )
         .await
     }
 
     pub async fn config(&self, public_key: &str) -> Result<api::ConfigResponse, ApiError> {
         let conf: api::ConfigResponse = self
-            .send(self.http.get(format!(
-                "{}/v1/rentals/{}/config",
-                self.base,
-                url_key(public_key)
-            )))
+            .send(
+                self.http.get(format!(
+                    "{}/v1/rentals/{}/config",
+                    self.base,
+                    url_key(public_key)
+                )),
+                true,
+            )
             .await?;
         check_config(&conf)?;
         Ok(conf)
@@ -187,16 +283,20 @@ impl Api {
                     url_key(public_key)
                 ))
                 .json(&body),
+            true,
         )
         .await
     }
 
     /// Long-polls an invoice for up to `wait` seconds.
     pub async fn invoice(&self, payment_hash: &str, wait: u64) -> Result<api::Invoice, ApiError> {
-        self.send(self.http.get(format!(
-            "{}/v1/invoices/{payment_hash}?wait={wait}",
-            self.base
-        )))
+        self.send(
+            self.http.get(format!(
+                "{}/v1/invoices/{payment_hash}?wait={wait}",
+                self.base
+            )),
+            true,
+        )
         .await
     }
 }

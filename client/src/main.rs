@@ -6,6 +6,8 @@ mod api;
 mod invoice;
 mod pay;
 #[cfg(test)]
+mod proof_tests;
+#[cfg(test)]
 mod proptests;
 mod state;
 
@@ -188,8 +190,29 @@ impl Ctx {
             .cli
             .fingerprint
             .clone()
-            .or_else(|| saved.and_then(|s| s.fingerprint));
-        Api::new(&server, fingerprint.as_deref()).map_err(CliError::Api)
+            .or_else(|| saved.as_ref().and_then(|s| s.fingerprint.clone()));
+        let mut api = Api::new(&server, fingerprint.as_deref())?;
+        // The terms (over the pinned connection) name the proof key; this rental's pin, when it
+        // was made with this server, must agree.
+        let (_, offered) = api.terms_and_proof_key().await?;
+        let ours = saved.as_ref().filter(|s| s.server == api.base);
+        let pinned = ours.and_then(|s| s.proof_key.clone());
+        if let Some(key) = api::pin_proof_key(pinned.as_deref(), offered.as_deref())? {
+            let (private, _) = slot.keypair()?;
+            let private: [u8; 32] =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, private)
+                    .ok()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or_else(|| CliError::Local("the private key is not 32 bytes".into()))?;
+            api.prove_with(&private, &key)?;
+            if let Some(s) = ours.filter(|s| s.proof_key.is_none()) {
+                slot.save(&Saved {
+                    proof_key: Some(key),
+                    ..s.clone()
+                })?;
+            }
+        }
+        Ok(api)
     }
 
     /// Checks, shows or pays, then waits for settlement of an invoice.
@@ -477,6 +500,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 public_key: public.clone(),
                 address: Some(resp.rental.address.clone()),
                 fingerprint: api.fingerprint.clone(),
+                proof_key: api.proof_key.clone(),
             })?;
             ctx.say(format!("address held: {}", resp.rental.address));
             let paid = ctx

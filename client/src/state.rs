@@ -34,6 +34,10 @@ pub struct Saved {
     /// The provider's pinned certificate fingerprint, if it uses one.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The provider's pinned proof key (terms' `proof_key`, base64), once seen: a server with
+    /// another one is refused like a changed certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_key: Option<String>,
 }
 
 pub struct Slot {

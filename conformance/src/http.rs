@@ -137,6 +137,49 @@ impl Http {
         })
     }
 
+    /// One request with an `Authorization` header (a proof of key possession), not retried:
+    /// a retry would replay the proof.
+    pub async fn send_authorized(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        authorization: &str,
+    ) -> Result<Reply, String> {
+        let mut req = self
+            .client
+            .request(
+                method.parse().map_err(|e| format!("{e}"))?,
+                format!("{}{path}", self.base),
+            )
+            .header("authorization", authorization);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (content_type, retry_after) = (
+            header("content-type").unwrap_or_default(),
+            header("retry-after"),
+        );
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_REPLY {
+            return Err(format!("reply larger than {MAX_REPLY} bytes"));
+        }
+        Ok(Reply {
+            status,
+            content_type,
+            retry_after,
+            body: body.to_vec(),
+        })
+    }
+
     pub async fn get(&self, path: &str) -> Result<Reply, String> {
         self.send("GET", path, None, None).await
     }

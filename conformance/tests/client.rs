@@ -1,7 +1,8 @@
 //! The client-side mode against our client: staticip rents from a replay of a recorded
 //! exchange with staticwire-control. Honest, it asks exactly the recorded requests (its key in
 //! the rent, never its private key) and writes the configuration; with each kind of lying
-//! invoice it refuses (exit 4) and asks nothing after the terms.
+//! invoice it refuses (exit 4) and asks nothing after the rent (the terms come first: they name
+//! the proof key).
 
 use staticwire_conformance::replay::{serve, Exchange, Tamper};
 use std::path::{Path, PathBuf};
@@ -51,17 +52,18 @@ async fn staticip_asks_what_the_recording_answers_and_refuses_lying_invoices() {
     assert!(out.status.success(), "{stderr}");
     let seen = r.seen();
     let steps: Vec<Option<usize>> = seen.iter().map(|s| s.step).collect();
-    // Rent, the terms to check the invoice against, the long-poll, GetConf, status.
+    // The terms (their proof key, and later the invoice checks), rent, the long-poll, GetConf,
+    // status.
     assert_eq!(
         steps,
-        [Some(1), Some(0), Some(2), Some(3), Some(4)],
+        [Some(0), Some(1), Some(2), Some(3), Some(4)],
         "{seen:#?}"
     );
     assert!(seen[2].path.contains("?wait="), "{}", seen[2].path);
     let private = std::fs::read_to_string(dir.path().join("rentals/default/private.key")).unwrap();
     let public = r.client_key().unwrap();
     assert_eq!(
-        seen[0].body.as_ref().unwrap()["public_key"],
+        seen[1].body.as_ref().unwrap()["public_key"],
         public.as_str()
     );
     for s in &seen {
@@ -93,6 +95,6 @@ async fn staticip_asks_what_the_recording_answers_and_refuses_lying_invoices() {
             .iter()
             .map(|s| format!("{} {}", s.method, s.path))
             .collect();
-        assert_eq!(asked, ["POST /v1/rentals", "GET /v1/terms"], "{tamper:?}");
+        assert_eq!(asked, ["GET /v1/terms", "POST /v1/rentals"], "{tamper:?}");
     }
 }

@@ -72,7 +72,14 @@ fn client_id(c: Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<crate::lim
     c.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()))
 }
 
-fn key_of(f: &HashMap<String, String>) -> Result<String, CompatError> {
+/// The customer's key. The original clients cannot prove they hold it (PROTOCOL.md 3.1, Annex
+/// A): with `[compat] accept_unproven = false` every call that names a key is refused.
+fn key_of(s: &Service, f: &HashMap<String, String>) -> Result<String, CompatError> {
+    if !s.cfg().compat.accept_unproven {
+        return Err(CompatError(
+            "this server serves only clients that prove they hold their key (StaticWire protocol v1.1, /v1): use staticip or the provider's web page".into(),
+        ));
+    }
     let k = f
         .get("WireGuardPubKey")
         .ok_or_else(|| CompatError("WireGuardPubKey is required".into()))?;
@@ -133,7 +140,7 @@ async fn get_sell_offer_terms(State(s): State<Arc<Service>>) -> Answer {
 
 async fn get_status(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
     let f = form(&headers, body).await?;
-    let key = key_of(&f)?;
+    let key = key_of(&s, &f)?;
     if let Some(b) = f
         .get("InvoiceToWaitFor")
         .filter(|b| !b.is_empty() && *b != "None")
@@ -155,7 +162,7 @@ async fn get_status(State(s): State<Arc<Service>>, headers: HeaderMap, body: Bod
 
 async fn get_conf(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
     let f = form(&headers, body).await?;
-    let key = key_of(&f)?;
+    let key = key_of(&s, &f)?;
     let c = s.config(&key)?;
     // Exactly what wireguard_tools' WireguardConfig.from_dict accepts once the client adds
     // private_key: any other key would crash that client.
@@ -190,14 +197,14 @@ async fn rent(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    let key = key_of(&form(&headers, body).await?)?;
+    let key = key_of(&s, &form(&headers, body).await?)?;
     let resp = s.rent(&key, client_id(client)).await?;
     Ok(Json(monthly_answer(&s, &resp, true)))
 }
 
 async fn renew(State(s): State<Arc<Service>>, headers: HeaderMap, body: Body) -> Answer {
     let f = form(&headers, body).await?;
-    let key = key_of(&f)?;
+    let key = key_of(&s, &f)?;
     let months = match f.get("months").or_else(|| f.get("Months")) {
         None => 1,
         Some(m) => m
@@ -216,7 +223,7 @@ async fn add_credit(
 ) -> Answer {
     let client = client_id(client);
     let f = form(&headers, body).await?;
-    let key = key_of(&f)?;
+    let key = key_of(&s, &f)?;
     let amount: u64 = f
         .get("amount")
         .ok_or_else(|| CompatError("amount is required".into()))?

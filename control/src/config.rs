@@ -46,6 +46,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The public web page at `/`.
     pub web: WebConfig,
+    /// Refuse `/v1` requests on a rental that carry no proof of key possession (PROTOCOL.md
+    /// 3.1). A proof that is sent is always checked; while this is false an unproven request
+    /// is still served as before v1.1.
+    pub require_proof: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -67,6 +71,10 @@ pub struct CompatConfig {
     pub min_regular_payment_sat: u64,
     /// Most credit a rental may hold.
     pub maximum_credit_sat: u64,
+    /// Serve the original clients, which cannot prove they hold their key (anyone naming a key
+    /// acts on its rental here, as before v1.1). Default true; false refuses every call that
+    /// names a key.
+    pub accept_unproven: bool,
 }
 
 impl Default for CompatConfig {
@@ -76,6 +84,7 @@ impl Default for CompatConfig {
             minimum_initial_credit_sat: 1_000,
             min_regular_payment_sat: 500,
             maximum_credit_sat: 150_000,
+            accept_unproven: true,
         }
     }
 }
@@ -202,6 +211,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             web: WebConfig::default(),
+            require_proof: false,
         }
     }
 }

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::handler::Handler;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Extension, Json, Router};
@@ -74,7 +74,63 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(staticwire_api::proof::SCHEME),
+            );
+        }
+        if self.code == codes::RATE_LIMITED && !resp.headers().contains_key(header::RETRY_AFTER) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+        }
+        resp
+    }
+}
+
+/// Checks the proof of key possession of a request on a rental (PROTOCOL.md 3.1), before
+/// anything is read or changed: `key` is the key it acts on (standard base64), None for an
+/// invoice look-up (its owner is compared by the caller). Returns the proven key, or None for
+/// an unproven request the server still serves (`require_proof = false`).
+fn prove(
+    s: &Service,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+    key: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let Some(verifier) = s.proof() else {
+        return Ok(None);
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|h| h.to_str().unwrap_or("\u{0}"));
+    if header.is_none() && !s.cfg().require_proof {
+        return Ok(None);
+    }
+    let expected: Option<[u8; 32]> = key
+        .and_then(|k| STANDARD.decode(k).ok())
+        .and_then(|b| b.try_into().ok());
+    // The target exactly as received: path and query, in origin form.
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let now = staticwire_api::proof::unix_now();
+    match verifier.verify(
+        header,
+        expected.as_ref(),
+        method.as_str(),
+        target,
+        body,
+        now,
+    ) {
+        Ok(k) => Ok(Some(STANDARD.encode(k))),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            Err(ApiError::new(status, e.code(), e.to_string()))
+        }
     }
 }
 
@@ -82,6 +138,14 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Reads a JSON body: right content type, bounded size, well-formed.
 async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    Ok(json_body_bytes(headers, body).await?.0)
+}
+
+/// Reads a JSON body and keeps its bytes, which a proof covers.
+async fn json_body_bytes<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(T, axum::body::Bytes), ApiError> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -111,13 +175,14 @@ async fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Resu
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| too_large())?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let v = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             codes::BAD_REQUEST,
             format!("invalid JSON body: {e}"),
         )
-    })
+    })?;
+    Ok((v, bytes))
 }
 
 async fn terms(State(s): State<Arc<Service>>) -> ApiResult<staticwire_api::Terms> {
@@ -127,10 +192,14 @@ async fn terms(State(s): State<Arc<Service>>) -> ApiResult<staticwire_api::Terms
 async fn rent(
     State(s): State<Arc<Service>>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: RentRequest = json_body(&headers, body).await?;
+    let (req, bytes): (RentRequest, _) = json_body_bytes(&headers, body).await?;
+    let key = crate::service::parse_public_key(&req.public_key)?;
+    prove(&s, &headers, &method, &uri, &bytes, Some(&key))?;
     let client = client.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()));
     let want = crate::alloc::Want {
         prefix_len: req.prefix_len,
@@ -155,28 +224,53 @@ fn segment(p: Result<Path<String>, PathRejection>, code: &'static str) -> Result
     })
 }
 
+/// The path's key in standard form, once the request proved it.
+fn proven_key(
+    s: &Service,
+    key: Result<Path<String>, PathRejection>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let key = crate::service::parse_public_key(&segment(key, codes::BAD_KEY)?)?;
+    prove(s, headers, method, uri, body, Some(&key))?;
+    Ok(key)
+}
+
 async fn status(
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> ApiResult<staticwire_api::Rental> {
-    Ok(Json(s.status(&segment(key, codes::BAD_KEY)?)?))
+    let key = proven_key(&s, key, &method, &uri, &headers, b"")?;
+    Ok(Json(s.status(&key)?))
 }
 
 async fn config(
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> ApiResult<staticwire_api::ConfigResponse> {
-    Ok(Json(s.config(&segment(key, codes::BAD_KEY)?)?))
+    let key = proven_key(&s, key, &method, &uri, &headers, b"")?;
+    Ok(Json(s.config(&key)?))
 }
 
 async fn renew(
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let key = segment(key, codes::BAD_KEY)?;
-    let req: RenewRequest = json_body(&headers, body).await?;
+    let key = crate::service::parse_public_key(&segment(key, codes::BAD_KEY)?)?;
+    let (req, bytes): (RenewRequest, _) = json_body_bytes(&headers, body).await?;
+    prove(&s, &headers, &method, &uri, &bytes, Some(&key))?;
     let resp = s.renew(&key, req.months).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
@@ -185,6 +279,9 @@ async fn invoice(
     State(s): State<Arc<Service>>,
     hash: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> ApiResult<staticwire_api::Invoice> {
     let hash = segment(hash, codes::NOT_FOUND)?;
     let mut wait = 0;
@@ -211,6 +308,13 @@ async fn invoice(
                     format!("unknown parameter {pair:?}"),
                 ))
             }
+        }
+    }
+    // The proof first, whether or not the hash is known; then an invoice of another key's
+    // rental is as unknown as one never issued.
+    if let Some(proven) = prove(&s, &headers, &method, &uri, b"", None)? {
+        if s.invoice_owner(&hash)? != proven {
+            return Err(ServiceError::NotFound.into());
         }
     }
     let inv = s

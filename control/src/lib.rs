@@ -43,6 +43,8 @@ mod abuse_tests;
 #[cfg(test)]
 mod api_tests;
 #[cfg(test)]
+mod compat_tests;
+#[cfg(test)]
 mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;

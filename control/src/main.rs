@@ -195,8 +195,14 @@ fn build(cfg: Config) -> (Service, https::Identities) {
         .collect();
     let tls = https::Identities::load_or_create(&cfg.data_dir)
         .unwrap_or_else(|e| fail(format!("TLS certificate: {e}")));
+    let proof = staticwire_control::secrets::proof_key(&cfg.data_dir)
+        .unwrap_or_else(|e| fail(format!("proof key: {e}")));
     let mut service = Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e));
     service.set_tls_fingerprint(tls.current.fingerprint());
+    service.set_proof(staticwire_api::proof::Verifier::new(
+        proof,
+        staticwire_api::proof::DEFAULT_MAX_SEEN,
+    ));
     (service, tls)
 }
 

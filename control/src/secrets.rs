@@ -84,8 +84,73 @@ pub fn readable_by_others(path: &Path) -> Option<u32> {
     (mode & 0o077 != 0).then_some(mode)
 }
 
+/// `<data_dir>/proof.key`: the private half of the proof key (PROTOCOL.md 3.1), hex.
+pub const PROOF_KEY_FILE: &str = "proof.key";
+
+/// The proof key's private half, made on first start (0600, O_EXCL: of two processes starting
+/// at once one makes it and both read it). Replicas must share it: copy the file.
+pub fn proof_key(dir: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(PROOF_KEY_FILE);
+    let bad = |m: &str| std::io::Error::other(format!("{}: {m}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let t = text.trim();
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("not 64 hex characters"));
+            }
+            let mut k = [0u8; 32];
+            for (i, byte) in k.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|_| bad("not hex"))?;
+            }
+            Ok(k)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = staticwire_api::proof::fresh_key();
+            let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(hex.as_bytes())?;
+                    f.sync_all()?;
+                    Ok(k)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => proof_key(dir),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_proof_key_is_made_once_private_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let a = super::proof_key(d.path()).unwrap();
+        assert_eq!(
+            super::proof_key(d.path()).unwrap(),
+            a,
+            "read back, not made again"
+        );
+        let mode = std::fs::metadata(d.path().join(super::PROOF_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(d.path().join(super::PROOF_KEY_FILE), "zz").unwrap();
+        assert!(
+            super::proof_key(d.path()).is_err(),
+            "a damaged key is an error"
+        );
+    }
+
     use super::*;
 
     fn mode(p: &Path) -> u32 {

@@ -171,7 +171,12 @@ impl Builder {
             private_key: [1; 32],
             public_key: [2; 32],
         }];
+        let proof = crate::secrets::proof_key(dir).expect("proof key");
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");
+        svc.set_proof(staticwire_api::proof::Verifier::new(
+            proof,
+            staticwire_api::proof::DEFAULT_MAX_SEEN,
+        ));
         if let Some(n) = self.network {
             svc.set_network(n);
         }

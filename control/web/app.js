@@ -1,11 +1,12 @@
 // StaticWire's public page. The WireGuard key pair is made here (WebCrypto X25519, or tweetnacl
-// where the browser has none); only the public key is ever sent. Everything the server says is
-// shown through textContent, never as HTML.
+// where the browser has none); only the public key is ever sent, with a proof of holding the
+// private key (PROTOCOL.md 3.1). What the server says is shown as textContent, never as HTML.
 import { encode } from "./vendor/uqr/index.mjs";
 import { decodeBolt11 } from "./bolt11.js";
 
 const $ = (id) => document.getElementById(id);
-const STORE_KEY = "staticwire.public_key";
+// The private key, only when the customer asks to be remembered: the status needs a proof.
+const STORE_KEY = "staticwire.private_key";
 const LANG_KEY = "staticwire.lang";
 
 let msgs = {};
@@ -57,16 +58,14 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body, signal) {
+// `kp`: the key pair whose rental the request acts on; it is then proven.
+async function api(method, path, body, signal, kp) {
   let r;
+  const text = body ? JSON.stringify(body) : undefined;
+  const headers = body ? { "content-type": "application/json" } : {};
+  if (kp && terms.proof_key) headers.authorization = await proof(kp, method, path, text);
   try {
-    r = await fetch(path, {
-      method,
-      signal,
-      headers: body ? { "content-type": "application/json" } : {},
-      body: body ? JSON.stringify(body) : undefined,
-      cache: "no-store",
-    });
+    r = await fetch(path, { method, signal, headers, body: text, cache: "no-store" });
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new ApiError("network", "");
@@ -116,13 +115,6 @@ const unb64url = (s) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("
 
 let keygenUsed = "";
 
-async function webcryptoKeyPair() {
-  const kp = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
-  const pub = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
-  const jwk = await crypto.subtle.exportKey("jwk", kp.privateKey);
-  return { priv: unb64url(jwk.d), pub };
-}
-
 function loadNacl() {
   if (self.nacl && self.nacl.scalarMult) return Promise.resolve(self.nacl);
   return new Promise((resolve, reject) => {
@@ -134,31 +126,98 @@ function loadNacl() {
   });
 }
 
-async function naclKeyPair() {
-  const nacl = await loadNacl();
-  const priv = new Uint8Array(32);
-  crypto.getRandomValues(priv);
-  // WireGuard's clamping, as `wg genkey` writes it.
+// WireGuard's clamping, as `wg genkey` writes it.
+async function makeKeyPair() {
+  const priv = crypto.getRandomValues(new Uint8Array(32));
   priv[0] &= 248;
   priv[31] = (priv[31] & 127) | 64;
-  return { priv, pub: nacl.scalarMult.base(priv) };
+  return { priv, pub: await x25519(priv, null) };
 }
 
-// WebCrypto X25519 needs a secure context and a recent browser; `?keygen=js` forces the library.
-async function makeKeyPair() {
-  const forced = new URLSearchParams(location.search).get("keygen") === "js";
-  if (!forced && self.crypto && crypto.subtle) {
+// ---------- proof of key possession (PROTOCOL.md 3.1) ----------
+
+const enc = new TextEncoder();
+const subtle = self.crypto && crypto.subtle;
+const cat = (...a) => Uint8Array.from(a.flatMap((x) => [...x]));
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+// SHA-256 and HMAC in plain JS: no crypto.subtle on plain HTTP, and one path is one path tested
+// (control/tests/web/proof_test.mjs). Constants: the primes' root fractions (FIPS 180-4).
+const SK = [], SH = [];
+for (let p = 2, n = 0; n < 64; p++) {
+  let q = 2;
+  while (p % q) q++;
+  if (q < p) continue;
+  const f = (x) => ((x - Math.floor(x)) * 2 ** 32) >>> 0;
+  if (n < 8) SH[n] = f(Math.sqrt(p));
+  SK[n++] = f(Math.cbrt(p));
+}
+const rr = (v, n) => (v >>> n) | (v << (32 - n));
+function sha256js(d) {
+  const l = d.length, n = ((l + 72) >> 6) << 4, w = new Uint32Array(n), x = new Uint32Array(64), h = SH.slice();
+  for (let i = 0; i < l; i++) w[i >> 2] |= d[i] << (24 - 8 * (i & 3));
+  w[l >> 2] |= 0x80 << (24 - 8 * (l & 3));
+  w[n - 1] = l * 8;
+  for (let o = 0; o < n; o += 16) {
+    for (let i = 0; i < 64; i++) {
+      const a = x[i - 15], b = x[i - 2];
+      x[i] = i < 16 ? w[o + i] : x[i - 16] + (rr(a, 7) ^ rr(a, 18) ^ (a >>> 3)) + x[i - 7] + (rr(b, 17) ^ rr(b, 19) ^ (b >>> 10));
+    }
+    let [a, b, c, d2, e, f, g, k] = h;
+    for (let i = 0; i < 64; i++) {
+      const t1 = k + (rr(e, 6) ^ rr(e, 11) ^ rr(e, 25)) + ((e & f) ^ (~e & g)) + SK[i] + x[i];
+      const t2 = (rr(a, 2) ^ rr(a, 13) ^ rr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      [k, g, f, e, d2, c, b, a] = [g, f, e, (d2 + t1) >>> 0, c, b, a, (t1 + t2) >>> 0];
+    }
+    [a, b, c, d2, e, f, g, k].forEach((v, i) => (h[i] = (h[i] + v) >>> 0));
+  }
+  return Uint8Array.from({ length: 32 }, (_, i) => h[i >> 2] >>> (24 - 8 * (i & 3)));
+}
+const hmacjs = (k, m) => {
+  const b = new Uint8Array(64);
+  b.set(k.length > 64 ? sha256js(k) : k);
+  return sha256js(cat(b.map((v) => v ^ 0x5c), sha256js(cat(b.map((v) => v ^ 0x36), m))));
+};
+
+// X25519(priv, pub), or the public key of `priv` when `pub` is null. WebCrypto X25519 needs a
+// secure context and a recent browser; `?keygen=js` forces the library.
+const PKCS8 = unb64url("MC4CAQAwBQYDK2VuBCIEIA==");
+async function x25519(priv, pub) {
+  if (subtle && !forcedJs()) {
     try {
-      const kp = await webcryptoKeyPair();
+      const k = await subtle.importKey("pkcs8", cat(PKCS8, priv), { name: "X25519" }, true, ["deriveBits"]);
       keygenUsed = "webcrypto";
-      return kp;
+      if (!pub) return unb64url((await subtle.exportKey("jwk", k)).x);
+      const p = await subtle.importKey("raw", pub, { name: "X25519" }, false, []);
+      return new Uint8Array(await subtle.deriveBits({ name: "X25519", public: p }, k, 256));
     } catch (_) {
-      // no X25519 in this browser's WebCrypto
+      // no X25519 in this WebCrypto
     }
   }
-  const kp = await naclKeyPair();
+  const nacl = await loadNacl();
   keygenUsed = "tweetnacl";
-  return kp;
+  return pub ? nacl.scalarMult(priv, pub) : nacl.scalarMult.base(priv);
+}
+
+// A request's Authorization: HMAC over method, path and query as sent, time, nonce and body
+// hash, keyed by HKDF(X25519(our key, the proof key)).
+async function proof(kp, method, path, body, pk = terms.proof_key) {
+  const S = unb64url(pk), id = b64(kp.pub), shared = await x25519(kp.priv, S);
+  if (shared.every((b) => !b)) throw new Error("X25519: all-zero result");
+  const k = hmacjs(hmacjs(enc.encode("StaticWire proof v1"), shared), cat(kp.pub, S, [1]));
+  const u = new URL(path, location.href), ts = Math.floor(Date.now() / 1000);
+  const nonce = crypto.getRandomValues(new Uint8Array(16));
+  const msg = [method, u.pathname + u.search, ts, hex(nonce), hex(sha256js(enc.encode(body || "")))].join("\n");
+  const mac = hmacjs(k, enc.encode(msg));
+  return `StaticWire-Proof key="${id}", ts="${ts}", nonce="${b64(nonce)}", mac="${b64(mac)}"`;
+}
+
+// A key pair from a pasted private key, or from a configuration file's PrivateKey line.
+async function keyPairOf(text) {
+  const m = text.match(/PrivateKey\s*=\s*([A-Za-z0-9+/]{43}=)/) || text.trim().match(/^([A-Za-z0-9+/]{43}=)$/);
+  if (!m) throw new ApiError("bad_private_key", "");
+  const priv = unb64url(m[1]);
+  return { priv, pub: await x25519(priv, null) };
 }
 
 // ---------- QR ----------
@@ -207,7 +266,7 @@ function monthlyOf(prefixLen, hasIpv6) {
 // final state. A newer call on the same box cancels the older one.
 const polls = new Map();
 
-function showInvoice(box, inv, expectedSat) {
+function showInvoice(box, inv, expectedSat, kp) {
   polls.get(box)?.abort();
   polls.delete(box);
   const refused = checkInvoice(inv, expectedSat);
@@ -269,7 +328,7 @@ function showInvoice(box, inv, expectedSat) {
     let failures = 0;
     for (;;) {
       try {
-        const r = await api("GET", `/v1/invoices/${encodeURIComponent(inv.payment_hash)}?wait=55`, null, ctl.signal);
+        const r = await api("GET", `/v1/invoices/${encodeURIComponent(inv.payment_hash)}?wait=55`, null, ctl.signal, kp);
         failures = 0;
         if (r.state === "settled") {
           setState("paid", "ok");
@@ -332,7 +391,7 @@ async function rent() {
     if (len !== 32) req.prefix_len = len;
     if ($("host").value) req.host = $("host").value;
     if (!$("ipv6-row").hidden) req.ipv6 = $("ipv6").checked;
-    const res = await api("POST", "/v1/rentals", req);
+    const res = await api("POST", "/v1/rentals", req, undefined, kp);
     $("rent-pub").textContent = pub;
     $("rent-address").textContent = cidr(res.rental);
     $("rent-ipv6").textContent = res.rental.ipv6 || "";
@@ -343,12 +402,12 @@ async function rent() {
       renderTerms();
     }, () => {});
     $("rent-key").hidden = false;
-    if ($("remember").checked) remember(pub);
-    $("pubkey").value = pub;
+    lastKp = kp;
+    if ($("remember").checked) remember(kp);
     const expected = terms.activation_sat + monthlyOf(res.rental.prefix_len, !!res.rental.ipv6);
-    const outcome = await showInvoice($("rent-invoice"), res.invoice, expected);
+    const outcome = await showInvoice($("rent-invoice"), res.invoice, expected, kp);
     if (outcome !== "settled") return;
-    const conf = await api("GET", `/v1/rentals/${urlKey(pub)}/config`);
+    const conf = await api("GET", `/v1/rentals/${urlKey(pub)}/config`, null, undefined, kp);
     showConfig(fillConfig(conf.wg_quick, kp.priv));
   } catch (e) {
     showError("rent-error", e);
@@ -372,19 +431,23 @@ function showConfig(text) {
 
 // ---------- status and renewal ----------
 
-function remember(pub) {
-  localStorage.setItem(STORE_KEY, pub);
+function remember(kp) {
+  localStorage.setItem(STORE_KEY, b64(kp.priv));
   showRemembered();
 }
 
-function showRemembered() {
+async function showRemembered() {
+  // Before v1.1 only the public key was kept: of no use without the private key.
+  localStorage.removeItem("staticwire.public_key");
   const k = localStorage.getItem(STORE_KEY);
   $("remembered").hidden = !k;
-  $("remembered-key").textContent = k || "";
+  $("remembered-key").textContent = k ? b64((await keyPairOf(k)).pub) : "";
   $("remember").checked = !!k;
 }
 
 let current = null; // the rental last shown
+let currentKp = null; // and its key pair
+let lastKp = null; // the key pair of the rental made on this page
 
 function fact(dl, label, value) {
   const dt = document.createElement("dt");
@@ -422,19 +485,21 @@ function expectedFor(r, inv) {
   return inv.purpose === "activation" ? terms.activation_sat + monthly : inv.months * monthly;
 }
 
-async function showStatus(pub) {
+// `key`: a pasted private key or configuration file, or a key pair.
+async function showStatus(key) {
   showError("status-error", null);
-  const key = pub.trim();
-  if (!key) return;
   try {
-    current = await api("GET", `/v1/rentals/${encodeURIComponent(urlKey(key))}`);
+    const kp = key.priv ? key : key.trim() ? await keyPairOf(key) : lastKp;
+    if (!kp) return;
+    current = await api("GET", `/v1/rentals/${encodeURIComponent(urlKey(b64(kp.pub)))}`, null, undefined, kp);
+    currentKp = kp;
     renderStatus();
-    if ($("remember").checked) remember(current.public_key);
+    if ($("remember").checked) remember(kp);
     const inv = current.open_invoice;
     if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
-      showInvoice($("renew-invoice"), inv, expectedFor(current, inv)).then((outcome) => {
+      showInvoice($("renew-invoice"), inv, expectedFor(current, inv), kp).then((outcome) => {
         // Refreshed once the invoice is decided (not when it was refused or replaced).
-        if (outcome === "settled" || outcome === "expired") showStatus(key);
+        if (outcome === "settled" || outcome === "expired") showStatus(kp);
       });
     }
   } catch (e) {
@@ -452,9 +517,9 @@ async function renew(ev) {
     showError("renew-error", t("err_months_range", { max: terms.max_months }));
     return;
   }
-  const key = current.public_key;
+  const kp = currentKp;
   try {
-    const res = await api("POST", `/v1/rentals/${urlKey(key)}/renewals`, { months });
+    const res = await api("POST", `/v1/rentals/${urlKey(b64(kp.pub))}/renewals`, { months }, undefined, kp);
     current = res.rental;
     renderStatus();
     const box = $("renew-invoice");
@@ -463,8 +528,8 @@ async function renew(ev) {
       showError("renew-error", t("inv_refused", { why: t("inv_months") }));
       return;
     }
-    const outcome = await showInvoice(box, res.invoice, expectedFor(res.rental, res.invoice));
-    if (outcome === "settled") await showStatus(key);
+    const outcome = await showInvoice(box, res.invoice, expectedFor(res.rental, res.invoice), kp);
+    if (outcome === "settled") await showStatus(kp);
   } catch (e) {
     showError("renew-error", e);
   }
@@ -572,8 +637,8 @@ async function main() {
   $("renew-form").onsubmit = renew;
   $("remember").onchange = () => {
     if ($("remember").checked) {
-      const k = (current && current.public_key) || $("pubkey").value.trim() || $("rent-pub").textContent;
-      if (k) remember(k);
+      const kp = currentKp || lastKp;
+      if (kp) remember(kp);
     } else {
       localStorage.removeItem(STORE_KEY);
       showRemembered();
@@ -583,12 +648,9 @@ async function main() {
     localStorage.removeItem(STORE_KEY);
     showRemembered();
   };
-  showRemembered();
+  await showRemembered().catch(() => localStorage.removeItem(STORE_KEY));
   const k = localStorage.getItem(STORE_KEY);
-  if (k) {
-    $("pubkey").value = k;
-    showStatus(k);
-  }
+  if (k) showStatus(k);
   document.body.dataset.ready = "1";
 }
 

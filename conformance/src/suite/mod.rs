@@ -13,6 +13,7 @@ mod harness;
 mod hooks;
 mod invoices;
 mod lifecycle;
+mod proof;
 mod renewals;
 mod rentals;
 mod status;
@@ -41,6 +42,9 @@ pub async fn run(opts: &Options) -> Report {
     let terms = terms::terms(&mut s).await;
     errors::errors(&mut s).await;
     hooks::detect(&mut s).await;
+    if let Some(t) = &terms {
+        proof::proofs(&mut s, t).await;
+    }
     if let Some(t) = terms {
         rental(&mut s, &t).await;
     } else {

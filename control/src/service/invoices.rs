@@ -129,6 +129,18 @@ impl Service {
         Ok(inv.to_api())
     }
 
+    /// The public key (standard base64) of the rental an invoice belongs to: whose proof may
+    /// read it (PROTOCOL.md [proof.invoice-owner]).
+    pub fn invoice_owner(&self, hash: &str) -> Result<String, ServiceError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ServiceError::NotFound);
+        }
+        let db = self.db()?;
+        let inv =
+            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        Ok(store::rental_by_id(&db, inv.rental_id)?.public_key)
+    }
+
     /// Answers once the invoice is no longer open, or after `wait`.
     pub async fn wait_invoice(
         &self,

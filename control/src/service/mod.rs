@@ -219,6 +219,8 @@ pub struct Service {
     endpoints: Mutex<Endpoints>,
     /// Of the HTTPS certificate, published in the terms.
     tls_fingerprint: Option<String>,
+    /// Checks the proofs of key possession; its public key is the terms' `proof_key`.
+    proof: Option<Arc<staticwire_api::proof::Verifier>>,
     /// The Lightning node that signs the invoices, published in the terms as `payee` and
     /// checked on every new invoice: the dev node's, or what `serve` learns from the node.
     payee: Option<String>,
@@ -317,7 +319,17 @@ impl Service {
             changed: watch::channel(0).0,
             endpoints: Mutex::new(Endpoints::new()),
             tls_fingerprint: None,
+            proof: None,
         })
+    }
+
+    /// The proof key (PROTOCOL.md 3.1), before the service is shared.
+    pub fn set_proof(&mut self, v: staticwire_api::proof::Verifier) {
+        self.proof = Some(Arc::new(v));
+    }
+
+    pub fn proof(&self) -> Option<&staticwire_api::proof::Verifier> {
+        self.proof.as_deref()
     }
 
     pub fn cfg(&self) -> &Config {

@@ -45,6 +45,7 @@ impl Service {
             address_monthly_sat: self.address_monthly_sat(),
             ipv6_monthly_sat: self.cfg.terms.ipv6_monthly_sat,
             ipv6_only_monthly_sat: self.cfg.terms.ipv6_only_monthly_sat,
+            proof_key: self.proof.as_ref().map(|v| v.public_key_base64()),
         }
     }
 
@@ -90,12 +91,11 @@ impl Service {
         })
     }
 
-    pub(super) fn description(&self, r: &RentalRow, what: &str) -> String {
-        let held = match r.networks_of() {
-            Some(n) if !n.is_single() => n.cidrs().join(" "),
-            _ => r.address.clone(),
-        };
-        format!("StaticWire {what}: {held} for {}", r.public_key)
+    /// What the payer's wallet shows and keeps. Nothing that links the payment to the key or
+    /// the address (PROTOCOL.md [invoice.anonymous]): the payment hash is seen by every routing
+    /// node on the path, and the invoice by whoever the customer shows it to.
+    pub(super) fn description(&self, _r: &RentalRow, what: &str) -> String {
+        format!("StaticWire {what}")
     }
 
     /// GetRentalStatus.

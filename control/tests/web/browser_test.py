@@ -6,7 +6,8 @@ customer's network namespace; it walks the whole flow and fails loudly on any mi
   -> dev-pay -> configuration (text, download, QR decoded by zbar) -> status remembered in the
   browser -> clock past paid-until -> back payments shown -> renew -> dev-pay -> active again
   -> errors shown as words, in English and German -> a second rental with the vendored
-  X25519 library (tweetnacl) on a phone-sized screen.
+  X25519 library (tweetnacl) on a phone-sized screen. Every request on a rental carries the
+  proof of key possession (PROTOCOL.md 3.1); the status is asked by the private key.
 
 Every request the page made (Chromium's own network log) and every request body the control
 logged (STATICWIRE_LOG_BODIES=1) is checked for the private keys. Screenshots of every step at
@@ -18,6 +19,8 @@ Writes DIR/customer.conf (the configuration of the first rental) for the tunnel 
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -164,10 +167,56 @@ def dev_pay(bolt11):
     subprocess.run(args.dev_pay.split() + [bolt11], check=True, capture_output=True, timeout=30)
 
 
-def api(method, path, body=None):
-    req = urllib.request.Request(args.api + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json"})
+P25519 = 2**255 - 19
+
+
+def x25519(k, u):
+    """RFC 7748 X25519 of 32-byte scalar k and u-coordinate u (this test's own, for the proof)."""
+    k = bytearray(k)
+    k[0] &= 248
+    k[31] = (k[31] & 127) | 64
+    k = int.from_bytes(k, "little")
+    x1 = int.from_bytes(u, "little") & (2**255 - 1)
+    x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
+    for t in reversed(range(255)):
+        kt = (k >> t) & 1
+        swap ^= kt
+        if swap:
+            x2, x3, z2, z3 = x3, x2, z3, z2
+        swap = kt
+        a, b = (x2 + z2) % P25519, (x2 - z2) % P25519
+        aa, bb = a * a % P25519, b * b % P25519
+        e = (aa - bb) % P25519
+        c, d = (x3 + z3) % P25519, (x3 - z3) % P25519
+        da, cb = d * a % P25519, c * b % P25519
+        x3, z3 = (da + cb) ** 2 % P25519, x1 * (da - cb) ** 2 % P25519
+        x2, z2 = aa * bb % P25519, e * (aa + 121665 * e) % P25519
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, P25519 - 2, P25519) % P25519).to_bytes(32, "little")
+
+
+def proof(priv, method, path, body, proof_key):
+    """The Authorization header of PROTOCOL.md section 3.1."""
+    pub = x25519(priv, (9).to_bytes(32, "little"))
+    server = base64.b64decode(proof_key)
+    prk = hmac.new(b"StaticWire proof v1", x25519(priv, server), hashlib.sha256).digest()
+    k = hmac.new(prk, pub + server + b"\x01", hashlib.sha256).digest()
+    ts, nonce = int(time.time()), os.urandom(16)
+    msg = f"{method}\n{path}\n{ts}\n{nonce.hex()}\n{hashlib.sha256(body).hexdigest()}"
+    mac = hmac.new(k, msg.encode(), hashlib.sha256).digest()
+    b = lambda x: base64.b64encode(x).decode()
+    return f'StaticWire-Proof key="{b(pub)}", ts="{ts}", nonce="{b(nonce)}", mac="{b(mac)}"'
+
+
+def api(method, path, body=None, priv=None):
+    """A request to the API; with `priv` (32 bytes) proven as that key's holder."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"content-type": "application/json"}
+    if priv is not None:
+        with urllib.request.urlopen(args.api + "/v1/terms", timeout=10) as r:
+            headers["authorization"] = proof(priv, method, path, data or b"", json.load(r)["proof_key"])
+    req = urllib.request.Request(args.api + path, method=method, data=data, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.load(r)
 
@@ -323,7 +372,8 @@ def main():
         el(d, "#config-download").click()
         check(downloaded(downloads, "staticwire.conf") == conf, "download is the configuration")
         storage = d.execute_script("return JSON.stringify(localStorage) + document.cookie")
-        check(pub in storage and priv not in storage, "localStorage holds the public key only")
+        check(d.execute_script("return localStorage.getItem('staticwire.private_key')") == priv
+              and pub not in storage, "remembering (asked) keeps the private key, to prove with")
         drain_logs(d)
 
         # --- B: the remembered rental; lapse, back payments, renewal ---
@@ -370,7 +420,7 @@ def main():
 
         # --- C: errors as words; the German page ---
         el(d, "#forget").click()
-        check(d.execute_script("return localStorage.getItem('staticwire.public_key')") is None,
+        check(d.execute_script("return localStorage.getItem('staticwire.private_key')") is None,
               "forget removes the key")
         box = el(d, "#pubkey")
         box.clear()
@@ -378,12 +428,12 @@ def main():
         el(d, "#status-form button").click()
         wait(d, lambda: visible(d, "#status-error"), "error shown")
         err = text(d, "#status-error")
-        check(err.startswith("That is not a valid WireGuard public key") and "{" not in err,
+        check(err.startswith("That is neither a WireGuard private key") and "{" not in err,
               f"API error as words: {err}")
         Select(el(d, "#lang")).select_by_value("de")
         wait(d, lambda: text(d, "#rent-h") == "Adresse mieten", "German page")
         el(d, "#status-form button").click()
-        wait(d, lambda: text(d, "#status-error").startswith("Das ist kein gültiger"),
+        wait(d, lambda: text(d, "#status-error").startswith("Das ist weder ein privater"),
              "error in German")
         check("72.000 sat" in text(d, "#terms-list"), "German number format")
         shot(d, "c-1-error-de")
@@ -424,22 +474,25 @@ def main():
         check(text(d, "#rent-address").endswith("/30"), "the /30 shown")
         secrets.append(priv2)
         check(pub2 != pub, "a second key")
-        # The first rental's status by its pasted public key (nothing remembered here).
-        check(d.execute_script("return localStorage.getItem('staticwire.public_key')") is None,
+        # The first rental's status by its pasted configuration file (nothing remembered here):
+        # its private key proves the rental, and is not sent.
+        check(d.execute_script("return localStorage.getItem('staticwire.private_key')") is None,
               "nothing remembered unless asked")
         box = el(d, "#pubkey")
         box.clear()
-        box.send_keys(pub)
+        # As pasted: typing its newlines would press Enter.
+        d.execute_script("arguments[0].value = arguments[1]", box, conf)
         el(d, "#status-form button").click()
         wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active",
-             "status by a pasted public key")
+             "status by a pasted configuration file")
         addr1 = re.search(r"^Address = ([0-9.]+)/32", conf, re.M).group(1)
         check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
         shot(d, "d-4-pasted-status")
         # This client already holds its one unpaid rental (max_unpaid_per_client = 1): the
         # page says so in words.
-        other = base64.b64encode(os.urandom(32)).decode()
-        api("POST", "/v1/rentals", {"public_key": other})
+        other = os.urandom(32)
+        other_pub = base64.b64encode(x25519(other, (9).to_bytes(32, "little"))).decode()
+        api("POST", "/v1/rentals", {"public_key": other_pub}, priv=other)
         el(d, "#rent-btn").click()
         wait(d, lambda: visible(d, "#rent-error"), "rent refused")
         err = text(d, "#rent-error")
