@@ -355,13 +355,16 @@ impl FreeSpace {
     pub fn released(
         &mut self,
         db: &Connection,
-        router: &str,
-        address: &str,
-        prefix_len: u8,
-        ipv6: Option<&str>,
-        v6_rest_until: i64,
+        r: &Released<'_>,
         now: i64,
     ) -> crate::sql::Result<()> {
+        let Released {
+            router,
+            address,
+            prefix_len,
+            ipv6,
+            v6_rest_until,
+        } = *r;
         let Some(space) = self.routers.get_mut(router) else {
             return Ok(());
         };
@@ -383,6 +386,18 @@ impl FreeSpace {
         }
         Ok(())
     }
+}
+
+/// What a released rental held.
+#[derive(Debug, Clone, Copy)]
+pub struct Released<'a> {
+    pub router: &'a str,
+    /// Its first IPv4 address; empty for an IPv6-only rental.
+    pub address: &'a str,
+    pub prefix_len: u8,
+    pub ipv6: Option<&'a str>,
+    /// When its IPv6 prefix may go out again.
+    pub v6_rest_until: i64,
 }
 
 /// An address row of a block and what holds it.

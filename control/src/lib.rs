@@ -34,6 +34,7 @@ pub mod service;
 pub mod sql;
 pub mod store;
 pub mod web;
+pub mod writer;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -48,6 +49,8 @@ mod compat_tests;
 mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod group_commit_tests;
 #[cfg(test)]
 mod openapi_tests;
 #[cfg(test)]

@@ -86,11 +86,37 @@ impl Service {
                 .into())
             }
         }
-        let mut db = self.db()?;
-        let tx = db.transaction()?;
-        if purpose == InvoicePurpose::Activation && store::invoices_of(&tx, r.id)?.is_empty() {
+        let (resp, ticket) =
+            self.stage(|tx| self.invoice_in(tx, r, &new, amount_sat, purpose, credit, now))?;
+        // Answered only once its commit is on disk.
+        self.writer.durable(ticket).await?;
+        self.wake();
+        Ok(resp)
+    }
+
+    /// Records a new invoice of `r` (staged in the group commit).
+    #[allow(clippy::too_many_arguments)]
+    fn invoice_in(
+        &self,
+        tx: &crate::sql::Connection,
+        r: &RentalRow,
+        new: &crate::lightning::NewInvoice,
+        amount_sat: u64,
+        purpose: InvoicePurpose,
+        credit: Credit,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        // The hold was staged in an earlier batch: gone if that batch's commit failed (and
+        // its id perhaps another key's since).
+        let held = store::live_rental(tx, &r.public_key)?;
+        if held.as_ref().map(|h| h.id) != Some(r.id) {
+            return Err(ServiceError::DatabaseUnavailable(
+                "the hold of this rental was not committed; retry".into(),
+            ));
+        }
+        if purpose == InvoicePurpose::Activation && store::invoices_of(tx, r.id)?.is_empty() {
             store::event(
-                &tx,
+                tx,
                 now,
                 Some(r.id),
                 "rented",
@@ -98,7 +124,7 @@ impl Service {
             )?;
         }
         store::insert_invoice(
-            &tx,
+            tx,
             &new.payment_hash,
             r.id,
             &new.bolt11,
@@ -108,13 +134,11 @@ impl Service {
             now,
             new.expires_at,
         )?;
-        store::set_invoice_api(&tx, &new.payment_hash, api_of(credit))?;
-        tx.commit()?;
-        self.wake();
-        let inv = store::invoice_by_hash(&db, &new.payment_hash)?
+        store::set_invoice_api(tx, &new.payment_hash, api_of(credit))?;
+        let inv = store::invoice_by_hash(tx, &new.payment_hash)?
             .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
-            rental: self.rental_view(&db, r, now)?,
+            rental: self.rental_view(tx, r, now)?,
             invoice: inv.to_api(),
         })
     }
@@ -168,29 +192,31 @@ impl Service {
     pub async fn settle(&self, hash: &str, settled_at: i64) -> Result<bool, ServiceError> {
         let seen = Instant::now();
         let now = self.clock.now();
-        let rental = {
-            let mut db = self.db()?;
-            let tx = db.transaction()?;
+        // Staged in the group commit: a burst of settlements shares its commits.
+        let (credited, ticket) = self.stage(|tx| {
             // Another replica settling the same invoice waits here, then finds it paid.
-            store::lock_invoice(&tx, hash)?;
-            if store::payment_exists(&tx, hash)? {
-                return Ok(false);
+            store::lock_invoice(tx, hash)?;
+            if store::payment_exists(tx, hash)? {
+                return Ok(None);
             }
             let inv: InvoiceRow =
-                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NotFound)?;
-            store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
-            let r = store::rental_by_id(&tx, inv.rental_id)?;
+                store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NotFound)?;
+            store::credit(tx, &inv, settled_at, self.terms.month_secs)?;
+            let r = store::rental_by_id(tx, inv.rental_id)?;
             if r.released_at.is_some() {
                 store::event(
-                    &tx,
+                    tx,
                     now,
                     Some(r.id),
                     "payment_after_release",
                     &serde_json::json!({"payment_hash": hash}),
                 )?;
             }
-            tx.commit()?;
-            r
+            Ok::<_, ServiceError>(Some(r))
+        })?;
+        self.writer.durable(ticket).await?;
+        let Some(rental) = credited else {
+            return Ok(false);
         };
         tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
         self.admit_if_active(rental.id, seen).await?;
@@ -291,14 +317,20 @@ impl Service {
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.
         let due = due_invoices(&*self.db()?, now_ms, INVOICE_BATCH)?;
-        let mut next = Vec::with_capacity(due.len());
-        for inv in due {
-            self.check_invoice(&inv).await?;
-            next.push((
-                inv.payment_hash.clone(),
-                next_check_ms(&inv, now_ms, poll_ms),
-            ));
-        }
+        // Asked about together: the settlements among them share group commits (a burst of
+        // payments after an outage is credited at the disk's pace of batches, not of fsyncs).
+        let checked =
+            futures_util::future::join_all(due.iter().map(|inv| self.check_invoice(inv))).await;
+        checked.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let next: Vec<(String, i64)> = due
+            .iter()
+            .map(|inv| {
+                (
+                    inv.payment_hash.clone(),
+                    next_check_ms(inv, now_ms, poll_ms),
+                )
+            })
+            .collect();
         // The batch's next checks in one commit (one fsync), not one each.
         let db = self.db()?;
         let tx = db.unchecked_transaction()?;

@@ -251,6 +251,8 @@ pub struct Service {
     /// Free IPv4 blocks and IPv6 prefixes per router (placement and the terms' free counts
     /// read it, never the pool); locked after the database when both are.
     space: Mutex<crate::freespace::FreeSpace>,
+    /// The group commit of the rents, invoices and settlements (`crate::writer`).
+    writer: Arc<crate::writer::GroupCommit>,
 }
 
 impl Service {
@@ -288,6 +290,10 @@ impl Service {
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
             space::build(&db, &cfg, clock.now(), 0)?
         };
+        let writer = crate::writer::GroupCommit::start(&db);
+        if let Backend::Dev(node) = &ln {
+            node.use_group_commit(writer.clone());
+        }
         let network = cfg
             .network()
             .and_then(crate::network::normalize_network)
@@ -310,6 +316,7 @@ impl Service {
             compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             sockets: Mutex::new(HashMap::new()),
             space: Mutex::new(space),
+            writer,
             cfg,
             terms,
             clock,
@@ -419,10 +426,31 @@ impl Service {
         seen != Some(id)
     }
 
+    /// The connection, with the open group-commit batch committed first: nothing uncommitted
+    /// is read, and a transaction of the caller's own can begin.
     pub fn db(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
-        self.db
+        let db = self
+            .db
             .lock()
-            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))
+            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))?;
+        self.writer.flush(&db);
+        Ok(db)
+    }
+
+    /// Runs `f` in the open group-commit batch; its change is durable once
+    /// `self.writer.durable(ticket)` answers (answer nobody before).
+    pub(crate) fn stage<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        let db = self.writer.lock(&self.db);
+        self.writer.stage(&db, f)
+    }
+
+    /// The group commit (tests inject a failed commit through it).
+    #[cfg(test)]
+    pub(crate) fn group_commit(&self) -> &crate::writer::GroupCommit {
+        &self.writer
     }
 
     /// Wakes the service loop (a deadline may now be earlier than it sleeps).

@@ -7,6 +7,7 @@ use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
 use crate::sql::Connection;
 use crate::store::{self, RentalRow};
+use crate::writer::Ticket;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, RentalState};
 
@@ -41,16 +42,38 @@ impl Service {
         client: Option<ClientId>,
         want: &Want,
     ) -> Result<Hold, ServiceError> {
-        let mut db = self.db()?;
-        let tx = db.transaction()?;
+        self.hold_staged(key, now, client, want).map(|(h, _)| h)
+    }
+
+    /// [`Service::hold_with`], staged in the group commit: durable once its ticket is.
+    fn hold_staged(
+        &self,
+        key: &str,
+        now: i64,
+        client: Option<ClientId>,
+        want: &Want,
+    ) -> Result<(Hold, Ticket), ServiceError> {
+        let staged = self.stage(|tx| self.hold_in(tx, key, now, client, want))?;
+        self.wake();
+        Ok(staged)
+    }
+
+    fn hold_in(
+        &self,
+        tx: &Connection,
+        key: &str,
+        now: i64,
+        client: Option<ClientId>,
+        want: &Want,
+    ) -> Result<Hold, ServiceError> {
         // Replicas on one PostgreSQL place rentals one at a time: no block goes out twice.
         tx.lock_for_transaction(ALLOCATION_LOCK)?;
-        if let Some(r) = store::live_rental(&tx, key)? {
+        if let Some(r) = store::live_rental(tx, key)? {
             match r.account().state(&self.terms, now) {
                 RentalState::Pending => {
-                    if let Some(inv) = store::open_invoice(&tx, r.id, now)? {
+                    if let Some(inv) = store::open_invoice(tx, r.id, now)? {
                         // Asking again returns the same invoice instead of a second address.
-                        let view = self.rental_view(&tx, &r, now)?;
+                        let view = self.rental_view(tx, &r, now)?;
                         return Ok(Hold::Existing(Box::new(api::InvoiceResponse {
                             rental: view,
                             invoice: inv.to_api(),
@@ -61,14 +84,14 @@ impl Service {
                             "this rental's invoice is being created; retry".into(),
                         ));
                     }
-                    store::drop_hold(&tx, r.id, now, "unpaid")?;
-                    self.space_released(&tx, &r, now)?;
+                    store::drop_hold(tx, r.id, now, "unpaid")?;
+                    self.space_released(tx, &r, now)?;
                 }
                 RentalState::Released => {
                     let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
                         + self.terms.cooldown_secs;
-                    store::release(&tx, r.id, now, "reservation_ended", cool)?;
-                    self.space_released(&tx, &r, now)?;
+                    store::release(tx, r.id, now, "reservation_ended", cool)?;
+                    self.space_released(tx, &r, now)?;
                 }
                 state => {
                     return Err(ServiceError::Conflict(format!(
@@ -79,10 +102,10 @@ impl Service {
             }
         }
         if let Some(client) = client {
-            self.check_unpaid_cap(&tx, client)?;
+            self.check_unpaid_cap(tx, client)?;
         }
-        let mut space = self.space(&tx, 0)?;
-        let place = match crate::alloc::place(&tx, &mut space, &self.cfg, want, now)? {
+        let mut space = self.space(tx, self.writer.failures())?;
+        let place = match crate::alloc::place(tx, &mut space, &self.cfg, want, now)? {
             Ok(p) => p,
             Err(AllocError::Exhausted) => return Err(ServiceError::PoolExhausted),
             Err(e) => return Err(ServiceError::BadRequest(e.to_string())),
@@ -90,7 +113,7 @@ impl Service {
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
         let id = match store::insert_rental_with(
-            &tx,
+            tx,
             key,
             &place.address.map(|a| a.to_string()).unwrap_or_default(),
             place.prefix_len,
@@ -106,11 +129,9 @@ impl Service {
         };
         drop(space);
         if let Some(client) = client {
-            crate::deadlines::set_client(&tx, id, &client.to_string())?;
+            crate::deadlines::set_client(tx, id, &client.to_string())?;
         }
-        tx.commit()?;
-        self.wake();
-        Ok(Hold::New(store::rental_by_id(&db, id)?))
+        Ok(Hold::New(store::rental_by_id(tx, id)?))
     }
 
     /// Refuses a new hold when `client` already has `max_unpaid_per_client` rentals that are
@@ -128,6 +149,10 @@ impl Service {
     /// leaves nothing behind (no rental, so `GET /v1/rentals/{key}` stays 404).
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
+        if store::live_rental(&db, &rental.public_key)?.map(|r| r.id) != Some(rental.id) {
+            // The hold's own commit failed: there is nothing to give back.
+            return Ok(());
+        }
         store::drop_hold(&db, rental.id, now, "invoice_failed")?;
         self.space_released(&db, rental, now)?;
         Ok(())
@@ -152,10 +177,15 @@ impl Service {
     ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let rental = match self.hold_with(&key, now, client, want)? {
-            Hold::Existing(resp) => return Ok(*resp),
-            Hold::New(r) => r,
+        let rental = match self.hold_staged(&key, now, client, want)? {
+            (Hold::Existing(resp), ticket) => {
+                // Its invoice may still be in the open batch (asked for twice at once).
+                self.writer.durable(ticket).await?;
+                return Ok(*resp);
+            }
+            (Hold::New(r), ticket) => (r, ticket),
         };
+        let (rental, held) = rental;
         let quote = ledger::activation_quote(&self.terms_of(&rental));
         match self
             .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
@@ -163,6 +193,8 @@ impl Service {
         {
             Ok(resp) => Ok(resp),
             Err(e) => {
+                // A hold whose commit failed: that failure is the answer.
+                self.writer.durable(held).await?;
                 // No invoice, no hold: give the address back at once.
                 self.unhold(&rental, now)?;
                 Err(e)

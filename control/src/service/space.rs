@@ -3,7 +3,7 @@
 
 use super::{Service, ServiceError};
 use crate::config::Config;
-use crate::freespace::{FreeSpace, Pool};
+use crate::freespace::{FreeSpace, Pool, Released};
 use crate::sql::Connection;
 use crate::store::RentalRow;
 use std::sync::MutexGuard;
@@ -63,15 +63,14 @@ impl Service {
             .space
             .lock()
             .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
-        space.released(
-            db,
-            &r.router,
-            &r.address,
-            r.prefix_len,
-            r.ipv6.as_deref(),
-            at + self.terms.cooldown_secs,
-            now,
-        )?;
+        let released = Released {
+            router: &r.router,
+            address: &r.address,
+            prefix_len: r.prefix_len,
+            ipv6: r.ipv6.as_deref(),
+            v6_rest_until: at + self.terms.cooldown_secs,
+        };
+        space.released(db, &released, now)?;
         Ok(())
     }
 
