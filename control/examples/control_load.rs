@@ -171,7 +171,7 @@ fn settled(db: &str, count: i64) {
     }
 }
 
-/// GET /v1/terms on `conc` workers until the file `stop` exists (beside another load).
+/// GET /v1/terms on `conc` paced workers until the file `stop` exists (beside another load).
 async fn terms(url: String, stop: String, conc: usize) {
     let c = client();
     let started = Instant::now();
@@ -186,6 +186,8 @@ async fn terms(url: String, stop: String, conc: usize) {
                     Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
                     _ => errors += 1,
                 }
+                // Paced (about 100/s per worker): a visitor's load, not a second flood.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             (lat, errors)
         }));

@@ -88,11 +88,19 @@ impl GroupCommit {
     }
 
     /// Locks `db` to stage a change (not committing the open batch, which the change joins).
-    pub fn lock<'a>(&self, db: &'a Mutex<Connection>) -> MutexGuard<'a, Connection> {
+    pub fn lock<'a>(
+        &self,
+        db: &'a Mutex<Connection>,
+    ) -> Result<MutexGuard<'a, Connection>, Poisoned> {
         self.entering.fetch_add(1, Ordering::SeqCst);
-        let guard = lock(db);
+        let guard = lock_conn(db);
         self.entering.fetch_sub(1, Ordering::SeqCst);
         guard
+    }
+
+    /// Whether a batch is open (the caller holds the connection's lock).
+    pub fn is_open(&self) -> bool {
+        lock(&self.state).open.is_some()
     }
 
     /// Runs `f` in the open batch (opening one), in a savepoint: rolled back alone when it
@@ -207,6 +215,35 @@ impl GroupCommit {
     #[cfg(any(test, feature = "testkit"))]
     pub fn fail_next_commits(&self, n: u64) {
         self.fail_next.store(n, Ordering::SeqCst);
+    }
+}
+
+/// Locks the connection; when it is busy (perhaps through a commit's fsync), waits as
+/// [`blocking`] does.
+/// Err: the lock is poisoned (a panic while it was held).
+pub fn lock_conn(db: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, Poisoned> {
+    match db.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::Poisoned(_)) => Err(Poisoned),
+        Err(std::sync::TryLockError::WouldBlock) => blocking(|| db.lock().map_err(|_| Poisoned)),
+    }
+}
+
+/// The connection's lock is poisoned.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("database lock poisoned")]
+pub struct Poisoned;
+
+/// Runs `f`, which may wait for the connection (held through a commit's fsync), without
+/// stalling the async runtime's other tasks: on a multi-threaded runtime the worker hands its
+/// tasks on first (`block_in_place`), so the requests waiting for the disk do not hold up
+/// the ones that need no database (the terms) or that are still being prepared.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -17,6 +17,8 @@ pub struct DevNode {
     key: SecretKey,
     pub node_id: PublicKey,
     db: Arc<Mutex<Connection>>,
+    /// Made once: a context is costly to make per invoice.
+    secp: Secp256k1<bitcoin::secp256k1::All>,
     /// The control's group commit, when it has one: the node's invoice rides in the batch of
     /// the control's own (no commit of its own).
     group: std::sync::OnceLock<Arc<crate::writer::GroupCommit>>,
@@ -59,11 +61,13 @@ fn db_err(e: crate::sql::Error) -> LnError {
 
 impl DevNode {
     pub fn new(key: SecretKey, db: Arc<Mutex<Connection>>) -> Self {
-        let node_id = PublicKey::from_secret_key(&Secp256k1::new(), &key);
+        let secp = Secp256k1::new();
+        let node_id = PublicKey::from_secret_key(&secp, &key);
         DevNode {
             key,
             node_id,
             db,
+            secp,
             group: std::sync::OnceLock::new(),
         }
     }
@@ -85,7 +89,7 @@ impl DevNode {
         rand::thread_rng().fill_bytes(&mut preimage);
         rand::thread_rng().fill_bytes(&mut secret);
         let hash = sha256::Hash::hash(&preimage);
-        let secp = Secp256k1::new();
+        let secp = &self.secp;
         let invoice = InvoiceBuilder::new(Currency::Regtest)
             .description(description.to_string())
             .payment_hash(hash)
@@ -115,7 +119,9 @@ impl DevNode {
         match self.group.get() {
             // Durable before the control's invoice row, which is staged after it.
             Some(group) => {
-                let db = group.lock(&self.db);
+                let db = group
+                    .lock(&self.db)
+                    .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
                 group.stage(&db, insert).map_err(db_err)?;
             }
             None => {

@@ -63,19 +63,21 @@ impl Service {
             .ln
             .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
             .await?;
+        // Parsed once: the payee and the network both come from it.
+        let parsed = crate::lightning::invoice_payee_network(&new.bolt11);
         // A customer's client refuses an invoice of another payee than the terms name.
         if let Some(payee) = &self.payee {
-            let got = crate::lightning::invoice_payee(&new.bolt11);
-            if got.as_ref() != Some(payee) {
+            let got = parsed.as_ref().map(|(p, _)| p.as_str());
+            if got != Some(payee.as_str()) {
                 return Err(LnError::Protocol(format!(
                     "the node made an invoice payable to {}, but the published payee is {payee}",
-                    got.as_deref().unwrap_or("nobody")
+                    got.unwrap_or("nobody")
                 ))
                 .into());
             }
         }
         // A customer's client refuses an invoice of another network; refuse it first.
-        match crate::network::invoice_network(&new.bolt11) {
+        match parsed.as_ref().map(|(_, n)| *n) {
             Some(n) if n == self.network => {}
             other => {
                 return Err(LnError::Protocol(format!(
@@ -271,8 +273,12 @@ impl Service {
     /// with an unpaid first invoice, the rental and its hold on the address).
     pub async fn check_invoices(&self) -> Result<(), ServiceError> {
         let open = store::open_invoices(&*self.db()?)?;
-        for inv in open {
-            self.check_invoice(&inv).await?;
+        // Asked about a batch at a time: the settlements among them share commits.
+        for batch in open.chunks(INVOICE_BATCH) {
+            let checked =
+                futures_util::future::join_all(batch.iter().map(|inv| self.check_invoice(inv)))
+                    .await;
+            checked.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
         Ok(())
     }
@@ -316,7 +322,7 @@ impl Service {
         let now_ms = self.clock.now_ms();
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.
-        let due = due_invoices(&*self.db()?, now_ms, INVOICE_BATCH)?;
+        let due = due_invoices(&*self.peek()?, now_ms, INVOICE_BATCH)?;
         // Asked about together: the settlements among them share group commits (a burst of
         // payments after an outage is credited at the disk's pace of batches, not of fsyncs).
         let checked =
@@ -331,13 +337,13 @@ impl Service {
                 )
             })
             .collect();
-        // The batch's next checks in one commit (one fsync), not one each.
-        let db = self.db()?;
-        let tx = db.unchecked_transaction()?;
-        for (hash, at) in next {
-            set_next_check(&tx, &hash, at)?;
-        }
-        tx.commit()?;
+        // The batch's next checks ride in the group commit (a lost one is checked again).
+        self.stage(|tx| {
+            for (hash, at) in &next {
+                set_next_check(tx, hash, *at)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 

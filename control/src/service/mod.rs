@@ -429,12 +429,19 @@ impl Service {
     /// The connection, with the open group-commit batch committed first: nothing uncommitted
     /// is read, and a transaction of the caller's own can begin.
     pub fn db(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
-        let db = self
-            .db
-            .lock()
-            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))?;
-        self.writer.flush(&db);
+        let db = crate::writer::lock_conn(&self.db)
+            .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+        if self.writer.is_open() {
+            crate::writer::blocking(|| self.writer.flush(&db));
+        }
         Ok(db)
+    }
+
+    /// The connection as it is, the open group-commit batch included (not committed first):
+    /// for reads that a staged, not yet durable change cannot mislead (scheduling, a rental
+    /// whose own change is durable already). Never for a transaction.
+    pub fn peek(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        crate::writer::lock_conn(&self.db).map_err(|e| ServiceError::Internal(e.to_string().into()))
     }
 
     /// Runs `f` in the open group-commit batch; its change is durable once
@@ -443,7 +450,10 @@ impl Service {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
     ) -> Result<(T, crate::writer::Ticket), ServiceError> {
-        let db = self.writer.lock(&self.db);
+        let db = self
+            .writer
+            .lock(&self.db)
+            .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
         self.writer.stage(&db, f)
     }
 

@@ -93,7 +93,8 @@ impl Service {
     pub async fn admit_if_active(&self, id: i64, seen: Instant) -> Result<(), ServiceError> {
         let _feed = self.feed_lock.lock().await;
         let now = self.clock.now();
-        let rental = store::rental_by_id(&*self.db()?, id)?;
+        // Its own change (a settlement) is durable already: no need to commit the others'.
+        let rental = store::rental_by_id(&*self.peek()?, id)?;
         if rental.account().state(&self.terms, now) != RentalState::Active {
             return Ok(());
         }
