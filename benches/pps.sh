@@ -9,7 +9,12 @@
 #   staticwire-router-simple wireguard-go-new gotatun boringtun-cli wireguard-go), FLOOD (initiations a
 #   second from unknown keys sent at the server during every "in" run: the established customers'
 #   throughput under a handshake flood), ROUTER_ARGS (extra options for ours; with more than 240
-#   customers the handshake limit is raised, since every customer connects from one address)
+#   customers the handshake limit is raised, since every customer connects from one address),
+#   GEN (send: the customers encrypt as they send; replay: every packet is sealed before the clock
+#   starts and only replayed with sendmmsg, so one core offers several times what one server core
+#   takes: overload, see benches/overload.sh), PACKETS (replay: datagrams in all, 2000000),
+#   BURST (replay: datagrams per customer per sendmmsg, 8), GSO=1 (replay: each burst as one UDP
+#   GSO send; cheaper to offer, and the server may receive it as one GRO train), DIRS ("in out")
 # Everything lives in namespaces made and removed here (198.18.0.0/15, 203.0.113.0/24).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +22,7 @@ N=${N:-16} T=${T:-5} SIZES=${SIZES:-"1420 64"}
 # More customers than the documentation /24 (203.0.113.0/24) holds rent IPv6 addresses from
 # 2001:db8:100::/64 instead, and the internet host is 2001:db8:1::2.
 if [ "$N" -gt 240 ]; then V6=1; else V6=0; fi
-FLOOD=${FLOOD:-0}
+FLOOD=${FLOOD:-0} GEN=${GEN:-send} PACKETS=${PACKETS:-2000000} BURST=${BURST:-8} DIRS=${DIRS:-"in out"}
 if [ -z "${ROUTER_ARGS+x}" ]; then
   ROUTER_ARGS=""; [ "$N" -gt 240 ] && ROUTER_ARGS="--handshake-limit 100000000"
 fi
@@ -143,9 +148,15 @@ for server in $SERVERS; do
       for i in $(seq 1 100); do grep -q ready $tmp/flood.out 2>/dev/null && break; sleep 0.1; done
     fi
     # The server's CPU is counted from the end of the customers' handshakes.
-    ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out &
+    if [ "$GEN" = replay ]; then
+      # The generator yields CPU 1 to the sink: when starved it only offers less (it says how much).
+      ex $CLI taskset -c 1 nice -n 10 $lt replay $common $target --size $size --seconds $T \
+        --packets $PACKETS --burst $BURST ${GSO:+--gso} > $tmp/send.out &
+    else
+      ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out &
+    fi
     sendpid=$!
-    for i in $(seq 1 $((100 + N))); do grep -q ready $tmp/send.out 2>/dev/null && break; sleep 0.1; done
+    for i in $(seq 1 $((300 + N))); do grep -q ready $tmp/send.out 2>/dev/null && break; sleep 0.1; done
     c0=$(server_cpu)
     wait $sendpid
     c1=$(server_cpu)
@@ -158,6 +169,17 @@ for server in $SERVERS; do
     in=$(echo "${got:-0} $c0 $c1" | awk '{d=$3-$2; printf "%.0f", (d > 0 ? $1/d : 0)}')
     io_figures "$server $size in"
     echo "  [$server $size in] delivered ${got:-0} in $(echo "$c0 $c1" | awk '{print $2-$1}') server CPU-s" >&2
+    if [ "$GEN" = replay ]; then
+      # Overload: what was offered, and what got through per second of wall time.
+      off=$(sed -n 's/.*replayed packets=\([0-9]*\) seconds=\([0-9.]*\).*/\1 \2/p' $tmp/send.out)
+      echo "  [$server $size in] offered $(echo "$off" | awk '{printf "%.0f/s (%d in %.2f s)", $1/$2, $1, $2}'), delivered $(echo "${got:-0} $off" | awk '{printf "%.0f/s", $1/$3}')" >&2
+    fi
+    out=-
+    lost=-
+    case " $DIRS " in *" out "*) ;; *)
+      printf '%-26s %6s %12s %12s %14s\n' $server $size $in $out $lost
+      continue ;;
+    esac
     # out: the internet host sends to the rented addresses; customers count what authenticates.
     ex $CLI taskset -c 1 $lt recv $common --seconds $((T + 3)) > $tmp/recv.out &
     rpid=$!

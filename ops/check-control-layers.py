@@ -19,16 +19,18 @@ SRC = os.environ.get(
 LAYERS = {
     # leaves
     "config": 0, "network": 0, "metrics::events": 0, "sql": 0, "clock": 0, "limits": 0,
-    "ledger": 0, "secrets": 0,
+    "ledger": 0, "secrets": 0, "datadir": 0,
     # stores and adapters
-    "db": 1, "store": 1, "alloc": 1, "freespace": 1, "writer": 1, "lightning": 1, "feed": 1, "deadlines": 1, "lease": 1,
+    "db": 1, "store": 1, "alloc": 1, "freespace": 1, "writer": 1, "holds": 1, "lightning": 1, "feed": 1, "deadlines": 1, "lease": 1,
     "prefixes": 1, "backup": 1, "migrate": 1,
     # the service
     "service": 2,
     # the loop and the faces
     "run": 3, "metrics": 3, "http": 3, "compat": 3, "web": 3, "https": 3, "metrics::scrape": 3,
-    # the library root and the binary
-    "lib": 4, "main": 4,
+    # start-up: builds the service and serves it through the loop and the faces
+    "app": 4,
+    # the library root and the binary (the command line, messages, exit status)
+    "lib": 5, "main": 5,
 }
 SPLIT = {"metrics"}  # directories whose files are separate modules
 TEST_FILES = re.compile(r"(_tests|proptests|testkit)\.rs$")

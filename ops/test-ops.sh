@@ -10,7 +10,9 @@
 #    the router makes the router-down and reconcile alerts' expressions true;
 #  - staticwire-control backup while serving;
 #  - the Debian packages (ops/test-packages.sh): cargo deb, lintian, dpkg install, the units'
-#    ExecStart lines run as their users, upgrade keeping the database, purge.
+#    ExecStart lines run as their users, upgrade keeping the database, purge;
+#  - the release packages under a real systemd (ops/test-systemd.sh): booted Debian 12
+#    containers for the provider and the customer, faults, reboots, hardening, upgrade, purge.
 # Root only (namespaces, TUN, apt-get); without root it says so loudly and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -208,5 +210,6 @@ grep -E 'alert StaticWire(RouterDown|ReconcileFailing|PoolNearly)' $tmp/queries.
 trap - EXIT INT TERM
 cleanup
 bash ops/test-packages.sh
+bash ops/test-systemd.sh
 
 echo "== ops tests passed in $(( $(date +%s) - t_start )) s"

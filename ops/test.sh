@@ -41,6 +41,8 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The control's import graph: no cycle, every import pointing down its layers (ARCHITECTURE.md).
+python3 ops/check-control-layers.py
 # The original StaticWire client's Python stack, for the compatibility tests: both
 # wireguard-tools series its releases used.
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
@@ -67,7 +69,7 @@ source ops/pg.sh
 trap pg_down EXIT
 pg_up
 echo "== control suite on PostgreSQL"
-STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --bins
+STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --lib
 echo "== two control replicas on one PostgreSQL"
 STATICWIRE_TEST_PG=$PG_URL cargo test -q -p staticwire-control --test replicas -- --nocapture
 echo "== migrate: one SQLite host to PostgreSQL"

@@ -131,6 +131,8 @@ pub struct Server {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RentRequest {
+    /// The customer's WireGuard public key: standard base64 (`+`, `/`), 44 characters; the
+    /// URL-safe alphabet is for paths only and is refused here.
     pub public_key: String,
     /// IPv4 prefix length (32, or one of the terms' `ipv4_prefix_lengths`); default 32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -394,6 +396,10 @@ pub enum KeyProblem {
     /// Diffie-Hellman result with it is one of at most eight values, so no handshake with it
     /// could be secret.
     LowOrder,
+    /// Not the canonical encoding of its u-coordinate (the top bit set, or u ≥ 2^255 − 19):
+    /// X25519 reads it as another key's point, so one key would have several names (and
+    /// several rentals).
+    NonCanonical,
 }
 
 impl std::fmt::Display for KeyProblem {
@@ -404,6 +410,10 @@ impl std::fmt::Display for KeyProblem {
             KeyProblem::LowOrder => write!(
                 f,
                 "a low-order Curve25519 point, with which no shared secret is secret"
+            ),
+            KeyProblem::NonCanonical => write!(
+                f,
+                "not a canonical X25519 encoding (top bit set or u >= 2^255-19)"
             ),
         }
     }
@@ -446,7 +456,8 @@ const LOW_ORDER: [[u8; 32]; 7] = [
 ];
 
 /// Checks the bytes of a WireGuard (X25519) public key: 32 bytes, not all zero, not a point
-/// of small order. Used wherever a key enters, on the server and in the client.
+/// of small order, canonically encoded (top bit clear, u < 2^255 − 19, as every X25519
+/// implementation makes them). Used wherever a key enters, on the server and in the client.
 pub fn check_public_key(bytes: &[u8]) -> Result<[u8; 32], KeyProblem> {
     let key: [u8; 32] = bytes
         .try_into()
@@ -459,7 +470,20 @@ pub fn check_public_key(bytes: &[u8]) -> Result<[u8; 32], KeyProblem> {
     if LOW_ORDER.contains(&masked) {
         return Err(KeyProblem::LowOrder);
     }
+    if !is_canonical(&key) {
+        return Err(KeyProblem::NonCanonical);
+    }
     Ok(key)
+}
+
+/// Whether `key` (little-endian) is below 2^255 − 19 with its top bit clear.
+fn is_canonical(key: &[u8; 32]) -> bool {
+    if key[31] & 0x80 != 0 {
+        return false;
+    }
+    // u ≥ p only for 0x7fff…ffed..0x7fff…ffff: the top byte 0x7f, the middle all 0xff, the
+    // lowest byte at least 0xed.
+    !(key[31] == 0x7f && key[1..31].iter().all(|&b| b == 0xff) && key[0] >= 0xed)
 }
 
 #[cfg(test)]
@@ -486,6 +510,26 @@ mod key_tests {
         zero_high[31] = 0x80;
         assert_eq!(check_public_key(&zero_high), Err(KeyProblem::LowOrder));
         assert!(check_public_key(&[9; 32]).is_ok());
+        // Non-canonical: the top bit set (the same point as without it), or u ≥ p (p and
+        // p + 1 are low-order, above).
+        let mut top = [9u8; 32];
+        top[31] |= 0x80;
+        assert_eq!(check_public_key(&top), Err(KeyProblem::NonCanonical));
+        for low in [0xef, 0xf6, 0xff] {
+            let mut over = [0xffu8; 32];
+            over[31] = 0x7f;
+            over[0] = low;
+            assert_eq!(
+                check_public_key(&over),
+                Err(KeyProblem::NonCanonical),
+                "{low:x}"
+            );
+        }
+        // p − 2: canonical, not low-order (p − 1 is).
+        let mut below = [0xffu8; 32];
+        below[31] = 0x7f;
+        below[0] = 0xeb;
+        assert!(check_public_key(&below).is_ok());
         // X25519's base point (u = 9).
         let mut base = [0u8; 32];
         base[0] = 9;

@@ -71,7 +71,7 @@ pub const ROUTES: &[Route] = &[
         request: None,
         status: 200,
         success: Success::Json("Terms"),
-        errors: &[],
+        errors: &[codes::BAD_REQUEST],
         dev_only: false,
         proof: false,
     },
@@ -106,7 +106,12 @@ pub const ROUTES: &[Route] = &[
         request: None,
         status: 200,
         success: Success::Json("Rental"),
-        errors: &[codes::BAD_KEY, codes::NOT_FOUND, codes::DATABASE_UNAVAILABLE],
+        errors: &[
+            codes::BAD_REQUEST,
+            codes::BAD_KEY,
+            codes::NOT_FOUND,
+            codes::DATABASE_UNAVAILABLE,
+        ],
         dev_only: false,
         proof: true,
     },
@@ -114,11 +119,12 @@ pub const ROUTES: &[Route] = &[
         method: "get",
         path: "/v1/rentals/{public_key}/config",
         operation_id: "getConf",
-        summary: "GetConf: the wg-quick configuration without the private key",
+        summary: "GetConf: the wg-quick configuration without the private key, for an active, lapsed or suspended rental (and maybe a pending one); 409 for a released one",
         request: None,
         status: 200,
         success: Success::Json("ConfigResponse"),
         errors: &[
+            codes::BAD_REQUEST,
             codes::BAD_KEY,
             codes::NOT_FOUND,
             codes::CONFLICT,
@@ -174,7 +180,7 @@ pub const ROUTES: &[Route] = &[
         request: None,
         status: 200,
         success: Success::Object,
-        errors: &[],
+        errors: &[codes::BAD_REQUEST],
         dev_only: false,
         proof: false,
     },
@@ -231,6 +237,130 @@ pub const ROUTES: &[Route] = &[
         proof: false,
     },
 ];
+
+/// A WireGuard public key in a JSON body: standard base64 of 32 bytes, canonical (the last
+/// character before the `=` carries no stray bits).
+pub const KEY_PATTERN: &str = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
+/// A key in a path, once percent-decoded: the URL-safe alphabet or the standard one.
+pub const PATH_KEY_PATTERN: &str = "^([A-Za-z0-9+/]{42}|[A-Za-z0-9_-]{42})[AEIMQUYcgkosw048]=$";
+/// A SHA-256 (payment hash, preimage, TLS fingerprint): 64 lowercase hex characters.
+pub const HASH_PATTERN: &str = "^[0-9a-f]{64}$";
+/// A Lightning node key: a compressed secp256k1 point, 66 lowercase hex characters.
+pub const NODE_KEY_PATTERN: &str = "^0[23][0-9a-f]{64}$";
+
+/// What PROTOCOL.md says of members beyond their type, added to the generated schemas:
+/// (schema, member, keyword, value).
+const CONSTRAINTS: &[(&str, &str, &str, Constraint)] = &[
+    ("Terms", "month_seconds", "minimum", Constraint::Min(1)),
+    (
+        "Terms",
+        "invoice_expiry_seconds",
+        "minimum",
+        Constraint::Min(1),
+    ),
+    ("Terms", "max_months", "minimum", Constraint::Min(1)),
+    (
+        "Terms",
+        "tls_fingerprint",
+        "pattern",
+        Constraint::Pattern(HASH_PATTERN),
+    ),
+    (
+        "Terms",
+        "payee",
+        "pattern",
+        Constraint::Pattern(NODE_KEY_PATTERN),
+    ),
+    (
+        "Terms",
+        "proof_key",
+        "pattern",
+        Constraint::Pattern(KEY_PATTERN),
+    ),
+    (
+        "Server",
+        "public_key",
+        "pattern",
+        Constraint::Pattern(KEY_PATTERN),
+    ),
+    (
+        "RentRequest",
+        "public_key",
+        "pattern",
+        Constraint::Pattern(KEY_PATTERN),
+    ),
+    ("RenewRequest", "months", "minimum", Constraint::Min(1)),
+    (
+        "Rental",
+        "public_key",
+        "pattern",
+        Constraint::Pattern(KEY_PATTERN),
+    ),
+    (
+        "Invoice",
+        "payment_hash",
+        "pattern",
+        Constraint::Pattern(HASH_PATTERN),
+    ),
+    (
+        "ConfigResponse",
+        "server_public_key",
+        "pattern",
+        Constraint::Pattern(KEY_PATTERN),
+    ),
+    (
+        "DevPayResponse",
+        "payment_hash",
+        "pattern",
+        Constraint::Pattern(HASH_PATTERN),
+    ),
+    (
+        "DevPayResponse",
+        "preimage",
+        "pattern",
+        Constraint::Pattern(HASH_PATTERN),
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Constraint {
+    Min(u64),
+    Pattern(&'static str),
+}
+
+/// Whether `s` matches `pattern`, for the patterns this document uses (no regex engine: each
+/// is written out); `None` for a pattern it does not know.
+pub fn matches_pattern(pattern: &str, s: &str) -> Option<bool> {
+    let lower_hex = |t: &str| t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let key = |alphabet: &[u8; 2]| {
+        let b = s.as_bytes();
+        b.len() == 44
+            && b[..42]
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || alphabet.contains(c))
+            && b"AEIMQUYcgkosw048".contains(&b[42])
+            && b[43] == b'='
+    };
+    Some(match pattern {
+        KEY_PATTERN => key(b"+/"),
+        PATH_KEY_PATTERN => key(b"+/") || key(b"-_"),
+        HASH_PATTERN => s.len() == 64 && lower_hex(s),
+        NODE_KEY_PATTERN => {
+            s.len() == 66 && (s.starts_with("02") || s.starts_with("03")) && lower_hex(s)
+        }
+        _ => return None,
+    })
+}
+
+fn constrain(schemas: &mut Value) {
+    for (schema, member, keyword, c) in CONSTRAINTS {
+        let v = match c {
+            Constraint::Min(n) => json!(n),
+            Constraint::Pattern(p) => json!(p),
+        };
+        schemas[*schema]["properties"][*member][*keyword] = v;
+    }
+}
 
 /// Answers any path may give whatever its method: no such route, or not with this method.
 pub const ANY_PATH_ERRORS: &[&str] = &[codes::NOT_FOUND, codes::METHOD_NOT_ALLOWED];
@@ -328,19 +458,19 @@ fn parameters(path: &str) -> Vec<Value> {
     if path.contains("{public_key}") {
         p.push(json!({
             "name": "public_key", "in": "path", "required": true,
-            "description": "The customer's WireGuard public key: 32 bytes in base64 (44 characters), URL-safe alphabet (-_) or percent-encoded standard alphabet",
-            "schema": {"type": "string", "minLength": 44, "maxLength": 132},
+            "description": "The customer's WireGuard public key: 32 bytes in base64 (44 characters), URL-safe alphabet (-_), or the standard alphabet percent-encoded (%2B, %2F, %3D); the pattern is of the decoded value. A key that is not a usable key answers 400 bad_public_key.",
+            "schema": {"type": "string", "minLength": 44, "maxLength": 44, "pattern": PATH_KEY_PATTERN},
         }));
     }
     if path.contains("{payment_hash}") {
         p.push(json!({
             "name": "payment_hash", "in": "path", "required": true,
-            "description": "SHA-256 payment hash, 64 hex characters",
-            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+            "description": "SHA-256 payment hash, 64 lowercase hex characters (any other answers 404 not_found)",
+            "schema": {"type": "string", "pattern": HASH_PATTERN},
         }));
         p.push(json!({
             "name": "wait", "in": "query", "required": false,
-            "description": "Long-poll: answer as soon as the invoice is settled or expired, or after this many seconds (at most 60; more is taken as 60)",
+            "description": "Long-poll: answer as soon as the invoice is settled or expired, or after this many seconds (one or more digits). A server may cap it (staticwire-control: 60); a larger value, of any size, is capped, never an error. Given twice, not digits, or beside any other query parameter: 400 bad_request (every /v1 route refuses parameters it does not define).",
             "schema": {"type": "integer", "minimum": 0},
         }));
     }
@@ -352,6 +482,7 @@ pub fn document() -> Value {
     let generated =
         serde_json::to_value(<Schemas as utoipa::OpenApi>::openapi()).unwrap_or_else(|_| json!({}));
     let mut schemas = generated["components"]["schemas"].clone();
+    constrain(&mut schemas);
     let all: Vec<&str> = codes::ALL.iter().map(|(c, _)| *c).collect();
     schemas["ErrorCode"] = json!({
         "type": "string",
@@ -413,9 +544,9 @@ pub fn document() -> Value {
 
 /// Checks `value` against `schema` (a schema of this document, `$ref`s resolved in `doc`), for
 /// the subset the document uses: `$ref`, `type` (one or a list), `enum`, `oneOf`, `properties`
-/// and `required`, `items`, `minimum`, `pattern` of `^[0-9a-fA-F]{64}$` only being checked by
-/// length and digits. Members the schema does not name are allowed (servers may add fields).
-/// Returns where the first mismatch is.
+/// and `required`, `items`, `minimum`, and `pattern` for the patterns the document uses
+/// ([`matches_pattern`]; an unknown one is a mismatch). Members the schema does not name are
+/// allowed (servers may add fields). Returns where the first mismatch is.
 pub fn validate(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
     validate_at(doc, schema, value, "$", 0)
 }
@@ -474,6 +605,13 @@ fn validate_at(doc: &Value, schema: &Value, v: &Value, at: &str, depth: u32) -> 
     if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), v.as_f64()) {
         if n < min {
             return Err(format!("{at}: {n} is below the minimum {min}"));
+        }
+    }
+    if let (Some(p), Some(text)) = (schema["pattern"].as_str(), v.as_str()) {
+        match matches_pattern(p, text) {
+            Some(true) => {}
+            Some(false) => return Err(format!("{at}: {v} does not match {p}")),
+            None => return Err(format!("{at}: pattern {p} is not one this validator knows")),
         }
     }
     if let Some(obj) = v.as_object() {
@@ -631,7 +769,7 @@ mod tests {
             network: "regtest".into(),
             servers: vec![crate::Server {
                 endpoint: "198.18.0.1:51820".into(),
-                public_key: "k".into(),
+                public_key: "CQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into(),
                 name: "wg0".into(),
                 free_ipv4: Some(3),
                 ipv6_prefix_len: Some(64),
@@ -665,5 +803,110 @@ mod tests {
         assert!(validate(&doc, &state, &json!("gone")).is_err());
         let neg = json!({"months": -1});
         assert!(validate(&doc, &schema_ref("RenewRequest"), &neg).is_err());
+    }
+
+    /// Issue 27: what PROTOCOL.md says beyond the types is in the document and checked.
+    #[test]
+    fn keys_hashes_and_durations_are_constrained_as_the_protocol_says() {
+        let doc = document();
+        let s = &doc["components"]["schemas"];
+        for m in ["month_seconds", "invoice_expiry_seconds", "max_months"] {
+            assert_eq!(s["Terms"]["properties"][m]["minimum"], 1, "Terms.{m}");
+        }
+        assert_eq!(s["RenewRequest"]["properties"]["months"]["minimum"], 1);
+        let terms = json!({"activation_sat": 1, "monthly_sat": 1, "first_payment_sat": 2,
+            "month_seconds": 0, "reservation_seconds": 0, "invoice_expiry_seconds": 1,
+            "max_months": 1, "network": "regtest", "servers": []});
+        let err = validate(&doc, &schema_ref("Terms"), &terms).unwrap_err();
+        assert!(err.contains("month_seconds"), "{err}");
+        assert!(validate(&doc, &schema_ref("RenewRequest"), &json!({"months": 0})).is_err());
+
+        let key = "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=";
+        let hash = "1dcdd355e3cf18da89953b630dc186f015d1b2f86d0f506a79d14cc4d5e2a347";
+        let inv = |hash: &str| {
+            json!({"payment_hash": hash, "bolt11": "lnbcrt1", "amount_sat": 1,
+                "purpose": "activation", "months": 1, "state": "open", "created_at": 1,
+                "expires_at": 2, "settled_at": null})
+        };
+        assert_eq!(validate(&doc, &schema_ref("Invoice"), &inv(hash)), Ok(()));
+        let upper = validate(&doc, &schema_ref("Invoice"), &inv(&hash.to_uppercase()));
+        assert!(upper.unwrap_err().contains("payment_hash"));
+        let req = |k: &str| json!({ "public_key": k });
+        assert_eq!(
+            validate(&doc, &schema_ref("RentRequest"), &req(key)),
+            Ok(())
+        );
+        for bad in [
+            "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo=", // URL-safe
+            "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmp=", // stray bits
+            "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo",  // no padding
+            "AAAA",
+        ] {
+            assert!(
+                validate(&doc, &schema_ref("RentRequest"), &req(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(matches_pattern(PATH_KEY_PATTERN, key), Some(true));
+        assert_eq!(
+            matches_pattern(PATH_KEY_PATTERN, &key.replace('/', "_")),
+            Some(true)
+        );
+        assert_eq!(
+            matches_pattern(PATH_KEY_PATTERN, &key.replace('/', "_").replace('w', "+")),
+            Some(false),
+            "one alphabet, not a mix"
+        );
+        assert_eq!(
+            matches_pattern(NODE_KEY_PATTERN, &format!("02{hash}")),
+            Some(true)
+        );
+        assert_eq!(
+            matches_pattern(NODE_KEY_PATTERN, &format!("04{hash}")),
+            Some(false)
+        );
+        assert_eq!(matches_pattern("^x$", "x"), None);
+    }
+
+    /// Every pattern the document carries is one `validate` can check.
+    #[test]
+    fn every_pattern_in_the_document_is_known() {
+        fn walk(v: &Value, found: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(p) = m.get("pattern").and_then(Value::as_str) {
+                        found.push(p.to_string());
+                    }
+                    m.values().for_each(|x| walk(x, found));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(&document(), &mut found);
+        assert!(found.len() >= CONSTRAINTS.len(), "{found:?}");
+        for p in found {
+            assert!(matches_pattern(&p, "").is_some(), "{p}");
+        }
+    }
+
+    /// Every `/v1` route may answer 400 bad_request: it refuses query parameters it does not
+    /// define (PROTOCOL.md section 4).
+    #[test]
+    fn every_v1_route_lists_bad_request() {
+        let doc = document();
+        for r in ROUTES.iter().filter(|r| r.path.starts_with("/v1/")) {
+            let examples = &doc["paths"][r.path][r.method]["responses"]["400"]["content"]
+                ["application/json"]["examples"];
+            assert!(
+                examples[codes::BAD_REQUEST].is_object(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+        }
+        let status = &doc["paths"]["/v1/rentals/{public_key}"]["get"]["responses"]["400"];
+        assert!(status["content"]["application/json"]["examples"][codes::BAD_KEY].is_object());
     }
 }

@@ -11,8 +11,15 @@ use std::time::Duration;
 pub enum Action {
     /// Activation plus the first month.
     Rent,
-    /// `months` asked for, plus `owed` months of back payments the rental showed before.
-    Renew { months: u32, owed: u32 },
+    /// `months` asked for, plus `owed` months of back payments the rental showed before, when
+    /// it was paid until `paid_until`: one more month is owed if the invoice was made at or
+    /// after the next month boundary, `paid_until + owed × month_seconds` (PROTOCOL.md section
+    /// 8, check 3).
+    Renew {
+        months: u32,
+        owed: u32,
+        paid_until: Option<i64>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -127,8 +134,20 @@ pub fn check_for(
     };
     let (expected_sat, expected_months) = match action {
         Action::Rent => (terms.activation_sat.saturating_add(monthly), 1),
-        Action::Renew { months, owed } => {
-            let total = months + owed;
+        Action::Renew {
+            months,
+            owed,
+            paid_until,
+        } => {
+            let boundary = paid_until.map(|p| {
+                p.saturating_add(i64::from(owed).saturating_mul(terms.month_seconds as i64))
+            });
+            let passed = boundary.is_some_and(|b| server_view.created_at >= b);
+            let total = if passed && server_view.months == months + owed + 1 {
+                months + owed + 1
+            } else {
+                months + owed
+            };
             (monthly.saturating_mul(u64::from(total)), total)
         }
     };
@@ -163,4 +182,108 @@ pub fn check_for(
         payment_hash: hash,
         expires_at: (inv.duration_since_epoch() + inv.expiry_time()).as_secs(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::hashes::sha256;
+    use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+    use staticwire_api::{InvoicePurpose, InvoiceState};
+
+    fn terms() -> Terms {
+        Terms {
+            activation_sat: 48_000,
+            monthly_sat: 24_000,
+            first_payment_sat: 72_000,
+            month_seconds: 2_592_000,
+            reservation_seconds: 5_184_000,
+            invoice_expiry_seconds: 3600,
+            max_months: 12,
+            network: "regtest".into(),
+            servers: vec![],
+            tls_fingerprint: None,
+            payee: None,
+            ipv4_prefix_lengths: vec![32],
+            address_monthly_sat: 0,
+            ipv6_monthly_sat: 0,
+            ipv6_only_monthly_sat: None,
+            proof_key: None,
+        }
+    }
+
+    /// A renewal invoice of `months` months made at `created_at`, as a server answers it.
+    fn renewal(months: u32, created_at: i64) -> (String, Invoice) {
+        let sat = 24_000 * u64::from(months);
+        let hash = sha256::Hash::hash(&created_at.to_be_bytes());
+        let key = SecretKey::from_slice(&[5; 32]).unwrap();
+        let secp = Secp256k1::new();
+        let bolt11 = lightning_invoice::InvoiceBuilder::new(Currency::Regtest)
+            .description("StaticWire".into())
+            .payment_hash(hash)
+            .payment_secret(lightning_invoice::PaymentSecret([1; 32]))
+            .duration_since_epoch(Duration::from_secs(created_at as u64))
+            .min_final_cltv_expiry_delta(18)
+            .amount_milli_satoshis(sat * 1000)
+            .expiry_time(Duration::from_secs(3600))
+            .build_signed(|m: &Message| secp.sign_ecdsa_recoverable(m, &key))
+            .unwrap()
+            .to_string();
+        let view = Invoice {
+            payment_hash: hex::encode(hash.to_byte_array()),
+            bolt11: bolt11.clone(),
+            amount_sat: sat,
+            purpose: InvoicePurpose::Renewal,
+            months,
+            state: InvoiceState::Open,
+            created_at,
+            expires_at: created_at + 3600,
+            settled_at: None,
+        };
+        (bolt11, view)
+    }
+
+    /// PROTOCOL.md section 8, check 3: a month boundary passing between the status read and
+    /// the renewal adds one owed month, and only then; nothing else is accepted.
+    #[test]
+    fn a_month_boundary_during_a_renewal_adds_exactly_one_owed_month() {
+        let t = terms();
+        let paid_until = 1_800_000_000;
+        let month = t.month_seconds as i64;
+        let check_at = |owed, months, created_at: i64| {
+            let (b, v) = renewal(months, created_at);
+            let action = Action::Renew {
+                months: 1,
+                owed,
+                paid_until: Some(paid_until),
+            };
+            check(&b, &v, &t, action, created_at as u64 + 10)
+        };
+        // Active when read (owed 0): the boundary is paid_until itself.
+        assert!(check_at(0, 1, paid_until - 5).is_ok());
+        assert!(check_at(0, 2, paid_until).is_ok());
+        assert_eq!(
+            check_at(0, 2, paid_until - 1),
+            Err(InvoiceError::WrongMonths {
+                expected: 1,
+                got: 2
+            })
+        );
+        assert!(
+            check_at(0, 3, paid_until + month).is_err(),
+            "two boundaries"
+        );
+        // Lapsed when read with one month owed: the next boundary is a month later.
+        assert!(check_at(1, 2, paid_until + month - 1).is_ok());
+        assert!(check_at(1, 3, paid_until + month).is_ok());
+        assert!(check_at(1, 3, paid_until + month - 1).is_err());
+        // Without a paid_until (never started) no boundary is assumed.
+        let (b, v) = renewal(2, paid_until);
+        let action = Action::Renew {
+            months: 1,
+            owed: 0,
+            paid_until: None,
+        };
+        assert!(check(&b, &v, &t, action, paid_until as u64).is_err());
+    }
 }

@@ -569,6 +569,7 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                     Action::Renew {
                         months: *months,
                         owed: before.months_owed,
+                        paid_until: before.paid_until,
                     },
                     shape_of(&before),
                     &public,
@@ -654,6 +655,7 @@ async fn daemon(
                     Action::Renew {
                         months,
                         owed: r.months_owed,
+                        paid_until: r.paid_until,
                     },
                     shape_of(&r),
                     &public,

@@ -150,21 +150,26 @@ impl Slot {
     }
 }
 
-/// The server's wg-quick text with our private key filled in (locally: it never leaves).
+/// The server's wg-quick text with our private key filled in (locally: it never leaves):
+/// `PrivateKey = …` directly after the `[Interface]` line, and the server's placeholder
+/// comments (`# PrivateKey …`) in that section dropped (PROTOCOL.md, GetConf).
 pub fn fill_private_key(template: &str, private_key: &str) -> String {
     let mut out = String::new();
-    let mut done = false;
+    let mut in_interface = false;
     for line in template.lines() {
-        if !done && line.trim_start().starts_with("# PrivateKey") {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_interface = t.eq_ignore_ascii_case("[Interface]");
+        } else if in_interface
+            && t.starts_with('#')
+            && t[1..].trim_start().starts_with("PrivateKey")
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if in_interface && t.starts_with('[') {
             out.push_str(&format!("PrivateKey = {private_key}\n"));
-            done = true;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-            if !done && line.trim() == "[Interface]" && !template.contains("# PrivateKey") {
-                out.push_str(&format!("PrivateKey = {private_key}\n"));
-                done = true;
-            }
         }
     }
     out
@@ -201,5 +206,14 @@ mod tests {
         assert!(!f.contains("# PrivateKey"));
         let g = fill_private_key("[Interface]\nAddress = 1.2.3.4/32\n", "S");
         assert!(g.starts_with("[Interface]\nPrivateKey = S\n"));
+        // Directly after [Interface] wherever the placeholder is; only that section's
+        // placeholder goes, and there is exactly one PrivateKey line.
+        let t = "# made by a server\n[Interface]\nAddress = 1.2.3.4/32\n# PrivateKey = <yours>\n\n[Peer]\n# PrivateKey is not for this section\nPublicKey = X\n";
+        let h = fill_private_key(t, "K");
+        assert_eq!(
+            h,
+            "# made by a server\n[Interface]\nPrivateKey = K\nAddress = 1.2.3.4/32\n\n[Peer]\n# PrivateKey is not for this section\nPublicKey = X\n"
+        );
+        assert_eq!(h.matches("PrivateKey =").count(), 1);
     }
 }

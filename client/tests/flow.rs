@@ -65,7 +65,7 @@ fn provider() -> Provider {
     Provider {
         cfg: control.cfg.clone(),
         port: control.port,
-        https_port: control.https_port,
+        https_port: control.https_port.expect("HTTPS listener"),
         _control: control,
         sent,
         proxy_port,

@@ -87,7 +87,8 @@ impl Http {
         }
     }
 
-    async fn send_once(
+    /// One request, a 429 answered as it came (for the rules about rate limits themselves).
+    pub async fn send_once(
         &self,
         method: &str,
         path: &str,

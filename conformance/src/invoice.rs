@@ -19,6 +19,15 @@ pub fn network_of(c: Currency) -> &'static str {
 /// Slack allowed between the terms' invoice expiry and an invoice's own.
 pub const EXPIRY_SLACK: u64 = 60;
 
+/// When `bolt11` expires: its timestamp plus its expiry (`x`, 3600 s when absent).
+pub fn expires_at(bolt11: &str) -> Result<u64, String> {
+    let inv: Bolt11Invoice = bolt11
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a BOLT11 invoice: {e}"))?;
+    Ok((inv.duration_since_epoch() + inv.expiry_time()).as_secs())
+}
+
 /// Checks `bolt11` against the terms, the amount the action costs and the payment hash the
 /// server gave for it. Returns the payee's node key.
 pub fn check(

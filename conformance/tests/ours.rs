@@ -62,7 +62,10 @@ fn our_server_passes_over_http_and_pinned_https() {
         .output()
         .unwrap();
     let fp = String::from_utf8(fp.stdout).unwrap().trim().to_string();
-    let https = format!("https://127.0.0.1:{}", c.https_port);
+    let https = format!(
+        "https://127.0.0.1:{}",
+        c.https_port.expect("HTTPS listener")
+    );
     let (out, report) = conformance(&[&https, "--fingerprint", &fp]);
     assert_eq!(outcomes(&report, "fail"), Vec::<String>::new());
     assert!(out.status.success());

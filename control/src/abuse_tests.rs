@@ -110,15 +110,16 @@ impl Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer() {
-    // 30 rentable addresses; four attacking addresses at 5 unpaid holds each can take 20.
-    // Request rates high enough that the cap on unpaid holds is what stops the flood.
+    // 30 rentable addresses; four attacking client prefixes (/24s) at 5 unpaid addresses each
+    // can hold 20 at a time, /v1's holds at most 15 of them and AddCredit's 7 (their shares).
+    // Request rates high enough that the caps on unpaid holds are what stop the flood.
     let limits = LimitsConfig {
         max_unpaid_per_client: 5,
         invoice_burst: 1000,
         ..LimitsConfig::default()
     };
     let s = Arc::new(server("203.0.113.0/27", limits).await);
-    let attackers = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let attackers = ["127.1.0.2", "127.2.0.3", "127.3.0.4", "127.4.0.5"];
     let mut flood = Vec::new();
     for (i, ip) in attackers.iter().enumerate() {
         for n in 0..40 {
@@ -137,7 +138,7 @@ async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer
     }
     // The paying customer arrives in the middle of the flood.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let customer = from("127.0.0.9");
+    let customer = from("127.9.0.9");
     let key = new_key();
     let (st, r) = s.rent(&customer, &key).await;
     assert_eq!(st, 201, "the paying customer was refused: {r}");
@@ -148,10 +149,13 @@ async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer
         won += usize::from(ok);
         *statuses.entry(st).or_insert(0) += 1;
     }
-    assert!(won <= 20, "attackers got {won} holds: {statuses:?}");
     assert!(won >= 4, "each attacker gets its share: {statuses:?}");
     assert!(statuses.contains_key(&429), "{statuses:?}");
-    assert_eq!(s.live_unpaid() as usize, won + 1);
+    // Holds taken over (by a prefix holding less, once a listener's share is spent) are
+    // released: what is held is within the caps, whatever was answered.
+    let live = s.live_unpaid() as usize;
+    assert!(live <= won + 1, "{live} held, {won} answered");
+    assert!(live <= 20 + 1, "attackers hold {live} unpaid: {statuses:?}");
 
     // It pays and is active; a second flood round changes nothing for it.
     let Backend::Dev(node) = &s.svc.ln() else {
@@ -178,14 +182,22 @@ async fn unpaid_flood_from_many_keys_and_addresses_cannot_stop_a_paying_customer
 
     // Another customer from yet another address still finds a free address, and so does a
     // customer sharing an attacker's address once that attacker's holds expire.
-    let (st, v) = s.rent(&from("127.0.0.10"), &new_key()).await;
+    let (st, v) = s.rent(&from("127.10.0.10"), &new_key()).await;
     assert_eq!(st, 201, "{v}");
-    let (st, v) = s.rent(&from("127.0.0.2"), &new_key()).await;
-    assert_eq!(st, 429, "{v}");
-    assert_eq!(v["error"]["code"], "too_many_unpaid");
+    // The attacker's prefix (some of its holds may have been taken over) is soon at its cap.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let (st, v) = s.rent(&from("127.1.0.2"), &new_key()).await;
+        answers.push(st);
+        if st == 429 {
+            assert_eq!(v["error"]["code"], "too_many_unpaid");
+            break;
+        }
+    }
+    assert_eq!(answers.last(), Some(&429), "{answers:?}");
     s.svc.clock().advance(3601);
     s.svc.check_invoices().await.unwrap();
-    let (st, v) = s.rent(&from("127.0.0.2"), &new_key()).await;
+    let (st, v) = s.rent(&from("127.1.0.2"), &new_key()).await;
     assert_eq!(st, 201, "holds that expired no longer count: {v}");
 }
 
@@ -341,7 +353,7 @@ async fn slow_loris_cannot_exhaust_the_listener() {
         open_after
     });
     // Meanwhile a customer is answered at once, again and again.
-    let customer = from("127.0.0.9");
+    let customer = from("127.9.0.9");
     for _ in 0..20 {
         let t = Instant::now();
         let r = customer.get(s.url("/v1/terms")).send().await.unwrap();

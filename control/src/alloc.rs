@@ -176,6 +176,7 @@ fn place_on(
     prefix_len: Option<u8>,
     ipv6: bool,
     now: i64,
+    take: bool,
 ) -> crate::sql::Result<Option<Placement>> {
     let Some(rs) = space.router(&r.name) else {
         return Ok(None);
@@ -197,12 +198,14 @@ fn place_on(
         },
     };
     // Both found: only now taken, so a host without room for one keeps the other.
-    if let (Some(a), Some(len)) = (address, prefix_len) {
+    if let (Some(a), Some(len), true) = (address, prefix_len, take) {
         rs.v4.take(a, 32 - len.min(32));
     }
     let ipv6 = match (v6, rs.v6.as_mut()) {
         (Some(i), Some(space6)) => {
-            space6.take(i);
+            if take {
+                space6.take(i);
+            }
             Some(space6.net(i))
         }
         _ => None,
@@ -230,9 +233,39 @@ pub fn unplace(space: &mut FreeSpace, p: &Placement) {
     }
 }
 
+/// Whether `want` is on sale at all (before any pool is looked at).
+pub fn validate(cfg: &Config, want: &Want) -> Result<(), AllocError> {
+    let v6_only = want.ipv4 == Some(false);
+    if v6_only && cfg.terms.ipv6_only_monthly_sat.is_none() {
+        return Err(AllocError::Ipv6OnlyNotOffered);
+    }
+    if v6_only && (want.prefix_len.is_some() || want.ipv6 == Some(false)) {
+        return Err(AllocError::Ipv6OnlyContradiction);
+    }
+    let prefix_len = want.prefix_len.unwrap_or(32);
+    if !cfg.prefix_lengths().contains(&prefix_len) {
+        return Err(AllocError::PrefixNotOffered(prefix_len));
+    }
+    if let Some(h) = &want.host {
+        if !cfg.routers.iter().any(|r| &r.name == h) {
+            return Err(AllocError::UnknownHost(h.clone()));
+        }
+    }
+    if (want.ipv6 == Some(true) || v6_only)
+        && cfg
+            .routers
+            .iter()
+            .filter(|r| want.host.as_ref().is_none_or(|h| *h == r.name))
+            .all(|r| r.ipv6_pool.is_none())
+    {
+        return Err(AllocError::NoIpv6);
+    }
+    Ok(())
+}
+
 /// Places a new rental: on the asked-for host, or the first configured host with room, from
-/// the free-space index (O(log n); the database confirms the block). Runs inside the caller's
-/// transaction, which also inserts the rental.
+/// the free-space index (O(log n); the database confirms the block), and takes it out of the
+/// index. Runs inside the caller's transaction, which also inserts the rental.
 pub fn place(
     db: &Connection,
     space: &mut FreeSpace,
@@ -240,17 +273,33 @@ pub fn place(
     want: &Want,
     now: i64,
 ) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    place_or_look(db, space, cfg, want, now, true)
+}
+
+/// Where [`place`] would place `want` now, taking nothing.
+pub fn look(
+    db: &Connection,
+    space: &mut FreeSpace,
+    cfg: &Config,
+    want: &Want,
+    now: i64,
+) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    place_or_look(db, space, cfg, want, now, false)
+}
+
+fn place_or_look(
+    db: &Connection,
+    space: &mut FreeSpace,
+    cfg: &Config,
+    want: &Want,
+    now: i64,
+    take: bool,
+) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    if let Err(e) = validate(cfg, want) {
+        return Ok(Err(e));
+    }
     let v6_only = want.ipv4 == Some(false);
-    if v6_only && cfg.terms.ipv6_only_monthly_sat.is_none() {
-        return Ok(Err(AllocError::Ipv6OnlyNotOffered));
-    }
-    if v6_only && (want.prefix_len.is_some() || want.ipv6 == Some(false)) {
-        return Ok(Err(AllocError::Ipv6OnlyContradiction));
-    }
     let prefix_len = want.prefix_len.unwrap_or(32);
-    if !cfg.prefix_lengths().contains(&prefix_len) {
-        return Ok(Err(AllocError::PrefixNotOffered(prefix_len)));
-    }
     let hosts: Vec<&RouterConfig> = match &want.host {
         Some(h) => match cfg.routers.iter().find(|r| &r.name == h) {
             Some(r) => vec![r],
@@ -268,7 +317,7 @@ pub fn place(
             continue;
         }
         let v4 = (!v6_only).then_some(prefix_len);
-        if let Some(p) = place_on(db, space, r, v4, ipv6, now)? {
+        if let Some(p) = place_on(db, space, r, v4, ipv6, now, take)? {
             return Ok(Ok(p));
         }
     }

@@ -151,6 +151,10 @@ pub struct RouterConfig {
     pub name: String,
     /// The router's UAPI socket.
     pub socket: PathBuf,
+    /// The uid the router runs as, when neither root nor the control's own: only a process
+    /// of one of these may serve the socket (it is sent the router's private key).
+    #[serde(default)]
+    pub socket_uid: Option<u32>,
     /// `host:port` customers connect to.
     pub endpoint: String,
     /// UDP port the router listens on.
@@ -197,6 +201,7 @@ impl Default for Config {
             routers: vec![RouterConfig {
                 name: default_router_name(),
                 socket: PathBuf::from("/var/run/wireguard/wg0.sock"),
+                socket_uid: None,
                 endpoint: "198.18.0.1:51820".into(),
                 listen_port: default_port(),
                 pools: vec!["203.0.113.0/24".parse().expect("valid")],
@@ -379,8 +384,21 @@ pub struct LimitsConfig {
     pub invoice_burst: u32,
     /// ...refilled at this many per minute.
     pub invoices_per_minute: f64,
-    /// Unpaid first invoices (each holding an address) one client may have open at a time.
+    /// IPv4 addresses one client prefix may hold unpaid at a time, over every host (a /29
+    /// counts 8; an IPv6-only hold counts 1, for the IPv6 prefix it takes).
     pub max_unpaid_per_client: u32,
+    /// The length of an IPv4 client prefix for `max_unpaid_per_client` (default /24).
+    pub client_prefix_v4: u8,
+    /// The length of an IPv6 client prefix for `max_unpaid_per_client` (default /48; at most
+    /// /64, the rate limits' client).
+    pub client_prefix_v6: u8,
+    /// The share of each host's addresses not paid for (free or held unpaid) that `/v1`
+    /// clients may hold unpaid; beyond it a new hold takes over the oldest hold of the client
+    /// prefix holding the most. The same share bounds the host's IPv6 prefixes.
+    pub max_unpaid_share: f64,
+    /// The same for the original client's listener (`[compat]`), on its own: neither
+    /// listener's holds can take the other's share.
+    pub compat_unpaid_share: f64,
     /// Open connections per client.
     pub max_connections_per_client: usize,
     /// Open connections in total, per listener.
@@ -393,6 +411,11 @@ pub struct LimitsConfig {
     pub request_timeout_secs: u64,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` is believed (e.g.
+    /// `["127.0.0.1/32"]`): behind one, the client is the rightmost address in it that is not
+    /// a trusted proxy. From any other sender those headers are ignored. A trusted proxy's
+    /// connections count against the listener's total only, not per client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for LimitsConfig {
@@ -402,13 +425,18 @@ impl Default for LimitsConfig {
             per_second: 20.0,
             invoice_burst: 20,
             invoices_per_minute: 20.0,
-            max_unpaid_per_client: 5,
+            max_unpaid_per_client: 8,
+            client_prefix_v4: 24,
+            client_prefix_v6: 48,
+            max_unpaid_share: 0.5,
+            compat_unpaid_share: 0.25,
             max_connections_per_client: 64,
             max_connections: 4096,
             header_timeout_secs: 10,
             body_timeout_secs: 10,
             request_timeout_secs: 90,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -423,6 +451,22 @@ impl LimitsConfig {
         if self.burst == 0 || self.invoice_burst == 0 || self.max_unpaid_per_client == 0 {
             return Err(ConfigError::Invalid(
                 "limits: bursts and max_unpaid_per_client must be at least 1".into(),
+            ));
+        }
+        if !(1..=32).contains(&self.client_prefix_v4) || !(1..=64).contains(&self.client_prefix_v6)
+        {
+            return Err(ConfigError::Invalid(
+                "limits: client_prefix_v4 must be 1 to 32, client_prefix_v6 1 to 64".into(),
+            ));
+        }
+        let share = |s: f64| s > 0.0 && s <= 1.0;
+        if !share(self.max_unpaid_share)
+            || !share(self.compat_unpaid_share)
+            || self.max_unpaid_share + self.compat_unpaid_share > 1.0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: max_unpaid_share and compat_unpaid_share must be above 0 and add up to at most 1"
+                    .into(),
             ));
         }
         if self.max_connections == 0 || self.max_connections_per_client == 0 {
@@ -510,6 +554,17 @@ impl TermsConfig {
             out.push_str("block_smtp=true\n");
         }
         out
+    }
+
+    /// Every per-peer limit line, an unset one as its "none" (0, false): what a peer that may
+    /// hold older limits is sent when the terms' limits changed.
+    pub fn peer_limit_lines_all(&self) -> String {
+        format!(
+            "rate_limit_bps={}\nrate_limit_pps={}\nblock_smtp={}\n",
+            self.rate_limit_bps.unwrap_or(0),
+            self.rate_limit_pps.unwrap_or(0),
+            self.block_smtp
+        )
     }
 }
 

@@ -1,7 +1,8 @@
 //! The deadline queue: expiry driven by the queue (a clock moved past one rental's paid-until
 //! takes exactly that peer off a router that speaks UAPI on a real Unix socket), the queue's
 //! queries through their indexes (query plans, and SQLite's own count of rows stepped
-//! through), and the per-client cap of unpaid holds across a restart. No timed assertions.
+//! through), the per-client cap of unpaid holds across a restart, and a change of the terms'
+//! per-rental limits reaching peers the router already holds. No timed assertions.
 
 use crate::abuse_tests::{from, new_key, server_in};
 use crate::config::LimitsConfig;
@@ -19,21 +20,23 @@ use tokio::sync::mpsc;
 
 const DAY: i64 = 86_400;
 
-/// A UAPI endpoint that keeps peers like a router does (public key -> allowed IPs) and
-/// reports every removal on a channel.
+/// A UAPI endpoint that keeps peers like a router does (public key -> allowed IPs), reports
+/// every removal on a channel and keeps every `set` it was sent.
 struct UapiRouter {
     peers: Arc<Mutex<HashMap<String, Vec<String>>>>,
     removed: mpsc::UnboundedReceiver<String>,
+    sets: Arc<Mutex<Vec<String>>>,
 }
 
 fn uapi_router(path: &Path) -> UapiRouter {
     let listener = tokio::net::UnixListener::bind(path).unwrap();
     let peers: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+    let sets: Arc<Mutex<Vec<String>>> = Arc::default();
     let (tx, removed) = mpsc::unbounded_channel();
-    let state = peers.clone();
+    let (state, kept) = (peers.clone(), sets.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
-            let (state, tx) = (state.clone(), tx.clone());
+            let (state, tx, kept) = (state.clone(), tx.clone(), kept.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 while !buf.ends_with(b"\n\n") {
@@ -53,6 +56,7 @@ fn uapi_router(path: &Path) -> UapiRouter {
                         }
                     }
                 } else {
+                    kept.lock().unwrap().push(text.clone());
                     let mut peers = state.lock().unwrap();
                     let mut current = None;
                     for line in text.lines() {
@@ -85,7 +89,11 @@ fn uapi_router(path: &Path) -> UapiRouter {
             });
         }
     });
-    UapiRouter { peers, removed }
+    UapiRouter {
+        peers,
+        removed,
+        sets,
+    }
 }
 
 fn service(dir: &Path, reconcile_interval_secs: u64) -> Arc<Service> {
@@ -376,5 +384,87 @@ async fn the_cap_on_unpaid_holds_survives_a_restart() {
     let (st, v) = s.rent(&attacker, &new_key()).await;
     assert_eq!(st, 429, "the restart forgot the cap: {v}");
     assert_eq!(v["error"]["code"], "too_many_unpaid");
-    assert_eq!(s.rent(&from("127.0.0.3"), &new_key()).await.0, 201);
+    assert_eq!(s.rent(&from("127.0.1.3"), &new_key()).await.0, 201);
+}
+
+/// The per-rental limits are not in a router's `get`: a restart with other limits in the
+/// terms sends them to every peer the router already holds (before, the compare found the
+/// peers right and sent nothing until each was admitted anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_the_terms_limits_reaches_the_peers_a_router_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("router.sock");
+    let router = uapi_router(&sock);
+    let start = |bps: Option<u64>, smtp: bool| {
+        let svc = Builder::new("203.0.113.0/24")
+            .router_socket("router.sock")
+            .sqlite_only()
+            .config(move |c| {
+                c.terms.rate_limit_bps = bps;
+                c.terms.block_smtp = smtp;
+            })
+            .service(dir.path());
+        Arc::new(svc)
+    };
+    let key = new_key();
+    let peer = hex::encode(crate::feed::decode_key(&key).unwrap());
+    let sent_to_peer = |sets: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
+        let mut v = sets.lock().unwrap();
+        let out = v
+            .iter()
+            .filter_map(|s| {
+                let at = s.find(&format!("public_key={peer}\n"))?;
+                let rest = &s[at..];
+                let end = rest[1..].find("public_key=").map_or(rest.len(), |e| e + 1);
+                Some(rest[..end].to_string())
+            })
+            .collect();
+        v.clear();
+        out
+    };
+    let svc = start(None, false);
+    let now = svc.clock().now();
+    paid(&svc.db().unwrap(), &key, "203.0.113.10", now, now + DAY);
+    svc.reconcile().await.unwrap();
+    let first = sent_to_peer(&router.sets);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        !first[0].contains("rate_limit"),
+        "no limits configured: {first:?}"
+    );
+    drop(svc);
+
+    // Restarted with a bandwidth cap and SMTP blocked: the peer is sent them.
+    let svc = start(Some(1_000_000), true);
+    svc.reconcile().await.unwrap();
+    let sent = sent_to_peer(&router.sets);
+    assert_eq!(
+        sent.len(),
+        1,
+        "the new limits never reached the peer: {sent:?}"
+    );
+    for line in [
+        "rate_limit_bps=1000000",
+        "rate_limit_pps=0",
+        "block_smtp=true",
+    ] {
+        assert!(sent[0].contains(line), "{line} missing: {sent:?}");
+    }
+    // Compared again, or restarted with the same terms: nothing more to send.
+    svc.reconcile().await.unwrap();
+    drop(svc);
+    let svc = start(Some(1_000_000), true);
+    svc.reconcile().await.unwrap();
+    assert_eq!(sent_to_peer(&router.sets), Vec::<String>::new());
+    drop(svc);
+
+    // The limits taken out of the terms: the peer is told there are none.
+    let svc = start(None, false);
+    svc.reconcile().await.unwrap();
+    let sent = sent_to_peer(&router.sets);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    for line in ["rate_limit_bps=0", "rate_limit_pps=0", "block_smtp=false"] {
+        assert!(sent[0].contains(line), "{line} missing: {sent:?}");
+    }
+    assert_eq!(router.peers.lock().unwrap().len(), 1);
 }

@@ -20,6 +20,11 @@ pub enum FeedError {
     Errno(String, i32),
     #[error("router {0} spoke something else than UAPI: {1}")]
     Protocol(String, String),
+    /// The socket is served by a process of another user than root, the control's own or the
+    /// configured `socket_uid`: nothing is sent to it (not the router's private key, nor any
+    /// customer's key).
+    #[error("router {0}: its socket is served by uid {1}, which is not trusted; nothing was sent")]
+    Untrusted(String, u32),
 }
 
 /// A router as the control drives it.
@@ -29,6 +34,8 @@ pub struct RouterLink {
     pub listen_port: u16,
     pub private_key: [u8; 32],
     pub public_key: [u8; 32],
+    /// A user besides root and the control's own that may serve the socket.
+    pub socket_uid: Option<u32>,
 }
 
 /// Where each customer was last seen (public key -> `host:port`). Handing it back with an
@@ -81,6 +88,23 @@ impl RouterLink {
         STANDARD.encode(self.public_key)
     }
 
+    /// Whoever listens at the socket path gets the router's private key: it must be root,
+    /// the control's own user or the configured router user (`SO_PEERCRED` of the connected
+    /// socket, which is the listener's, fixed when it called `listen`).
+    fn check_listener(&self, stream: &UnixStream) -> Result<(), FeedError> {
+        let cred = stream
+            .peer_cred()
+            .map_err(|e| FeedError::Unreachable(self.name.clone(), e.to_string()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let uid = cred.uid();
+        if uid == 0 || uid == me || Some(uid) == self.socket_uid {
+            return Ok(());
+        }
+        tracing::error!(router = %self.name, socket = %self.socket.display(), uid, pid = ?cred.pid(), "ALERT: the router's socket is served by an untrusted user; nothing sent (set [[routers]] socket_uid if that is the router)");
+        Err(FeedError::Untrusted(self.name.clone(), uid))
+    }
+
     async fn exchange(&self, request: &str) -> Result<Vec<String>, FeedError> {
         let mut out = Vec::new();
         self.exchange_lines(request, |line| out.push(line.to_string()))
@@ -102,6 +126,7 @@ impl RouterLink {
             let stream = UnixStream::connect(&self.socket)
                 .await
                 .map_err(unreachable)?;
+            self.check_listener(&stream)?;
             let (r, mut w) = stream.into_split();
             w.write_all(request.as_bytes()).await.map_err(unreachable)?;
             let mut reader = BufReader::with_capacity(1 << 16, r);
@@ -202,12 +227,15 @@ impl RouterLink {
 
     /// The full compare: makes the router hold exactly `desired`, with our key and port, and
     /// learns endpoints. The router's peers are read as a stream and compared one by one;
-    /// only the differences are sent back, in sets of at most [`CHUNK`] peers.
+    /// only the differences are sent back, in sets of at most [`CHUNK`] peers. With
+    /// `limits_changed` (the terms' per-peer limits differ from those last sent to this
+    /// router, which `get` does not show), every desired peer is sent again with `extra`.
     pub async fn reconcile(
         &self,
         mut desired: Desired,
         known: &mut Endpoints,
         extra: &str,
+        limits_changed: bool,
     ) -> Result<Changes, FeedError> {
         let mut changes = Changes::default();
         let mut remove = Vec::new();
@@ -226,7 +254,9 @@ impl RouterLink {
                 }
                 match desired.get(&k) {
                     // Already right: nothing to send for it.
-                    Some(nets) if as_nets(&peer.allowed_ips).as_ref() == Some(nets) => {
+                    Some(nets)
+                        if !limits_changed && as_nets(&peer.allowed_ips).as_ref() == Some(nets) =>
+                    {
                         desired.remove(&k);
                     }
                     // Wanted with other addresses: left in `desired`, admitted anew below.

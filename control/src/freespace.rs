@@ -165,6 +165,8 @@ pub struct V6Free {
     len: u8,
     /// start → end (exclusive) of free index ranges.
     ranges: BTreeMap<u128, u128>,
+    /// Free prefixes in all ranges.
+    free: u128,
     resting: BinaryHeap<Reverse<(i64, u128)>>,
 }
 
@@ -186,6 +188,7 @@ impl V6Free {
         let count = Self::count(pool, len);
         let mut ranges = BTreeMap::new();
         let mut at = 0u128;
+        let taken = used.iter().filter(|&&u| u < count).count() as u128;
         for &u in used.iter().filter(|&&u| u < count) {
             if u > at {
                 ranges.insert(at, u);
@@ -199,8 +202,14 @@ impl V6Free {
             pool,
             len,
             ranges,
+            free: count - taken,
             resting: BinaryHeap::new(),
         }
+    }
+
+    /// Prefixes free now.
+    pub fn free_count(&self) -> u128 {
+        self.free
     }
 
     fn step(&self) -> u128 {
@@ -234,6 +243,7 @@ impl V6Free {
             return false;
         }
         self.ranges.remove(&s);
+        self.free -= 1;
         if s < i {
             self.ranges.insert(s, i);
         }
@@ -262,6 +272,7 @@ impl V6Free {
             e = ne;
         }
         self.ranges.insert(s, e);
+        self.free += 1;
     }
 
     pub fn rest(&mut self, i: u128, until: i64, now: i64) {
@@ -549,7 +560,7 @@ fn build_router(
             let probe = V6Free::new(pool, len, &BTreeSet::new());
             db.query_each(
                 "SELECT ipv6, released_at FROM rentals WHERE router = ?1 AND ipv6 IS NOT NULL
-                   AND (released_at IS NULL OR released_at > ?2)",
+                   AND (released_at IS NULL OR (released_at > ?2 AND started_at IS NOT NULL))",
                 params![p.router, now - rest_secs],
                 |r| {
                     let net = r.get::<_, String>(0)?.parse::<Ipv6Net>().ok();
@@ -651,6 +662,7 @@ mod tests {
         v.free(1);
         assert_eq!(v.pick(), Some(0));
         assert_eq!(v.ranges.len(), 1, "merged into one range");
+        assert_eq!(v.free_count(), 65_536);
         assert!(!v.take(70_000), "outside the pool");
         let one: Ipv6Net = "2001:db8:1:2::/64".parse().unwrap();
         let mut v = V6Free::new(one, 64, &BTreeSet::new());

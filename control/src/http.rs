@@ -5,14 +5,17 @@ use crate::limits::MAX_BODY;
 use crate::service::{Service, ServiceError};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
+use axum::extract::FromRequestParts;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Extension, Json, Router};
 use serde::de::DeserializeOwned;
-use staticwire_api::{codes, ErrorBody, ErrorDetail, RenewRequest, RentRequest};
+use serde::Deserialize;
+use staticwire_api::{codes, ErrorBody, ErrorDetail, RentRequest};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +45,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::BadKey(_) => (StatusCode::BAD_REQUEST, codes::BAD_KEY),
             ServiceError::BadMonths(_) => (StatusCode::BAD_REQUEST, codes::BAD_MONTHS),
             ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
-            ServiceError::NotFound => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            ServiceError::NotFound | ServiceError::NoInvoice => {
+                (StatusCode::NOT_FOUND, codes::NOT_FOUND)
+            }
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
-            ServiceError::PoolExhausted => (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED),
+            ServiceError::PoolExhausted | ServiceError::UnpaidShareFull => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::POOL_EXHAUSTED)
+            }
             ServiceError::TooManyUnpaid { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_UNPAID)
             }
@@ -185,11 +192,60 @@ async fn json_body_bytes<T: DeserializeOwned>(
     Ok((v, bytes))
 }
 
-async fn terms(State(s): State<Arc<Service>>) -> ApiResult<staticwire_api::Terms> {
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, message)
+}
+
+/// The extractor of a `/v1` route that defines no query parameter: any parameter is refused
+/// with 400 `bad_request` (PROTOCOL.md section 4), before anything else about the request.
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match query_pairs(parts.uri.query()).next() {
+            None => Ok(NoQuery),
+            Some(p) => Err(bad_request(format!(
+                "unknown query parameter {p:?}: this route takes none"
+            ))),
+        }
+    }
+}
+
+/// The parameters of a query; an empty query, or an empty pair (`a=1&&b=2`), is none.
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = &str> {
+    query.unwrap_or("").split('&').filter(|p| !p.is_empty())
+}
+
+/// `wait` of an invoice look-up, capped at [`MAX_WAIT`]: one or more ASCII digits, of any
+/// size; given twice, not digits, or beside another parameter: 400.
+fn parse_wait(query: Option<&str>) -> Result<u64, ApiError> {
+    let mut wait = None;
+    for pair in query_pairs(query) {
+        match pair.split_once('=') {
+            Some(("wait", _)) if wait.is_some() => return Err(bad_request("wait is given twice")),
+            Some(("wait", v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                // Digits beyond u64 are a long wait too, capped like any other.
+                wait = Some(v.parse::<u64>().unwrap_or(u64::MAX).min(MAX_WAIT));
+            }
+            Some(("wait", _)) => return Err(bad_request("wait must be whole seconds (digits)")),
+            _ => {
+                return Err(bad_request(format!(
+                    "unknown query parameter {pair:?}: wait is the only one"
+                )))
+            }
+        }
+    }
+    Ok(wait.unwrap_or(0))
+}
+
+async fn terms(_: NoQuery, State(s): State<Arc<Service>>) -> ApiResult<staticwire_api::Terms> {
     Ok(Json(s.api_terms()))
 }
 
 async fn rent(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
@@ -198,7 +254,7 @@ async fn rent(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (req, bytes): (RentRequest, _) = json_body_bytes(&headers, body).await?;
-    let key = crate::service::parse_public_key(&req.public_key)?;
+    let key = crate::service::parse_body_key(&req.public_key)?;
     prove(&s, &headers, &method, &uri, &bytes, Some(&key))?;
     let client = client.map(|Extension(ConnectInfo(a))| crate::limits::ClientId::of(a.ip()));
     let want = crate::alloc::Want {
@@ -207,7 +263,7 @@ async fn rent(
         host: req.host,
         ipv4: req.ipv4,
     };
-    let resp = s.rent_with(&req.public_key, client, &want).await?;
+    let resp = s.rent_with(&key, client, &want).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 
@@ -239,6 +295,7 @@ fn proven_key(
 }
 
 async fn status(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
     method: Method,
@@ -250,6 +307,7 @@ async fn status(
 }
 
 async fn config(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
     method: Method,
@@ -260,7 +318,30 @@ async fn config(
     Ok(Json(s.config(&key)?))
 }
 
+/// A renewal's body as sent: `months` read as any JSON value, so that a number out of range
+/// (negative, fractional, huge) is told apart from a missing or non-number one.
+#[derive(Deserialize)]
+struct RenewBody {
+    months: serde_json::Value,
+}
+
+/// `months` as the service takes it: 400 `bad_request` when it is not a number, 400
+/// `bad_months` when it is one but not an integer from 1 to `max_months` (PROTOCOL.md, Renew).
+fn months_of(v: &serde_json::Value, max_months: u32) -> Result<u32, ApiError> {
+    let serde_json::Value::Number(n) = v else {
+        return Err(bad_request(format!("months must be a number, not {v}")));
+    };
+    n.as_u64()
+        .and_then(|m| u32::try_from(m).ok())
+        .filter(|m| (1..=max_months).contains(m))
+        .ok_or_else(|| {
+            ServiceError::BadMonths(crate::ledger::RenewError::BadMonths(max_months).to_string())
+                .into()
+        })
+}
+
 async fn renew(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     key: Result<Path<String>, PathRejection>,
     method: Method,
@@ -269,9 +350,11 @@ async fn renew(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = crate::service::parse_public_key(&segment(key, codes::BAD_KEY)?)?;
-    let (req, bytes): (RenewRequest, _) = json_body_bytes(&headers, body).await?;
+    let (req, bytes): (RenewBody, _) = json_body_bytes(&headers, body).await?;
+    // The request's own form before the proof and the state (PROTOCOL.md 3.1, Renew).
+    let months = months_of(&req.months, s.terms().max_months)?;
     prove(&s, &headers, &method, &uri, &bytes, Some(&key))?;
-    let resp = s.renew(&key, req.months).await?;
+    let resp = s.renew(&key, months).await?;
     Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 
@@ -283,43 +366,16 @@ async fn invoice(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult<staticwire_api::Invoice> {
+    let wait = parse_wait(query.as_deref())?;
     let hash = segment(hash, codes::NOT_FOUND)?;
-    let mut wait = 0;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("wait", v)) => {
-                wait = v.parse::<u64>().map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        codes::BAD_REQUEST,
-                        "wait must be seconds",
-                    )
-                })?
-            }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    codes::BAD_REQUEST,
-                    format!("unknown parameter {pair:?}"),
-                ))
-            }
-        }
-    }
     // The proof first, whether or not the hash is known; then an invoice of another key's
     // rental is as unknown as one never issued.
     if let Some(proven) = prove(&s, &headers, &method, &uri, b"", None)? {
         if s.invoice_owner(&hash)? != proven {
-            return Err(ServiceError::NotFound.into());
+            return Err(ServiceError::NoInvoice.into());
         }
     }
-    let inv = s
-        .wait_invoice(&hash, Duration::from_secs(wait.min(MAX_WAIT)))
-        .await?;
+    let inv = s.wait_invoice(&hash, Duration::from_secs(wait)).await?;
     Ok(Json(inv))
 }
 
@@ -337,6 +393,7 @@ async fn readyz(State(s): State<Arc<Service>>) -> Result<&'static str, ApiError>
 
 /// Test hook (`serve --dev-hooks`, dev backend only): moves the service's clock forward.
 async fn dev_clock(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
@@ -368,6 +425,7 @@ async fn dev_clock(
 /// Test hook (`serve --dev-hooks`, dev backend only): what `staticwire-control dev-pay` does,
 /// over HTTP, then the invoice check, so the payment is credited when this answers.
 async fn dev_pay(
+    _: NoQuery,
     State(s): State<Arc<Service>>,
     headers: HeaderMap,
     body: Body,
@@ -404,7 +462,7 @@ async fn dev_pay(
     }))
 }
 
-async fn openapi() -> Json<serde_json::Value> {
+async fn openapi(_: NoQuery) -> Json<serde_json::Value> {
     Json(staticwire_api::openapi::document())
 }
 

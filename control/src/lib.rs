@@ -2,22 +2,28 @@
 //! binary (main.rs) wires together, and which tests and fuzz targets drive directly.
 //!
 //! Layers (imports only point down; see ARCHITECTURE.md):
-//! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`;
-//! - stores and adapters: `db`, `store`, `alloc`, `lightning`, `feed`, `deadlines` and
-//!   `lease` (queries), `prefixes`, `backup`, `migrate`, `secrets`;
+//! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`,
+//!   `datadir`;
+//! - stores and adapters: `db`, `store`, `alloc`, `holds` (the bounds on unpaid holds),
+//!   `lightning`, `feed`, `deadlines` and `lease` (queries), `prefixes`, `backup`, `migrate`,
+//!   `secrets`;
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
-//! - the binary (main.rs).
+//! - start-up (`app`: build, agree with the node, serve), which wires them together;
+//! - the binary (main.rs): the command line, messages and exit status.
 
 pub mod alloc;
+pub mod app;
 pub mod backup;
 pub mod clock;
 pub mod compat;
 pub mod config;
+pub mod datadir;
 pub mod db;
 pub mod deadlines;
 pub mod feed;
 pub mod freespace;
+pub mod holds;
 pub mod http;
 pub mod https;
 pub mod lease;
@@ -52,10 +58,16 @@ mod fault_tests;
 #[cfg(test)]
 mod group_commit_tests;
 #[cfg(test)]
+mod hardening_tests;
+#[cfg(test)]
+mod holds_tests;
+#[cfg(test)]
 mod openapi_tests;
 #[cfg(test)]
 mod prefix_tests;
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod protocol_tests;
 #[cfg(test)]
 mod space_tests;

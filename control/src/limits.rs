@@ -5,8 +5,11 @@
 //! over HTTPS) go through [`serve`], so every public route is covered.
 //!
 //! A client is its IPv4 address, or its IPv6 /64 (one host usually owns a whole /64, so
-//! counting single IPv6 addresses would limit nothing). The address is the TCP peer's:
-//! `X-Forwarded-For` is ignored, since anyone can send it.
+//! counting single IPv6 addresses would limit nothing). The address is the TCP peer's, unless
+//! the peer is one of `[limits] trusted_proxies`: then it is the rightmost address of the
+//! request's `Forwarded` (or else `X-Forwarded-For`) that is not a trusted proxy
+//! ([`forwarded_client`]). From anyone else those headers are ignored, since anyone can send
+//! them.
 //!
 //! Its configuration, `[limits]`, is [`crate::config::LimitsConfig`].
 
@@ -30,6 +33,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct ClientId(IpAddr);
 
 impl ClientId {
+    /// The IPv4 address, or the first address of the IPv6 /64.
+    pub fn ip(&self) -> IpAddr {
+        self.0
+    }
+
     pub fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => ClientId(IpAddr::V4(v4)),
@@ -109,6 +117,16 @@ impl RateLimiter {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
         }
     }
+
+    /// Gives back the token `check` took for a request that turned out to cost nothing.
+    pub fn refund(&self, client: ClientId) {
+        let Ok(mut map) = self.buckets.lock() else {
+            return;
+        };
+        if let Some(b) = map.get_mut(&client) {
+            b.tokens = (b.tokens + 1.0).min(self.burst);
+        }
+    }
 }
 
 /// The limits shared by both listeners.
@@ -156,13 +174,19 @@ pub fn client_of(req: &Request) -> Option<ClientId> {
 }
 
 /// Middleware: rate limits, then the body read whole within its size and time limits, then
-/// the handler within the request timeout.
+/// the handler within the request timeout. An invoice-making request answered with a 4xx made
+/// no invoice, and its invoice token is given back (PROTOCOL.md section 4: a client that
+/// corrects a bad request is not locked out by its mistakes); it still counted as a request.
 pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next) -> Response {
     let now = Instant::now();
+    let mut invoice_token = None;
     if let Some(client) = client_of(&req) {
         let mut verdict = limits.requests.check(client, now);
         if verdict.is_ok() && makes_invoice(req.method(), req.uri().path()) {
             verdict = limits.invoices.check(client, now);
+            if verdict.is_ok() {
+                invoice_token = Some(client);
+            }
         }
         if let Err(wait) = verdict {
             let secs = wait.as_secs() + 1;
@@ -176,7 +200,18 @@ pub async fn enforce(State(limits): State<Arc<Limits>>, req: Request, next: Next
             return r;
         }
     }
-    let cfg = &limits.cfg;
+    let resp = bounded(&limits.cfg, req, next).await;
+    if let Some(client) = invoice_token {
+        if resp.status().is_client_error() {
+            limits.invoices.refund(client);
+        }
+    }
+    resp
+}
+
+/// The body read whole within its size and time limits, then the handler within the request
+/// timeout.
+async fn bounded(cfg: &LimitsConfig, req: Request, next: Next) -> Response {
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -258,12 +293,18 @@ impl ConnectionCounter {
 
     /// A slot for a new connection of `client`, or None when it or the listener is full.
     pub fn admit(self: &Arc<Self>, client: ClientId) -> Option<ConnPermit> {
+        self.admit_as(client, true)
+    }
+
+    /// [`ConnectionCounter::admit`]; `per_client` false counts the connection against the
+    /// listener's total only (a trusted proxy's, which carry many clients).
+    pub fn admit_as(self: &Arc<Self>, client: ClientId, per_client: bool) -> Option<ConnPermit> {
         let mut g = self.open.lock().ok()?;
         if g.0 >= self.total {
             return None;
         }
         let n = g.1.entry(client).or_insert(0);
-        if *n >= self.per_client {
+        if per_client && *n >= self.per_client {
             return None;
         }
         *n += 1;
@@ -305,17 +346,27 @@ pub async fn serve(
                 }
             },
         };
-        let Some(permit) = counter.admit(ClientId::of(peer.ip())) else {
+        let trusted = is_trusted(&limits.cfg.trusted_proxies, peer.ip());
+        let Some(permit) = counter.admit_as(ClientId::of(peer.ip()), !trusted) else {
             tracing::debug!(%peer, "connection refused: too many open");
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, tls) = (app.clone(), tls.clone());
+        let (app, tls, limits) = (app.clone(), tls.clone(), limits.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
+                // Handlers and the limits see the client: the peer, or behind a trusted proxy
+                // the address it forwarded.
+                let client = if trusted {
+                    let ip =
+                        forwarded_client(req.headers(), peer.ip(), &limits.cfg.trusted_proxies);
+                    SocketAddr::new(ip, peer.port())
+                } else {
+                    peer
+                };
+                req.extensions_mut().insert(ConnectInfo(client));
                 let mut app = app.clone();
                 async move {
                     let req = req.map(Body::new);
@@ -347,9 +398,157 @@ pub async fn serve(
     }
 }
 
+fn is_trusted(proxies: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    proxies.iter().any(|n| n.contains(&ip))
+}
+
+/// One address of a `Forwarded` `for=` or an `X-Forwarded-For` entry: `192.0.2.1`,
+/// `192.0.2.1:80`, `2001:db8::1`, `"[2001:db8::1]:80"`; None for `unknown`, `_hidden` and
+/// anything else.
+fn hop_address(v: &str) -> Option<IpAddr> {
+    let v = v.trim().trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.parse::<IpAddr>()
+        .ok()
+        .or_else(|| v.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// The client of a request that came from the trusted proxy `peer`: the hops its
+/// `Forwarded` (or, without one, `X-Forwarded-For`) names, walked from the right while they
+/// are trusted proxies; the first that is not is the client. A hop that does not parse stops
+/// the walk at the trusted proxy before it (which then counts as the client).
+pub fn forwarded_client(
+    headers: &axum::http::HeaderMap,
+    peer: IpAddr,
+    proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let values = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let forwarded = values(header::FORWARDED);
+    let hops: Vec<Option<IpAddr>> = if forwarded.is_empty() {
+        values(axum::http::HeaderName::from_static("x-forwarded-for"))
+            .iter()
+            .map(|h| hop_address(h))
+            .collect()
+    } else {
+        forwarded
+            .iter()
+            .map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| hop_address(v))?
+                })
+            })
+            .collect()
+    };
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        if !is_trusted(proxies, client) {
+            break;
+        }
+        match hop {
+            Some(ip) => client = *ip,
+            None => break,
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_through_trusted_proxies() {
+        let proxies: Vec<ipnet::IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = axum::http::HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let xff = |v| h(&[("x-forwarded-for", v)]);
+        // The rightmost untrusted hop; a forged left part changes nothing.
+        assert_eq!(
+            forwarded_client(&xff("192.0.2.7"), proxy, &proxies),
+            ip("192.0.2.7")
+        );
+        assert_eq!(
+            forwarded_client(&xff("1.2.3.4, 192.0.2.7"), proxy, &proxies),
+            ip("192.0.2.7")
+        );
+        // Through two trusted proxies.
+        assert_eq!(
+            forwarded_client(&xff("1.2.3.4, 192.0.2.7, 10.1.1.1"), proxy, &proxies),
+            ip("192.0.2.7")
+        );
+        // Every hop trusted: the leftmost.
+        assert_eq!(
+            forwarded_client(&xff("10.2.2.2"), proxy, &proxies),
+            ip("10.2.2.2")
+        );
+        // Garbage where the proxy's own entry should be: the proxy.
+        assert_eq!(
+            forwarded_client(&xff("1.2.3.4, nonsense"), proxy, &proxies),
+            proxy
+        );
+        assert_eq!(forwarded_client(&h(&[]), proxy, &proxies), proxy);
+        // Several header lines are one list, in order.
+        let two = h(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "192.0.2.9"),
+        ]);
+        assert_eq!(forwarded_client(&two, proxy, &proxies), ip("192.0.2.9"));
+        // Forwarded wins over X-Forwarded-For; quoted IPv6 with a port; other parameters.
+        let f = h(&[
+            (
+                "forwarded",
+                "for=1.2.3.4, for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            ),
+            ("x-forwarded-for", "192.0.2.7"),
+        ]);
+        assert_eq!(
+            forwarded_client(&f, proxy, &proxies),
+            ip("2001:db8:cafe::17")
+        );
+        let f = h(&[("forwarded", "proto=http;For=192.0.2.8:1234")]);
+        assert_eq!(forwarded_client(&f, proxy, &proxies), ip("192.0.2.8"));
+        assert_eq!(
+            forwarded_client(&h(&[("forwarded", "for=unknown")]), proxy, &proxies),
+            proxy
+        );
+        // Not from a trusted proxy: the peer, whatever it claims.
+        let stranger = ip("198.51.100.1");
+        assert_eq!(
+            forwarded_client(&xff("192.0.2.7"), stranger, &proxies),
+            stranger
+        );
+        assert!(is_trusted(&proxies, ip("::ffff:127.0.0.1")));
+    }
 
     #[test]
     fn ipv6_clients_are_their_64() {

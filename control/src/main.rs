@@ -1,16 +1,11 @@
 //! staticwire-control: the StaticWire rental server and its operator commands.
 
 use clap::{Parser, Subcommand};
-use lightning::{cln::Cln, dev, lnd::Lnd, Backend};
 use staticwire_control::config::{Config, LightningConfig};
-use staticwire_control::feed::RouterLink;
-use staticwire_control::service::Service;
-use staticwire_control::{
-    backup, clock, compat, db, http, https, lease, lightning, limits, metrics, migrate, run,
-    secrets,
-};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use staticwire_control::lightning::{dev, Backend};
+use staticwire_control::{app, backup, db, https, migrate};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The StaticWire rental server: sells static IPv4 addresses for Lightning payments, with no
 /// account, and drives staticwire-router over its UAPI socket.
@@ -109,176 +104,6 @@ fn fail(msg: impl std::fmt::Display) -> ! {
     std::process::exit(1)
 }
 
-/// Loads (or creates, 0600) a router's WireGuard key; returns (private, public).
-fn router_key(path: &Path) -> std::io::Result<([u8; 32], [u8; 32])> {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
-    let secret = match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let bytes = STANDARD
-                .decode(text.trim())
-                .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
-            <[u8; 32]>::try_from(bytes).map_err(|_| {
-                std::io::Error::other(format!("{}: not a 32-byte key", path.display()))
-            })?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let s = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
-            dev::write_private(path, &format!("{}\n", STANDARD.encode(s.to_bytes())))?;
-            s.to_bytes()
-        }
-        Err(e) => return Err(e),
-    };
-    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
-    Ok((secret, public.to_bytes()))
-}
-
-fn build(cfg: Config) -> (Service, https::Identities) {
-    // SQLite's database file is made 0600 before SQLite opens it (PostgreSQL: no file here).
-    let db_file = (!cfg.is_postgres()).then(|| cfg.db_path());
-    secrets::create_data_dir(&cfg.data_dir, db_file.as_deref()).unwrap_or_else(|e| fail(e));
-    for f in secrets::tighten(&cfg.data_dir).unwrap_or_else(|e| fail(e)) {
-        tracing::warn!(file = %f.path.display(), was = format!("{:o}", f.was), "a secret was readable by others: set to 0600");
-    }
-    let outside = cfg
-        .routers
-        .iter()
-        .filter_map(|r| r.private_key_file.clone());
-    let macaroon = match &cfg.lightning {
-        LightningConfig::Lnd { macaroon, .. } => Some(macaroon.clone()),
-        _ => None,
-    };
-    for path in outside.chain(macaroon) {
-        if let Some(mode) = secrets::readable_by_others(&path) {
-            tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "a secret is readable by others: chmod 600 it (or 640 for a trusted group)");
-        }
-    }
-    let conn = db::open_url(&cfg.database_url()).unwrap_or_else(|e| fail(e));
-    let offset: i64 = db::meta_get(&conn, "dev_clock_offset")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let clock = clock::Clock::system();
-    if offset != 0 && matches!(cfg.lightning, LightningConfig::Dev) {
-        clock.advance(offset);
-    }
-    let db = Arc::new(Mutex::new(conn));
-    let ln = match &cfg.lightning {
-        LightningConfig::Dev => {
-            let key = dev::load_or_create_key(&cfg.data_dir.join("dev-node.key"))
-                .unwrap_or_else(|e| fail(format!("dev node key: {e}")));
-            Backend::Dev(dev::DevNode::new(key, db.clone()))
-        }
-        LightningConfig::Lnd {
-            url,
-            macaroon,
-            tls_cert,
-            ..
-        } => Backend::Lnd(Lnd::new(url, macaroon, tls_cert).unwrap_or_else(|e| fail(e))),
-        LightningConfig::Cln { socket, .. } => Backend::Cln(Cln::new(socket)),
-    };
-    let routers = cfg
-        .routers
-        .iter()
-        .map(|r| {
-            let (private_key, public_key) = router_key(&cfg.key_file(r))
-                .unwrap_or_else(|e| fail(format!("router {} key: {e}", r.name)));
-            RouterLink {
-                name: r.name.clone(),
-                socket: r.socket.clone(),
-                listen_port: r.listen_port,
-                private_key,
-                public_key,
-            }
-        })
-        .collect();
-    let tls = https::Identities::load_or_create(&cfg.data_dir)
-        .unwrap_or_else(|e| fail(format!("TLS certificate: {e}")));
-    let proof = staticwire_control::secrets::proof_key(&cfg.data_dir)
-        .unwrap_or_else(|e| fail(format!("proof key: {e}")));
-    let mut service = Service::new(cfg, clock, db, ln, routers).unwrap_or_else(|e| fail(e));
-    service.set_tls_fingerprint(tls.current.fingerprint());
-    service.set_proof(staticwire_api::proof::Verifier::new(
-        proof,
-        staticwire_api::proof::DEFAULT_MAX_SEEN,
-    ));
-    (service, tls)
-}
-
-async fn serve(service: Arc<Service>, tls: https::Identities, dev_clock: bool) {
-    let listener = tokio::net::TcpListener::bind(service.cfg().listen)
-        .await
-        .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", service.cfg().listen)));
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    tracing::info!(%addr, network = service.network(), "staticwire-control listening");
-    for t in service.api_terms().servers {
-        tracing::info!(endpoint = %t.endpoint, public_key = %t.public_key, "router");
-    }
-    if let Some(addr) = service.cfg().metrics.listen {
-        let handle = metrics::scrape::install().unwrap_or_else(|e| fail(format!("metrics: {e}")));
-        metrics::scrape::init(&service);
-        let listener = metrics::scrape::bind(addr)
-            .await
-            .unwrap_or_else(|e| fail(format!("cannot serve metrics on {addr}: {e}")));
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Prometheus metrics at /metrics");
-        tokio::spawn(metrics::scrape::serve(listener, service.clone(), handle));
-    }
-    // With PostgreSQL, replicas share the work: each router's expiries and reconciliation run
-    // on the replica holding its lease.
-    let replica = lease::replica_id();
-    run::leases::refresh(&service, &replica);
-    // Crash recovery first: settle what was paid while we were down, fix every router.
-    if let Err(e) = service.check_invoices().await {
-        tracing::warn!("{e}");
-    }
-    if let Err(e) = service.reconcile().await {
-        tracing::warn!("{e}");
-    }
-    // Backends that can push settlements do; the poll below catches anything missed.
-    tokio::spawn(service.clone().follow_settlements());
-    // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
-    tokio::spawn(run::run(service.clone(), replica.clone()));
-    if let Some(addr) = service.cfg().compat.listen {
-        // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
-        let app = http::router(service.clone(), dev_clock)
-            .merge(
-                compat::router(service.clone())
-                    .layer(axum::middleware::from_fn(metrics::events::compat_api)),
-            )
-            .merge(https::well_known(tls.fingerprints()))
-            .layer(axum::middleware::from_fn(metrics::events::track_http));
-        let bound = https::serve(addr, &tls.current, app, service.limits().clone())
-            .await
-            .unwrap_or_else(|e| fail(format!("cannot serve HTTPS on {addr}: {e}")));
-        tracing::info!(addr = %bound, fingerprint = %tls.current.fingerprint(), next = ?tls.next.as_ref().map(https::Identity::fingerprint), "HTTPS (StaticWire client protocol and /v1)");
-    }
-    let limits = service.limits().clone();
-    let app = http::router(service.clone(), dev_clock)
-        .merge(https::well_known(tls.fingerprints()))
-        .layer(axum::middleware::from_fn(metrics::events::track_http));
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .unwrap_or_else(|e| fail(e));
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down");
-    };
-    let shutdown = {
-        let service = service.clone();
-        async move {
-            shutdown.await;
-            run::leases::release_all(&service, &replica);
-        }
-    };
-    limits::serve(listener, app, limits, None, shutdown).await;
-}
-
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
@@ -290,6 +115,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: under systemd stderr is the journal, where escape codes
+        // split every `field=value` of a line.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let mut cfg = Config::load(cli.config.as_deref()).unwrap_or_else(|e| fail(e));
@@ -385,7 +213,7 @@ fn main() {
     }
     let dev_backend = matches!(cfg.lightning, LightningConfig::Dev);
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(e));
-    let (mut service, tls) = build(cfg);
+    let (mut service, tls) = app::build(cfg).unwrap_or_else(|e| fail(e));
     // A serving control holds its data dir's lock, so `restore` cannot pull the database from
     // under it. Two servers on one data dir are a mistake, but not one to refuse to start over.
     let _lock = if let Command::Serve { .. } = command {
@@ -404,21 +232,9 @@ fn main() {
         None
     };
     if let Command::Serve { .. } = command {
-        // Invoices of another network than the terms say would be refused by every client
-        // while an address is held: agree with the node before serving anything.
-        let node = rt.block_on(service.ln().network());
-        let network =
-            lightning::resolve_network(service.cfg().network(), node).unwrap_or_else(|e| fail(e));
-        service.set_network(network);
-        // Published as the terms' payee, so clients refuse invoices of another node.
-        if service.payee().is_none() {
-            let payee = rt.block_on(service.ln().node_id());
-            service.set_payee(payee);
-        }
-        match service.payee() {
-            Some(p) => tracing::info!(payee = %p, "invoices are signed by this node"),
-            None => tracing::warn!("the node's public key is unknown (LND: getinfo needs info:read); the terms name no payee"),
-        }
+        // Agree with the node before serving anything (app::agree_with_node).
+        rt.block_on(app::agree_with_node(&mut service))
+            .unwrap_or_else(|e| fail(e));
     }
     let service = Arc::new(service);
     match command {
@@ -426,7 +242,8 @@ fn main() {
             if dev_clock && !dev_backend {
                 fail("--dev-hooks needs the dev Lightning backend");
             }
-            rt.block_on(serve(service, tls, dev_clock));
+            rt.block_on(app::serve(service, tls, dev_clock))
+                .unwrap_or_else(|e| fail(e));
         }
         Command::Fingerprint => println!("{}", tls.current.fingerprint()),
         Command::Tls { .. } => unreachable!("handled above"),

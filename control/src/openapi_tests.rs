@@ -53,6 +53,8 @@ fn service(dir: &tempfile::TempDir, pool: &str, limits: LimitsConfig) -> Service
 fn new_key() -> String {
     let mut k = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut k);
+    // Canonical, as X25519 makes them (the top bit clear).
+    k[31] &= 0x7f;
     STANDARD.encode(k)
 }
 
@@ -478,12 +480,15 @@ async fn every_service_error_maps_to_a_documented_code() {
         ServiceError::BadRequest("x".into()),
         ServiceError::BadMonths("x".into()),
         ServiceError::NotFound,
+        ServiceError::NoInvoice,
         ServiceError::Conflict("x".into()),
         ServiceError::PoolExhausted,
         ServiceError::TooManyUnpaid {
-            client: crate::limits::ClientId::of("127.0.0.1".parse().unwrap()),
+            client: "127.0.0.0/24".into(),
+            held: 1,
             max: 1,
         },
+        ServiceError::UnpaidShareFull,
         ServiceError::Lightning(LnError::Unreachable("x".into())),
         ServiceError::Lightning(LnError::Certificate("x".into())),
         ServiceError::Lightning(LnError::Permission("x".into())),
@@ -530,8 +535,10 @@ fn listed(e: &ServiceError) {
         | ServiceError::BadRequest(_)
         | ServiceError::BadMonths(_)
         | ServiceError::NotFound
+        | ServiceError::NoInvoice
         | ServiceError::Conflict(_)
         | ServiceError::PoolExhausted
+        | ServiceError::UnpaidShareFull
         | ServiceError::TooManyUnpaid { .. }
         | ServiceError::Lightning(_)
         | ServiceError::Internal(_)

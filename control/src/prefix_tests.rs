@@ -34,6 +34,8 @@ async fn server(pool: &str, v6: Option<&str>, f: impl FnOnce(&mut Config) + 'sta
 fn new_key() -> String {
     let mut k = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut k);
+    // Canonical, as X25519 makes them (the top bit clear).
+    k[31] &= 0x7f;
     STANDARD.encode(k)
 }
 

@@ -5,8 +5,10 @@
 //!   real routers (`/v1`, the page, with or without the original client's protocol, with or
 //!   without the listener's limits). Inside the control's own tests the store is PostgreSQL
 //!   when `STATICWIRE_TEST_PG` names a server (`db::open_store`), SQLite otherwise.
-//! - [`Process`]: the `staticwire-control` binary as a child process with a config file, for
-//!   tests of other crates that also run its operator commands (`dev-pay`, `fingerprint`).
+//! - [`Process`]: the `staticwire-control` binary as a child process with a config file
+//!   ([`ProcessBuilder`]: the test's TOML, free loopback ports, restarts after `kill -9`), for
+//!   tests of the binary itself (crashes, replicas, metrics, operator commands) and of other
+//!   crates.
 //!
 //! Compiled for the control's tests and, with the `testkit` feature, for other crates'.
 
@@ -17,6 +19,7 @@ use crate::feed::RouterLink;
 use crate::lightning::{dev, Backend};
 use crate::service::Service;
 use crate::sql::Connection;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -144,6 +147,7 @@ impl Builder {
         cfg.routers = vec![RouterConfig {
             name: ROUTER.into(),
             socket: dir.join(self.socket),
+            socket_uid: None,
             endpoint: "198.18.0.1:51820".into(),
             listen_port: 51820,
             pools: vec![self.pool.parse().expect("pool")],
@@ -170,6 +174,7 @@ impl Builder {
             listen_port: 51820,
             private_key: [1; 32],
             public_key: [2; 32],
+            socket_uid: None,
         }];
         let proof = crate::secrets::proof_key(dir).expect("proof key");
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");
@@ -251,7 +256,8 @@ impl Control {
 }
 
 /// The `staticwire-control` binary beside the running test's directory (`target/<profile>/`);
-/// `cargo build -p staticwire-control` puts it there.
+/// Cargo builds it before the package's own integration tests, `cargo build -p
+/// staticwire-control` for other crates' tests.
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe
@@ -268,77 +274,256 @@ pub fn binary() -> PathBuf {
 }
 
 /// A free loopback TCP port (free when asked; the child binds it right after).
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
 }
 
-/// `staticwire-control serve --dev-hooks` as a child process: the dev Lightning backend, one
-/// router `t` (pool 203.0.113.0/28, no socket), `/v1` on `port` and the original client's
-/// protocol over HTTPS on `https_port`. Killed when dropped.
+/// How a `staticwire-control` child process is configured: the test's own TOML, to which the
+/// builder adds `listen` (a free loopback port), `data_dir` and, when asked, the HTTPS and
+/// metrics listeners (free ports too). [`ProcessBuilder::write`] writes the file once; the
+/// [`ProcessConfig`] it returns starts the process as often as a test needs (a restart after a
+/// `kill -9` reuses the ports and the data).
+pub struct ProcessBuilder {
+    dir: PathBuf,
+    data_dir: Option<PathBuf>,
+    file: String,
+    text: String,
+    listen_flag: bool,
+    https: bool,
+    metrics: bool,
+    args: Vec<String>,
+    keep: Option<tempfile::TempDir>,
+}
+
+impl ProcessBuilder {
+    /// The config file `control.toml` in `dir`, with `data_dir = dir` and then `text` (the
+    /// test's top-level keys first, then its tables, e.g. `[[routers]]`).
+    pub fn new(dir: &Path, text: &str) -> Self {
+        ProcessBuilder {
+            dir: dir.to_path_buf(),
+            data_dir: None,
+            file: "control.toml".into(),
+            text: text.into(),
+            listen_flag: false,
+            https: false,
+            metrics: false,
+            args: Vec::new(),
+            keep: None,
+        }
+    }
+
+    /// Another data dir than the config file's dir.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Another config file name in the dir (two configs over one data dir).
+    pub fn file(mut self, name: &str) -> Self {
+        self.file = name.into();
+        self
+    }
+
+    /// No `listen` in the file: each start passes `serve --listen 127.0.0.1:<a free port>`
+    /// (replicas sharing one config).
+    pub fn listen_flag(mut self) -> Self {
+        self.listen_flag = true;
+        self
+    }
+
+    /// The HTTPS listener (`[compat] listen`): the original client's protocol and `/v1`.
+    pub fn https(mut self) -> Self {
+        self.https = true;
+        self
+    }
+
+    /// The Prometheus listener (`[metrics] listen`).
+    pub fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// An argument after `serve` (e.g. `--dev-hooks`), on every start.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Writes the config file.
+    pub fn write(self) -> ProcessConfig {
+        let port = (!self.listen_flag).then(free_port);
+        let https_port = self.https.then(free_port);
+        let metrics_port = self.metrics.then(free_port);
+        let data_dir = self.data_dir.as_deref().unwrap_or(&self.dir);
+        let mut text = String::new();
+        if let Some(p) = port {
+            text.push_str(&format!("listen = \"127.0.0.1:{p}\"\n"));
+        }
+        text.push_str(&format!(
+            "data_dir = \"{}\"\n{}",
+            data_dir.display(),
+            self.text
+        ));
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        if let Some(p) = https_port {
+            text.push_str(&format!("[compat]\nlisten = \"127.0.0.1:{p}\"\n"));
+        }
+        if let Some(p) = metrics_port {
+            text.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{p}\"\n"));
+        }
+        let path = self.dir.join(&self.file);
+        std::fs::write(&path, text).expect("write the control's config");
+        ProcessConfig {
+            path,
+            port,
+            https_port,
+            metrics_port,
+            args: self.args,
+            keep: self.keep,
+        }
+    }
+}
+
+/// A written control config (see [`ProcessBuilder`]): starts `staticwire-control -c <file>
+/// serve ...` and runs operator commands on the same data.
+pub struct ProcessConfig {
+    /// The config file.
+    pub path: PathBuf,
+    port: Option<u16>,
+    https_port: Option<u16>,
+    metrics_port: Option<u16>,
+    args: Vec<String>,
+    keep: Option<tempfile::TempDir>,
+}
+
+impl ProcessConfig {
+    /// Starts the server (stdout and stderr discarded) and waits until it answers
+    /// `GET /healthz` and its HTTPS listener, if any, accepts.
+    pub fn start(&self) -> Process {
+        self.start_with(Stdio::null())
+    }
+
+    /// [`start`](Self::start) with stderr (the log) sent to `stderr`, e.g. a file.
+    pub fn start_with(&self, stderr: impl Into<Stdio>) -> Process {
+        let mut p = self.spawn_with(stderr);
+        p.wait_ready();
+        p
+    }
+
+    /// Starts the server without waiting for it (to kill it part-way through its start).
+    pub fn spawn(&self) -> Process {
+        self.spawn_with(Stdio::null())
+    }
+
+    /// [`spawn`](Self::spawn) with stderr sent to `stderr` (`Stdio::piped()` to read it from
+    /// [`Process::child`]).
+    pub fn spawn_with(&self, stderr: impl Into<Stdio>) -> Process {
+        let port = self.port.unwrap_or_else(free_port);
+        let mut cmd = self.command(&["serve"]);
+        cmd.args(&self.args);
+        if self.port.is_none() {
+            cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn staticwire-control");
+        Process {
+            child,
+            cfg: self.path.clone(),
+            port,
+            https_port: self.https_port,
+            metrics_port: self.metrics_port,
+            _dir: None,
+        }
+    }
+
+    /// `staticwire-control -c <file> <args>`: an operator command on this control's data.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(binary());
+        c.arg("-c").arg(&self.path).args(args);
+        c
+    }
+}
+
+/// A `staticwire-control` child process; killed (SIGKILL, as a crash) when dropped.
 pub struct Process {
     child: Child,
     /// The config file, for operator commands (`-c cfg dev-pay ...`).
     pub cfg: PathBuf,
+    /// The `/v1` listener's port.
     pub port: u16,
-    pub https_port: u16,
-    _dir: tempfile::TempDir,
+    /// The HTTPS listener's port, when configured.
+    pub https_port: Option<u16>,
+    /// The Prometheus listener's port, when configured.
+    pub metrics_port: Option<u16>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
-    /// Starts it with `extra` TOML (whole tables, e.g. `[limits]`) added to the config, and
-    /// waits until both listeners accept.
+    /// `staticwire-control serve --dev-hooks` in a temp dir of its own: the dev Lightning
+    /// backend, one router `t` (pool 203.0.113.0/28, no socket), `/v1` and the original
+    /// client's protocol over HTTPS, with `extra` TOML (whole tables, e.g. `[limits]`) added to
+    /// the config. Returns once both listeners answer.
     pub fn start(extra: &str) -> Process {
+        Process::start_with(extra, "pools = [\"203.0.113.0/28\"]\n")
+    }
+
+    /// [`Process::start`] with `router` TOML lines (its `pools`, `reserved`, `ipv6_pool`) for
+    /// the router instead of the /28.
+    pub fn start_with(extra: &str, router: &str) -> Process {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, https_port) = (free_port(), free_port());
-        let cfg = dir.path().join("control.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
-                 [compat]\nlisten = \"127.0.0.1:{https_port}\"\n{extra}\
-                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/28\"]\n",
-                dir.path().display(),
+        let mut cfg = ProcessBuilder::new(
+            dir.path(),
+            &format!(
+                "invoice_poll_millis = 100\n{extra}\
+                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n{router}",
                 dir.path().join("none.sock").display()
             ),
         )
-        .expect("config");
-        let child = Command::new(binary())
-            .args([
-                "-c",
-                cfg.to_str().expect("utf-8 path"),
-                "serve",
-                "--dev-hooks",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn staticwire-control");
-        let mut p = Process {
-            child,
-            cfg,
-            port,
-            https_port,
-            _dir: dir,
-        };
+        .https()
+        .arg("--dev-hooks")
+        .write();
+        cfg.keep = Some(dir);
+        let mut p = cfg.start();
+        p._dir = cfg.keep.take();
+        p
+    }
+
+    /// Polls until `GET /healthz` is answered (and the HTTPS port accepts); panics when the
+    /// process exits first or after 20 s.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err()
-            || TcpStream::connect(("127.0.0.1", https_port)).is_err()
+        while !answers_healthz(self.port)
+            || self
+                .https_port
+                .is_some_and(|p| TcpStream::connect(("127.0.0.1", p)).is_err())
         {
-            if let Ok(Some(status)) = p.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("staticwire-control exited at start: {status}");
             }
             assert!(Instant::now() < deadline, "control did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        p
     }
 
     /// `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:port/metrics` of the Prometheus listener.
+    pub fn metrics_url(&self) -> String {
+        let port = self
+            .metrics_port
+            .expect("a control with a metrics listener");
+        format!("http://127.0.0.1:{port}/metrics")
     }
 
     /// `staticwire-control -c <cfg> <args>`: an operator command on this control's data.
@@ -347,6 +532,36 @@ impl Process {
         c.arg("-c").arg(&self.cfg).args(args);
         c
     }
+
+    /// The process id (replicas name their leases by it).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash, and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill staticwire-control");
+        self.child.wait().expect("reap staticwire-control");
+    }
+
+    /// The child itself: its exit status, its piped stderr.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+/// Whether the control on `port` answers `GET /healthz` with an HTTP response (bound is not
+/// enough: the listener accepts before the server's start-up settlement run is over).
+fn answers_healthz(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut head = [0u8; 7];
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && &head == b"HTTP/1."
 }
 
 impl Drop for Process {

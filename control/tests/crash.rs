@@ -1,68 +1,21 @@
 //! `kill -9` at any point loses nothing: the real binary, killed mid-flow, restarted.
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use staticwire_control::testkit::{Process, ProcessBuilder, ProcessConfig};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Control {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-fn config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("control.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 100\n\
+fn config(dir: &Path) -> ProcessConfig {
+    ProcessBuilder::new(
+        dir,
+        &format!(
+            "invoice_poll_millis = 100\n\
              [[routers]]\nname = \"crash\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/26\"]\n",
-            dir.display(),
             dir.join("no-router.sock").display()
         ),
     )
-    .unwrap();
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start(cfg: &Path, port: u16) -> Control {
-    let child = Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let c = Control {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = client();
-    for _ in 0..100 {
-        if http.get(format!("{}/healthz", c.base)).send().await.is_ok() {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("control did not start");
+    .write()
 }
 
 fn client() -> reqwest::Client {
@@ -84,9 +37,8 @@ fn url_key(k: &str) -> String {
     k.replace('+', "-").replace('/', "_")
 }
 
-fn dev_pay(cfg: &Path, bolt11: &str) -> bool {
-    Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "dev-pay", bolt11])
+fn dev_pay(cfg: &ProcessConfig, bolt11: &str) -> bool {
+    cfg.command(&["dev-pay", bolt11])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -94,9 +46,9 @@ fn dev_pay(cfg: &Path, bolt11: &str) -> bool {
         .success()
 }
 
-async fn status(c: &Control, k: &str) -> Value {
+async fn status(c: &Process, k: &str) -> Value {
     client()
-        .get(format!("{}/v1/rentals/{}", c.base, url_key(k)))
+        .get(format!("{}/v1/rentals/{}", c.url(), url_key(k)))
         .send()
         .await
         .unwrap()
@@ -108,12 +60,11 @@ async fn status(c: &Control, k: &str) -> Value {
 #[tokio::test]
 async fn payment_made_while_down_is_credited_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
-    let mut c = start(&cfg, port).await;
+    let cfg = config(dir.path());
+    let mut c = cfg.start();
     let k = key(1);
     let r: Value = client()
-        .post(format!("{}/v1/rentals", c.base))
+        .post(format!("{}/v1/rentals", c.url()))
         .json(&json!({ "public_key": k }))
         .send()
         .await
@@ -124,10 +75,9 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
     let bolt11 = r["invoice"]["bolt11"].as_str().unwrap().to_string();
 
     // Killed before the payment; the customer pays while it is down.
-    c.child.kill().unwrap();
-    c.child.wait().unwrap();
+    c.kill();
     assert!(dev_pay(&cfg, &bolt11));
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     let mut st = status(&c, &k).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while st["state"] != "active" && Instant::now() < deadline {
@@ -139,7 +89,7 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
 
     // And again: a restart credits nothing twice.
     drop(c);
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&c, &k).await["paid_until"], paid_until);
     assert!(!dev_pay(&cfg, &bolt11), "an invoice is paid once");
@@ -148,15 +98,14 @@ async fn payment_made_while_down_is_credited_once_after_restart() {
 #[tokio::test]
 async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
+    let cfg = config(dir.path());
     let mut next = 100u32;
     for round in 0..5u64 {
-        let c = start(&cfg, port).await;
+        let c = cfg.start();
         // A burst of rentals, killed at a different moment each round.
         let mut tasks = Vec::new();
         for _ in 0..20 {
-            let (base, k) = (c.base.clone(), key(next));
+            let (base, k) = (c.url(), key(next));
             next += 1;
             tasks.push(tokio::spawn(async move {
                 let _ = client()
@@ -191,10 +140,10 @@ async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
     assert_eq!(orphans, 0);
     drop(db);
     // The restarted server serves every surviving rental and releases holds without invoices.
-    let c = start(&cfg, port).await;
+    let c = cfg.start();
     let (s, _) = {
         let r = client()
-            .get(format!("{}/v1/terms", c.base))
+            .get(format!("{}/v1/terms", c.url()))
             .send()
             .await
             .unwrap();
@@ -209,20 +158,25 @@ async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_201_is_never_answered_before_its_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
     // One client asks for all of them: its cap of unpaid holds raised.
-    let mut toml = std::fs::read_to_string(&cfg).unwrap();
-    toml.push_str("[limits]\nmax_unpaid_per_client = 1000\nburst = 1000\ninvoice_burst = 1000\n");
-    std::fs::write(&cfg, toml).unwrap();
+    let cfg = ProcessBuilder::new(
+        dir.path(),
+        &format!(
+            "invoice_poll_millis = 100\n\
+             [limits]\nmax_unpaid_per_client = 1000\nburst = 1000\ninvoice_burst = 1000\n\
+             [[routers]]\nname = \"crash\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/26\"]\n",
+            dir.path().join("no-router.sock").display()
+        ),
+    )
+    .write();
     let mut answered: Vec<(String, String)> = Vec::new();
     let mut next = 1000u32;
     for _round in 0..3 {
-        let mut c = start(&cfg, port).await;
+        let mut c = cfg.start();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         for _ in 0..15 {
-            let (base, k, tx) = (c.base.clone(), key(next), tx.clone());
+            let (base, k, tx) = (c.url(), key(next), tx.clone());
             next += 1;
             tasks.push(tokio::spawn(async move {
                 let Ok(r) = client()
@@ -236,14 +190,12 @@ async fn a_201_is_never_answered_before_its_commit() {
                 let st = r.status();
                 if st != 201 {
                     eprintln!("rent: {st} {}", r.text().await.unwrap_or_default());
-                } else {
-                    if let Ok(v) = r.json::<Value>().await {
-                        let hash = v["invoice"]["payment_hash"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string();
-                        let _ = tx.send((k, hash));
-                    }
+                } else if let Ok(v) = r.json::<Value>().await {
+                    let hash = v["invoice"]["payment_hash"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send((k, hash));
                 }
             }));
         }
@@ -252,8 +204,7 @@ async fn a_201_is_never_answered_before_its_commit() {
         if let Some(first) = rx.recv().await {
             answered.push(first);
         }
-        c.child.kill().unwrap();
-        c.child.wait().unwrap();
+        c.kill();
         for t in tasks {
             let _ = t.await;
         }

@@ -3,66 +3,22 @@
 //! to finish. Every payment is credited exactly once.
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use staticwire_control::testkit::{ProcessBuilder, ProcessConfig};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-struct Control(Child);
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-fn config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("control.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 50\n\
+fn config(dir: &Path) -> ProcessConfig {
+    ProcessBuilder::new(
+        dir,
+        &format!(
+            "invoice_poll_millis = 50\n\
              [limits]\nburst = 100000\ninvoice_burst = 100000\nmax_unpaid_per_client = 100000\n\
              [[routers]]\nname = \"crash\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/26\"]\n",
-            dir.display(),
             dir.join("no-router.sock").display()
         ),
     )
-    .unwrap();
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(cfg: &Path) -> Control {
-    Control(
-        Command::new(bin())
-            .args(["-c", cfg.to_str().unwrap(), "serve"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn wait_up(port: u16) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("control did not start");
+    .write()
 }
 
 fn key(i: u32) -> String {
@@ -103,16 +59,14 @@ fn credited(db: &Path) -> (i64, i64, i64) {
 async fn kill_dash_nine_during_settlement_credits_each_payment_once() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port);
+    let cfg = config(dir.path());
     let n = 30;
-    let c = spawn(&cfg);
-    wait_up(port);
+    let c = cfg.start();
     let http = reqwest::Client::new();
     let mut invoices = Vec::new();
     for i in 0..n {
         let r: Value = http
-            .post(format!("http://127.0.0.1:{port}/v1/rentals"))
+            .post(format!("{}/v1/rentals", c.url()))
             .json(&json!({ "public_key": key(i) }))
             .send()
             .await
@@ -124,8 +78,8 @@ async fn kill_dash_nine_during_settlement_credits_each_payment_once() {
     }
     drop(c);
     for b in &invoices {
-        assert!(Command::new(bin())
-            .args(["-c", cfg.to_str().unwrap(), "dev-pay", b])
+        assert!(cfg
+            .command(&["dev-pay", b])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -136,7 +90,7 @@ async fn kill_dash_nine_during_settlement_credits_each_payment_once() {
     // Killed during the settlement run at start, at a different moment each time.
     let mut seen = Vec::new();
     for delay in [3u64, 6, 10, 15, 20, 30, 60] {
-        let c = spawn(&cfg);
+        let c = cfg.spawn();
         std::thread::sleep(Duration::from_millis(delay));
         drop(c); // SIGKILL
         let (payments, started, wrong) = credited(&db);
@@ -148,7 +102,7 @@ async fn kill_dash_nine_during_settlement_credits_each_payment_once() {
         seen.push(payments);
     }
     // Then left to finish: all credited, once.
-    let _c = spawn(&cfg);
+    let _c = cfg.spawn();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (payments, started, wrong) = credited(&db);

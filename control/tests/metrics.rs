@@ -3,51 +3,27 @@
 //! the rental into a fresh server.
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use staticwire_control::testkit::{Process, ProcessBuilder, ProcessConfig};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-struct Control {
-    child: Child,
-    base: String,
-    metrics: Option<String>,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config(dir: &Path, port: u16, metrics: Option<u16>) -> PathBuf {
-    let path = dir.join("control.toml");
-    let mut text = format!(
-        "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 50\nreconcile_interval_secs = 1\n",
-        dir.join("data").display()
-    );
-    if let Some(m) = metrics {
-        text.push_str(&format!("[metrics]\nlisten = \"127.0.0.1:{m}\"\n"));
-    }
+fn config(dir: &Path, metrics: bool) -> ProcessConfig {
     // No router listens on this socket: reconciliation fails, and the metrics say so.
-    text.push_str(&format!(
-        "[[routers]]\nname = \"wgm\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/29\"]\nreserved = [\"203.0.113.1\"]\n",
-        dir.join("no-router.sock").display()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+    let cfg = ProcessBuilder::new(
+        dir,
+        &format!(
+            "invoice_poll_millis = 50\nreconcile_interval_secs = 1\n\
+             [[routers]]\nname = \"wgm\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/29\"]\nreserved = [\"203.0.113.1\"]\n",
+            dir.join("no-router.sock").display()
+        ),
+    )
+    .data_dir(&dir.join("data"));
+    if metrics {
+        cfg.metrics().write()
+    } else {
+        cfg.write()
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -58,39 +34,8 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn start(cfg: &Path, port: u16, metrics: Option<u16>) -> Control {
-    let child = Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let c = Control {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        metrics: metrics.map(|m| format!("http://127.0.0.1:{m}/metrics")),
-    };
-    for _ in 0..200 {
-        if client()
-            .get(format!("{}/healthz", c.base))
-            .send()
-            .await
-            .is_ok()
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("control did not start");
-}
-
-fn run(cfg: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("-c")
-        .arg(cfg)
-        .args(args)
-        .output()
-        .unwrap()
+fn run(cfg: &ProcessConfig, args: &[&str]) -> Output {
+    cfg.command(args).output().unwrap()
 }
 
 fn key(i: u8) -> String {
@@ -98,9 +43,9 @@ fn key(i: u8) -> String {
     base64::engine::general_purpose::STANDARD.encode([i; 32])
 }
 
-async fn rent_and_pay(c: &Control, cfg: &Path, k: &str) -> Value {
+async fn rent_and_pay(c: &Process, cfg: &ProcessConfig, k: &str) -> Value {
     let resp = client()
-        .post(format!("{}/v1/rentals", c.base))
+        .post(format!("{}/v1/rentals", c.url()))
         .json(&json!({ "public_key": k }))
         .send()
         .await
@@ -112,7 +57,7 @@ async fn rent_and_pay(c: &Control, cfg: &Path, k: &str) -> Value {
     assert!(out.status.success(), "{out:?}");
     let url = format!(
         "{}/v1/rentals/{}",
-        c.base,
+        c.url(),
         k.replace('+', "-").replace('/', "_")
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -139,12 +84,8 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-async fn scrape(c: &Control) -> String {
-    let resp = client()
-        .get(c.metrics.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
+async fn scrape(c: &Process) -> String {
+    let resp = client().get(c.metrics_url()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     resp.text().await.unwrap()
 }
@@ -152,9 +93,8 @@ async fn scrape(c: &Control) -> String {
 #[tokio::test]
 async fn metrics_follow_a_rental_from_invoice_to_payment() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
-    let cfg = config(dir.path(), port, Some(mport));
-    let c = start(&cfg, port, Some(mport)).await;
+    let cfg = config(dir.path(), true);
+    let c = cfg.start();
     let pool = "router=\"wgm\",pool=\"203.0.113.0/29\"";
 
     let before = scrape(&c).await;
@@ -176,7 +116,7 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
     rent_and_pay(&c, &cfg, &k).await;
     // One unpaid rental beside it, holding an address.
     let resp = client()
-        .post(format!("{}/v1/rentals", c.base))
+        .post(format!("{}/v1/rentals", c.url()))
         .json(&json!({ "public_key": key(10) }))
         .send()
         .await
@@ -186,7 +126,7 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
     let resp = client()
         .get(format!(
             "{}/v1/rentals/{}",
-            c.base,
+            c.url(),
             key(13).replace('+', "-").replace('/', "_")
         ))
         .send()
@@ -268,14 +208,14 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
 
     // Totals come from the ledger: they survive a restart.
     drop(c);
-    let c = start(&cfg, port, Some(mport)).await;
+    let c = cfg.start();
     let text = scrape(&c).await;
     assert_eq!(
         value(&text, "staticwire_control_received_sat_total{api=\"v1\"}"),
         Some(72_000.0)
     );
     let resp = client()
-        .get(c.metrics.as_ref().unwrap().replace("/metrics", "/other"))
+        .get(c.metrics_url().replace("/metrics", "/other"))
         .send()
         .await
         .unwrap();
@@ -285,9 +225,8 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
 #[tokio::test]
 async fn backup_while_serving_restores_into_a_fresh_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port, None);
-    let c = start(&cfg, port, None).await;
+    let cfg = config(dir.path(), false);
+    let c = cfg.start();
     let k = key(11);
     let paid = rent_and_pay(&c, &cfg, &k).await;
 
@@ -309,11 +248,11 @@ async fn backup_while_serving_restores_into_a_fresh_server() {
     // ...is gone after the restore; the first is as it was.
     let out = run(&cfg, &["restore", file.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
-    let c = start(&cfg, port, None).await;
+    let c = cfg.start();
     let url = |k: &str| {
         format!(
             "{}/v1/rentals/{}",
-            c.base,
+            c.url(),
             k.replace('+', "-").replace('/', "_")
         )
     };

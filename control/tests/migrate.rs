@@ -4,52 +4,11 @@
 //! STATICWIRE_TEST_PG (ops/test.sh starts a server); says SKIPPED without it.
 
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use staticwire_control::testkit::{ProcessBuilder, ProcessConfig};
+use std::process::Output;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-struct Control(Child);
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(cfg: &Path, port: u16) -> Control {
-    let child = Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-hooks"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "control did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Control(child)
-}
-
-fn migrate(cfg: &Path, to: &str) -> Output {
-    Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "migrate", "--to", to])
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn migrate(cfg: &ProcessConfig, to: &str) -> Output {
+    cfg.command(&["migrate", "--to", to]).output().unwrap()
 }
 
 fn key(i: u8) -> String {
@@ -80,14 +39,17 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
          pools = [\"203.0.113.0/27\"]\nipv6_pool = \"2001:db8:100::/48\"\n",
         dir.path().join("none.sock").display()
     );
-    let head = format!(
-        "data_dir = \"{}\"\ninvoice_poll_millis = 50\n",
-        dir.path().display()
-    );
-    let sqlite_cfg = dir.path().join("sqlite.toml");
-    std::fs::write(&sqlite_cfg, format!("{head}{routers}")).unwrap();
-    let pg_cfg = dir.path().join("pg.toml");
-    std::fs::write(&pg_cfg, format!("{head}database = \"{url}\"\n{routers}")).unwrap();
+    // Both on one data dir (the keys); each start listens on a port of its own.
+    let config = |file: &str, text: String| {
+        ProcessBuilder::new(dir.path(), &text)
+            .file(file)
+            .listen_flag()
+            .arg("--dev-hooks")
+            .write()
+    };
+    let head = "invoice_poll_millis = 50\n";
+    let sqlite_cfg = config("sqlite.toml", format!("{head}{routers}"));
+    let pg_cfg = config("pg.toml", format!("{head}database = \"{url}\"\n{routers}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
@@ -104,9 +66,8 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
     };
 
     // One host on SQLite: three rentals (one a /30), paid, one renewed, one left unpaid.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let sqlite = start(&sqlite_cfg, port);
+    let sqlite = sqlite_cfg.start();
+    let base = sqlite.url();
     for (i, prefix) in [(0u8, 32), (1, 30), (2, 32)] {
         let (s, v) = call(
             &base,
@@ -168,9 +129,8 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
     assert_eq!(out.status.code(), Some(1));
 
     // The control on PostgreSQL answers the same rentals; the unpaid one can still be paid.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _pg = start(&pg_cfg, port);
+    let pg = pg_cfg.start();
+    let base = pg.url();
     for (i, b) in before.iter().enumerate() {
         let (s, now) = call(&base, &format!("/v1/rentals/{}", url_key(i as u8)), None);
         assert_eq!(s, 200);
@@ -192,6 +152,6 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
     assert_eq!(now["state"], "active");
     let (s, v) = call(&base, "/v1/rentals", Some(json!({"public_key": key(7)})));
     assert_eq!(s, 201, "a new rental after the move: {v}");
-    drop(_pg);
+    drop(pg);
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"));
 }

@@ -18,7 +18,7 @@ fn original_client_rents_and_its_wireguard_tools_config_works() {
         eprintln!("\n!!!!! SKIPPED original_client_rents_and_its_wireguard_tools_config_works: set STATICWIRE_COMPAT_PYTHON (ops/test.sh does) !!!!!\n");
         return;
     };
-    let control = env!("CARGO_BIN_EXE_staticwire-control");
+    let control = &staticwire_control::testkit::binary().display().to_string();
     let mut lab = Lab::new();
     lab.start_router();
     lab.provider_interface_up();

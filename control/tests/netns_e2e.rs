@@ -13,8 +13,8 @@ use support::*;
 
 const API: &str = "http://198.18.0.1:8420";
 
-fn control_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
+fn control_bin() -> String {
+    staticwire_control::testkit::binary().display().to_string()
 }
 
 fn json(out: &str) -> Value {
@@ -65,7 +65,7 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
     let router = lab.start_router();
     lab.provider_interface_up();
     let cfg = lab.start_control(
-        control_bin(),
+        &control_bin(),
         "listen = \"198.18.0.1:8420\"\nreconcile_interval_secs = 1",
         &["--dev-clock"],
         &format!("curl -sf {API}/healthz"),

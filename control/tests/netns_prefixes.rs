@@ -18,8 +18,8 @@ const SRV6: &str = "2001:db8:ffff::1";
 const INET6: &str = "2001:db8:ffff::2";
 const POOL6: &str = "2001:db8:100::/48";
 
-fn control_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
+fn control_bin() -> String {
+    staticwire_control::testkit::binary().display().to_string()
 }
 
 fn json(out: &str) -> Value {
@@ -107,7 +107,7 @@ fn a_30_and_a_64_carry_traffic_both_ways_and_spoofed_sources_are_dropped() {
     .unwrap();
     lab.spawn_in(
         &srv,
-        control_bin(),
+        &control_bin(),
         &["-c", &cfg, "serve", "--dev-clock"],
         "control.log",
     );

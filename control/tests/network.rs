@@ -2,9 +2,10 @@
 //! binary against a Core Lightning stand-in on regtest.
 
 use serde_json::{json, Value};
+use staticwire_control::testkit::{ProcessBuilder, ProcessConfig};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Answers `getinfo` as a regtest node does; everything else as a node with no invoices.
@@ -43,45 +44,28 @@ fn cln_standin(sock: &Path) {
     });
 }
 
-fn config(dir: &Path, port: u16, network: Option<&str>) -> PathBuf {
-    let path = dir.join("control.toml");
+fn config(dir: &Path, network: Option<&str>) -> ProcessConfig {
     let network = network
         .map(|n| format!("network = \"{n}\"\n"))
         .unwrap_or_default();
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\n\
-             [lightning]\nbackend = \"cln\"\nsocket = \"{}\"\n{network}\
+    ProcessBuilder::new(
+        dir,
+        &format!(
+            "[lightning]\nbackend = \"cln\"\nsocket = \"{}\"\n{network}\
              [[routers]]\nname = \"n\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/30\"]\n",
-            dir.display(),
             dir.join("lightning-rpc").display(),
             dir.join("no-router.sock").display()
         ),
     )
-    .unwrap();
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    .write()
 }
 
 #[test]
 fn a_network_the_node_is_not_on_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     cln_standin(&dir.path().join("lightning-rpc"));
-    let cfg = config(dir.path(), free_port(), Some("bitcoin"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_staticwire-control"))
-        .args(["-c", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut control = config(dir.path(), Some("bitcoin")).spawn_with(Stdio::piped());
+    let child = control.child();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -108,29 +92,17 @@ fn a_network_the_node_is_not_on_refuses_to_start() {
 async fn without_a_configured_network_the_nodes_is_published() {
     let dir = tempfile::tempdir().unwrap();
     cln_standin(&dir.path().join("lightning-rpc"));
-    let port = free_port();
-    let cfg = config(dir.path(), port, None);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_staticwire-control"))
-        .args(["-c", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let control = config(dir.path(), None).spawn();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let mut terms = None;
     for _ in 0..200 {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/v1/terms"))
-            .send()
-            .await
-        {
+        if let Ok(r) = http.get(format!("{}/v1/terms", control.url())).send().await {
             terms = r.json::<Value>().await.ok();
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(control);
     assert_eq!(terms.expect("the control started")["network"], "regtest");
 }

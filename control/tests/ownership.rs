@@ -8,57 +8,36 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde_json::{json, Value};
 use staticwire_api::proof::{proof_public_key, Prover};
+use staticwire_control::testkit::{Process, ProcessBuilder};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Control {
-    child: Child,
+    // Killed on drop.
+    _process: Process,
     base: String,
     http: reqwest::Client,
     proof_key: Option<[u8; 32]>,
 }
 
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(dir: &Path) -> Control {
-    let port = free_port();
-    let cfg = dir.join("control.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ninvoice_poll_millis = 50\n\
-             require_proof = true\n\
+    let process = ProcessBuilder::new(
+        dir,
+        &format!(
+            "invoice_poll_millis = 50\nrequire_proof = true\n\
              [[routers]]\nname = \"wg0\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n\
              pools = [\"203.0.113.0/28\"]\nreserved = [\"203.0.113.1\"]\n",
-            dir.join("data").display(),
             dir.join("no-router.sock").display()
         ),
     )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_staticwire-control"))
-        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-hooks"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    .data_dir(&dir.join("data"))
+    .arg("--dev-hooks")
+    .write()
+    .start();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut c = Control {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: process.url(),
+        _process: process,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()

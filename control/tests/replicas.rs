@@ -7,29 +7,13 @@
 //! says SKIPPED without it.
 
 use serde_json::{json, Value};
+use staticwire_control::testkit::{Process, ProcessBuilder, ProcessConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_staticwire-control")
-}
-
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Peers of a stand-in router: hex public key -> allowed IPs.
 type Peers = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
@@ -103,32 +87,9 @@ fn fake_router(path: &Path) -> Peers {
     peers
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(cfg: &Path, port: u16, log: &Path) -> Replica {
-    let log = std::fs::File::create(log).unwrap();
-    let child = Command::new(bin())
-        .args(["-c", cfg.to_str().unwrap(), "serve", "--dev-hooks"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "replica did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Replica {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+/// A replica on its own port, its log in `log`.
+fn start(cfg: &ProcessConfig, log: &Path) -> Process {
+    cfg.start_with(std::fs::File::create(log).unwrap())
 }
 
 fn key(i: u32, salt: u32) -> String {
@@ -222,30 +183,30 @@ fn two_replicas_never_double_allocate_nor_double_credit_and_hand_over_the_lease(
     let (sock_a, sock_b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
     let routers: HashMap<&str, Peers> =
         [("a", fake_router(&sock_a)), ("b", fake_router(&sock_b))].into();
-    let cfg: PathBuf = dir.path().join("control.toml");
     // Both replicas share the data dir for the keys (router keys, dev node, TLS); the state
     // is all in PostgreSQL.
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\ndatabase = \"{url}\"\ninvoice_poll_millis = 50\n\
+    let cfg = ProcessBuilder::new(
+        dir.path(),
+        &format!(
+            "database = \"{url}\"\ninvoice_poll_millis = 50\n\
              reconcile_interval_secs = 1\n\
              [limits]\nmax_unpaid_per_client = 1000\nburst = 100000\nper_second = 100000.0\ninvoice_burst = 100000\ninvoices_per_minute = 1000000.0\n\
              [[routers]]\nname = \"a\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n\
              pools = [\"203.0.113.0/26\"]\nipv6_pool = \"2001:db8:100::/48\"\n\
              [[routers]]\nname = \"b\"\nsocket = \"{}\"\nendpoint = \"198.18.0.2:51820\"\n\
              pools = [\"203.0.113.64/26\"]\n",
-            dir.path().display(),
             sock_a.display(),
             sock_b.display()
         ),
     )
-    .unwrap();
+    .listen_flag()
+    .arg("--dev-hooks")
+    .write();
     let mut replicas = vec![
-        start(&cfg, free_port(), &dir.path().join("r0.log")),
-        start(&cfg, free_port(), &dir.path().join("r1.log")),
+        start(&cfg, &dir.path().join("r0.log")),
+        start(&cfg, &dir.path().join("r1.log")),
     ];
-    let bases = [replicas[0].base.clone(), replicas[1].base.clone()];
+    let bases = [replicas[0].url(), replicas[1].url()];
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
@@ -417,12 +378,11 @@ fn two_replicas_never_double_allocate_nor_double_credit_and_hand_over_the_lease(
     let before = holder(&mut db).expect("router a has a lease holder");
     let victim = replicas
         .iter()
-        .position(|r| Some(r.child.id()) == pid_of(&before))
+        .position(|r| Some(r.id()) == pid_of(&before))
         .expect("the holder is one of ours");
     let killed = Instant::now();
-    replicas[victim].child.kill().unwrap();
-    replicas[victim].child.wait().unwrap();
-    let survivor_pid = replicas[1 - victim].child.id();
+    replicas[victim].kill();
+    let survivor_pid = replicas[1 - victim].id();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if holder(&mut db).as_deref().and_then(pid_of) == Some(survivor_pid) {

@@ -3,6 +3,7 @@
 // private key (PROTOCOL.md 3.1). What the server says is shown as textContent, never as HTML.
 import { encode } from "./vendor/uqr/index.mjs";
 import { decodeBolt11 } from "./bolt11.js";
+import { sha256 } from "./sha256.js";
 
 const $ = (id) => document.getElementById(id);
 // The private key, only when the customer asks to be remembered: the status needs a proof.
@@ -141,42 +142,12 @@ const subtle = self.crypto && crypto.subtle;
 const cat = (...a) => Uint8Array.from(a.flatMap((x) => [...x]));
 const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 
-// SHA-256 and HMAC in plain JS: no crypto.subtle on plain HTTP, and one path is one path tested
-// (control/tests/web/proof_test.mjs). Constants: the primes' root fractions (FIPS 180-4).
-const SK = [], SH = [];
-for (let p = 2, n = 0; n < 64; p++) {
-  let q = 2;
-  while (p % q) q++;
-  if (q < p) continue;
-  const f = (x) => ((x - Math.floor(x)) * 2 ** 32) >>> 0;
-  if (n < 8) SH[n] = f(Math.sqrt(p));
-  SK[n++] = f(Math.cbrt(p));
-}
-const rr = (v, n) => (v >>> n) | (v << (32 - n));
-function sha256js(d) {
-  const l = d.length, n = ((l + 72) >> 6) << 4, w = new Uint32Array(n), x = new Uint32Array(64), h = SH.slice();
-  for (let i = 0; i < l; i++) w[i >> 2] |= d[i] << (24 - 8 * (i & 3));
-  w[l >> 2] |= 0x80 << (24 - 8 * (l & 3));
-  w[n - 1] = l * 8;
-  for (let o = 0; o < n; o += 16) {
-    for (let i = 0; i < 64; i++) {
-      const a = x[i - 15], b = x[i - 2];
-      x[i] = i < 16 ? w[o + i] : x[i - 16] + (rr(a, 7) ^ rr(a, 18) ^ (a >>> 3)) + x[i - 7] + (rr(b, 17) ^ rr(b, 19) ^ (b >>> 10));
-    }
-    let [a, b, c, d2, e, f, g, k] = h;
-    for (let i = 0; i < 64; i++) {
-      const t1 = k + (rr(e, 6) ^ rr(e, 11) ^ rr(e, 25)) + ((e & f) ^ (~e & g)) + SK[i] + x[i];
-      const t2 = (rr(a, 2) ^ rr(a, 13) ^ rr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      [k, g, f, e, d2, c, b, a] = [g, f, e, (d2 + t1) >>> 0, c, b, a, (t1 + t2) >>> 0];
-    }
-    [a, b, c, d2, e, f, g, k].forEach((v, i) => (h[i] = (h[i] + v) >>> 0));
-  }
-  return Uint8Array.from({ length: 32 }, (_, i) => h[i >> 2] >>> (24 - 8 * (i & 3)));
-}
+// HMAC in plain JS over the shared SHA-256: no crypto.subtle on plain HTTP, and one path is
+// one path tested (control/tests/web/proof_test.mjs).
 const hmacjs = (k, m) => {
   const b = new Uint8Array(64);
-  b.set(k.length > 64 ? sha256js(k) : k);
-  return sha256js(cat(b.map((v) => v ^ 0x5c), sha256js(cat(b.map((v) => v ^ 0x36), m))));
+  b.set(k.length > 64 ? sha256(k) : k);
+  return sha256(cat(b.map((v) => v ^ 0x5c), sha256(cat(b.map((v) => v ^ 0x36), m))));
 };
 
 // X25519(priv, pub), or the public key of `priv` when `pub` is null. WebCrypto X25519 needs a
@@ -207,7 +178,7 @@ async function proof(kp, method, path, body, pk = terms.proof_key) {
   const k = hmacjs(hmacjs(enc.encode("StaticWire proof v1"), shared), cat(kp.pub, S, [1]));
   const u = new URL(path, location.href), ts = Math.floor(Date.now() / 1000);
   const nonce = crypto.getRandomValues(new Uint8Array(16));
-  const msg = [method, u.pathname + u.search, ts, hex(nonce), hex(sha256js(enc.encode(body || "")))].join("\n");
+  const msg = [method, u.pathname + u.search, ts, hex(nonce), hex(sha256(enc.encode(body || "")))].join("\n");
   const mac = hmacjs(k, enc.encode(msg));
   return `StaticWire-Proof key="${id}", ts="${ts}", nonce="${b64(nonce)}", mac="${b64(mac)}"`;
 }
@@ -235,8 +206,9 @@ function drawQr(canvas, text) {
 
 // ---------- invoices ----------
 
-// The checks a client makes before paying: the invoice is one, of the terms' network, for
-// exactly the amount these terms give, with the payment hash the API named, and not expired.
+// The checks a client makes before paying: the invoice is one, signed by the terms' payee, of
+// the terms' network, for exactly the amount these terms give, with the payment hash the API
+// named, and not expired.
 // Returns null, or why not (in words).
 function checkInvoice(inv, expectedSat) {
   let d;
@@ -246,6 +218,7 @@ function checkInvoice(inv, expectedSat) {
     return t("inv_malformed", { why: e.message });
   }
   if (d.network !== terms.network) return t("inv_network", { got: d.network, want: terms.network });
+  if (terms.payee && d.payee !== terms.payee) return t("inv_payee");
   if (d.amountMsat === null || d.amountMsat !== BigInt(expectedSat) * 1000n || inv.amount_sat !== expectedSat) {
     return t("inv_amount", { got: d.amountMsat === null ? "?" : sat(Number(d.amountMsat / 1000n)), want: sat(expectedSat) });
   }

@@ -5,6 +5,8 @@
 //! - `keys N` prints N private keys and their public keys (for configuring the server).
 //! - `send`: handshakes, then sends IPv4/UDP packets from each customer's rented address to a
 //!   target beyond the server, round robin, for `--seconds` or `--max-packets`.
+//! - `replay`: handshakes, seals every packet in advance, then only sends them (`sendmmsg`):
+//!   overload from one core ([`replay`]).
 //! - `recv`: handshakes, then counts the packets the server sends each customer (traffic
 //!   towards the rented addresses from a `blast` on the other side).
 //! - `blast`: plain UDP to the rented addresses (the "internet" side of `recv`).
@@ -12,6 +14,7 @@
 //!   derived from a seed, and a flood of initiations from unknown keys ([`handshakes`]).
 
 mod handshakes;
+mod replay;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -68,6 +71,27 @@ enum Cmd {
         /// Stop after this many packets in all.
         #[arg(long, default_value_t = 50_000_000)]
         max_packets: u64,
+    },
+    /// Seal PACKETS datagrams first (customers round robin, each in counter order), print
+    /// `ready`, then only replay them with `sendmmsg`, BURST per customer in turn.
+    Replay {
+        #[command(flatten)]
+        c: Customers,
+        #[arg(long, default_value = "198.19.0.2:9")]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1420)]
+        size: usize,
+        /// Datagrams in all (fewer if they would take more than --max-mb).
+        #[arg(long, default_value_t = 2_000_000)]
+        packets: u64,
+        /// Memory for the sealed datagrams, MiB.
+        #[arg(long, default_value_t = 1024)]
+        max_mb: u64,
+        #[arg(long, default_value_t = 8)]
+        burst: usize,
+        /// Send each burst as one UDP GSO send (see `replay`).
+        #[arg(long)]
+        gso: bool,
     },
     /// Count what the server sends to the customers.
     Recv {
@@ -474,6 +498,54 @@ fn main() {
                 }
             }
             report("sent", sent, started);
+        }
+        Cmd::Replay {
+            c,
+            target,
+            size,
+            packets,
+            max_mb,
+            burst,
+            gso,
+        } => {
+            let mut customers = connect(&c);
+            let n = customers.len() as u64;
+            // Every datagram of a run has one length (the packet's, padded, plus 32 bytes of
+            // header and tag); the first one sealed says which.
+            let mut buf = vec![0u8; size + 64];
+            let stride = match customers[0].tunn.encapsulate(&[0x45; 28], &mut buf) {
+                TunnResult::WriteToNetwork(d) if d.len() == 28 + 32 => size + 32,
+                TunnResult::WriteToNetwork(_) => size.div_ceil(16) * 16 + 32,
+                _ => fail("sealing failed"),
+            };
+            let per = (packets / n)
+                .min((max_mb << 20) / (stride as u64 * n))
+                .max(1) as usize;
+            let sealed: Vec<replay::Sealed> = customers
+                .into_iter()
+                .map(|mut k| {
+                    let p = ip_udp(k.address, target, size);
+                    let mut data = Vec::with_capacity(per * stride);
+                    for _ in 0..per {
+                        match k.tunn.encapsulate(&p, &mut buf) {
+                            TunnResult::WriteToNetwork(d) if d.len() == stride => {
+                                data.extend_from_slice(d)
+                            }
+                            _ => fail("sealing: not a data message of the expected size"),
+                        }
+                    }
+                    replay::Sealed { sock: k.sock, data }
+                })
+                .collect();
+            println!("ready");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let t = replay::replay(&sealed, stride, burst, gso, Duration::from_secs(c.seconds));
+            println!(
+                "replayed packets={} seconds={:.3} pps={:.0}",
+                t.sent,
+                t.offered_seconds,
+                t.sent as f64 / t.offered_seconds
+            );
         }
         Cmd::Recv { c } => {
             let customers = connect(&c);

@@ -6,6 +6,7 @@
 //! Prometheus series. ARCHITECTURE.md draws the layers.
 
 pub mod device;
+pub mod epoch;
 pub mod initiation;
 pub mod io;
 pub mod key;

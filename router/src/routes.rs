@@ -7,6 +7,7 @@
 //! changes a few shards and publishes them (see [`crate::sharded`]).
 
 use crate::sharded::{Batch, Sharded};
+use crossbeam_epoch::Guard;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use parking_lot::{Mutex, MutexGuard};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -106,9 +107,24 @@ impl RouteTable {
 
     #[inline]
     pub fn lookup(&self, addr: IpAddr) -> Option<PeerId> {
+        self.lookup_in(addr, &crossbeam_epoch::pin())
+    }
+
+    /// [`RouteTable::lookup`] under the caller's epoch pin (the packet path pins once per
+    /// packet, not once per probe).
+    #[inline]
+    pub fn lookup_in(&self, addr: IpAddr, guard: &Guard) -> Option<PeerId> {
         match addr {
-            IpAddr::V4(a) => self.lookup_v4(a),
-            IpAddr::V6(a) => self.lookup_v6(a),
+            IpAddr::V4(addr) => {
+                let a = u32::from(addr);
+                self.v4_lens
+                    .find(|len| self.v4.get_in(&(mask_v4(a, len), len), guard))
+            }
+            IpAddr::V6(addr) => {
+                let a = u128::from(addr);
+                self.v6_lens
+                    .find(|len| self.v6.get_in(&(mask_v6(a, len), len), guard))
+            }
         }
     }
 

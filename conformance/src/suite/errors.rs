@@ -2,7 +2,7 @@
 //! error body with the status and code the protocol names. One table of cases, one loop.
 
 use super::harness::{config_path, new_key, rental_path, Suite};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use rand::RngCore;
 use serde_json::json;
@@ -50,6 +50,23 @@ impl Request {
         }
     }
 
+    /// A JSON `body` to `path`, labelled with the path.
+    fn post_to(path: String, body: serde_json::Value) -> Request {
+        Request {
+            label: Some(format!("POST {path}")),
+            path,
+            ..Request::post("application/json", body.to_string().into_bytes())
+        }
+    }
+
+    /// A GET labelled with its path.
+    fn get_labelled(path: String) -> Request {
+        Request {
+            label: Some(format!("GET {path}")),
+            ..Request::get(path)
+        }
+    }
+
     /// RentNewIP with `key`, labelled with it.
     fn rent(key: String) -> Request {
         let body = json!({ "public_key": key }).to_string().into_bytes();
@@ -70,11 +87,42 @@ struct Case {
     code: &'static str,
 }
 
+/// A usable key whose standard base64 has a `+` or `/`, so its URL-safe form differs.
+fn key_with_url_safe_form() -> String {
+    loop {
+        let k = new_key();
+        if k.contains(['+', '/']) {
+            return k;
+        }
+    }
+}
+
+/// `key` with stray bits in its last character: the same 32 bytes to a lenient decoder, not
+/// the canonical base64.
+fn non_canonical(key: &str) -> String {
+    let mut b = key.as_bytes().to_vec();
+    let i = STANDARD_ALPHABET
+        .iter()
+        .position(|c| *c == b[42])
+        .unwrap_or(0);
+    b[42] = STANDARD_ALPHABET[(i & !3) | 1];
+    String::from_utf8(b).unwrap_or_default()
+}
+
+const STANDARD_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
 fn cases() -> Vec<Case> {
     let mut low_order = [0u8; 32];
     low_order[0] = 1;
     let mut hash = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut hash);
+    let hash = hex::encode(hash);
+    let url_safe = URL_SAFE.encode(
+        STANDARD
+            .decode(key_with_url_safe_form())
+            .unwrap_or_default(),
+    );
     let case = |id, rule, requests, status, code| Case {
         id,
         rule,
@@ -113,9 +161,43 @@ fn cases() -> Vec<Case> {
                 Request::rent(STANDARD.encode([0u8; 32])),
                 Request::rent(STANDARD.encode(low_order)),
                 Request::rent(STANDARD.encode([7u8; 31])),
+                Request::rent(non_canonical(&new_key())),
             ],
             400,
             codes::BAD_KEY,
+        ),
+        case(
+            "error.bad-key-alphabet",
+            "A key in a JSON body in the URL-safe alphabet answers 400 bad_public_key (bodies are standard base64)",
+            vec![Request::rent(url_safe)],
+            400,
+            codes::BAD_KEY,
+        ),
+        case(
+            "error.bad-path-key",
+            "A path key that is not a usable key answers 400 bad_public_key on status, GetConf and Renew",
+            vec![
+                Request::get_labelled("/v1/rentals/AAAA".into()),
+                Request::get_labelled(format!("/v1/rentals/{}", URL_SAFE.encode(low_order))),
+                Request::get_labelled("/v1/rentals/AAAA/config".into()),
+                Request::post_to("/v1/rentals/AAAA/renewals".into(), json!({"months": 1})),
+            ],
+            400,
+            codes::BAD_KEY,
+        ),
+        case(
+            "error.unknown-query",
+            "A query parameter a /v1 route does not define, or wait given twice, answers 400 bad_request, before the state",
+            vec![
+                Request::get_labelled("/v1/terms?x=1".into()),
+                Request::get_labelled("/v1/openapi.json?x=1".into()),
+                Request::get_labelled(format!("{}?x=1", rental_path(&new_key()))),
+                Request::get_labelled(format!("{}?x=1", config_path(&new_key()))),
+                Request::get_labelled(format!("/v1/invoices/{hash}?x=1")),
+                Request::get_labelled(format!("/v1/invoices/{hash}?wait=0&wait=0")),
+            ],
+            400,
+            codes::BAD_REQUEST,
         ),
         Case {
             level: Level::BodyLimit,
@@ -144,7 +226,7 @@ fn cases() -> Vec<Case> {
         case(
             "error.unknown-invoice",
             "An unknown payment hash answers 404 not_found",
-            vec![Request::get(format!("/v1/invoices/{}", hex::encode(hash)))],
+            vec![Request::get(format!("/v1/invoices/{hash}"))],
             404,
             codes::NOT_FOUND,
         ),

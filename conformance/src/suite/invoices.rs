@@ -32,11 +32,35 @@ pub(super) async fn unpaid(s: &mut Suite<'_>, inv: &api::Invoice) {
         "A long-poll on an unpaid invoice answers it, still open, when the wait ends",
         c,
     );
-    let r = s.http.get(&format!("{path}?wait=soon")).await;
-    let c = s.expect_error(&r, 400, codes::BAD_REQUEST);
+    let mut c = Ok(());
+    for q in [
+        "wait=soon",
+        "wait=",
+        "wait=-1",
+        "wait=%2B1",
+        "wait=1.5",
+        "wait=1&wait=1",
+        "wait=1&x=1",
+    ] {
+        let r = s.http.get(&format!("{path}?{q}")).await;
+        c = c.and(
+            s.expect_error(&r, 400, codes::BAD_REQUEST)
+                .map_err(|e| format!("?{q}: {e}")),
+        );
+    }
     s.check(
         "invoice.bad-wait",
-        "A wait that is not whole seconds answers 400 bad_request",
+        "A wait that is not whole seconds, a second wait or another parameter answers 400 bad_request",
+        c,
+    );
+    let r = s
+        .http
+        .get(&format!("/v1/invoices/{}", inv.payment_hash.to_uppercase()))
+        .await;
+    let c = s.expect_error(&r, 404, codes::NOT_FOUND);
+    s.check(
+        "error.uppercase-hash",
+        "An issued payment hash written in uppercase is not one the server issued: 404 not_found",
         c,
     );
 }
@@ -70,6 +94,28 @@ pub(super) async fn paid(s: &mut Suite<'_>, inv: &api::Invoice) {
     s.check(
         "pay.long-poll",
         "A long-poll waiting on an invoice answers settled once it is paid",
+        c,
+    );
+    // Settled, so the long-poll answers at once however long it may wait.
+    let mut c = Ok(());
+    for wait in [
+        "99999999999",
+        "18446744073709551616",
+        "1000000000000000000000000000000",
+    ] {
+        let r = s
+            .http
+            .get(&format!("/v1/invoices/{}?wait={wait}", inv.payment_hash))
+            .await;
+        c = c.and(
+            s.expect(&r, 200, "Invoice")
+                .and_then(|v| state_is(&v, "settled"))
+                .map_err(|e| format!("wait={wait}: {e}")),
+        );
+    }
+    s.check(
+        "invoice.wait-large",
+        "A wait of any size is capped, never an error",
         c,
     );
 }

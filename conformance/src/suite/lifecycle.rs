@@ -5,6 +5,14 @@ use super::harness::{config_path, ensure, state_is, Suite};
 use crate::invoice;
 use staticwire_api::{self as api, codes};
 
+/// The address of `key`'s rental, as its status says.
+async fn st_address(s: &Suite<'_>, key: &str) -> Option<String> {
+    s.status(key)
+        .await
+        .ok()
+        .and_then(|v| v["address"].as_str().map(str::to_string))
+}
+
 /// `paid_until` is the renewed rental's; `other` the rental whose first invoice was never paid.
 pub(super) async fn run(
     s: &mut Suite<'_>,
@@ -49,6 +57,19 @@ pub(super) async fn run(
     s.check(
         "life.lapsed",
         "Past paid_until: lapsed, 1 month owed, 2 x monthly_sat due, reserved until paid_until + reservation",
+        c,
+    );
+    let address = st_address(s, key).await;
+    let r = s.http.get(&config_path(key)).await;
+    let c = s.expect(&r, 200, "ConfigResponse").and_then(|v| {
+        ensure(
+            address.is_some() && v["address"] == address.unwrap_or_default(),
+            || format!("{v}"),
+        )
+    });
+    s.check(
+        "life.lapsed-config",
+        "GetConf of a lapsed rental answers 200 with its configuration",
         c,
     );
     // The back payment: renewing 1 month costs 2, and paid-until lands in the future.
@@ -104,6 +125,12 @@ pub(super) async fn run(
     s.check(
         "life.released",
         "Past the reservation: released; renewing and GetConf answer 409 conflict",
+        c,
+    );
+    let c = super::renewals::bad_months(s, t, key).await;
+    s.check(
+        "life.released-bad-months",
+        "Renewing a released rental with months out of range answers 400 bad_months, not 409",
         c,
     );
     let r = s.rent(key).await;

@@ -1,7 +1,7 @@
 //! PROTOCOL.md §6 POST /v1/rentals/{public_key}/renewals — Renew: refused while pending or for
 //! months out of range; once active, a renewal invoice whose payment extends `paid_until`.
 
-use super::harness::{ensure, Suite};
+use super::harness::{ensure, new_key, rental_path, Check, Suite};
 use crate::invoice;
 use staticwire_api::{self as api, codes};
 
@@ -14,19 +14,65 @@ pub(super) async fn unpaid(s: &mut Suite<'_>, t: &api::Terms, key: &str) {
         "Renewing a rental whose first invoice is unpaid answers 409 conflict",
         c,
     );
+    let c = bad_months(s, t, key).await;
+    s.check(
+        "renew.bad-months",
+        "months 0, negative, fractional, above max_months or beyond any integer answers 400 bad_months",
+        c,
+    );
+    // Before the state: a key that never rented answers it as the pending rental does.
+    let c = bad_months(s, t, &new_key()).await;
+    s.check(
+        "renew.bad-months-first",
+        "months out of range answers 400 bad_months for a key that never rented too (checked before the state)",
+        c,
+    );
     let mut c = Ok(());
-    for m in [0, u64::from(t.max_months) + 1] {
-        let r = s.renew(key, m).await;
+    for body in [r#"{"months":"1"}"#, r#"{"months":null}"#, r#"{}"#] {
+        let r = renew_raw(s, key, body).await;
+        c = c.and(
+            s.expect_error(&r, 400, codes::BAD_REQUEST)
+                .map_err(|e| format!("{body}: {e}")),
+        );
+    }
+    s.check(
+        "renew.months-type",
+        "months missing or not a number answers 400 bad_request",
+        c,
+    );
+}
+
+/// Renew of `key` with `body` as sent, byte for byte.
+async fn renew_raw(s: &Suite<'_>, key: &str, body: &str) -> Result<crate::http::Reply, String> {
+    s.http
+        .send(
+            "POST",
+            &format!("{}/renewals", rental_path(key)),
+            Some("application/json"),
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+}
+
+/// Every `months` out of range answers 400 bad_months for `key`, whatever its state.
+pub(super) async fn bad_months(s: &Suite<'_>, t: &api::Terms, key: &str) -> Check {
+    let above = (u64::from(t.max_months) + 1).to_string();
+    let mut c = Ok(());
+    for m in [
+        "0",
+        above.as_str(),
+        "-1",
+        "1.5",
+        "1.0",
+        "18446744073709551616",
+    ] {
+        let r = renew_raw(s, key, &format!(r#"{{"months":{m}}}"#)).await;
         c = c.and(
             s.expect_error(&r, 400, codes::BAD_MONTHS)
                 .map_err(|e| format!("months {m}: {e}")),
         );
     }
-    s.check(
-        "renew.bad-months",
-        "months of 0 or above max_months answers 400 bad_months",
-        c,
-    );
+    c
 }
 
 /// Renewals of the active rental; returns `paid_until` after paying one month.

@@ -1,7 +1,7 @@
 //! PROTOCOL.md §6 POST /v1/rentals — RentNewIP: the first invoice, renting again (idempotent
 //! while pending, refused while active), a second key, a larger prefix priced per the ledger.
 
-use super::harness::{ensure, new_key, Suite};
+use super::harness::{ensure, new_key, rental_path, Suite};
 use crate::invoice;
 use serde_json::json;
 use staticwire_api::{self as api, codes};
@@ -72,6 +72,19 @@ pub(super) async fn rent(s: &mut Suite<'_>, t: &api::Terms) -> Option<Rented> {
         "The BOLT11 passes the client's checks: signature, network, amount, hash, expiry, payee",
         c,
     );
+    let c = invoice::expires_at(&inv.bolt11).and_then(|at| {
+        ensure(inv.expires_at == at as i64, || {
+            format!(
+                "expires_at {}, the BOLT11 expires at {at} (timestamp + x)",
+                inv.expires_at
+            )
+        })
+    });
+    s.check(
+        "invoice.expiry",
+        "The invoice's expires_at is the BOLT11's timestamp + expiry",
+        c,
+    );
     let r = s.rent(&key).await;
     let again = s.expect(&r, 201, "InvoiceResponse").and_then(|v| {
         ensure(
@@ -103,6 +116,8 @@ pub(super) async fn rent(s: &mut Suite<'_>, t: &api::Terms) -> Option<Rented> {
         "A request member the server does not know is ignored",
         c,
     );
+    query_on_posts(s, &key).await;
+    refused_free(s, &key, &inv.payment_hash).await;
     prefix(s, t).await;
     let other = new_key();
     let r = s.rent(&other).await;
@@ -125,6 +140,70 @@ pub(super) async fn rent(s: &mut Suite<'_>, t: &api::Terms) -> Option<Rented> {
         first: resp,
         other: other_resp,
     })
+}
+
+/// Unknown query parameters on the two routes with a body, for the pending rental of `key`
+/// (a server that ignored them would answer what the idempotent rent and a pending renewal
+/// answer, and hold nothing new).
+async fn query_on_posts(s: &mut Suite<'_>, key: &str) {
+    let rent = s
+        .http
+        .post_json("/v1/rentals?x=1", &json!({ "public_key": key }))
+        .await;
+    let renew = s
+        .http
+        .post_json(
+            &format!("{}/renewals?x=1", rental_path(key)),
+            &json!({"months": 1}),
+        )
+        .await;
+    let c = s
+        .expect_error(&rent, 400, codes::BAD_REQUEST)
+        .map_err(|e| format!("POST /v1/rentals?x=1: {e}"))
+        .and(
+            s.expect_error(&renew, 400, codes::BAD_REQUEST)
+                .map_err(|e| format!("POST …/renewals?x=1: {e}")),
+        );
+    s.check(
+        "error.unknown-query-post",
+        "A query parameter on RentNewIP or Renew answers 400 bad_request",
+        c,
+    );
+}
+
+/// More refused invoice-making requests than the default invoice limit (20 at once), then the
+/// pending rental's own rent again: none is 429, as a refused request made no invoice.
+async fn refused_free(s: &mut Suite<'_>, key: &str, hash: &str) {
+    const REFUSED: usize = 25;
+    let mut c = Ok(());
+    for i in 0..REFUSED {
+        let body = json!({ "public_key": "AAAA" }).to_string().into_bytes();
+        let r = s
+            .http
+            .send_once("POST", "/v1/rentals", Some("application/json"), Some(body))
+            .await;
+        if let Ok(reply) = &r {
+            if reply.status == 429 {
+                c = Err(format!("refused request {} answered 429", i + 1));
+                break;
+            }
+        }
+    }
+    if c.is_ok() {
+        let body = json!({ "public_key": key }).to_string().into_bytes();
+        let r = s
+            .http
+            .send_once("POST", "/v1/rentals", Some("application/json"), Some(body))
+            .await;
+        c = s
+            .expect(&r, 201, "InvoiceResponse")
+            .and_then(|v| ensure(v["invoice"]["payment_hash"] == hash, || format!("{v}")));
+    }
+    s.should(
+        "limits.refused-free",
+        "Requests refused with 400 do not count against the invoice-making rate limit (SHOULD)",
+        c,
+    );
 }
 
 /// Renting a key whose rental is active is refused.

@@ -7,6 +7,7 @@ use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
 use crate::ledger;
 use crate::lightning::{LnError, Settlement, Status};
 use crate::metrics::events;
+use crate::sql::OptionalExtension;
 use crate::store::{self, Credit, InvoiceRow, RentalRow};
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, InvoiceState};
@@ -110,8 +111,9 @@ impl Service {
     ) -> Result<api::InvoiceResponse, ServiceError> {
         // The hold was staged in an earlier batch: gone if that batch's commit failed (and
         // its id perhaps another key's since).
-        let held = store::live_rental(tx, &r.public_key)?;
-        if held.as_ref().map(|h| h.id) != Some(r.id) {
+        // (Released since, by a takeover, it is still there: its invoice stays payable.)
+        let held = store::rental_by_id(tx, r.id).optional()?;
+        if held.is_none_or(|h| h.public_key != r.public_key || h.created_at != r.created_at) {
             return Err(ServiceError::DatabaseUnavailable(
                 "the hold of this rental was not committed; retry".into(),
             ));
@@ -146,24 +148,22 @@ impl Service {
     }
 
     pub fn invoice(&self, hash: &str) -> Result<api::Invoice, ServiceError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+        if !is_payment_hash(hash) {
+            return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
-        let inv =
-            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(inv.to_api())
     }
 
     /// The public key (standard base64) of the rental an invoice belongs to: whose proof may
     /// read it (PROTOCOL.md [proof.invoice-owner]).
     pub fn invoice_owner(&self, hash: &str) -> Result<String, ServiceError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+        if !is_payment_hash(hash) {
+            return Err(ServiceError::NoInvoice);
         }
         let db = self.db()?;
-        let inv =
-            store::invoice_by_hash(&db, &hash.to_lowercase())?.ok_or(ServiceError::NotFound)?;
+        let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(store::rental_by_id(&db, inv.rental_id)?.public_key)
     }
 
@@ -202,8 +202,25 @@ impl Service {
                 return Ok(None);
             }
             let inv: InvoiceRow =
-                store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NotFound)?;
+                store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NoInvoice)?;
+            let before = store::rental_by_id(tx, inv.rental_id)?;
             store::credit(tx, &inv, settled_at, self.terms.month_secs)?;
+            // Paid after its hold was taken over or replaced: a payment wins over every
+            // unpaid hold, so it is placed again (`crate::holds`).
+            if crate::holds::placed_again_when_paid(&before) {
+                let mut space = self.space(tx, self.writer.failures())?;
+                match crate::holds::place_paid(tx, &mut space, &self.cfg, &before, now)? {
+                    Ok(p) => {
+                        tracing::info!(rental = before.id, router = %p.router, "a paid hold that was taken over is placed again")
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            rental = before.id,
+                            "a payment for a hold that was taken over found no room: {why:?}"
+                        )
+                    }
+                }
+            }
             let r = store::rental_by_id(tx, inv.rental_id)?;
             if r.released_at.is_some() {
                 store::event(
@@ -250,7 +267,7 @@ impl Service {
                 self.clock.now()
             };
             match self.settle(&s.payment_hash, at).await {
-                Ok(_) | Err(ServiceError::NotFound) => {}
+                Ok(_) | Err(ServiceError::NoInvoice) => {}
                 Err(e) => {
                     // Not stored: the next start replays it; the poll may credit it first.
                     tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
@@ -364,6 +381,12 @@ impl Service {
         self.changed.send_modify(|v| *v += 1);
         Ok(())
     }
+}
+
+/// A payment hash as this server issues them: 64 lowercase hex characters (PROTOCOL.md
+/// section 4); anything else is not one it issued.
+fn is_payment_hash(hash: &str) -> bool {
+    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

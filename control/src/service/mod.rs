@@ -42,17 +42,21 @@ pub enum ServiceError {
     BadMonths(String),
     #[error("no rental for this key")]
     NotFound,
+    #[error("no such invoice")]
+    NoInvoice,
     #[error("{0}")]
     Conflict(String),
     #[error("no free address left in the pools")]
     PoolExhausted,
     #[error("{0}")]
     BadRequest(String),
-    #[error("{client} already holds {max} unpaid rentals: pay one or let its invoice expire")]
-    TooManyUnpaid {
-        client: crate::limits::ClientId,
-        max: u32,
-    },
+    /// The asking client prefix holds its cap of unpaid addresses (`crate::holds`).
+    #[error("client {client} already holds {held} unpaid address(es), at most {max}: pay one or let its invoice expire")]
+    TooManyUnpaid { client: String, held: u64, max: u32 },
+    /// The listener's unpaid share of every host is held by clients that hold no more than the
+    /// asking one (`crate::holds`).
+    #[error("no address can be held unpaid now: this host's unpaid share is taken by clients holding no more than you; retry when an invoice is paid or expires")]
+    UnpaidShareFull,
     #[error("{0}")]
     Lightning(#[from] LnError),
     #[error("internal error: {0}")]
@@ -161,6 +165,17 @@ pub fn parse_public_key(s: &str) -> Result<String, ServiceError> {
         .map_err(|_| bad())?;
     let key = api::check_public_key(&bytes).map_err(|e| ServiceError::BadKey(e.to_string()))?;
     Ok(STANDARD.encode(key))
+}
+
+/// A key in a JSON body: standard base64 only (PROTOCOL.md section 4; the URL-safe alphabet is
+/// for paths), then as [`parse_public_key`].
+pub fn parse_body_key(s: &str) -> Result<String, ServiceError> {
+    if s.contains(['-', '_']) {
+        return Err(ServiceError::BadKey(
+            "a key in a JSON body is standard base64 (+ and /), not URL-safe (- and _)".into(),
+        ));
+    }
+    parse_public_key(s)
 }
 
 /// How often a long-poll re-reads its invoice when nothing here changed it.

@@ -6,7 +6,7 @@ use super::{parse_public_key, Service, ServiceError};
 use crate::deadlines::{
     for_each_active, lapsed_between, orphan_holds, paid_until_by, ORPHAN_HOLD_SECS,
 };
-use crate::feed::{decode_key, socket_id, Desired};
+use crate::feed::{decode_key, socket_id, Desired, Endpoints};
 use crate::metrics::events::{self, ReconcileFailed, Reconciled};
 use crate::store;
 use staticwire_api::RentalState;
@@ -106,8 +106,12 @@ impl Service {
             tracing::error!(address = %rental.address, "bad address in database");
             return Ok(());
         };
+        // No endpoint: the router may hold this peer already (a renewal) with a newer endpoint
+        // than the last full compare learned; sending the learned one would move the
+        // customer's traffic back to a port it left (a reboot, a roam) until its next
+        // keepalive. A router that lost the peer gets the learned endpoint from the compare.
         match link
-            .admit(&key, &nets, &self.known_endpoints(), &self.peer_extra)
+            .admit(&key, &nets, &Endpoints::new(), &self.peer_extra)
             .await
         {
             Ok(()) => {
@@ -174,7 +178,24 @@ impl Service {
                 ids.insert(link.name.clone(), id);
             }
             let mut known = self.known_endpoints();
-            let result = link.reconcile(want, &mut known, &self.peer_extra).await;
+            // The limits last sent to this router: `get` does not show them, so a change of the
+            // terms' limits (a restart with new terms) is found here and sent to every peer.
+            let limits_key = format!("peer_limits:{}", link.name);
+            let sent =
+                crate::db::meta_get(&*self.db()?, &limits_key).map_err(ServiceError::internal)?;
+            let limits_changed = sent.as_deref().unwrap_or("") != self.peer_extra;
+            let extra = if limits_changed {
+                self.cfg.terms.peer_limit_lines_all()
+            } else {
+                self.peer_extra.clone()
+            };
+            let result = link
+                .reconcile(want, &mut known, &extra, limits_changed)
+                .await;
+            if result.is_ok() && limits_changed {
+                crate::db::meta_set(&*self.db()?, &limits_key, &self.peer_extra)
+                    .map_err(ServiceError::internal)?;
+            }
             if let Ok(mut e) = self.endpoints.lock() {
                 *e = known;
             }

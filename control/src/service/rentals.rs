@@ -3,16 +3,14 @@
 
 use super::{parse_public_key, Service, ServiceError};
 use crate::alloc::{AllocError, Want};
+use crate::holds::{self, HoldError, Listener, Requester, ALLOCATION_LOCK};
 use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
-use crate::sql::Connection;
+use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, RentalRow};
 use crate::writer::Ticket;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, RentalState};
-
-/// The advisory lock key under which rentals are placed (PostgreSQL).
-const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
 
 /// The outcome of asking for an address.
 pub enum Hold {
@@ -23,8 +21,8 @@ pub enum Hold {
 }
 
 impl Service {
-    /// Holds a free address for `key` (or finds its pending rental). A new hold asked for by
-    /// `client` counts against its cap of unpaid holds.
+    /// Holds a free address for `key` (or finds its pending rental of the same options). A
+    /// new hold asked for by `client` is bounded as `crate::holds` says.
     pub fn hold(
         &self,
         key: &str,
@@ -71,7 +69,9 @@ impl Service {
         if let Some(r) = store::live_rental(tx, key)? {
             match r.account().state(&self.terms, now) {
                 RentalState::Pending => {
-                    if let Some(inv) = store::open_invoice(tx, r.id, now)? {
+                    let open = store::open_invoice(tx, r.id, now)?;
+                    let same = same_options(&r, want);
+                    if let Some(inv) = open.as_ref().filter(|_| same) {
                         // Asking again returns the same invoice instead of a second address.
                         let view = self.rental_view(tx, &r, now)?;
                         return Ok(Hold::Existing(Box::new(api::InvoiceResponse {
@@ -79,12 +79,15 @@ impl Service {
                             invoice: inv.to_api(),
                         })));
                     }
-                    if now - r.created_at < 60 {
+                    if open.is_none() && now - r.created_at < 60 {
                         return Err(ServiceError::Conflict(
                             "this rental's invoice is being created; retry".into(),
                         ));
                     }
-                    store::drop_hold(tx, r.id, now, "unpaid")?;
+                    // Other options: the key's new rent replaces its unpaid hold (its invoice,
+                    // if paid after all, places it again: `holds::place_paid`).
+                    let reason = if open.is_some() { "replaced" } else { "unpaid" };
+                    store::drop_hold(tx, r.id, now, reason)?;
                     self.space_released(tx, &r, now)?;
                 }
                 RentalState::Released => {
@@ -101,15 +104,40 @@ impl Service {
                 }
             }
         }
-        if let Some(client) = client {
-            self.check_unpaid_cap(tx, client)?;
-        }
+        let who = client.map(|c| {
+            let api = crate::metrics::events::request_api();
+            Requester::new(c.ip(), &self.limits.cfg, Listener::of_api(api))
+        });
         let mut space = self.space(tx, self.writer.failures())?;
-        let place = match crate::alloc::place(tx, &mut space, &self.cfg, want, now)? {
-            Ok(p) => p,
-            Err(AllocError::Exhausted) => return Err(ServiceError::PoolExhausted),
-            Err(e) => return Err(ServiceError::BadRequest(e.to_string())),
+        let placed = match &who {
+            Some(who) => holds::place_unpaid(
+                tx,
+                &mut space,
+                &self.cfg,
+                want,
+                who,
+                self.limits.cfg.max_unpaid_per_client,
+                now,
+            )?
+            .map(|(p, taken)| {
+                if !taken.is_empty() {
+                    tracing::info!(client = %who.prefix, taken = taken.len(), "unpaid holds taken over");
+                }
+                p
+            }),
+            None => crate::alloc::place(tx, &mut space, &self.cfg, want, now)?
+                .map_err(HoldError::from),
         };
+        let place = placed.map_err(|e| match e {
+            HoldError::Alloc(AllocError::Exhausted) => ServiceError::PoolExhausted,
+            HoldError::Alloc(e) => ServiceError::BadRequest(e.to_string()),
+            HoldError::PrefixCap { prefix, held, max } => ServiceError::TooManyUnpaid {
+                client: prefix,
+                held,
+                max,
+            },
+            HoldError::ShareFull => ServiceError::UnpaidShareFull,
+        })?;
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
         let id = match store::insert_rental_with(
@@ -128,28 +156,18 @@ impl Service {
             }
         };
         drop(space);
-        if let Some(client) = client {
-            crate::deadlines::set_client(tx, id, &client.to_string())?;
+        if let Some(who) = &who {
+            crate::deadlines::set_client(tx, id, &who.column())?;
         }
         Ok(Hold::New(store::rental_by_id(tx, id)?))
-    }
-
-    /// Refuses a new hold when `client` already has `max_unpaid_per_client` rentals that are
-    /// live and unpaid. Counted from the database (the hold's `client` column), so a restart
-    /// does not reset the cap.
-    fn check_unpaid_cap(&self, db: &Connection, client: ClientId) -> Result<(), ServiceError> {
-        let max = self.limits.cfg.max_unpaid_per_client;
-        if crate::deadlines::unpaid_holds_of(db, &client.to_string())? >= u64::from(max) {
-            return Err(ServiceError::TooManyUnpaid { client, max });
-        }
-        Ok(())
     }
 
     /// Gives a hold back when its first invoice could not be made: the rejected request
     /// leaves nothing behind (no rental, so `GET /v1/rentals/{key}` stays 404).
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
-        if store::live_rental(&db, &rental.public_key)?.map(|r| r.id) != Some(rental.id) {
+        let held = store::rental_by_id(&db, rental.id).optional()?;
+        if held.is_none_or(|h| h.public_key != rental.public_key) {
             // The hold's own commit failed: there is nothing to give back.
             return Ok(());
         }
@@ -209,6 +227,12 @@ impl Service {
         months: u32,
     ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
+        // The request's own form, before the state: every key answers it alike.
+        if months == 0 || months > self.terms.max_months {
+            return Err(ServiceError::BadMonths(
+                RenewError::BadMonths(self.terms.max_months).to_string(),
+            ));
+        }
         let now = self.clock.now();
         let (rental, quote) = {
             let db = self.db()?;
@@ -254,4 +278,18 @@ impl Service {
         let r = store::rental_by_id(&db, r.id)?;
         self.rental_view(&db, &r, now)
     }
+}
+
+/// Whether a pending rental is what `want` asks for: the same IPv4 prefix length (or none),
+/// IPv6 if asked for or refused, the host if named.
+fn same_options(r: &RentalRow, want: &Want) -> bool {
+    let v4 = !r.address.is_empty();
+    let family = if want.ipv4 == Some(false) {
+        !v4
+    } else {
+        v4 && r.prefix_len == want.prefix_len.unwrap_or(32)
+    };
+    let v6 = want.ipv6.is_none_or(|w| w == r.ipv6.is_some());
+    let host = want.host.as_ref().is_none_or(|h| *h == r.router);
+    family && v6 && host
 }

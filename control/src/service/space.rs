@@ -68,7 +68,12 @@ impl Service {
             address: &r.address,
             prefix_len: r.prefix_len,
             ipv6: r.ipv6.as_deref(),
-            v6_rest_until: at + self.terms.cooldown_secs,
+            // A prefix rests only after being paid for (an unpaid hold's is free at once).
+            v6_rest_until: if r.started_at.is_some() {
+                at + self.terms.cooldown_secs
+            } else {
+                at
+            },
         };
         space.released(db, &released, now)?;
         Ok(())

@@ -1,10 +1,12 @@
 // The web page's proof of key possession (control/web/app.js, PROTOCOL.md 3.1) under Node: the
 // PROTOCOL.md test vector with WebCrypto's X25519 and with tweetnacl's (a page on plain HTTP),
 // and the page's own SHA-256 and HMAC against Node's.
-// Run: node control/tests/web/proof_test.mjs (exits 1 on the first mismatch).
+// Run: node control/tests/web/proof_test.mjs (exits 1 on the first mismatch); the control's
+// hardening tests run it.
 import { readFileSync } from "node:fs";
 import { createHash, webcrypto } from "node:crypto";
 import assert from "node:assert/strict";
+import { sha256 } from "../../web/sha256.js";
 
 const web = new URL("../../web/", import.meta.url);
 const app = readFileSync(new URL("app.js", web), "utf8");
@@ -35,8 +37,9 @@ function load(subtle) {
     },
     forcedJs: () => false,
     ApiError: class extends Error {},
+    sha256,
   };
-  const body = `${helpers}\n${app.slice(start, end)}\nreturn { proof, sha256js, hmacjs, keyPairOf, x25519 };`;
+  const body = `${helpers}\n${app.slice(start, end)}\nreturn { proof, hmacjs, keyPairOf, x25519 };`;
   return new Function(...Object.keys(scope), body)(...Object.values(scope));
 }
 
@@ -64,10 +67,10 @@ for (const [name, subtle] of [["WebCrypto", webcrypto.subtle], ["plain JS + twee
   passed += 5;
 }
 
-const { sha256js, hmacjs } = load(undefined);
+const { hmacjs } = load(undefined);
 for (let n = 0; n < 300; n++) {
   const data = webcrypto.getRandomValues(new Uint8Array(n));
-  assert.equal(Buffer.from(sha256js(data)).toString("hex"), createHash("sha256").update(data).digest("hex"), `sha256 of ${n} bytes`);
+  assert.equal(Buffer.from(sha256(data)).toString("hex"), createHash("sha256").update(data).digest("hex"), `sha256 of ${n} bytes`);
   const key = webcrypto.getRandomValues(new Uint8Array(n % 100));
   const want = Buffer.from(await webcrypto.subtle.sign("HMAC", await webcrypto.subtle.importKey("raw", key.length ? key : new Uint8Array(1), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]), data)).toString("hex");
   if (key.length) assert.equal(Buffer.from(hmacjs(key, data)).toString("hex"), want, `hmac, key of ${key.length} bytes`);

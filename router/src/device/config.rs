@@ -178,6 +178,7 @@ impl Writer<'_> {
         let limit = self.dev.handshake_limit();
         let identity = key.map(|k| Arc::new(Identity::new(k, limit)));
         self.dev.identity.store(identity.clone());
+        self.dev.has_identity.store(identity.is_some(), Relaxed);
         // Sessions and the cached static-static secrets belonged to the old key.
         for pc in self.cfg.peers.iter().flatten() {
             let mut s = pc.peer.session.lock();

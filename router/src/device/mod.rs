@@ -1,8 +1,8 @@
 //! The sans-IO packet core: peers, routing, anti-spoofing, and applying UAPI configuration.
 //!
 //! Readers (the packet path) never take a device-wide lock: peers sit in lock-free slots
-//! ([`PeerSlots`](crate::slots::PeerSlots)), and keys and routes in sharded maps published
-//! through `arc_swap` ([`crate::sharded`]). The only lock a packet takes is its peer's session
+//! ([`PeerSlots`](crate::slots::PeerSlots)), and keys and routes in sharded maps
+//! ([`crate::sharded`]), both reclaimed by epoch ([`crate::epoch`]). The only lock a packet takes is its peer's session
 //! lock. Writers (UAPI `set`) serialize on the config mutex and publish what they changed once
 //! per request.
 //!

@@ -17,10 +17,13 @@ impl Device {
         let Some(dst) = destination(packet) else {
             return self.stats.drop(DropReason::InvalidPacket);
         };
-        let Some(slot) = self.routes.lookup(dst).and_then(|id| self.peers.get(id)) else {
+        // One pin for the packet's lookups (nested in the driver's batch pin).
+        let pin = crate::epoch::pin();
+        let Some(peer) =
+            (self.routes.lookup_in(dst, &pin)).and_then(|id| self.peers.get_in(id, &pin))
+        else {
             return self.stats.drop(DropReason::NoRoute);
         };
-        let peer = slot.as_ref().expect("occupied slot");
         let (res, endpoint) = {
             let mut s = peer.session.lock();
             if let Some(l) = s.limits.as_deref_mut() {

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,6 +85,8 @@ pub(super) struct Config {
 #[derive(Default)]
 pub struct Device {
     pub(super) identity: ArcSwapOption<Identity>,
+    /// Whether `identity` is set: what the packet path checks for all but initiations.
+    pub(super) has_identity: AtomicBool,
     pub(super) peers: PeerSlots,
     pub(super) keys: Sharded<Key, PeerId>,
     pub(super) routes: RouteTable,

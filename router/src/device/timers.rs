@@ -24,10 +24,10 @@ impl Device {
         list.sort_unstable();
         list.dedup();
         list.retain(|&id| {
-            let Some(slot) = self.peers.get(id) else {
+            let Some(peer) = self.peers.get(id) else {
                 return false;
             };
-            let peer = slot.as_ref().expect("occupied slot");
+            let peer = &*peer;
             let mut s = peer.session.lock();
             let Some(active) = s.active.as_deref_mut() else {
                 s.timed = false;

@@ -88,6 +88,7 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
         flusher.tally.wakeups += 1;
         // One clock read per batch: its frames count as read when the batch began.
         let now = Instant::now();
+        let pin = crate::epoch::pin();
         for _ in 0..BATCH {
             match (&*tun).read(&mut frame) {
                 Ok(n) => {
@@ -120,6 +121,8 @@ pub fn tun_loop(device: Arc<Device>, net: Arc<Net>, tun: Arc<File>, worker: usiz
             let sockets = net.sockets.load();
             flusher.flush(&device, &mut outbox, &sockets, worker, &tun);
         }
+        // Unpinned before sleeping in poll.
+        drop(pin);
         if idle {
             let mut pfd = libc::pollfd {
                 fd: tun.as_raw_fd(),
@@ -188,6 +191,8 @@ pub fn udp_loop(
             flusher.tally.wakeups += 1;
             // One clock read per `recvmmsg`, for all the datagrams it returned.
             let now = Instant::now();
+            // Unpinned before the next receive, which may block.
+            let _pin = crate::epoch::pin();
             for i in 0..r as usize {
                 let n = slots.hdrs[i].msg_len as usize;
                 if let Some((from, data, seg)) = slots.received(i, n) {

@@ -221,6 +221,8 @@ impl Worker {
             // One clock read per wake-up, for every completion it handles.
             self.now = Instant::now();
             self.net_generation = self.net.sockets.load().generation;
+            // Unpinned between wake-ups: the ring wait blocks.
+            let _pin = crate::epoch::pin();
             for &cqe in &cqes {
                 if !self.complete(cqe)? {
                     return Ok(());
