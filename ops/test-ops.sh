@@ -144,7 +144,7 @@ sleep 2
 t0=$(date +%s.%N)
 
 sip() { ex $CLI env WG_QUICK_USERSPACE_IMPLEMENTATION=wireguard-go $bin/staticip --state-dir $tmp/customer --server $api "$@"; }
-ex $CLI curl -s -o /dev/null $api/v1/rentals/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= || true   # a 404 for the error panel
+ex $CLI curl -s -o /dev/null $api/v1/rentals/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= || true   # a 401 (no proof) for the error panel
 rent_out=$(sip RentNewIP --no-wait 2>&1) || { echo "FAILED: renting: $rent_out"; exit 1; }
 bolt11=$(sip --json status | json 'd["open_invoice"]["bolt11"]')
 addr=$(sip --json status | json 'd["address"]')

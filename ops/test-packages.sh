@@ -84,7 +84,12 @@ echo "  control: $control_exec"
 echo "== running them as the units say (namespace $ns, private /run/wireguard)"
 ip netns add $ns
 ip netns exec $ns ip link set lo up
+# The customer's key: private here, public in the rent.
+priv=d0gKbRhxpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=
+proof=$PWD/control/tests/staticwire_proof.py
+pub=$(python3 $proof $priv pub)
 cat > $tmp/run.sh <<RUN
+PRIV=$priv
 set -e
 mount -t tmpfs -o mode=0755 tmpfs /run/wireguard
 chown $user:$user /run/wireguard   # what RuntimeDirectory=wireguard does
@@ -102,7 +107,10 @@ for i in \$(seq 100); do [ -S /run/wireguard/wg0.sock ] && break; sleep 0.1; don
 as $control_exec > $tmp/control.log 2>&1 &
 for i in \$(seq 100); do curl -sf http://127.0.0.1:8420/healthz >/dev/null && break; sleep 0.1; done
 curl -sf http://127.0.0.1:8420/v1/terms > $tmp/terms.json
-curl -sf -H 'Content-Type: application/json' -d '{"public_key":"fMd2TT6Tv8xHZhI+VALXUcfYCUaB+tLwwQXwkhFkyR8="}' \
+# A rent proven with the customer's key (PROTOCOL.md 3.1): curl cannot, so Python signs it.
+body='{"public_key":"$pub"}'
+auth=\$(python3 $proof \$PRIV POST /v1/rentals "\$body" http://127.0.0.1:8420)
+curl -sf -H 'Content-Type: application/json' -H "Authorization: \$auth" -d "\$body" \
   http://127.0.0.1:8420/v1/rentals > $tmp/rent.json
 for i in \$(seq 50); do wg show wg0 listen-port 2>/dev/null | grep -qx 51820 && break; sleep 0.1; done
 wg show wg0 > $tmp/wg.txt

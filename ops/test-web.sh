@@ -69,7 +69,7 @@ pools = ["203.0.113.0/24"]
 reserved = ["203.0.113.1"]
 ipv6_pool = "2001:db8:5::/48"
 [limits]
-max_unpaid_per_client = 1   # so the test sees the page explain a refusal
+max_unpaid_per_client = 4   # addresses per client /24: one /30 hold, so the test sees the page explain a refusal
 CONF
 ex $SRV env STATICWIRE_LOG_BODIES=1 $bin/staticwire-control -c $tmp/control.toml serve --dev-hooks \
   > $tmp/control.log 2>&1 &

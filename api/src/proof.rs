@@ -1,4 +1,4 @@
-//! Proof of key possession (PROTOCOL.md section 6, "Proof of key possession", v1.1).
+//! Proof of key possession (PROTOCOL.md section 3.1, v1.1).
 //!
 //! A WireGuard key is X25519 and cannot sign, but a Diffie-Hellman with the server's published
 //! proof key can only be computed by the holder of the private key (as in Noise's static-static
@@ -473,6 +473,21 @@ impl Verifier {
         body: &[u8],
         now: u64,
     ) -> Result<[u8; 32], ProofError> {
+        self.check(header, expected, method, target, body, now)
+            .map(|p| p.key)
+    }
+
+    /// As [`Verifier::verify`], returning the accepted proof (its `ts` and `mac` identify it
+    /// in a replay cache shared by replicas).
+    pub fn check(
+        &self,
+        header: Option<&str>,
+        expected: Option<&[u8; 32]>,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Proof, ProofError> {
         let proof = Proof::parse(header.ok_or(ProofError::Required)?)?;
         check_public_key(&proof.key).map_err(ProofError::BadKey)?;
         if expected.is_some_and(|k| *k != proof.key) {
@@ -486,7 +501,7 @@ impl Verifier {
             return Err(ProofError::BadMac);
         }
         self.remember(proof.ts, proof.mac, now)?;
-        Ok(proof.key)
+        Ok(proof)
     }
 
     fn remember(&self, ts: u64, mac: [u8; 32], now: u64) -> Result<(), ProofError> {
@@ -510,6 +525,8 @@ impl Verifier {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+pub mod keyring;
 
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,9 @@ pub struct Api {
     prover: Option<Prover>,
     /// The terms and their `proof_key`, fetched once per run.
     terms: Mutex<Option<(api::Terms, Option<String>)>>,
+    /// Seconds to add to our clock for a proof's time: the server's `Date` minus our clock,
+    /// learnt from a `proof_expired` (PROTOCOL.md 3.1); 0 until then.
+    clock_offset: Mutex<i64>,
 }
 
 /// The proof key to prove with: the one the terms offer, which must be the one pinned for this
@@ -149,6 +152,7 @@ impl Api {
             http,
             prover: None,
             terms: Mutex::new(None),
+            clock_offset: Mutex::new(0),
         })
     }
 
@@ -167,38 +171,37 @@ impl Api {
         Ok(())
     }
 
-    /// Builds the request and, when `proven` and we have a proof key, adds the proof over its
-    /// method, request-target (path and query as sent) and body.
-    fn build(
-        &self,
-        req: reqwest::RequestBuilder,
-        proven: bool,
-    ) -> Result<reqwest::Request, ApiError> {
-        let mut req = req
-            .build()
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        if let (true, Some(prover)) = (proven, &self.prover) {
-            let url = req.url();
-            let target = match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_string(),
-            };
-            let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
-            let proof = prover.prove(req.method().as_str(), &target, body);
-            let value = reqwest::header::HeaderValue::from_str(&proof.header_value())
-                .map_err(|e| ApiError::Protocol(e.to_string()))?;
-            req.headers_mut()
-                .insert(reqwest::header::AUTHORIZATION, value);
-        }
-        Ok(req)
+    /// Adds the proof over the request's method, request-target (path and query as sent) and
+    /// body, made at `ts`, when we have a proof key.
+    fn prove(&self, req: &mut reqwest::Request, ts: u64) -> Result<(), ApiError> {
+        let Some(prover) = &self.prover else {
+            return Ok(());
+        };
+        let url = req.url();
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let body = req.body().and_then(|b| b.as_bytes()).unwrap_or_default();
+        let proof = prover.prove_at(
+            req.method().as_str(),
+            &target,
+            body,
+            ts,
+            staticwire_api::proof::fresh_nonce(),
+        );
+        let value = reqwest::header::HeaderValue::from_str(&proof.header_value())
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        req.headers_mut()
+            .insert(reqwest::header::AUTHORIZATION, value);
+        Ok(())
     }
 
-    async fn send<T: DeserializeOwned>(
+    /// Sends one request: its status, the server's clock from `Date` (Unix seconds) and body.
+    async fn execute(
         &self,
-        req: reqwest::RequestBuilder,
-        proven: bool,
-    ) -> Result<T, ApiError> {
-        let req = self.build(req, proven)?;
+        req: reqwest::Request,
+    ) -> Result<(u16, Option<u64>, Vec<u8>), ApiError> {
         let resp = self.http.execute(req).await.map_err(|e| {
             if staticwire_tls::is_pin_mismatch(&e) {
                 ApiError::Unreachable(format!(
@@ -211,8 +214,54 @@ impl Api {
             }
         })?;
         let status = resp.status().as_u16();
-        let body = read_bounded(resp).await?;
-        parse_reply(status, &body)
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        Ok((status, date, read_bounded(resp).await?))
+    }
+
+    /// Sends a request, proven when `proven` (PROTOCOL.md 3.1). A proof refused as
+    /// `proof_expired` (our clock too far from the server's) is made again once with the time
+    /// of the answer's `Date`, and that offset is kept for the rest of the run.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        proven: bool,
+    ) -> Result<T, ApiError> {
+        let base = req
+            .build()
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        let proven = proven && self.prover.is_some();
+        let copy = |r: &reqwest::Request| {
+            r.try_clone()
+                .ok_or_else(|| ApiError::Protocol("a request that cannot be sent twice".into()))
+        };
+        let mut req = copy(&base)?;
+        if proven {
+            let offset = *self.clock_offset.lock().unwrap_or_else(|e| e.into_inner());
+            let now = staticwire_api::proof::unix_now();
+            self.prove(&mut req, now.saturating_add_signed(offset))?;
+        }
+        let (status, date, body) = self.execute(req).await?;
+        let reply = parse_reply(status, &body);
+        match (&reply, date) {
+            (Err(ApiError::Refused { code, .. }), Some(server_now))
+                if proven && code == api::codes::PROOF_EXPIRED =>
+            {
+                let now = staticwire_api::proof::unix_now();
+                *self.clock_offset.lock().unwrap_or_else(|e| e.into_inner()) =
+                    server_now as i64 - now as i64;
+                let mut req = copy(&base)?;
+                self.prove(&mut req, server_now)?;
+                let (status, _, body) = self.execute(req).await?;
+                parse_reply(status, &body)
+            }
+            _ => reply,
+        }
     }
 
     pub async fn terms(&self) -> Result<api::Terms, ApiError> {

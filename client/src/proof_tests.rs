@@ -32,9 +32,27 @@ fn terms_json(proof_key: Option<&str>) -> String {
     t.to_string()
 }
 
+/// An answer to a request other than the terms: status line, extra header lines, body.
+type Answer = (String, String, String);
+
 /// Serves the terms on `GET /v1/terms` and a 404 error body on anything else, one request per
 /// connection, recording every request.
 async fn recorder(terms: String) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    recorder_with(terms, |_| {
+        (
+            "404 Not Found".into(),
+            String::new(),
+            r#"{"error":{"code":"not_found","message":"recorded"}}"#.into(),
+        )
+    })
+    .await
+}
+
+/// As [`recorder`], answering the other requests with `answer`.
+async fn recorder_with(
+    terms: String,
+    answer: impl Fn(&Seen) -> Answer + Send + 'static,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -67,22 +85,20 @@ async fn recorder(terms: String) -> (String, Arc<Mutex<Vec<Seen>>>) {
                 let n = sock.read(&mut chunk).await.unwrap();
                 buf.extend_from_slice(&chunk[..n]);
             }
-            log.lock().unwrap().push(Seen {
+            let request = Seen {
                 method: method.clone(),
                 target: target.clone(),
                 authorization: header("authorization"),
                 body: buf[head_end..head_end + len].to_vec(),
-            });
-            let (status, body) = if target == "/v1/terms" {
-                ("200 OK", terms.clone())
+            };
+            log.lock().unwrap().push(request.clone());
+            let (status, extra, body) = if target == "/v1/terms" {
+                ("200 OK".to_string(), String::new(), terms.clone())
             } else {
-                (
-                    "404 Not Found",
-                    r#"{"error":{"code":"not_found","message":"recorded"}}"#.to_string(),
-                )
+                answer(&request)
             };
             let reply = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             sock.write_all(reply.as_bytes()).await.unwrap();
@@ -160,6 +176,98 @@ async fn every_request_on_the_rental_carries_a_proof_the_server_verifies() {
     // The body MACed is the body sent: the rent's names our key.
     let body: serde_json::Value = serde_json::from_slice(&seen[1].body).unwrap();
     assert_eq!(body["public_key"], public.as_str());
+}
+
+/// A server whose clock is an hour ahead of ours: it checks proofs against its own clock and
+/// says its time in `Date`.
+#[tokio::test]
+async fn after_proof_expired_the_client_retries_once_on_the_servers_clock() {
+    const AHEAD: u64 = 3600;
+    let verifier = Verifier::new([7u8; 32], 100);
+    let proof_key = verifier.public_key_base64();
+    let (url, seen) = recorder_with(terms_json(Some(&proof_key)), move |r| {
+        let now = unix_now() + AHEAD;
+        let date =
+            httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now));
+        let (status, code) = match verifier.verify(
+            r.authorization.as_deref(),
+            None,
+            &r.method,
+            &r.target,
+            &r.body,
+            now,
+        ) {
+            Ok(_) => ("404 Not Found", "not_found"),
+            Err(e) => ("401 Unauthorized", e.code()),
+        };
+        (
+            status.into(),
+            format!("date: {date}\r\n"),
+            format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#),
+        )
+    })
+    .await;
+    let private = [0x42u8; 32];
+    let public = STANDARD.encode(staticwire_api::proof::proof_public_key(&private));
+    let mut api = Api::new(&url, None).unwrap();
+    api.terms_and_proof_key().await.unwrap();
+    api.prove_with(&private, &proof_key).unwrap();
+
+    // Refused as expired, then proven at the server's time: its answer (404) comes through.
+    let first = api.status(&public).await.unwrap_err();
+    assert!(
+        matches!(&first, ApiError::Refused { code, .. } if code == "not_found"),
+        "{first}"
+    );
+    // The offset is kept: the next request is proven on the server's clock at once.
+    let second = api.status(&public).await.unwrap_err();
+    assert!(
+        matches!(&second, ApiError::Refused { code, .. } if code == "not_found"),
+        "{second}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let ts = |s: &Seen| {
+        staticwire_api::proof::Proof::parse(s.authorization.as_deref().unwrap())
+            .unwrap()
+            .ts
+    };
+    assert_eq!(
+        seen.len(),
+        4,
+        "terms, the expired try, its retry, the next: {seen:#?}"
+    );
+    // The first on our clock, the retry and the next on the server's.
+    assert!(ts(&seen[1]).abs_diff(unix_now()) <= 5);
+    assert!(ts(&seen[2]).abs_diff(unix_now() + AHEAD) <= 5);
+    assert!(ts(&seen[3]).abs_diff(unix_now() + AHEAD) <= 5);
+}
+
+/// Only once: a server that keeps saying `proof_expired` gets one retry, not a loop.
+#[tokio::test]
+async fn a_second_proof_expired_is_the_answer() {
+    let (url, seen) = recorder_with(
+        terms_json(Some(&Verifier::new([7u8; 32], 1).public_key_base64())),
+        |_| {
+            (
+                "401 Unauthorized".into(),
+                "date: Thu, 01 Jan 2099 00:00:00 GMT\r\n".into(),
+                r#"{"error":{"code":"proof_expired","message":"m"}}"#.into(),
+            )
+        },
+    )
+    .await;
+    let mut api = Api::new(&url, None).unwrap();
+    let (_, k) = api.terms_and_proof_key().await.unwrap();
+    api.prove_with(&[0x42u8; 32], &k.unwrap()).unwrap();
+    let e = api
+        .status("hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApiError::Refused { code, .. } if code == "proof_expired"),
+        "{e}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]

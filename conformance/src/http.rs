@@ -1,11 +1,30 @@
 //! HTTP to the server under test: plain, or HTTPS pinned by the certificate's SHA-256; every
-//! problem is an error string for the report, never a panic.
+//! problem is an error string for the report, never a panic. Requests on a rental whose key
+//! the suite made ([`keyring`]) carry their proof of key possession (PROTOCOL.md 3.1) once the
+//! server's proof key is known ([`Http::set_proof_key`]).
 
+use staticwire_api::proof::keyring::Keyring;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+/// The keys the suite made (their private halves), and the invoices seen for each.
+pub fn keyring() -> &'static Keyring {
+    static RING: OnceLock<Keyring> = OnceLock::new();
+    RING.get_or_init(Keyring::new)
+}
+
+/// Proves look-ups of the invoice `hash` with `key`, as a client does that believes the
+/// invoice is its rental's (the server decides whether it is).
+pub fn claim_invoice(hash: &str, key: &[u8; 32]) {
+    let answer = serde_json::json!({ "payment_hash": hash }).to_string();
+    keyring().learn(key, answer.as_bytes());
+}
 
 pub struct Http {
     pub base: String,
     client: reqwest::Client,
+    /// The server's proof key, from its terms.
+    proof_key: Mutex<Option<[u8; 32]>>,
 }
 
 /// A reply, read whole (bounded).
@@ -55,7 +74,27 @@ impl Http {
         Ok(Http {
             base: base.trim_end_matches('/').to_string(),
             client,
+            proof_key: Mutex::new(None),
         })
+    }
+
+    /// The proof key the server's terms publish: from now on requests on the suite's keys'
+    /// rentals are proven with it.
+    pub fn set_proof_key(&self, key: Option<[u8; 32]>) {
+        *self.proof_key.lock().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    /// The server's proof key, once set.
+    pub fn proof_key(&self) -> Option<[u8; 32]> {
+        *self.proof_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `Authorization` proving `method path body` with the key it acts on, when that key
+    /// is the suite's and the server has a proof key; the key.
+    fn proof(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, [u8; 32])> {
+        let server = (*self.proof_key.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let key = keyring().key_of(method, path, body)?;
+        Some((keyring().authorization(&server, method, path, body)?, key))
     }
 
     /// Sends a request; a 429 `rate_limited` with a `Retry-After` of at most a minute is
@@ -100,6 +139,11 @@ impl Http {
         if let Some(c) = content_type {
             req = req.header("content-type", c);
         }
+        // A fresh proof for every attempt: a retry is a new request (PROTOCOL.md 3.1).
+        let proof = self.proof(method, path, body.as_deref().unwrap_or_default());
+        if let Some((auth, _)) = &proof {
+            req = req.header("authorization", auth);
+        }
         if let Some(b) = body {
             req = req.body(b);
         }
@@ -129,6 +173,9 @@ impl Http {
                 return Err(format!("{method} {path}: reply over {MAX_REPLY} bytes"));
             }
             body.extend_from_slice(&chunk);
+        }
+        if let Some((_, key)) = proof {
+            keyring().learn(&key, &body);
         }
         Ok(Reply {
             status,

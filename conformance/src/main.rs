@@ -1,7 +1,8 @@
 //! staticwire-conformance: checks a StaticWire server against PROTOCOL.md.
 //!
-//! Exit codes: 0 every MUST passed (with --replay: every request matched the recording and,
-//! untampered, every recorded step was asked); 1 at least one failed; 2 usage.
+//! Exit codes: 0 every MUST passed (with --replay: every request matched the recording, carried
+//! its proof of key possession where one is needed and, untampered, every recorded step was
+//! asked); 1 at least one failed; 2 usage.
 
 use clap::Parser;
 use staticwire_conformance::replay::{Exchange, Tamper};
@@ -60,19 +61,10 @@ async fn replay(file: &std::path::Path, tamper: Tamper) -> Result<bool, String> 
         r.payee()
     );
     let _ = tokio::signal::ctrl_c().await;
-    let seen = r.seen();
-    let mut ok = true;
+    let (ok, lines) = staticwire_conformance::replay::verdict(&steps, &r.seen(), tamper);
     println!();
-    for s in &seen {
-        let tag = if s.step.is_some() { "MATCH" } else { "EXTRA" };
-        ok &= s.step.is_some();
-        println!("{tag}  {} {}", s.method, s.path);
-    }
-    for (i, step) in steps.iter().enumerate() {
-        if !seen.iter().any(|s| s.step == Some(i)) {
-            println!("UNASKED  {} {}", step.request.method, step.request.path);
-            ok &= tamper != Tamper::None;
-        }
+    for l in lines {
+        println!("{l}");
     }
     Ok(ok)
 }

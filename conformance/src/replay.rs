@@ -7,10 +7,12 @@
 //! `POST /v1/rentals`. Recorded BOLT11 strings have expired by the time of a replay, so every
 //! invoice object (one with `bolt11`, `payment_hash` and `amount_sat`) gets a fresh one, signed
 //! by this server's node key (published as the terms' `payee`), for the recorded amount and
-//! payment hash.
+//! payment hash. The terms publish this server's own proof key (`proof_key`, replacing the
+//! recorded one), and every request on the rental must carry a valid proof of the client's key
+//! (PROTOCOL.md 3.1): one without is answered 401 as a server would, and marked refused.
 
 use axum::body::Bytes;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -19,6 +21,8 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use staticwire_api::proof::keyring::{decode_key, subject, Subject};
+use staticwire_api::proof::{fresh_key, unix_now, ProofError, Verifier, DEFAULT_MAX_SEEN};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,6 +82,8 @@ pub struct Seen {
     pub body: Option<Value>,
     /// The recorded step it matched, if any.
     pub step: Option<usize>,
+    /// Why its proof of key possession was refused (it was answered 401), if it was.
+    pub refused: Option<String>,
 }
 
 struct State {
@@ -86,6 +92,8 @@ struct State {
     node: SecretKey,
     key: Mutex<Option<String>>,
     seen: Mutex<Vec<Seen>>,
+    /// Checks the client's proofs; its public key is the terms' `proof_key`.
+    proof: Verifier,
 }
 
 pub struct Replay {
@@ -114,6 +122,36 @@ impl Replay {
     }
 }
 
+/// The client's verdict after a replay: every request matched a recorded step and carried a
+/// valid proof where one is needed, and (honest invoices) every step was asked. The lines say
+/// what was seen: MATCH, EXTRA (not recorded), REFUSED (no or a bad proof), UNASKED.
+pub fn verdict(steps: &[Step], seen: &[Seen], tamper: Tamper) -> (bool, Vec<String>) {
+    let mut ok = true;
+    let mut lines = Vec::new();
+    for s in seen {
+        let tag = match (&s.refused, s.step) {
+            (Some(why), _) => format!("REFUSED ({why})"),
+            (None, Some(_)) => "MATCH".into(),
+            (None, None) => "EXTRA".into(),
+        };
+        ok &= s.step.is_some() && s.refused.is_none();
+        lines.push(format!("{tag}  {} {}", s.method, s.path));
+    }
+    for (i, step) in steps.iter().enumerate() {
+        if !seen
+            .iter()
+            .any(|s| s.step == Some(i) && s.refused.is_none())
+        {
+            lines.push(format!(
+                "UNASKED  {} {}",
+                step.request.method, step.request.path
+            ));
+            ok &= tamper != Tamper::None;
+        }
+    }
+    (ok, lines)
+}
+
 /// Serves `exchange` on a free loopback port until the runtime ends.
 pub async fn serve(exchange: Exchange, tamper: Tamper) -> std::io::Result<Replay> {
     let mut k = [0u8; 32];
@@ -126,13 +164,14 @@ pub async fn serve(exchange: Exchange, tamper: Tamper) -> std::io::Result<Replay
                 node,
                 key: Mutex::new(None),
                 seen: Mutex::new(Vec::new()),
+                proof: Verifier::new(fresh_key(), DEFAULT_MAX_SEEN),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let url = format!("http://{}", listener.local_addr()?);
             let st = state.clone();
-            let app = Router::new().fallback(move |m: Method, u: Uri, b: Bytes| {
+            let app = Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
                 let st = st.clone();
-                async move { answer(&st, m, u, b) }
+                async move { answer(&st, m, u, h, b) }
             });
             tokio::spawn(async move { axum::serve(listener, app).await });
             return Ok(Replay { url, state });
@@ -165,7 +204,49 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-fn answer(st: &State, method: Method, uri: Uri, body: Bytes) -> Response {
+/// Checks the proof of a request that needs one (PROTOCOL.md 3.1): the key it acts on, or
+/// for an invoice the client's. Err: why it is refused (answered 401).
+fn check_proof(
+    st: &State,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    client: &str,
+) -> Result<(), ProofError> {
+    let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let expected = match subject(method.as_str(), target, body) {
+        Subject::Key(k) => Some(k),
+        Subject::Invoice(_) => decode_key(client),
+        Subject::Nothing if uri.path().starts_with("/v1/rentals") => None,
+        Subject::Nothing => return Ok(()),
+    };
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|h| h.to_str().unwrap_or("\u{0}"));
+    st.proof
+        .check(
+            header,
+            expected.as_ref(),
+            method.as_str(),
+            target,
+            body,
+            unix_now(),
+        )
+        .map(|_| ())
+}
+
+/// A 401 for a refused proof, as a server answers it.
+fn unauthorized(e: ProofError) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, e.code(), e.to_string());
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static(staticwire_api::proof::SCHEME),
+    );
+    r
+}
+
+fn answer(st: &State, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let json_body: Option<Value> = serde_json::from_slice(&body).ok();
     if method == Method::POST && uri.path() == "/v1/rentals" {
         if let (Some(k), Ok(mut bound)) = (
@@ -188,13 +269,26 @@ fn answer(st: &State, method: Method, uri: Uri, body: Bytes) -> Response {
     let path = uri
         .path_and_query()
         .map_or(uri.path().to_string(), |p| p.to_string());
+    let proof = check_proof(st, &method, &uri, &headers, &body, &key);
     if let Ok(mut seen) = st.seen.lock() {
         seen.push(Seen {
             method: method.to_string(),
             path,
             body: json_body.clone(),
             step,
+            refused: proof.as_ref().err().map(|e| {
+                format!(
+                    "{} {}",
+                    e.code(),
+                    headers
+                        .get(header::AUTHORIZATION)
+                        .map_or("without a proof", |_| "with a proof that does not verify")
+                )
+            }),
         });
+    }
+    if let Err(e) = proof {
+        return unauthorized(e);
     }
     let Some(i) = step else {
         return error(
@@ -233,6 +327,10 @@ fn refresh(st: &State, v: &mut Value, network: &str) {
             if o.contains_key("first_payment_sat") {
                 let payee = PublicKey::from_secret_key(&Secp256k1::new(), &st.node);
                 o.insert("payee".into(), Value::String(payee.to_string()));
+                o.insert(
+                    "proof_key".into(),
+                    Value::String(st.proof.public_key_base64()),
+                );
             }
             let hash = o
                 .get("payment_hash")

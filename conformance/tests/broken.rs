@@ -197,3 +197,61 @@ async fn garbage_and_hang_ups_are_reported_not_crashed_on() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A server that publishes a proof key but believes whoever names a key: no proof, a forged
+/// one, another key's, a stale one and a replayed one are all served as the holder's.
+fn credulous() -> Router {
+    let proof_key = staticwire_api::proof::Verifier::new([3; 32], 10).public_key_base64();
+    let terms = json!({"activation_sat": 48000, "monthly_sat": 24000, "first_payment_sat": 72000,
+        "month_seconds": 2592000, "reservation_seconds": 5184000, "invoice_expiry_seconds": 3600,
+        "max_months": 12, "network": "regtest", "proof_key": proof_key,
+        "servers": [{"endpoint": "198.18.0.1:51820", "public_key": SERVER_KEY}]});
+    let not_found = || async {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no rental for this key"}})),
+        )
+    };
+    Router::new()
+        .route("/v1/terms", get(move || async move { Json(terms.clone()) }))
+        .route(
+            "/v1/rentals",
+            post(|body: String| async move {
+                let key = serde_json::from_str::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["public_key"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let (bolt11, hash) = bolt11(72_000_000);
+                (
+                    StatusCode::CREATED,
+                    Json(json!({"rental": rental(&key, "pending"), "invoice": {
+                        "payment_hash": hash, "bolt11": bolt11, "amount_sat": 72000,
+                        "months": 1, "state": "open", "expires_at": 4_000_000_000u64}})),
+                )
+                    .into_response()
+            }),
+        )
+        .route("/v1/rentals/{key}", get(not_found))
+        .route("/v1/rentals/{key}/config", get(not_found))
+        .route("/v1/rentals/{key}/renewals", post(not_found))
+        .route("/v1/invoices/{hash}", get(not_found))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_believes_any_proof_fails_the_proof_rules() {
+    let url = serve(credulous()).await;
+    let report = run(&opts(&url)).await;
+    let text = report.render();
+    for id in [
+        "proof.required",
+        "proof.forged",
+        "proof.other-key",
+        "proof.expired",
+        "proof.replayed",
+    ] {
+        assert!(failed(&report, id), "{id} should fail:\n{text}");
+    }
+    for id in ["terms.proof-key", "proof.accepted"] {
+        assert!(passed(&report, id), "{id} should pass:\n{text}");
+    }
+}

@@ -4,7 +4,7 @@
 //! invoice it refuses (exit 4) and asks nothing after the rent (the terms come first: they name
 //! the proof key).
 
-use staticwire_conformance::replay::{serve, Exchange, Tamper};
+use staticwire_conformance::replay::{serve, verdict, Exchange, Tamper};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -60,6 +60,10 @@ async fn staticip_asks_what_the_recording_answers_and_refuses_lying_invoices() {
         "{seen:#?}"
     );
     assert!(seen[2].path.contains("?wait="), "{}", seen[2].path);
+    // Every request on the rental carried a valid proof of the client's key.
+    let (ok, lines) = verdict(&exchange().steps, &seen, Tamper::None);
+    assert!(ok, "{lines:#?}");
+    assert!(seen.iter().all(|s| s.refused.is_none()), "{seen:#?}");
     let private = std::fs::read_to_string(dir.path().join("rentals/default/private.key")).unwrap();
     let public = r.client_key().unwrap();
     assert_eq!(
@@ -96,5 +100,66 @@ async fn staticip_asks_what_the_recording_answers_and_refuses_lying_invoices() {
             .map(|s| format!("{} {}", s.method, s.path))
             .collect();
         assert_eq!(asked, ["GET /v1/terms", "POST /v1/rentals"], "{tamper:?}");
+    }
+}
+
+/// A client that rents without a proof, or with a proof that does not verify (made with
+/// another private key than the key it names), is answered 401 and fails the replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_valid_proof_fails_the_replay() {
+    use base64::Engine;
+    use staticwire_api::proof::{proof_public_key, Prover};
+    let b64 = |k: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    let (mine, other) = ([0x42u8; 32], [0x43u8; 32]);
+    let key = b64(proof_public_key(&mine));
+    let body = serde_json::json!({ "public_key": key }).to_string();
+    for forged in [false, true] {
+        let r = serve(exchange(), Tamper::None).await.unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let text = http
+            .get(format!("{}/v1/terms", r.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let terms: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut req = http
+            .post(format!("{}/v1/rentals", r.url))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if forged {
+            let server = base64::engine::general_purpose::STANDARD
+                .decode(terms["proof_key"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let mut proof =
+                Prover::new(&other, &server)
+                    .unwrap()
+                    .prove("POST", "/v1/rentals", body.as_bytes());
+            proof.key = proof_public_key(&mine);
+            req = req.header("authorization", proof.header_value());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "forged: {forged}");
+        let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        let code = if forged {
+            "proof_invalid"
+        } else {
+            "proof_required"
+        };
+        assert_eq!(v["error"]["code"], code);
+        let seen = r.seen();
+        let (ok, lines) = verdict(&exchange().steps, &seen, Tamper::None);
+        assert!(!ok, "forged: {forged}: {lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("REFUSED") && l.contains("/v1/rentals")),
+            "{lines:#?}"
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Load driver for `benches/control.sh`: seeds rentals straight into the control's SQLite
 //! database (its own schema, made by the control first), then measures the control over HTTP
 //! (rentals created per second, status lookups per second and their latency) and, standing in
-//! for a router on a UAPI socket, how late peers leave after their paid-until.
+//! for a router on a UAPI socket, how late peers leave after their paid-until. Every request
+//! on a rental carries its proof of key possession (PROTOCOL.md 3.1), as a customer's does:
+//! `k(i)` is a private key, the rental is its public key's.
 //!
 //! control_load seed DB FROM TO BASE_IP PAID_UNTIL   active rentals of keys k(FROM..TO) at BASE_IP+i
 //! control_load rent URL COUNT CONCURRENCY      POST /v1/rentals with new keys
@@ -16,11 +18,12 @@
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
+use staticwire_api::proof::{proof_public_key, Prover};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The `i`-th seeded key: deterministic, so lookups need not read the database.
+/// The `i`-th seeded private key: deterministic, so lookups need not read the database.
 fn key(i: u64) -> [u8; 32] {
     let mut out = [0u8; 32];
     let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5157_0000_0000_0001;
@@ -35,6 +38,27 @@ fn key(i: u64) -> [u8; 32] {
     out[0] |= 1;
     out[31] &= 0x7f;
     out
+}
+
+/// The public key of the `i`-th key: the rental's.
+fn public(i: u64) -> [u8; 32] {
+    proof_public_key(&key(i))
+}
+
+/// The server's proof key, from its terms.
+async fn proof_key(c: &reqwest::Client, url: &str) -> [u8; 32] {
+    let terms: serde_json::Value = c
+        .get(format!("{url}/v1/terms"))
+        .send()
+        .await
+        .expect("terms")
+        .json()
+        .await
+        .expect("terms JSON");
+    let k = STANDARD
+        .decode(terms["proof_key"].as_str().expect("terms.proof_key"))
+        .expect("proof_key base64");
+    k.try_into().expect("32 bytes")
 }
 
 fn now_ms() -> i64 {
@@ -70,7 +94,7 @@ fn seed(db: &str, from: u64, to: u64, base: std::net::Ipv4Addr, paid_until: i64)
             addr.execute(rusqlite::params![a, num]).unwrap();
             rental
                 .execute(rusqlite::params![
-                    STANDARD.encode(key(i)),
+                    STANDARD.encode(public(i)),
                     a,
                     start,
                     paid_until - start
@@ -267,14 +291,21 @@ where
 
 async fn rent(url: String, count: usize, conc: usize) {
     let c = client();
+    let server = proof_key(&c, &url).await;
     let salt: u64 = rand::random();
     drive("POST /v1/rentals", count, conc, move |i| {
         let (c, url) = (c.clone(), url.clone());
         async move {
-            let k = STANDARD.encode(key(salt ^ (1 << 40) ^ i as u64));
+            let private = key(salt ^ (1 << 40) ^ i as u64);
+            let prover = Prover::new(&private, &server).expect("a usable proof key");
+            let body = serde_json::json!({ "public_key": STANDARD.encode(prover.public_key()) })
+                .to_string();
+            let proof = prover.prove("POST", "/v1/rentals", body.as_bytes());
             let r = c
                 .post(format!("{url}/v1/rentals"))
-                .json(&serde_json::json!({ "public_key": k }))
+                .header("content-type", "application/json")
+                .header("authorization", proof.header_value())
+                .body(body)
                 .send()
                 .await;
             match r {
@@ -299,12 +330,16 @@ async fn rent(url: String, count: usize, conc: usize) {
 
 async fn status(url: String, n: u64, count: usize, conc: usize) {
     let c = client();
+    let server = proof_key(&c, &url).await;
     drive("GET /v1/rentals/{key}", count, conc, move |_| {
         let (c, url) = (c.clone(), url.clone());
         let i = rand::random::<u64>() % n;
         async move {
-            let k = URL_SAFE.encode(key(i));
-            matches!(c.get(format!("{url}/v1/rentals/{k}")).send().await,
+            let prover = Prover::new(&key(i), &server).expect("a usable proof key");
+            let target = format!("/v1/rentals/{}", URL_SAFE.encode(prover.public_key()));
+            let proof = prover.prove("GET", &target, b"");
+            matches!(c.get(format!("{url}{target}"))
+                .header("authorization", proof.header_value()).send().await,
                 Ok(r) if r.status().as_u16() == 200)
         }
     })
@@ -356,7 +391,7 @@ fn lag(log: &str, from: u64, to: u64, t0: i64) {
     let mut lags = Vec::new();
     for i in from..to {
         let due_ms = (t0 + ((i - from) % 10) as i64) * 1000;
-        if let Some(ms) = at.get(&hex::encode(key(i))) {
+        if let Some(ms) = at.get(&hex::encode(public(i))) {
             lags.push(ms - due_ms);
         }
     }
@@ -397,7 +432,7 @@ async fn main() {
         "rent" => rent(arg(1), num(2) as usize, num(3) as usize).await,
         "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize).await,
         "router" => router(arg(1)).await,
-        "key" => println!("{}", hex::encode(key(num(1)))),
+        "key" => println!("{}", hex::encode(public(num(1)))),
         _ => {
             eprintln!("usage: control_load seed|rent|status|router|key ... (see the source)");
             std::process::exit(2);

@@ -9,7 +9,6 @@ use crate::service::Service;
 use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -54,20 +53,20 @@ fn wrap(ctl: Control) -> Server {
     }
 }
 
-pub fn from(ip: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(ip.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+/// A client from `ip` that proves its keys' requests.
+pub fn from(ip: &str) -> crate::proving::Client {
+    crate::proving::Client::with(
+        reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+    )
 }
 
+/// A key pair whose private half the test client holds.
 pub fn new_key() -> String {
-    let mut k = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    k[31] &= 0x7f;
-    k[0] |= 1;
-    STANDARD.encode(k)
+    crate::proving::new_key()
 }
 
 impl Server {
@@ -75,7 +74,7 @@ impl Server {
         self.ctl.url(path)
     }
 
-    pub async fn rent(&self, c: &reqwest::Client, key: &str) -> (u16, Value) {
+    pub async fn rent(&self, c: &crate::proving::Client, key: &str) -> (u16, Value) {
         let r = c
             .post(self.url("/v1/rentals"))
             .json(&json!({ "public_key": key }))
@@ -85,7 +84,7 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn add_credit(&self, c: &reqwest::Client, key: &str) -> (u16, Value) {
+    async fn add_credit(&self, c: &crate::proving::Client, key: &str) -> (u16, Value) {
         let r = c
             .post(self.url("/api/AddCredit/"))
             .form(&[("WireGuardPubKey", key), ("amount", "5000")])

@@ -6,7 +6,6 @@ use crate::service::Service;
 use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ struct Harness {
     _ctl: Control,
     svc: Arc<Service>,
     base: String,
-    http: reqwest::Client,
+    http: crate::proving::Client,
 }
 
 const DAY: i64 = 86_400;
@@ -24,17 +23,14 @@ async fn harness(pool: &str) -> Harness {
     Harness {
         svc: ctl.svc.clone(),
         base: ctl.base(),
-        http: reqwest::Client::new(),
+        http: crate::proving::Client::new(),
         _ctl: ctl,
     }
 }
 
+/// A key pair whose private half the test client holds (it proves its requests).
 fn new_key() -> String {
-    let mut k = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    // Canonical, as X25519 makes them (the top bit clear).
-    k[31] &= 0x7f;
-    STANDARD.encode(k)
+    crate::proving::new_key()
 }
 
 fn url_key(k: &str) -> String {
@@ -343,6 +339,10 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
     let (s, _) = h.get("/v1/rentals/not-a-key").await;
     assert_eq!(s, 400);
+    // A look-up proven with a key of one's own: an unknown hash is not found.
+    let asker = new_key();
+    crate::proving::claim_invoice(&"ab".repeat(32), &asker);
+    crate::proving::claim_invoice("zz", &asker);
     let (s, _) = h.get(&format!("/v1/invoices/{}", "ab".repeat(32))).await;
     assert_eq!(s, 404);
     let (s, _) = h.get("/v1/invoices/zz").await;

@@ -47,8 +47,9 @@ pub struct Config {
     /// The public web page at `/`.
     pub web: WebConfig,
     /// Refuse `/v1` requests on a rental that carry no proof of key possession (PROTOCOL.md
-    /// 3.1). A proof that is sent is always checked; while this is false an unproven request
-    /// is still served as before v1.1.
+    /// 3.1). Default true. A proof that is sent is always checked; false is a deliberate
+    /// downgrade that serves 1.0 clients' unproven requests again (anyone naming a key acts on
+    /// its rental): for a provider's move to 1.1 only, never on a public service.
     pub require_proof: bool,
 }
 
@@ -216,7 +217,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             web: WebConfig::default(),
-            require_proof: false,
+            require_proof: true,
         }
     }
 }

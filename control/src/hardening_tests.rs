@@ -15,13 +15,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn from(ip: &str) -> reqwest::Client {
+/// A client from `ip` that proves its keys' requests (PROTOCOL.md 3.1).
+fn from(ip: &str) -> crate::proving::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .local_address(ip.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    crate::proving::Client::with(
+        reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    )
 }
 
 fn is_root() -> bool {
@@ -31,7 +34,7 @@ fn is_root() -> bool {
 
 async fn rent(
     p: &Process,
-    c: &reqwest::Client,
+    c: &crate::proving::Client,
     key: &str,
     xff: Option<(&str, &str)>,
 ) -> (u16, Value) {
@@ -55,8 +58,12 @@ fn key_of(bytes: [u8; 32]) -> String {
 async fn non_canonical_key_encodings_are_refused_as_bad_public_key() {
     let p = Process::start("");
     let c = from("127.0.0.1");
-    let mut canonical = [7u8; 32];
-    canonical[31] = 0x17;
+    // A key the test client holds (the rent is proven), and two other spellings of its point.
+    let canonical: [u8; 32] = STANDARD
+        .decode(crate::proving::hold([7u8; 32]))
+        .unwrap()
+        .try_into()
+        .unwrap();
     let mut top = canonical;
     top[31] |= 0x80;
     let mut over = [0xffu8; 32];

@@ -6,34 +6,33 @@
 use crate::testkit::Process;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::time::Duration;
 
-fn from(ip: &str) -> reqwest::Client {
+/// A client from `ip` that proves its keys' requests (PROTOCOL.md 3.1).
+fn from(ip: &str) -> crate::proving::Client {
     // reqwest is built without a default TLS provider; plain HTTP still needs one.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .local_address(ip.parse::<IpAddr>().unwrap())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    crate::proving::Client::with(
+        reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    )
 }
 
+/// A key pair whose private half the test client holds.
 fn new_key() -> String {
-    let mut k = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    k[31] &= 0x7f;
-    k[0] |= 1;
-    STANDARD.encode(k)
+    crate::proving::new_key()
 }
 
 /// Rate limits out of the way: the caps on unpaid holds are what the tests are about.
 const FAST: &str = "[limits]\nburst = 100000\nper_second = 100000.0\ninvoice_burst = 100000\n\
                     invoices_per_minute = 1000000.0\n";
 
-async fn rent(p: &Process, c: &reqwest::Client, body: Value) -> (u16, Value) {
+async fn rent(p: &Process, c: &crate::proving::Client, body: Value) -> (u16, Value) {
     let r = c
         .post(format!("{}/v1/rentals", p.url()))
         .json(&body)

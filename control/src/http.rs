@@ -99,7 +99,9 @@ impl IntoResponse for ApiError {
 /// Checks the proof of key possession of a request on a rental (PROTOCOL.md 3.1), before
 /// anything is read or changed: `key` is the key it acts on (standard base64), None for an
 /// invoice look-up (its owner is compared by the caller). Returns the proven key, or None for
-/// an unproven request the server still serves (`require_proof = false`).
+/// an unproven request the server still serves (only with `require_proof = false`, the
+/// deliberate downgrade for 1.0 clients). A proof of a request that changes state (a POST) is
+/// also recorded in the database, so no other replica accepts it again.
 fn prove(
     s: &Service,
     headers: &HeaderMap,
@@ -110,35 +112,39 @@ fn prove(
 ) -> Result<Option<String>, ApiError> {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine;
-    let Some(verifier) = s.proof() else {
-        return Ok(None);
-    };
+    use staticwire_api::proof::ProofError;
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|h| h.to_str().unwrap_or("\u{0}"));
     if header.is_none() && !s.cfg().require_proof {
         return Ok(None);
     }
+    let refuse = |e: ProofError| {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        ApiError::new(status, e.code(), e.to_string())
+    };
+    // Without a proof key nothing can be proven: refused as unproven.
+    let verifier = s.proof().ok_or(refuse(ProofError::Required))?;
     let expected: Option<[u8; 32]> = key
         .and_then(|k| STANDARD.decode(k).ok())
         .and_then(|b| b.try_into().ok());
     // The target exactly as received: path and query, in origin form.
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let now = staticwire_api::proof::unix_now();
-    match verifier.verify(
-        header,
-        expected.as_ref(),
-        method.as_str(),
-        target,
-        body,
-        now,
-    ) {
-        Ok(k) => Ok(Some(STANDARD.encode(k))),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            Err(ApiError::new(status, e.code(), e.to_string()))
-        }
+    let proof = verifier
+        .check(
+            header,
+            expected.as_ref(),
+            method.as_str(),
+            target,
+            body,
+            now,
+        )
+        .map_err(refuse)?;
+    if method == Method::POST && !s.share_proof(&proof, now)? {
+        return Err(refuse(ProofError::Replayed));
     }
+    Ok(Some(STANDARD.encode(proof.key)))
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;

@@ -43,6 +43,8 @@ pub mod web;
 pub mod writer;
 
 #[cfg(any(test, feature = "testkit"))]
+pub mod proving;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 #[cfg(test)]
@@ -69,5 +71,7 @@ mod prefix_tests;
 mod proptests;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod space_tests;

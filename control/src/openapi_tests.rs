@@ -11,7 +11,6 @@ use crate::testkit::{Builder, Control};
 use axum::response::IntoResponse;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 use staticwire_api::openapi::{self, ROUTES};
 use staticwire_api::{codes, ErrorBody};
@@ -24,7 +23,7 @@ const DAY: i64 = 86_400;
 struct Server {
     _ctl: Control,
     base: String,
-    http: reqwest::Client,
+    http: crate::proving::Client,
     doc: Value,
     /// (method, path template, status, code or "") of every answer seen.
     seen: Mutex<BTreeSet<(String, String, u16, String)>>,
@@ -40,7 +39,7 @@ async fn server(pool: &str, limits: LimitsConfig) -> Server {
     Server {
         base: ctl.base(),
         _ctl: ctl,
-        http: reqwest::Client::new(),
+        http: crate::proving::Client::new(),
         doc: openapi::document(),
         seen: Mutex::new(BTreeSet::new()),
     }
@@ -50,12 +49,9 @@ fn service(dir: &tempfile::TempDir, pool: &str, limits: LimitsConfig) -> Service
     Builder::new(pool).limits(limits).service(dir.path())
 }
 
+/// A key pair whose private half the test client holds (it proves its requests).
 fn new_key() -> String {
-    let mut k = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    // Canonical, as X25519 makes them (the top bit clear).
-    k[31] &= 0x7f;
-    STANDARD.encode(k)
+    crate::proving::new_key()
 }
 
 fn url_key(k: &str) -> String {
@@ -268,6 +264,10 @@ async fn every_route_and_error_code_of_the_running_server_is_documented() {
             (400, Some(codes::BAD_REQUEST))
         );
     }
+    // Look-ups proven with a key of one's own: unknown hashes are not found.
+    let asker = new_key();
+    crate::proving::claim_invoice(&"ab".repeat(32), &asker);
+    crate::proving::claim_invoice("xyz", &asker);
     assert_eq!(
         s.get(&format!("/v1/invoices/{}", "ab".repeat(32)), INVOICE)
             .await

@@ -7,7 +7,6 @@ use crate::service::Service;
 use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ struct H {
     _ctl: Control,
     svc: Arc<Service>,
     base: String,
-    http: reqwest::Client,
+    http: crate::proving::Client,
 }
 
 /// A server with one host: IPv4 pool `pool`, IPv6 pool `v6` (if any), terms edited by `f`.
@@ -26,17 +25,14 @@ async fn server(pool: &str, v6: Option<&str>, f: impl FnOnce(&mut Config) + 'sta
     H {
         svc: ctl.svc.clone(),
         base: ctl.base(),
-        http: reqwest::Client::new(),
+        http: crate::proving::Client::new(),
         _ctl: ctl,
     }
 }
 
+/// A key pair whose private half the test client holds (it proves its requests).
 fn new_key() -> String {
-    let mut k = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut k);
-    // Canonical, as X25519 makes them (the top bit clear).
-    k[31] &= 0x7f;
-    STANDARD.encode(k)
+    crate::proving::new_key()
 }
 
 fn url_key(k: &str) -> String {

@@ -7,21 +7,19 @@ use crate::lightning::{dev, Backend};
 use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
-use rand::RngCore;
 use serde_json::{json, Value};
 
 struct Client {
     ctl: Control,
-    http: reqwest::Client,
+    http: crate::proving::Client,
 }
 
-/// A usable key whose standard base64 has a `+` or `/`, so its URL-safe form differs.
+/// A key pair whose public key's standard base64 has a `+` or `/`, so its URL-safe form
+/// differs; the test client holds its private half (it proves its requests).
 fn new_key() -> String {
     loop {
-        let mut k = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut k);
-        let s = STANDARD.encode(k);
-        if staticwire_api::check_public_key(&k).is_ok() && s.contains(['+', '/']) {
+        let s = crate::proving::new_key();
+        if s.contains(['+', '/']) {
             return s;
         }
     }
@@ -34,7 +32,7 @@ fn url_key(k: &str) -> String {
 async fn client(b: Builder) -> Client {
     Client {
         ctl: b.serve().await,
-        http: reqwest::Client::new(),
+        http: crate::proving::Client::new(),
     }
 }
 
@@ -140,7 +138,8 @@ async fn months_out_of_range_is_bad_months_before_the_state() {
 #[tokio::test]
 async fn wait_of_any_size_is_capped_and_hashes_are_lowercase() {
     let c = client(Builder::new("203.0.113.0/29")).await;
-    let v = c.rent(&new_key()).await;
+    let key = new_key();
+    let v = c.rent(&key).await;
     let hash = v["invoice"]["payment_hash"].as_str().unwrap().to_string();
     c.pay(v["invoice"]["bolt11"].as_str().unwrap()).await;
     for wait in [
@@ -172,6 +171,9 @@ async fn wait_of_any_size_is_capped_and_hashes_are_lowercase() {
     let (s, v) = c.get(&format!("/v1/invoices/{hash}?")).await;
     assert_eq!(s, 200, "an empty query is no parameter: {v}");
 
+    // Asked with a proof of the rental's own key (PROTOCOL.md 3.1): the hashes are unknown.
+    crate::proving::claim_invoice(&hash.to_uppercase(), &key);
+    crate::proving::claim_invoice(&"ab".repeat(32), &key);
     let (s, v) = c
         .get(&format!("/v1/invoices/{}", hash.to_uppercase()))
         .await;

@@ -208,6 +208,9 @@ impl Builder {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        if let Some(v) = svc.proof() {
+            crate::proving::know_proof_key(&format!("http://{addr}"), v.public_key());
+        }
         if limited {
             tokio::spawn(crate::limits::serve(
                 listener,

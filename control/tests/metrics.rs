@@ -26,12 +26,15 @@ fn config(dir: &Path, metrics: bool) -> ProcessConfig {
     }
 }
 
-fn client() -> reqwest::Client {
+/// A client that proves the requests on its keys' rentals.
+fn client() -> staticwire_control::proving::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    staticwire_control::proving::Client::with(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
 }
 
 fn run(cfg: &ProcessConfig, args: &[&str]) -> Output {
@@ -39,8 +42,7 @@ fn run(cfg: &ProcessConfig, args: &[&str]) -> Output {
 }
 
 fn key(i: u8) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([i; 32])
+    staticwire_control::proving::hold([i; 32])
 }
 
 async fn rent_and_pay(c: &Process, cfg: &ProcessConfig, k: &str) -> Value {

@@ -12,8 +12,7 @@ fn migrate(cfg: &ProcessConfig, to: &str) -> Output {
 }
 
 fn key(i: u8) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode([i + 9; 32])
+    staticwire_control::proving::hold([i + 9; 32])
 }
 
 #[test]
@@ -52,7 +51,7 @@ fn a_sqlite_host_moves_to_postgres_with_its_ledger() {
     let pg_cfg = config("pg.toml", format!("{head}database = \"{url}\"\n{routers}"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
+    let http = staticwire_control::proving::Client::new();
     let call = |base: &str, path: &str, body: Option<Value>| -> (u16, Value) {
         rt.block_on(async {
             let r = match body {

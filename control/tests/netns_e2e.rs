@@ -26,9 +26,19 @@ fn api(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> Value {
     let data = body
         .map(|b| format!("-H 'content-type: application/json' -d '{b}'"))
         .unwrap_or_default();
+    // The proof of key possession (PROTOCOL.md 3.1), made here with the customer's key.
+    let terms = json(&lab.must_in(&lab.cli, &format!("curl -sS -f {API}/v1/terms")));
+    let auth = staticwire_control::proving::authorization(
+        &terms,
+        method,
+        path,
+        body.unwrap_or("").as_bytes(),
+    )
+    .map(|a| format!("-H 'Authorization: {a}'"))
+    .unwrap_or_default();
     json(&lab.must_in(
         &lab.cli,
-        &format!("curl -sS -f -X {method} {data} {API}{path}"),
+        &format!("curl -sS -f -X {method} {data} {auth} {API}{path}"),
     ))
 }
 
@@ -74,6 +84,10 @@ fn rent_pay_tunnel_lapse_renew_and_router_restart() {
 
     // The customer rents with its own key.
     let (ckey, cpub) = lab.keypair("customer");
+    assert_eq!(
+        staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()),
+        cpub
+    );
     let rent = api(
         &lab,
         "POST",

@@ -115,11 +115,23 @@ fn a_30_and_a_64_carry_traffic_both_ways_and_spoofed_sources_are_dropped() {
 
     // The customer rents a /30 with IPv6 and pays.
     let (ckey, cpub) = lab.keypair("customer");
+    assert_eq!(
+        staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap()),
+        cpub
+    );
+    // Each request proves the customer's key (PROTOCOL.md 3.1), made here with its key.
+    let terms = json(&lab.must_in(&cli, &format!("curl -sS -f {API}/v1/terms")));
+    let auth = |method: &str, target: &str, body: &str| {
+        staticwire_control::proving::authorization(&terms, method, target, body.as_bytes())
+            .expect("a proof of the customer's key")
+    };
+    let body = format!("{{\"public_key\":\"{cpub}\",\"prefix_len\":30}}");
     let rent = json(&lab.must_in(
         &cli,
         &format!(
-            "curl -sS -f -X POST -H 'content-type: application/json' \
-             -d '{{\"public_key\":\"{cpub}\",\"prefix_len\":30}}' {API}/v1/rentals"
+            "curl -sS -f -X POST -H 'content-type: application/json' -H 'Authorization: {}' \
+             -d '{body}' {API}/v1/rentals",
+            auth("POST", "/v1/rentals", &body)
         ),
     ));
     assert_eq!(rent["rental"]["prefix_len"], 30, "{rent}");
@@ -129,9 +141,13 @@ fn a_30_and_a_64_carry_traffic_both_ways_and_spoofed_sources_are_dropped() {
         rent["invoice"]["bolt11"].as_str().unwrap()
     ));
     let url_key = cpub.replace('+', "-").replace('/', "_");
+    let target = format!("/v1/rentals/{url_key}/config");
     let conf = json(&lab.must_in(
         &cli,
-        &format!("curl -sS -f {API}/v1/rentals/{url_key}/config"),
+        &format!(
+            "curl -sS -f -H 'Authorization: {}' {API}{target}",
+            auth("GET", &target, "")
+        ),
     ));
     let nets: Vec<String> = conf["networks"]
         .as_array()

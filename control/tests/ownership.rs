@@ -2,7 +2,8 @@
 //! binary with the dev Lightning backend: a stranger who knows a customer's public key, or a
 //! payment hash of the customer's, cannot hold the key, cannot put an invoice into its status and
 //! learns nothing from the hash, whether it sends no proof, a proof of its own key, a forged one
-//! or a replayed one (PROTOCOL.md section 3.1).
+//! or a replayed one (PROTOCOL.md section 3.1). The control runs with its default config: the
+//! proof is required without being asked for.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
@@ -24,7 +25,7 @@ async fn start(dir: &Path) -> Control {
     let process = ProcessBuilder::new(
         dir,
         &format!(
-            "invoice_poll_millis = 50\nrequire_proof = true\n\
+            "invoice_poll_millis = 50\n\
              [[routers]]\nname = \"wg0\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n\
              pools = [\"203.0.113.0/28\"]\nreserved = [\"203.0.113.1\"]\n",
             dir.join("no-router.sock").display()

@@ -115,6 +115,9 @@ const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
 const unb64url = (s) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
 
 let keygenUsed = "";
+// `?keygen=js` makes the page use tweetnacl even where WebCrypto has X25519 (the browser test
+// walks both paths).
+const forcedJs = () => new URLSearchParams(location.search).get("keygen") === "js";
 
 function loadNacl() {
   if (self.nacl && self.nacl.scalarMult) return Promise.resolve(self.nacl);
@@ -218,12 +221,14 @@ function checkInvoice(inv, expectedSat) {
     return t("inv_malformed", { why: e.message });
   }
   if (d.network !== terms.network) return t("inv_network", { got: d.network, want: terms.network });
-  if (terms.payee && d.payee !== terms.payee) return t("inv_payee");
   if (d.amountMsat === null || d.amountMsat !== BigInt(expectedSat) * 1000n || inv.amount_sat !== expectedSat) {
     return t("inv_amount", { got: d.amountMsat === null ? "?" : sat(Number(d.amountMsat / 1000n)), want: sat(expectedSat) });
   }
   if (d.paymentHash !== inv.payment_hash) return t("inv_hash");
   if (d.timestamp + d.expiry <= Date.now() / 1000) return t("inv_expired");
+  // Last, as PROTOCOL.md section 8 orders the checks: an invoice altered after signing recovers
+  // another key, so what was altered is named first.
+  if (terms.payee && d.payee !== terms.payee) return t("inv_payee");
   return null;
 }
 // For the browser test, which feeds it real invoices with one thing changed.

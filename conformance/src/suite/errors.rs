@@ -225,8 +225,8 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "error.unknown-invoice",
-            "An unknown payment hash answers 404 not_found",
-            vec![Request::get(format!("/v1/invoices/{hash}"))],
+            "An unknown payment hash, asked with a proof of one's own key, answers 404 not_found",
+            vec![Request::get(format!("/v1/invoices/{}", claimed_hash(&hash)))],
             404,
             codes::NOT_FOUND,
         ),
@@ -241,6 +241,16 @@ fn cases() -> Vec<Case> {
             )
         },
     ]
+}
+
+/// `hash`, which the suite will look up proven with a key of its own (PROTOCOL.md 3.1: without
+/// a proof, any look-up is 401 first).
+fn claimed_hash(hash: &str) -> String {
+    let key = new_key();
+    if let Some(k) = staticwire_api::proof::keyring::decode_key(&key) {
+        crate::http::claim_invoice(hash, &k);
+    }
+    hash.to_string()
 }
 
 pub(super) async fn errors(s: &mut Suite<'_>) {

@@ -53,10 +53,13 @@ pub(super) async fn unpaid(s: &mut Suite<'_>, inv: &api::Invoice) {
         "A wait that is not whole seconds, a second wait or another parameter answers 400 bad_request",
         c,
     );
-    let r = s
-        .http
-        .get(&format!("/v1/invoices/{}", inv.payment_hash.to_uppercase()))
-        .await;
+    // Asked with a proof of the rental's own key (PROTOCOL.md 3.1).
+    let upper = format!("/v1/invoices/{}", inv.payment_hash.to_uppercase());
+    let own = format!("/v1/invoices/{}", inv.payment_hash);
+    if let Some(k) = crate::http::keyring().key_of("GET", &own, b"") {
+        crate::http::claim_invoice(&inv.payment_hash.to_uppercase(), &k);
+    }
+    let r = s.http.get(&upper).await;
     let c = s.expect_error(&r, 404, codes::NOT_FOUND);
     s.check(
         "error.uppercase-hash",
@@ -70,6 +73,9 @@ pub(super) async fn paid(s: &mut Suite<'_>, inv: &api::Invoice) {
     // The long-poll starts before the payment: it must come back settled, not open after 30 s.
     let poll = {
         let http = Http::new(&s.opts.base, s.opts.fingerprint.as_deref());
+        if let Ok(h) = &http {
+            h.set_proof_key(s.http.proof_key());
+        }
         let path = long_poll_path(&inv.payment_hash);
         tokio::spawn(async move {
             match http {

@@ -40,6 +40,13 @@ pub async fn run(opts: &Options) -> Report {
     };
     let mut s = Suite::new(opts, http, report);
     let terms = terms::terms(&mut s).await;
+    // From here on the suite proves its own keys' requests (PROTOCOL.md 3.1).
+    s.http.set_proof_key(
+        terms
+            .as_ref()
+            .and_then(|t| t.proof_key.as_deref())
+            .and_then(staticwire_api::proof::keyring::decode_key),
+    );
     errors::errors(&mut s).await;
     hooks::detect(&mut s).await;
     if let Some(t) = &terms {

@@ -1,5 +1,5 @@
-//! PROTOCOL.md 3.1, proof of key possession: the server publishes a usable proof key, and
-//! refuses a forged proof, a proof of another key, a stale one and a replayed one with their
+//! PROTOCOL.md 3.1, proof of key possession: the server publishes a usable proof key, refuses
+//! every request on a rental that carries no proof, and refuses a forged proof, a proof of another key, a stale one and a replayed one with their
 //! 401 codes, while the holder's own proof is accepted. Nothing here holds an address.
 
 use super::harness::{ensure, Suite};
@@ -55,6 +55,34 @@ pub(super) async fn proofs(s: &mut Suite<'_>, t: &api::Terms) {
     };
     let victim_key = proof_public_key(&victim);
 
+    // No proof at all, on every route that acts on or reveals a rental (the victim's key is
+    // not the suite's: these go out without an Authorization header).
+    let path = super::harness::rental_path(&victim_pub);
+    let unknown_hash = "0".repeat(64);
+    let mut unproven = Vec::new();
+    for (method, target, body) in [
+        ("POST", "/v1/rentals".to_string(), Some(body.clone())),
+        ("GET", path.clone(), None),
+        ("GET", super::harness::config_path(&victim_pub), None),
+        (
+            "POST",
+            format!("{path}/renewals"),
+            Some(br#"{"months":1}"#.to_vec()),
+        ),
+        ("GET", format!("/v1/invoices/{unknown_hash}"), None),
+    ] {
+        let ctype = body.as_ref().map(|_| "application/json");
+        let r = s.http.send(method, &target, ctype, body).await;
+        if let Err(e) = s.expect_error(&r, 401, "proof_required") {
+            unproven.push(format!("{method} {target}: {e}"));
+        }
+    }
+    s.check(
+        "proof.required",
+        "A request on a rental without a proof is refused 401 proof_required (an invoice look-up too, known or not)",
+        ensure(unproven.is_empty(), || unproven.join("; ")),
+    );
+
     let forged = rent(&other, Some(victim_key), unix_now());
     let r = s
         .http
@@ -89,7 +117,6 @@ pub(super) async fn proofs(s: &mut Suite<'_>, t: &api::Terms) {
 
     // The holder's proof is accepted (no rental yet: 404, so nothing is held), and the same
     // proof again is a replay.
-    let path = super::harness::rental_path(&victim_pub);
     let good = holder.prove("GET", &path, b"").header_value();
     let r = s.http.send_authorized("GET", &path, None, &good).await;
     let c = s.expect_error(&r, 404, "not_found");

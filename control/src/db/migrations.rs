@@ -177,6 +177,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX rentals_live_prefixes ON rentals(router)
         WHERE released_at IS NULL AND prefix_len < 32;
     "#,
+    // 9: proofs of key possession accepted for requests that change state (PROTOCOL.md 3.1),
+    //    shared by the replicas so a proof one accepted is a replay at every other; rows are
+    //    deleted once their time is outside the freshness window.
+    r#"
+    CREATE TABLE proofs_seen (
+        mac TEXT PRIMARY KEY,
+        ts  INTEGER NOT NULL
+    );
+    CREATE INDEX proofs_seen_ts ON proofs_seen(ts);
+    "#,
 ];
 
 /// Migration `index` (0-based: it makes version `index + 1`), spelled for `dialect`.

@@ -4,11 +4,13 @@
 //! so `kill -9` at any point loses nothing.
 
 mod migrations;
+mod proofs;
 #[cfg(test)]
 mod schema_tests;
 
 use crate::sql::{Connection, Dialect, OptionalExtension};
 use migrations::{migration, MIGRATIONS};
+pub use proofs::remember_proof;
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -43,6 +43,10 @@ const RELEASED: &[(&str, &str)] = &[
         "00e85252e1b4b49148d860a655d83166a021857aa2be8799db9774c4e7958151",
         "00e85252e1b4b49148d860a655d83166a021857aa2be8799db9774c4e7958151",
     ),
+    (
+        "a077919a63d8abf9b28e9d8394c287796df5c8be708db4aa5605b4d0f8e3c381",
+        "f8d9a06fb253cb43bca361ce901ddae816fd3723f770781043ef1a7d15bec5fd",
+    ),
 ];
 
 fn fingerprint(text: &str) -> String {

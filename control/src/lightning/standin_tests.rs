@@ -944,7 +944,7 @@ struct Svc {
     _ctl: Control,
     svc: Arc<Service>,
     base: String,
-    http: reqwest::Client,
+    http: crate::proving::Client,
 }
 
 async fn service(ln: Backend, network: &'static str, pool: &str) -> Svc {
@@ -956,13 +956,14 @@ async fn service(ln: Backend, network: &'static str, pool: &str) -> Svc {
     Svc {
         svc: ctl.svc.clone(),
         base: ctl.base(),
-        http: reqwest::Client::new(),
+        http: crate::proving::Client::new(),
         _ctl: ctl,
     }
 }
 
+/// The public key of the private key `[i; 32]`, held by the test client.
 fn key(i: u8) -> String {
-    STANDARD.encode([i; 32])
+    crate::proving::hold([i; 32])
 }
 
 impl Svc {

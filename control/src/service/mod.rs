@@ -354,6 +354,21 @@ impl Service {
         self.proof.as_deref()
     }
 
+    /// Records an accepted proof of a request that changes state where every replica sees it
+    /// (PROTOCOL.md 3.1): false when a replica already accepted the same proof (a replay).
+    /// Reads are not recorded here (each replica remembers them in memory): a write per status
+    /// poll would cost the database a commit per GET.
+    pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
+        let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
+        let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
+        Ok(crate::db::remember_proof(
+            &*self.db()?,
+            &mac,
+            proof.ts,
+            oldest,
+        )?)
+    }
+
     pub fn cfg(&self) -> &Config {
         &self.cfg
     }

@@ -9,13 +9,16 @@ usage: protocol_test.py CONTROL_BIN            run the suite (starts its own con
        protocol_test.py --customer URL FPR CONTROL_BIN CONTROL_CFG OUT.conf
                                                rent with AddCredit, pay, write the wg-quick file
 """
-import json, os, socket, subprocess, sys, tempfile, time, urllib.request
+import base64, json, os, socket, subprocess, sys, tempfile, time, urllib.request
 
 import requests
 import urllib3
 from requests_toolbelt.adapters.fingerprint import FingerprintAdapter
 from wireguard_tools import WireguardConfig, WireguardKey
 from bolt11 import decode
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from staticwire_proof import proof  # noqa: E402  (control/tests/staticwire_proof.py)
 
 urllib3.disable_warnings()
 FAILED = []
@@ -180,7 +183,11 @@ def run(control, cfg, base, http_base, fpr):
     check(st["total_paid"] == fee + 9000 and st["NumberOfPayments"] == 2 and credit_matches(st, rate, fee), "top-up credited on the same ledger")
     check("Error" in a.api("/api/AddCredit/", amount=str(sot["MaximumCredit"])), "credit above MaximumCredit is an Error")
     # The same ledger seen through /v1.
-    v1 = a.session.get(base + "/v1/rentals/" + a.pub.replace("+", "-").replace("/", "_"), verify=False).json()
+    # /v1 needs the proof of key possession (PROTOCOL.md 3.1), made with the client's key.
+    path = "/v1/rentals/" + a.pub.replace("+", "-").replace("/", "_")
+    pk = a.session.get(base + "/v1/terms", verify=False).json()["proof_key"]
+    auth = proof(base64.b64decode(str(a.key)), "GET", path, b"", pk)
+    v1 = a.session.get(base + path, headers={"authorization": auth}, verify=False).json()
     check(v1["paid_until"] == st["start_time"] + round((st["total_paid"] - fee) / rate) or abs(v1["paid_until"] - (st["current_time"] + st["TimeRemaining"])) <= 1,
           "/v1 shows the same paid-until")
     # Lapse: 9,000 sat last about 11.4 days; 20 days on, about 6,800 sat are owed.

@@ -30,6 +30,8 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from staticwire_proof import proof, x25519  # noqa: E402  (control/tests/staticwire_proof.py)
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -167,48 +169,6 @@ def dev_pay(bolt11):
     subprocess.run(args.dev_pay.split() + [bolt11], check=True, capture_output=True, timeout=30)
 
 
-P25519 = 2**255 - 19
-
-
-def x25519(k, u):
-    """RFC 7748 X25519 of 32-byte scalar k and u-coordinate u (this test's own, for the proof)."""
-    k = bytearray(k)
-    k[0] &= 248
-    k[31] = (k[31] & 127) | 64
-    k = int.from_bytes(k, "little")
-    x1 = int.from_bytes(u, "little") & (2**255 - 1)
-    x2, z2, x3, z3, swap = 1, 0, x1, 1, 0
-    for t in reversed(range(255)):
-        kt = (k >> t) & 1
-        swap ^= kt
-        if swap:
-            x2, x3, z2, z3 = x3, x2, z3, z2
-        swap = kt
-        a, b = (x2 + z2) % P25519, (x2 - z2) % P25519
-        aa, bb = a * a % P25519, b * b % P25519
-        e = (aa - bb) % P25519
-        c, d = (x3 + z3) % P25519, (x3 - z3) % P25519
-        da, cb = d * a % P25519, c * b % P25519
-        x3, z3 = (da + cb) ** 2 % P25519, x1 * (da - cb) ** 2 % P25519
-        x2, z2 = aa * bb % P25519, e * (aa + 121665 * e) % P25519
-    if swap:
-        x2, z2 = x3, z3
-    return (x2 * pow(z2, P25519 - 2, P25519) % P25519).to_bytes(32, "little")
-
-
-def proof(priv, method, path, body, proof_key):
-    """The Authorization header of PROTOCOL.md section 3.1."""
-    pub = x25519(priv, (9).to_bytes(32, "little"))
-    server = base64.b64decode(proof_key)
-    prk = hmac.new(b"StaticWire proof v1", x25519(priv, server), hashlib.sha256).digest()
-    k = hmac.new(prk, pub + server + b"\x01", hashlib.sha256).digest()
-    ts, nonce = int(time.time()), os.urandom(16)
-    msg = f"{method}\n{path}\n{ts}\n{nonce.hex()}\n{hashlib.sha256(body).hexdigest()}"
-    mac = hmac.new(k, msg.encode(), hashlib.sha256).digest()
-    b = lambda x: base64.b64encode(x).decode()
-    return f'StaticWire-Proof key="{b(pub)}", ts="{ts}", nonce="{b(nonce)}", mac="{b(mac)}"'
-
-
 def api(method, path, body=None, priv=None):
     """A request to the API; with `priv` (32 bytes) proven as that key's holder."""
     data = json.dumps(body).encode() if body is not None else None
@@ -301,9 +261,25 @@ def reencode(bolt11, hrp=None, timestamp=None):
         BECH32[(chk >> 5 * (5 - i)) & 31] for i in range(6))
 
 
+def payment_hash_of(bolt11):
+    """The payment hash (tag p) of a BOLT11 invoice, hex."""
+    s = bolt11.lower()
+    data = [BECH32.index(c) for c in s[s.rfind("1") + 1:-6]][7:-104]
+    while data:
+        tag, n = data[0], data[1] * 32 + data[2]
+        words, data = data[3:3 + n], data[3 + n:]
+        if tag == 1:
+            bits = "".join(format(w, "05b") for w in words)[:256]
+            return int(bits, 2).to_bytes(32, "big").hex()
+    raise ValueError("no payment hash")
+
+
 def invoice_checks(d, pub):
-    """The page's own BOLT11 checks, fed the real open invoice with one thing changed each."""
-    inv = api("GET", "/v1/rentals/" + pub.replace("+", "-").replace("/", "_"))["open_invoice"]
+    """The page's own BOLT11 checks, fed the real open invoice with one thing changed each.
+    The invoice is the one the page shows (the test does not hold the key the browser made,
+    so it cannot ask the server for it: PROTOCOL.md 3.1)."""
+    bolt11 = el(d, "#rent-invoice .bolt11").get_attribute("value")
+    inv = {"bolt11": bolt11, "payment_hash": payment_hash_of(bolt11), "amount_sat": 72000}
     check_ = lambda i, sat: d.execute_script("return window.staticwireCheckInvoice(arguments[0], arguments[1])", i, sat)
     check(check_(inv, 72000) is None, "the real invoice passes the page's checks")
     cases = [
@@ -488,7 +464,7 @@ def main():
         addr1 = re.search(r"^Address = ([0-9.]+)/32", conf, re.M).group(1)
         check(addr1 in text(d, "#status-list"), f"the pasted key's address {addr1}")
         shot(d, "d-4-pasted-status")
-        # This client already holds its one unpaid rental (max_unpaid_per_client = 1): the
+        # This client holds an unpaid /32 and asks for a /30 (max_unpaid_per_client = 4 addresses): the
         # page says so in words.
         other = os.urandom(32)
         other_pub = base64.b64encode(x25519(other, (9).to_bytes(32, "little"))).decode()

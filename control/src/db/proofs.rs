@@ -1,0 +1,56 @@
+//! The replay cache the replicas share (PROTOCOL.md 3.1, "Freshness and replay"): proofs
+//! accepted for requests that change state, by MAC, kept while their time could still be
+//! fresh. Each replica also remembers every proof it accepts in memory
+//! (`staticwire_api::proof::Verifier`); this table is what makes a proof one replica accepted
+//! a replay at another.
+
+use crate::sql::{params, Connection};
+
+/// Records an accepted proof (`mac` as lowercase hex, `ts` its Unix seconds) unless it was
+/// recorded before, and deletes proofs whose time is older than `oldest`. True when it is
+/// new; false when another request (on any replica) already used it. One transaction; on
+/// PostgreSQL it does not wait for the commit to reach the disk (`synchronous_commit = off`:
+/// other sessions see it at once, and a crash loses at most the last moments of a cache whose
+/// entries expire in two minutes anyway).
+pub fn remember_proof(
+    conn: &Connection,
+    mac: &str,
+    ts: u64,
+    oldest: u64,
+) -> Result<bool, crate::sql::Error> {
+    let tx = conn.unchecked_transaction()?;
+    if tx.is_postgres() {
+        tx.execute_batch("SET LOCAL synchronous_commit = off")?;
+    }
+    tx.execute(
+        "DELETE FROM proofs_seen WHERE ts < ?1",
+        [i64::try_from(oldest).unwrap_or(i64::MAX)],
+    )?;
+    let added = tx.execute(
+        "INSERT INTO proofs_seen(mac, ts) VALUES (?1, ?2) ON CONFLICT(mac) DO NOTHING",
+        params![mac, i64::try_from(ts).unwrap_or(i64::MAX)],
+    )?;
+    tx.commit()?;
+    Ok(added == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_proof_is_new_once_and_forgotten_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        // Two connections to one file: two replicas.
+        let (a, b) = (
+            super::super::open(&path).unwrap(),
+            super::super::open(&path).unwrap(),
+        );
+        let mac = "ab".repeat(32);
+        assert!(super::remember_proof(&a, &mac, 1000, 880).unwrap());
+        assert!(!super::remember_proof(&b, &mac, 1000, 880).unwrap());
+        assert!(!super::remember_proof(&a, &mac, 1000, 1000).unwrap());
+        // Pruned once outside the window (by then the time check refuses it anyway).
+        assert!(super::remember_proof(&b, &"cd".repeat(32), 1200, 1001).unwrap());
+        assert!(super::remember_proof(&a, &mac, 1000, 1001).unwrap());
+    }
+}
