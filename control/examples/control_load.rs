@@ -10,6 +10,11 @@
 //! control_load status URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)} for random i < N
 //! control_load router SOCKET                   a UAPI endpoint printing "removed <ms> <key>" lines
 //! control_load lag LOG FROM TO T0              expiry lag of k(FROM..TO), paid until T0 + (i-FROM) % 10
+//! control_load unpaid DB FROM TO BASE_IP       pending rentals k(FROM..TO), each with an open
+//!                                              invoice the dev node has settled (paid while the
+//!                                              control was down)
+//! control_load settled DB COUNT                waits until COUNT payments are credited; the rate
+//! control_load terms URL STOPFILE CONCURRENCY  GET /v1/terms until STOPFILE exists
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
@@ -103,6 +108,121 @@ fn seed(db: &str, from: u64, to: u64, base: std::net::Ipv4Addr, paid_until: i64)
         to - from,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Pending rentals with one open activation invoice each, already settled at the dev node: the
+/// control credits them when it checks its open invoices (a burst of payments after an outage).
+fn unpaid(db: &str, from: u64, to: u64, base: std::net::Ipv4Addr) {
+    let mut c = rusqlite::Connection::open(db).expect("open database");
+    c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;")
+        .unwrap();
+    let now = now_ms() / 1000;
+    let tx = c.transaction().unwrap();
+    {
+        let mut addr = tx
+            .prepare(
+                "INSERT INTO addresses(address, num, router) VALUES (?1, ?2, 'wg0')
+                 ON CONFLICT(address) DO NOTHING",
+            )
+            .unwrap();
+        let mut rental = tx
+            .prepare(
+                "INSERT INTO rentals(public_key, address, router, created_at) VALUES (?1, ?2, 'wg0', ?3)",
+            )
+            .unwrap();
+        let mut invoice = tx
+            .prepare(
+                "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, next_check_ms)
+                 VALUES (?1, ?2, 'lnbcrt-seeded', 1000000, 'activation', 1, 'open', ?3, ?4, 0)",
+            )
+            .unwrap();
+        let mut dev = tx
+            .prepare(
+                "INSERT INTO dev_invoices(payment_hash, preimage, bolt11, amount_msat, expires_at, settled_at)
+                 VALUES (?1, ?1, 'lnbcrt-seeded', 1000000, ?2, ?3)",
+            )
+            .unwrap();
+        for i in from..to {
+            let num = u32::from(base) + i as u32;
+            let a = std::net::Ipv4Addr::from(num).to_string();
+            addr.execute(rusqlite::params![a, num]).unwrap();
+            rental
+                .execute(rusqlite::params![STANDARD.encode(key(i)), a, now])
+                .unwrap();
+            let id = tx.last_insert_rowid();
+            let hash = hex::encode(key(i ^ (1 << 50)));
+            invoice
+                .execute(rusqlite::params![hash, id, now, now + 3600])
+                .unwrap();
+            dev.execute(rusqlite::params![hash, now + 3600, now])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    println!("seeded {} unpaid rentals with settled invoices", to - from);
+}
+
+/// Polls the payments until `count` are credited: settlements per second from the first to
+/// the last (each credited once: payments are unique by payment hash).
+fn settled(db: &str, count: i64) {
+    let c = rusqlite::Connection::open(db).expect("open database");
+    let started = Instant::now();
+    let mut first: Option<Instant> = None;
+    loop {
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM payments", [], |r| r.get(0))
+            .unwrap_or(0);
+        if n > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= count || started.elapsed() > Duration::from_secs(600) {
+            let took = first.map_or(Duration::ZERO, |f| f.elapsed());
+            let dup: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM (SELECT rental_id FROM payments GROUP BY rental_id HAVING COUNT(*) > 1)",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(-1);
+            println!(
+                "settlement: {n} of {count} invoices credited in {:.2} s after the first: {:.0}/s; rentals credited twice: {dup}",
+                took.as_secs_f64(),
+                n as f64 / took.as_secs_f64().max(1e-3)
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// GET /v1/terms on `conc` paced workers until the file `stop` exists (beside another load).
+async fn terms(url: String, stop: String, conc: usize) {
+    let c = client();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (c, url, stop) = (c.clone(), url.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            while !std::path::Path::new(&stop).exists() {
+                let t = Instant::now();
+                match c.get(format!("{url}/v1/terms")).send().await {
+                    Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
+                    _ => errors += 1,
+                }
+                // Paced (about 100/s per worker): a visitor's load, not a second flood.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    report("GET /v1/terms", lat, errors, started.elapsed());
 }
 
 fn client() -> reqwest::Client {
@@ -305,6 +425,9 @@ async fn main() {
             arg(4).parse().expect("BASE_IP"),
             arg(5).parse().expect("PAID_UNTIL"),
         ),
+        "unpaid" => unpaid(&arg(1), num(2), num(3), arg(4).parse().expect("BASE_IP")),
+        "settled" => settled(&arg(1), num(2) as i64),
+        "terms" => terms(arg(1), arg(2), num(3) as usize).await,
         "lag" => lag(&arg(1), num(2), num(3), num(4) as i64),
         "rent" => rent(arg(1), num(2) as usize, num(3) as usize).await,
         "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize).await,

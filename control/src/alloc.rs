@@ -7,6 +7,7 @@
 //! cool-down is over. IPv6 prefixes (/64 or /56) are taken lowest first from the host's pool.
 
 use crate::config::{Config, RouterConfig};
+use crate::freespace::{FreeSpace, V4Free, V6Free};
 use crate::sql::{params, Connection};
 use ipnet::Ipv6Net;
 use std::collections::HashSet;
@@ -52,7 +53,8 @@ pub enum AllocError {
 }
 
 /// The addresses of `router` a new block may use: rentable, not covered by a live rental, and
-/// rested. Sorted.
+/// rested. Sorted. A read of the whole pool: the reference the free-space index is checked
+/// against in tests, never on a request's path.
 pub fn free_v4(db: &Connection, router: &str, now: i64) -> crate::sql::Result<Vec<u32>> {
     // Single addresses held are left out by the query (through the live-address index); the
     // few live prefixes are taken out here.
@@ -116,30 +118,6 @@ pub fn pick_block(free: &[u32], prefix_len: u8) -> Option<u32> {
     best.map(|(_, a)| a)
 }
 
-/// The IPv6 prefixes of `router` in use: held by a live rental, or released less than
-/// `rest_secs` ago after being paid for. A hold never paid for does not rest (as its IPv4
-/// addresses do not): else unpaid IPv6 holds left to expire, or taken over, would keep the
-/// pool's prefixes out of use for the whole cool-down.
-pub fn used_v6(
-    db: &Connection,
-    router: &str,
-    now: i64,
-    rest_secs: i64,
-) -> crate::sql::Result<HashSet<Ipv6Net>> {
-    let mut stmt = db.prepare_cached(
-        "SELECT ipv6 FROM rentals WHERE router = ?1 AND ipv6 IS NOT NULL
-           AND (released_at IS NULL OR (released_at > ?2 AND started_at IS NOT NULL))",
-    )?;
-    let rows = stmt.query_map(params![router, now - rest_secs], |r| r.get::<_, String>(0))?;
-    let mut out = HashSet::new();
-    for row in rows {
-        if let Ok(net) = row?.parse::<Ipv6Net>() {
-            out.insert(net);
-        }
-    }
-    Ok(out)
-}
-
 /// The lowest prefix of length `len` inside `pool` that is not in `used`.
 pub fn pick_v6(pool: Ipv6Net, len: u8, used: &HashSet<Ipv6Net>) -> Option<Ipv6Net> {
     if len < pool.prefix_len() || len > 128 {
@@ -160,42 +138,99 @@ pub fn pick_v6(pool: Ipv6Net, len: u8, used: &HashSet<Ipv6Net>) -> Option<Ipv6Ne
         .find(|net| !used.contains(net))
 }
 
-/// `prefix_len` None: no IPv4 (an IPv6-only rental).
+/// A block of `order` on `router` that the index offers and the database confirms free; blocks
+/// the index offers but the database holds (another replica's, a failed commit's) leave the
+/// index on the way.
+fn pick_v4_checked(
+    db: &Connection,
+    router: &str,
+    v4: &mut V4Free,
+    order: u8,
+    now: i64,
+) -> crate::sql::Result<Option<u32>> {
+    while let Some(a) = v4.pick(order) {
+        if crate::freespace::block_is_free(db, router, a, order, now)? {
+            return Ok(Some(a));
+        }
+        v4.take(a, order);
+    }
+    Ok(None)
+}
+
+/// The lowest IPv6 prefix the index offers that no live rental holds.
+fn pick_v6_checked(db: &Connection, v6: &mut V6Free) -> crate::sql::Result<Option<u128>> {
+    while let Some(i) = v6.pick() {
+        if !crate::freespace::live_v6(db, &v6.net(i))? {
+            return Ok(Some(i));
+        }
+        v6.take(i);
+    }
+    Ok(None)
+}
+
+/// `prefix_len` None: no IPv4 (an IPv6-only rental). Takes what it places out of `space`.
 fn place_on(
     db: &Connection,
+    space: &mut FreeSpace,
     r: &RouterConfig,
     prefix_len: Option<u8>,
     ipv6: bool,
     now: i64,
-    rest_secs: i64,
+    take: bool,
 ) -> crate::sql::Result<Option<Placement>> {
+    let Some(rs) = space.router(&r.name) else {
+        return Ok(None);
+    };
+    rs.wake(now);
     let address = match prefix_len {
-        Some(len) => match pick_block(&free_v4(db, &r.name, now)?, len) {
-            Some(a) => Some(Ipv4Addr::from(a)),
+        Some(len) => match pick_v4_checked(db, &r.name, &mut rs.v4, 32 - len.min(32), now)? {
+            Some(a) => Some(a),
             None => return Ok(None),
         },
         None => None,
     };
-    let v6 = match (ipv6, r.ipv6_pool) {
+    let v6 = match (ipv6, rs.v6.as_mut()) {
         (false, _) => None,
         (true, None) => return Ok(None),
-        (true, Some(pool)) => {
-            match pick_v6(
-                pool,
-                r.ipv6_prefix_len,
-                &used_v6(db, &r.name, now, rest_secs)?,
-            ) {
-                Some(net) => Some(net),
-                None => return Ok(None),
+        (true, Some(v6)) => match pick_v6_checked(db, v6)? {
+            Some(i) => Some(i),
+            None => return Ok(None),
+        },
+    };
+    // Both found: only now taken, so a host without room for one keeps the other.
+    if let (Some(a), Some(len), true) = (address, prefix_len, take) {
+        rs.v4.take(a, 32 - len.min(32));
+    }
+    let ipv6 = match (v6, rs.v6.as_mut()) {
+        (Some(i), Some(space6)) => {
+            if take {
+                space6.take(i);
             }
+            Some(space6.net(i))
         }
+        _ => None,
     };
     Ok(Some(Placement {
         router: r.name.clone(),
-        address,
+        address: address.map(Ipv4Addr::from),
         prefix_len: prefix_len.unwrap_or(32),
-        ipv6: v6,
+        ipv6,
     }))
+}
+
+/// Gives a placement back to the index (its rental was not written after all).
+pub fn unplace(space: &mut FreeSpace, p: &Placement) {
+    let Some(rs) = space.router(&p.router) else {
+        return;
+    };
+    if let Some(a) = p.address {
+        rs.v4.free_block(u32::from(a), 32 - p.prefix_len.min(32));
+    }
+    if let (Some(net), Some(v6)) = (p.ipv6, rs.v6.as_mut()) {
+        if let Some(i) = v6.index_of(&net) {
+            v6.free(i);
+        }
+    }
 }
 
 /// Whether `want` is on sale at all (before any pool is looked at).
@@ -228,13 +263,37 @@ pub fn validate(cfg: &Config, want: &Want) -> Result<(), AllocError> {
     Ok(())
 }
 
-/// Places a new rental: on the asked-for host, or the first configured host with room. Runs
-/// inside the caller's transaction, which also inserts the rental.
+/// Places a new rental: on the asked-for host, or the first configured host with room, from
+/// the free-space index (O(log n); the database confirms the block), and takes it out of the
+/// index. Runs inside the caller's transaction, which also inserts the rental.
 pub fn place(
     db: &Connection,
+    space: &mut FreeSpace,
     cfg: &Config,
     want: &Want,
     now: i64,
+) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    place_or_look(db, space, cfg, want, now, true)
+}
+
+/// Where [`place`] would place `want` now, taking nothing.
+pub fn look(
+    db: &Connection,
+    space: &mut FreeSpace,
+    cfg: &Config,
+    want: &Want,
+    now: i64,
+) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
+    place_or_look(db, space, cfg, want, now, false)
+}
+
+fn place_or_look(
+    db: &Connection,
+    space: &mut FreeSpace,
+    cfg: &Config,
+    want: &Want,
+    now: i64,
+    take: bool,
 ) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
     if let Err(e) = validate(cfg, want) {
         return Ok(Err(e));
@@ -249,7 +308,6 @@ pub fn place(
         None => cfg.routers.iter().collect(),
     };
     let free_v6 = cfg.terms.ipv6_monthly_sat == 0;
-    let rest = cfg.terms.cooldown_days as i64 * 86_400;
     if (want.ipv6 == Some(true) || v6_only) && hosts.iter().all(|r| r.ipv6_pool.is_none()) {
         return Ok(Err(AllocError::NoIpv6));
     }
@@ -259,7 +317,7 @@ pub fn place(
             continue;
         }
         let v4 = (!v6_only).then_some(prefix_len);
-        if let Some(p) = place_on(db, r, v4, ipv6, now, rest)? {
+        if let Some(p) = place_on(db, space, r, v4, ipv6, now, take)? {
             return Ok(Ok(p));
         }
     }

@@ -36,6 +36,7 @@
 
 use crate::alloc::{self, AllocError, Placement, Want};
 use crate::config::{Config, LimitsConfig};
+use crate::freespace::{FreeSpace, Released};
 use crate::sql::{params, Connection};
 use crate::store::{self, RentalRow};
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -244,14 +245,14 @@ struct Fit {
 }
 
 fn fit(
-    db: &Connection,
+    space: &mut FreeSpace,
     cfg: &Config,
     router: &crate::config::RouterConfig,
     want: &Want,
     mode: &Mode,
     holds: &[Unpaid],
     now: i64,
-) -> crate::sql::Result<Fit> {
+) -> Fit {
     let v6_only = want.ipv4 == Some(false);
     let free_v6 = cfg.terms.ipv6_monthly_sat == 0;
     let ipv6 = (v6_only || want.ipv6.unwrap_or(free_v6)) && router.ipv6_pool.is_some();
@@ -276,34 +277,43 @@ fn fit(
     };
     if !v6_only {
         let len = want.prefix_len.unwrap_or(32);
-        let free = alloc::free_v4(db, &router.name, now)?;
+        // From the free-space index: no read of the pool.
+        let free = space.free_v4(&router.name, now).unwrap_or(0);
         let n = block(len);
-        out.v4_short = alloc::pick_block(&free, len).is_none();
+        out.v4_short = space
+            .router(&router.name)
+            .is_none_or(|r| r.v4.pick(32 - len.min(32)).is_none());
         if let Mode::Hold(_, share) = mode {
             let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v4).sum();
             let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v4).sum();
             let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v4).sum();
-            let not_paid = free.len() as u64 + unpaid_all;
+            let not_paid = free + unpaid_all;
             let cap = (share * not_paid as f64).floor() as u64;
             out.v4_short |= beside > 0 && unpaid_mine + n > cap;
         }
     }
     if ipv6 {
         let pool = router.ipv6_pool.expect("checked above");
-        let rest = cfg.terms.cooldown_days as i64 * 86_400;
-        let used = alloc::used_v6(db, &router.name, now, rest)?;
-        out.v6_short = alloc::pick_v6(pool, router.ipv6_prefix_len, &used).is_none();
+        let (free6, short6) = match space.router(&router.name).and_then(|r| r.v6.as_mut()) {
+            Some(v6) => {
+                v6.wake(now);
+                (v6.free_count(), v6.pick().is_none())
+            }
+            None => (0, true),
+        };
+        out.v6_short = short6;
         if let Mode::Hold(_, share) = mode {
             let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v6).sum();
             let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v6).sum();
             let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v6).sum();
             let total = v6_prefixes(pool, router.ipv6_prefix_len);
-            let not_paid = total.saturating_sub(used.len() as u64) + unpaid_all;
+            let used = total.saturating_sub(u64::try_from(free6).unwrap_or(u64::MAX));
+            let not_paid = total.saturating_sub(used) + unpaid_all;
             let cap = (share * not_paid as f64).floor() as u64;
             out.v6_short |= beside > 0 && unpaid_mine + 1 > cap;
         }
     }
-    Ok(out)
+    out
 }
 
 /// The hold to take over next on `router`, if any may be: of the prefix holding the most,
@@ -350,12 +360,13 @@ fn savepoint(db: &Connection, what: &str) -> crate::sql::Result<()> {
 /// back).
 fn place_taking_over(
     db: &Connection,
+    space: &mut FreeSpace,
     cfg: &Config,
     want: &Want,
     mode: Mode,
     now: i64,
 ) -> Result<Result<(Placement, Vec<i64>), HoldError>, crate::sql::Error> {
-    match alloc::place(db, cfg, want, now)? {
+    match alloc::look(db, space, cfg, want, now)? {
         Ok(_) | Err(AllocError::Exhausted) => {}
         // Asked for something not sold: nothing to take over.
         Err(e) => return Ok(Err(e.into())),
@@ -377,9 +388,9 @@ fn place_taking_over(
             let mut taken = Vec::new();
             loop {
                 let holds = unpaid_holds(db)?;
-                let f = fit(db, cfg, r, &on, &mode, &holds, now)?;
+                let f = fit(space, cfg, r, &on, &mode, &holds, now);
                 if !f.v4_short && !f.v6_short {
-                    if let Ok(p) = alloc::place(db, cfg, &on, now)? {
+                    if let Ok(p) = alloc::place(db, space, cfg, &on, now)? {
                         savepoint(db, "RELEASE SAVEPOINT takeover")?;
                         return Ok(Ok((p, taken)));
                     }
@@ -390,11 +401,11 @@ fn place_taking_over(
                 let Some(v) = next else {
                     // Room enough, but the listener's share is spent and nothing may be
                     // taken over.
-                    share_full |=
-                        matches!(mode, Mode::Hold(..)) && alloc::place(db, cfg, &on, now)?.is_ok();
+                    share_full |= matches!(mode, Mode::Hold(..))
+                        && alloc::look(db, space, cfg, &on, now)?.is_ok();
                     break;
                 };
-                store::release(db, v.id, now, "taken_over", 0)?;
+                release_unpaid(db, space, v.id, "taken_over", now)?;
                 taken.push(v.id);
             }
             savepoint(db, "ROLLBACK TO SAVEPOINT takeover")?;
@@ -408,12 +419,35 @@ fn place_taking_over(
     }))
 }
 
+/// Releases an unpaid hold and gives its space back to the index at once (an unpaid hold does
+/// not rest). If a savepoint undoes the release, the index's offer of that space is refused by
+/// the database check of `alloc` and dropped.
+fn release_unpaid(
+    db: &Connection,
+    space: &mut FreeSpace,
+    id: i64,
+    reason: &str,
+    now: i64,
+) -> crate::sql::Result<()> {
+    let r = store::rental_by_id(db, id)?;
+    store::release(db, id, now, reason, 0)?;
+    let released = Released {
+        router: &r.router,
+        address: &r.address,
+        prefix_len: r.prefix_len,
+        ipv6: r.ipv6.as_deref(),
+        v6_rest_until: now,
+    };
+    space.released(db, &released, now)
+}
+
 /// Places an unpaid hold for `who` (inside the caller's transaction, under
 /// [`ALLOCATION_LOCK`]): what is asked for must be on sale, `who`'s prefix within
 /// `max_per_client`, and the hold within its listener's share of the host, taking over holds
 /// as the module doc says. Returns the placement and the holds it took over.
 pub fn place_unpaid(
     db: &Connection,
+    space: &mut FreeSpace,
     cfg: &Config,
     want: &Want,
     who: &Requester,
@@ -427,7 +461,7 @@ pub fn place_unpaid(
         return Ok(Err(e));
     }
     let share = who.listener.share(&cfg.limits);
-    place_taking_over(db, cfg, want, Mode::Hold(who, share), now)
+    place_taking_over(db, space, cfg, want, Mode::Hold(who, share), now)
 }
 
 /// What a rental had: the same prefix length, families and host (then any host).
@@ -456,6 +490,7 @@ pub enum Unplaced {
 /// placement made, inside the caller's transaction.
 pub fn place_paid(
     db: &Connection,
+    space: &mut FreeSpace,
     cfg: &Config,
     r: &RentalRow,
     now: i64,
@@ -465,11 +500,11 @@ pub fn place_paid(
         if other.started_at.is_some() {
             return Ok(Err(Unplaced::KeyRentsAnother));
         }
-        store::release(db, other.id, now, "replaced_by_payment", 0)?;
+        release_unpaid(db, space, other.id, "replaced_by_payment", now)?;
     }
     let mut placed = None;
     for host in [Some(r.router.clone()), None] {
-        if let Ok((p, _)) = place_taking_over(db, cfg, &want_of(r, host), Mode::Paid, now)? {
+        if let Ok((p, _)) = place_taking_over(db, space, cfg, &want_of(r, host), Mode::Paid, now)? {
             placed = Some(p);
             break;
         }

@@ -22,6 +22,7 @@ pub mod datadir;
 pub mod db;
 pub mod deadlines;
 pub mod feed;
+pub mod freespace;
 pub mod holds;
 pub mod http;
 pub mod https;
@@ -39,6 +40,7 @@ pub mod service;
 pub mod sql;
 pub mod store;
 pub mod web;
+pub mod writer;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod proving;
@@ -56,6 +58,8 @@ mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod group_commit_tests;
+#[cfg(test)]
 mod hardening_tests;
 #[cfg(test)]
 mod holds_tests;
@@ -69,3 +73,5 @@ mod proptests;
 mod protocol_tests;
 #[cfg(test)]
 mod replay_tests;
+#[cfg(test)]
+mod space_tests;

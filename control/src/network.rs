@@ -17,13 +17,18 @@ pub fn normalize_network(name: &str) -> Option<&'static str> {
 
 /// The network a BOLT11 invoice is for, by its currency prefix.
 pub fn invoice_network(bolt11: &str) -> Option<&'static str> {
-    use lightning_invoice::Currency;
     let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
-    Some(match inv.currency() {
+    Some(currency_name(inv.currency()))
+}
+
+/// A BOLT11 currency in the terms' spelling of networks.
+pub fn currency_name(c: lightning_invoice::Currency) -> &'static str {
+    use lightning_invoice::Currency;
+    match c {
         Currency::Bitcoin => "bitcoin",
         Currency::BitcoinTestnet => "testnet",
         Currency::Regtest => "regtest",
         Currency::Simnet => "simnet",
         Currency::Signet => "signet",
-    })
+    }
 }

@@ -154,3 +154,81 @@ async fn kill_dash_nine_mid_traffic_keeps_the_books_consistent() {
     };
     assert_eq!(s, 200);
 }
+
+/// Group commit answers a rent only once its commit is on disk: the server is killed the moment
+/// the first 201 of a burst arrives, and every 201 that did arrive names a rental and invoice
+/// the database kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_201_is_never_answered_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    // One client asks for all of them: its cap of unpaid holds raised.
+    let cfg = ProcessBuilder::new(
+        dir.path(),
+        &format!(
+            "invoice_poll_millis = 100\n\
+             [limits]\nmax_unpaid_per_client = 1000\nburst = 1000\ninvoice_burst = 1000\n\
+             [[routers]]\nname = \"crash\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\npools = [\"203.0.113.0/26\"]\n",
+            dir.path().join("no-router.sock").display()
+        ),
+    )
+    .write();
+    let mut answered: Vec<(String, String)> = Vec::new();
+    let mut next = 1000u32;
+    for _round in 0..3 {
+        let mut c = cfg.start();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for _ in 0..15 {
+            let (base, k, tx) = (c.url(), key(next), tx.clone());
+            next += 1;
+            tasks.push(tokio::spawn(async move {
+                let Ok(r) = client()
+                    .post(format!("{base}/v1/rentals"))
+                    .json(&json!({ "public_key": k }))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let st = r.status();
+                if st != 201 {
+                    eprintln!("rent: {st} {}", r.text().await.unwrap_or_default());
+                } else if let Ok(v) = r.json::<Value>().await {
+                    let hash = v["invoice"]["payment_hash"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = tx.send((k, hash));
+                }
+            }));
+        }
+        drop(tx);
+        // SIGKILL right after the first answer.
+        if let Some(first) = rx.recv().await {
+            answered.push(first);
+        }
+        c.kill();
+        for t in tasks {
+            let _ = t.await;
+        }
+        while let Some(a) = rx.recv().await {
+            answered.push(a);
+        }
+    }
+    assert!(!answered.is_empty());
+    let db = rusqlite::Connection::open(dir.path().join("staticwire.sqlite")).unwrap();
+    for (k, hash) in &answered {
+        let n: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM invoices i JOIN rentals r ON r.id = i.rental_id
+                 WHERE r.public_key = ?1 AND i.payment_hash = ?2",
+                [k, hash],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            n, 1,
+            "answered 201 for {k} ({hash}) but not in the database"
+        );
+    }
+}

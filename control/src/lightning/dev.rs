@@ -17,6 +17,11 @@ pub struct DevNode {
     key: SecretKey,
     pub node_id: PublicKey,
     db: Arc<Mutex<Connection>>,
+    /// Made once: a context is costly to make per invoice.
+    secp: Secp256k1<bitcoin::secp256k1::All>,
+    /// The control's group commit, when it has one: the node's invoice rides in the batch of
+    /// the control's own (no commit of its own).
+    group: std::sync::OnceLock<Arc<crate::writer::GroupCommit>>,
 }
 
 /// Loads the node key from `path`, creating it (0600) on first use.
@@ -56,8 +61,20 @@ fn db_err(e: crate::sql::Error) -> LnError {
 
 impl DevNode {
     pub fn new(key: SecretKey, db: Arc<Mutex<Connection>>) -> Self {
-        let node_id = PublicKey::from_secret_key(&Secp256k1::new(), &key);
-        DevNode { key, node_id, db }
+        let secp = Secp256k1::new();
+        let node_id = PublicKey::from_secret_key(&secp, &key);
+        DevNode {
+            key,
+            node_id,
+            db,
+            secp,
+            group: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Stages the node's invoices in the control's group commit.
+    pub fn use_group_commit(&self, group: Arc<crate::writer::GroupCommit>) {
+        let _ = self.group.set(group);
     }
 
     pub fn create_invoice(
@@ -72,7 +89,7 @@ impl DevNode {
         rand::thread_rng().fill_bytes(&mut preimage);
         rand::thread_rng().fill_bytes(&mut secret);
         let hash = sha256::Hash::hash(&preimage);
-        let secp = Secp256k1::new();
+        let secp = &self.secp;
         let invoice = InvoiceBuilder::new(Currency::Regtest)
             .description(description.to_string())
             .payment_hash(hash)
@@ -86,10 +103,8 @@ impl DevNode {
         let bolt11 = invoice.to_string();
         let payment_hash = hex::encode(hash.to_byte_array());
         let expires_at = now + expiry.as_secs() as i64;
-        self.db
-            .lock()
-            .map_err(|_| LnError::Dev("database lock poisoned".into()))?
-            .execute(
+        let insert = |db: &Connection| {
+            db.execute(
                 "INSERT INTO dev_invoices(payment_hash, preimage, bolt11, amount_msat, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -100,7 +115,23 @@ impl DevNode {
                     expires_at
                 ],
             )
-            .map_err(db_err)?;
+        };
+        match self.group.get() {
+            // Durable before the control's invoice row, which is staged after it.
+            Some(group) => {
+                let db = group
+                    .lock(&self.db)
+                    .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
+                group.stage(&db, insert).map_err(db_err)?;
+            }
+            None => {
+                let db = self
+                    .db
+                    .lock()
+                    .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
+                insert(&db).map_err(db_err)?;
+            }
+        }
         Ok(NewInvoice {
             bolt11,
             payment_hash,

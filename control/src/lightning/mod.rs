@@ -71,6 +71,16 @@ pub fn invoice_payee(bolt11: &str) -> Option<String> {
     Some(inv.recover_payee_pub_key().to_string())
 }
 
+/// The payee (hex) and network of an invoice from one parse: each parse checks the signature,
+/// the costliest step of making an invoice.
+pub fn invoice_payee_network(bolt11: &str) -> Option<(String, &'static str)> {
+    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
+    Some((
+        inv.recover_payee_pub_key().to_string(),
+        crate::network::currency_name(inv.currency()),
+    ))
+}
+
 /// A node public key as a node reports it: 33 bytes in hex, a point on the curve; else None.
 pub fn node_key(s: &str) -> Option<String> {
     let s = s.trim().to_ascii_lowercase();

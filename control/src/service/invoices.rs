@@ -7,6 +7,7 @@ use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
 use crate::ledger;
 use crate::lightning::{LnError, Settlement, Status};
 use crate::metrics::events;
+use crate::sql::OptionalExtension;
 use crate::store::{self, Credit, InvoiceRow, RentalRow};
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, InvoiceState};
@@ -63,19 +64,21 @@ impl Service {
             .ln
             .create_invoice(amount_sat * 1000, &self.description(r, what), expiry, now)
             .await?;
+        // Parsed once: the payee and the network both come from it.
+        let parsed = crate::lightning::invoice_payee_network(&new.bolt11);
         // A customer's client refuses an invoice of another payee than the terms name.
         if let Some(payee) = &self.payee {
-            let got = crate::lightning::invoice_payee(&new.bolt11);
-            if got.as_ref() != Some(payee) {
+            let got = parsed.as_ref().map(|(p, _)| p.as_str());
+            if got != Some(payee.as_str()) {
                 return Err(LnError::Protocol(format!(
                     "the node made an invoice payable to {}, but the published payee is {payee}",
-                    got.as_deref().unwrap_or("nobody")
+                    got.unwrap_or("nobody")
                 ))
                 .into());
             }
         }
         // A customer's client refuses an invoice of another network; refuse it first.
-        match crate::network::invoice_network(&new.bolt11) {
+        match parsed.as_ref().map(|(_, n)| *n) {
             Some(n) if n == self.network => {}
             other => {
                 return Err(LnError::Protocol(format!(
@@ -86,11 +89,38 @@ impl Service {
                 .into())
             }
         }
-        let mut db = self.db()?;
-        let tx = db.transaction()?;
-        if purpose == InvoicePurpose::Activation && store::invoices_of(&tx, r.id)?.is_empty() {
+        let (resp, ticket) =
+            self.stage(|tx| self.invoice_in(tx, r, &new, amount_sat, purpose, credit, now))?;
+        // Answered only once its commit is on disk.
+        self.writer.durable(ticket).await?;
+        self.wake();
+        Ok(resp)
+    }
+
+    /// Records a new invoice of `r` (staged in the group commit).
+    #[allow(clippy::too_many_arguments)]
+    fn invoice_in(
+        &self,
+        tx: &crate::sql::Connection,
+        r: &RentalRow,
+        new: &crate::lightning::NewInvoice,
+        amount_sat: u64,
+        purpose: InvoicePurpose,
+        credit: Credit,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        // The hold was staged in an earlier batch: gone if that batch's commit failed (and
+        // its id perhaps another key's since).
+        // (Released since, by a takeover, it is still there: its invoice stays payable.)
+        let held = store::rental_by_id(tx, r.id).optional()?;
+        if held.is_none_or(|h| h.public_key != r.public_key || h.created_at != r.created_at) {
+            return Err(ServiceError::DatabaseUnavailable(
+                "the hold of this rental was not committed; retry".into(),
+            ));
+        }
+        if purpose == InvoicePurpose::Activation && store::invoices_of(tx, r.id)?.is_empty() {
             store::event(
-                &tx,
+                tx,
                 now,
                 Some(r.id),
                 "rented",
@@ -98,7 +128,7 @@ impl Service {
             )?;
         }
         store::insert_invoice(
-            &tx,
+            tx,
             &new.payment_hash,
             r.id,
             &new.bolt11,
@@ -108,13 +138,11 @@ impl Service {
             now,
             new.expires_at,
         )?;
-        store::set_invoice_api(&tx, &new.payment_hash, api_of(credit))?;
-        tx.commit()?;
-        self.wake();
-        let inv = store::invoice_by_hash(&db, &new.payment_hash)?
+        store::set_invoice_api(tx, &new.payment_hash, api_of(credit))?;
+        let inv = store::invoice_by_hash(tx, &new.payment_hash)?
             .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
-            rental: self.rental_view(&db, r, now)?,
+            rental: self.rental_view(tx, r, now)?,
             invoice: inv.to_api(),
         })
     }
@@ -166,22 +194,22 @@ impl Service {
     pub async fn settle(&self, hash: &str, settled_at: i64) -> Result<bool, ServiceError> {
         let seen = Instant::now();
         let now = self.clock.now();
-        let rental = {
-            let mut db = self.db()?;
-            let tx = db.transaction()?;
+        // Staged in the group commit: a burst of settlements shares its commits.
+        let (credited, ticket) = self.stage(|tx| {
             // Another replica settling the same invoice waits here, then finds it paid.
-            store::lock_invoice(&tx, hash)?;
-            if store::payment_exists(&tx, hash)? {
-                return Ok(false);
+            store::lock_invoice(tx, hash)?;
+            if store::payment_exists(tx, hash)? {
+                return Ok(None);
             }
             let inv: InvoiceRow =
-                store::invoice_by_hash(&tx, hash)?.ok_or(ServiceError::NoInvoice)?;
-            let before = store::rental_by_id(&tx, inv.rental_id)?;
-            store::credit(&tx, &inv, settled_at, self.terms.month_secs)?;
+                store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NoInvoice)?;
+            let before = store::rental_by_id(tx, inv.rental_id)?;
+            store::credit(tx, &inv, settled_at, self.terms.month_secs)?;
             // Paid after its hold was taken over or replaced: a payment wins over every
             // unpaid hold, so it is placed again (`crate::holds`).
             if crate::holds::placed_again_when_paid(&before) {
-                match crate::holds::place_paid(&tx, &self.cfg, &before, now)? {
+                let mut space = self.space(tx, self.writer.failures())?;
+                match crate::holds::place_paid(tx, &mut space, &self.cfg, &before, now)? {
                     Ok(p) => {
                         tracing::info!(rental = before.id, router = %p.router, "a paid hold that was taken over is placed again")
                     }
@@ -193,18 +221,21 @@ impl Service {
                     }
                 }
             }
-            let r = store::rental_by_id(&tx, inv.rental_id)?;
+            let r = store::rental_by_id(tx, inv.rental_id)?;
             if r.released_at.is_some() {
                 store::event(
-                    &tx,
+                    tx,
                     now,
                     Some(r.id),
                     "payment_after_release",
                     &serde_json::json!({"payment_hash": hash}),
                 )?;
             }
-            tx.commit()?;
-            r
+            Ok::<_, ServiceError>(Some(r))
+        })?;
+        self.writer.durable(ticket).await?;
+        let Some(rental) = credited else {
+            return Ok(false);
         };
         tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
         self.admit_if_active(rental.id, seen).await?;
@@ -259,8 +290,12 @@ impl Service {
     /// with an unpaid first invoice, the rental and its hold on the address).
     pub async fn check_invoices(&self) -> Result<(), ServiceError> {
         let open = store::open_invoices(&*self.db()?)?;
-        for inv in open {
-            self.check_invoice(&inv).await?;
+        // Asked about a batch at a time: the settlements among them share commits.
+        for batch in open.chunks(INVOICE_BATCH) {
+            let checked =
+                futures_util::future::join_all(batch.iter().map(|inv| self.check_invoice(inv)))
+                    .await;
+            checked.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
         Ok(())
     }
@@ -304,22 +339,28 @@ impl Service {
         let now_ms = self.clock.now_ms();
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.
-        let due = due_invoices(&*self.db()?, now_ms, INVOICE_BATCH)?;
-        let mut next = Vec::with_capacity(due.len());
-        for inv in due {
-            self.check_invoice(&inv).await?;
-            next.push((
-                inv.payment_hash.clone(),
-                next_check_ms(&inv, now_ms, poll_ms),
-            ));
-        }
-        // The batch's next checks in one commit (one fsync), not one each.
-        let db = self.db()?;
-        let tx = db.unchecked_transaction()?;
-        for (hash, at) in next {
-            set_next_check(&tx, &hash, at)?;
-        }
-        tx.commit()?;
+        let due = due_invoices(&*self.peek()?, now_ms, INVOICE_BATCH)?;
+        // Asked about together: the settlements among them share group commits (a burst of
+        // payments after an outage is credited at the disk's pace of batches, not of fsyncs).
+        let checked =
+            futures_util::future::join_all(due.iter().map(|inv| self.check_invoice(inv))).await;
+        checked.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let next: Vec<(String, i64)> = due
+            .iter()
+            .map(|inv| {
+                (
+                    inv.payment_hash.clone(),
+                    next_check_ms(inv, now_ms, poll_ms),
+                )
+            })
+            .collect();
+        // The batch's next checks ride in the group commit (a lost one is checked again).
+        self.stage(|tx| {
+            for (hash, at) in &next {
+                set_next_check(tx, hash, *at)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -333,6 +374,7 @@ impl Service {
             let still_open = store::open_invoice(&tx, r.id, now)?.is_some();
             if r.started_at.is_none() && r.released_at.is_none() && !still_open {
                 store::release(&tx, r.id, now, "unpaid", 0)?;
+                self.space_released(&tx, &r, now)?;
             }
         }
         tx.commit()?;

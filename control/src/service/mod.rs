@@ -12,6 +12,7 @@
 mod invoices;
 mod reconcile;
 mod rentals;
+mod space;
 mod views;
 
 pub use invoices::api_of;
@@ -262,6 +263,11 @@ pub struct Service {
     /// Each router's socket (inode and change time) as last seen or fully compared: a new one
     /// is a restarted router.
     sockets: Mutex<HashMap<String, SocketId>>,
+    /// Free IPv4 blocks and IPv6 prefixes per router (placement and the terms' free counts
+    /// read it, never the pool); locked after the database when both are.
+    space: Mutex<crate::freespace::FreeSpace>,
+    /// The group commit of the rents, invoices and settlements (`crate::writer`).
+    writer: Arc<crate::writer::GroupCommit>,
 }
 
 impl Service {
@@ -293,6 +299,16 @@ impl Service {
             }
             tx.commit()?;
         }
+        let space = {
+            let db = db
+                .lock()
+                .map_err(|_| ServiceError::Internal("lock".into()))?;
+            space::build(&db, &cfg, clock.now(), 0)?
+        };
+        let writer = crate::writer::GroupCommit::start(&db);
+        if let Backend::Dev(node) = &ln {
+            node.use_group_commit(writer.clone());
+        }
         let network = cfg
             .network()
             .and_then(crate::network::normalize_network)
@@ -314,6 +330,8 @@ impl Service {
             peer_extra: cfg.terms.peer_limit_lines(),
             compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             sockets: Mutex::new(HashMap::new()),
+            space: Mutex::new(space),
+            writer,
             cfg,
             terms,
             clock,
@@ -438,10 +456,41 @@ impl Service {
         seen != Some(id)
     }
 
+    /// The connection, with the open group-commit batch committed first: nothing uncommitted
+    /// is read, and a transaction of the caller's own can begin.
     pub fn db(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
-        self.db
-            .lock()
-            .map_err(|_| ServiceError::Internal("database lock poisoned".into()))
+        let db = crate::writer::lock_conn(&self.db)
+            .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+        if self.writer.is_open() {
+            crate::writer::blocking(|| self.writer.flush(&db));
+        }
+        Ok(db)
+    }
+
+    /// The connection as it is, the open group-commit batch included (not committed first):
+    /// for reads that a staged, not yet durable change cannot mislead (scheduling, a rental
+    /// whose own change is durable already). Never for a transaction.
+    pub fn peek(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        crate::writer::lock_conn(&self.db).map_err(|e| ServiceError::Internal(e.to_string().into()))
+    }
+
+    /// Runs `f` in the open group-commit batch; its change is durable once
+    /// `self.writer.durable(ticket)` answers (answer nobody before).
+    pub(crate) fn stage<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        let db = self
+            .writer
+            .lock(&self.db)
+            .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+        self.writer.stage(&db, f)
+    }
+
+    /// The group commit (tests inject a failed commit through it).
+    #[cfg(test)]
+    pub(crate) fn group_commit(&self) -> &crate::writer::GroupCommit {
+        &self.writer
     }
 
     /// Wakes the service loop (a deadline may now be earlier than it sleeps).

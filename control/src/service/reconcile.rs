@@ -41,6 +41,7 @@ impl Service {
                 continue;
             }
             let end = paid_until + self.terms.reservation_secs;
+            let row = store::rental_by_id(&tx, id)?;
             store::release(
                 &tx,
                 id,
@@ -48,6 +49,7 @@ impl Service {
                 "reservation_ended",
                 end + self.terms.cooldown_secs,
             )?;
+            self.space_released(&tx, &row, end)?;
         }
         let after_hold = after.map_or(i64::MIN, |a| a - ORPHAN_HOLD_SECS);
         // A hold whose invoice never came (a crash between the two steps of `rent`).
@@ -55,7 +57,9 @@ impl Service {
             if !self.owns(&router) {
                 continue;
             }
+            let row = store::rental_by_id(&tx, id)?;
             store::drop_hold(&tx, id, now, "no_invoice")?;
+            self.space_released(&tx, &row, now)?;
         }
         tx.commit()?;
         Ok(out)
@@ -89,7 +93,8 @@ impl Service {
     pub async fn admit_if_active(&self, id: i64, seen: Instant) -> Result<(), ServiceError> {
         let _feed = self.feed_lock.lock().await;
         let now = self.clock.now();
-        let rental = store::rental_by_id(&*self.db()?, id)?;
+        // Its own change (a settlement) is durable already: no need to commit the others'.
+        let rental = store::rental_by_id(&*self.peek()?, id)?;
         if rental.account().state(&self.terms, now) != RentalState::Active {
             return Ok(());
         }

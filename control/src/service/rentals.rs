@@ -6,7 +6,9 @@ use crate::alloc::{AllocError, Want};
 use crate::holds::{self, HoldError, Listener, Requester, ALLOCATION_LOCK};
 use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
+use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, RentalRow};
+use crate::writer::Ticket;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, RentalState};
 
@@ -38,18 +40,40 @@ impl Service {
         client: Option<ClientId>,
         want: &Want,
     ) -> Result<Hold, ServiceError> {
-        let mut db = self.db()?;
-        let tx = db.transaction()?;
+        self.hold_staged(key, now, client, want).map(|(h, _)| h)
+    }
+
+    /// [`Service::hold_with`], staged in the group commit: durable once its ticket is.
+    fn hold_staged(
+        &self,
+        key: &str,
+        now: i64,
+        client: Option<ClientId>,
+        want: &Want,
+    ) -> Result<(Hold, Ticket), ServiceError> {
+        let staged = self.stage(|tx| self.hold_in(tx, key, now, client, want))?;
+        self.wake();
+        Ok(staged)
+    }
+
+    fn hold_in(
+        &self,
+        tx: &Connection,
+        key: &str,
+        now: i64,
+        client: Option<ClientId>,
+        want: &Want,
+    ) -> Result<Hold, ServiceError> {
         // Replicas on one PostgreSQL place rentals one at a time: no block goes out twice.
         tx.lock_for_transaction(ALLOCATION_LOCK)?;
-        if let Some(r) = store::live_rental(&tx, key)? {
+        if let Some(r) = store::live_rental(tx, key)? {
             match r.account().state(&self.terms, now) {
                 RentalState::Pending => {
-                    let open = store::open_invoice(&tx, r.id, now)?;
+                    let open = store::open_invoice(tx, r.id, now)?;
                     let same = same_options(&r, want);
                     if let Some(inv) = open.as_ref().filter(|_| same) {
                         // Asking again returns the same invoice instead of a second address.
-                        let view = self.rental_view(&tx, &r, now)?;
+                        let view = self.rental_view(tx, &r, now)?;
                         return Ok(Hold::Existing(Box::new(api::InvoiceResponse {
                             rental: view,
                             invoice: inv.to_api(),
@@ -63,12 +87,14 @@ impl Service {
                     // Other options: the key's new rent replaces its unpaid hold (its invoice,
                     // if paid after all, places it again: `holds::place_paid`).
                     let reason = if open.is_some() { "replaced" } else { "unpaid" };
-                    store::drop_hold(&tx, r.id, now, reason)?;
+                    store::drop_hold(tx, r.id, now, reason)?;
+                    self.space_released(tx, &r, now)?;
                 }
                 RentalState::Released => {
                     let cool = r.account().reserved_until(&self.terms).unwrap_or(now)
                         + self.terms.cooldown_secs;
-                    store::release(&tx, r.id, now, "reservation_ended", cool)?;
+                    store::release(tx, r.id, now, "reservation_ended", cool)?;
+                    self.space_released(tx, &r, now)?;
                 }
                 state => {
                     return Err(ServiceError::Conflict(format!(
@@ -82,9 +108,11 @@ impl Service {
             let api = crate::metrics::events::request_api();
             Requester::new(c.ip(), &self.limits.cfg, Listener::of_api(api))
         });
+        let mut space = self.space(tx, self.writer.failures())?;
         let placed = match &who {
             Some(who) => holds::place_unpaid(
-                &tx,
+                tx,
+                &mut space,
                 &self.cfg,
                 want,
                 who,
@@ -97,7 +125,8 @@ impl Service {
                 }
                 p
             }),
-            None => crate::alloc::place(&tx, &self.cfg, want, now)?.map_err(HoldError::from),
+            None => crate::alloc::place(tx, &mut space, &self.cfg, want, now)?
+                .map_err(HoldError::from),
         };
         let place = placed.map_err(|e| match e {
             HoldError::Alloc(AllocError::Exhausted) => ServiceError::PoolExhausted,
@@ -111,28 +140,39 @@ impl Service {
         })?;
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
-        let id = store::insert_rental_with(
-            &tx,
+        let id = match store::insert_rental_with(
+            tx,
             key,
             &place.address.map(|a| a.to_string()).unwrap_or_default(),
             place.prefix_len,
             place.ipv6.map(|n| n.to_string()).as_deref(),
             &place.router,
             now,
-        )?;
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                crate::alloc::unplace(&mut space, &place);
+                return Err(e.into());
+            }
+        };
+        drop(space);
         if let Some(who) = &who {
-            crate::deadlines::set_client(&tx, id, &who.column())?;
+            crate::deadlines::set_client(tx, id, &who.column())?;
         }
-        tx.commit()?;
-        self.wake();
-        Ok(Hold::New(store::rental_by_id(&db, id)?))
+        Ok(Hold::New(store::rental_by_id(tx, id)?))
     }
 
     /// Gives a hold back when its first invoice could not be made: the rejected request
     /// leaves nothing behind (no rental, so `GET /v1/rentals/{key}` stays 404).
     pub fn unhold(&self, rental: &RentalRow, now: i64) -> Result<(), ServiceError> {
         let db = self.db()?;
+        let held = store::rental_by_id(&db, rental.id).optional()?;
+        if held.is_none_or(|h| h.public_key != rental.public_key) {
+            // The hold's own commit failed: there is nothing to give back.
+            return Ok(());
+        }
         store::drop_hold(&db, rental.id, now, "invoice_failed")?;
+        self.space_released(&db, rental, now)?;
         Ok(())
     }
 
@@ -155,10 +195,15 @@ impl Service {
     ) -> Result<api::InvoiceResponse, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let rental = match self.hold_with(&key, now, client, want)? {
-            Hold::Existing(resp) => return Ok(*resp),
-            Hold::New(r) => r,
+        let rental = match self.hold_staged(&key, now, client, want)? {
+            (Hold::Existing(resp), ticket) => {
+                // Its invoice may still be in the open batch (asked for twice at once).
+                self.writer.durable(ticket).await?;
+                return Ok(*resp);
+            }
+            (Hold::New(r), ticket) => (r, ticket),
         };
+        let (rental, held) = rental;
         let quote = ledger::activation_quote(&self.terms_of(&rental));
         match self
             .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
@@ -166,6 +211,8 @@ impl Service {
         {
             Ok(resp) => Ok(resp),
             Err(e) => {
+                // A hold whose commit failed: that failure is the answer.
+                self.writer.durable(held).await?;
                 // No invoice, no hold: give the address back at once.
                 self.unhold(&rental, now)?;
                 Err(e)
@@ -227,6 +274,7 @@ impl Service {
         let db = self.db()?;
         let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
         store::release(&db, r.id, now, "operator", now + self.terms.cooldown_secs)?;
+        self.space_released(&db, &r, now)?;
         let r = store::rental_by_id(&db, r.id)?;
         self.rental_view(&db, &r, now)
     }

@@ -117,6 +117,15 @@ impl Connection {
         }
     }
 
+    /// Whether a transaction is open (SQLite rolls one back by itself on some errors, a full
+    /// disk among them; PostgreSQL keeps it open until told).
+    pub fn in_transaction(&self) -> bool {
+        match self {
+            Connection::Sqlite(c) => !c.is_autocommit(),
+            Connection::Postgres(_) => true,
+        }
+    }
+
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         Transaction::begin(self)
     }

@@ -15,6 +15,9 @@ pub enum Error {
     NoRows,
     #[error("column {0}: {1}")]
     Type(usize, super::TypeError),
+    /// A group commit that failed (`crate::writer`): the change it carried is gone.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -51,6 +54,7 @@ impl Error {
                         || c == "25006"
                 }
             },
+            Error::Unavailable(_) => true,
             _ => false,
         }
     }

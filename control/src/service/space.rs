@@ -1,0 +1,87 @@
+//! The service's free-space index (`crate::freespace`): built from the database, handed to the
+//! placement, and told of every release, so no request reads the pool.
+
+use super::{Service, ServiceError};
+use crate::config::Config;
+use crate::freespace::{FreeSpace, Pool, Released};
+use crate::sql::Connection;
+use crate::store::RentalRow;
+use std::sync::MutexGuard;
+
+/// Reads every configured router's free space.
+pub(super) fn build(
+    db: &Connection,
+    cfg: &Config,
+    now: i64,
+    failures: u64,
+) -> crate::sql::Result<FreeSpace> {
+    let pools: Vec<Pool<'_>> = cfg
+        .routers
+        .iter()
+        .map(|r| Pool {
+            router: &r.name,
+            ipv6: r.ipv6_pool.map(|p| (p, r.ipv6_prefix_len)),
+        })
+        .collect();
+    FreeSpace::build(
+        db,
+        &pools,
+        now,
+        cfg.terms.cooldown_days as i64 * 86_400,
+        failures,
+    )
+}
+
+impl Service {
+    /// The free-space index, rebuilt first when a commit failed since it was built (the failed
+    /// batch's placements are free again). Lock the database first when holding both.
+    pub(super) fn space(
+        &self,
+        db: &Connection,
+        failures: u64,
+    ) -> Result<MutexGuard<'_, FreeSpace>, ServiceError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        if space.stale(failures) {
+            *space = build(db, &self.cfg, self.clock.now(), failures)?;
+        }
+        Ok(space)
+    }
+
+    /// Tells the index that `r` was released (or its hold dropped) at `at`: its space rests,
+    /// then is free again.
+    pub(super) fn space_released(
+        &self,
+        db: &Connection,
+        r: &RentalRow,
+        at: i64,
+    ) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        let released = Released {
+            router: &r.router,
+            address: &r.address,
+            prefix_len: r.prefix_len,
+            ipv6: r.ipv6.as_deref(),
+            // A prefix rests only after being paid for (an unpaid hold's is free at once).
+            v6_rest_until: if r.started_at.is_some() {
+                at + self.terms.cooldown_secs
+            } else {
+                at
+            },
+        };
+        space.released(db, &released, now)?;
+        Ok(())
+    }
+
+    /// Single IPv4 addresses free now on `router`, from the index.
+    pub(super) fn free_ipv4(&self, router: &str) -> Option<u64> {
+        let now = self.clock.now();
+        self.space.lock().ok()?.free_v4(router, now)
+    }
+}
