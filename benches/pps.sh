@@ -14,7 +14,8 @@
 #   starts and only replayed with sendmmsg, so one core offers several times what one server core
 #   takes: overload, see benches/overload.sh), PACKETS (replay: datagrams in all, 2000000),
 #   BURST (replay: datagrams per customer per sendmmsg, 8), GSO=1 (replay: each burst as one UDP
-#   GSO send; cheaper to offer, and the server may receive it as one GRO train), DIRS ("in out")
+#   GSO send; cheaper to offer, and the server may receive it as one GRO train), RATE (replay: offer
+#   at most this many datagrams a second; unset: as fast as one core can), DIRS ("in out")
 # Everything lives in namespaces made and removed here (198.18.0.0/15, 203.0.113.0/24).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -151,7 +152,7 @@ for server in $SERVERS; do
     if [ "$GEN" = replay ]; then
       # The generator yields CPU 1 to the sink: when starved it only offers less (it says how much).
       ex $CLI taskset -c 1 nice -n 10 $lt replay $common $target --size $size --seconds $T \
-        --packets $PACKETS --burst $BURST ${GSO:+--gso} > $tmp/send.out &
+        --packets $PACKETS --burst $BURST ${GSO:+--gso} ${RATE:+--rate $RATE} > $tmp/send.out &
     else
       ex $CLI taskset -c 1 $lt send $common $target --size $size --seconds $T > $tmp/send.out &
     fi

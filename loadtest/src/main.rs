@@ -92,6 +92,9 @@ enum Cmd {
         /// Send each burst as one UDP GSO send (see `replay`).
         #[arg(long)]
         gso: bool,
+        /// Offer at most this many datagrams a second (default: as fast as the socket takes them).
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// Count what the server sends to the customers.
     Recv {
@@ -507,6 +510,7 @@ fn main() {
             max_mb,
             burst,
             gso,
+            rate,
         } => {
             let mut customers = connect(&c);
             let n = customers.len() as u64;
@@ -539,7 +543,14 @@ fn main() {
                 .collect();
             println!("ready");
             let _ = std::io::Write::flush(&mut std::io::stdout());
-            let t = replay::replay(&sealed, stride, burst, gso, Duration::from_secs(c.seconds));
+            let t = replay::replay(
+                &sealed,
+                stride,
+                burst,
+                gso,
+                rate,
+                Duration::from_secs(c.seconds),
+            );
             println!(
                 "replayed packets={} seconds={:.3} pps={:.0}",
                 t.sent,

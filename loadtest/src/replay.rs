@@ -24,12 +24,15 @@ pub struct Tally {
 /// the burst as one GRO train, a lighter load than separate senders), customers in turn, until
 /// all are sent or `for_` has passed. A burst the socket refuses (buffer full) is retried later, never
 /// skipped: a gap would only be a loss the server's replay window forgives, but sending in
-/// order keeps the offered load what a real sender's would be.
+/// order keeps the offered load what a real sender's would be. With `rate` (datagrams a second),
+/// the sender waits before any burst that would put it ahead of that rate, so a sweep of rates
+/// finds the server's saturating load and shows what happens past it.
 pub fn replay(
     customers: &[Sealed],
     stride: usize,
     burst: usize,
     gso: bool,
+    rate: Option<u64>,
     for_: Duration,
 ) -> Tally {
     let burst = burst.clamp(1, 64);
@@ -65,6 +68,9 @@ pub fn replay(
             let total = c.data.len() / stride;
             if *pos >= total {
                 continue;
+            }
+            if let Some(rate) = rate {
+                pace(started, sent, rate);
             }
             let n = burst.min(total - *pos);
             if gso {
@@ -109,5 +115,23 @@ pub fn replay(
     Tally {
         sent,
         offered_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Waits until `sent` datagrams are no more than `rate` a second since `started`: sleeps for
+/// long waits, spins the last stretch (a sleep overshoots by tens of microseconds).
+fn pace(started: Instant, sent: u64, rate: u64) {
+    let due = started + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let wait = due - now;
+        if wait > Duration::from_micros(200) {
+            std::thread::sleep(wait - Duration::from_micros(100));
+        } else {
+            std::hint::spin_loop();
+        }
     }
 }
