@@ -341,3 +341,44 @@ async fn a_v1_flood_cannot_take_a_compat_customers_hold() {
         "paid, on another address: {s}"
     );
 }
+
+/// An original client's hold taken over by later compat clients (its listener's share spent,
+/// every holder holding one address, its hold the oldest) is still an invoice it can pay, and
+/// the payment wins (PROTOCOL.md [rent.takeover]): placed again, active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compat_customers_taken_over_hold_that_is_paid_is_placed_again() {
+    let p = start();
+    let key = crate::proving::new_key();
+    let c = compat_from("127.202.0.1");
+    let v = compat_call(&p, &c, "/api/rent/", &key).await;
+    let bolt11 = v["Invoice"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the compat customer was refused: {v}"))
+        .to_string();
+    // One key from each of forty /24s, one after another: the sixteenth finds the share
+    // spent and takes over the oldest hold, the customer's.
+    for i in 0..40u8 {
+        let v = compat_call(
+            &p,
+            &compat_from(&format!("127.12.{i}.1")),
+            "/api/rent/",
+            &crate::proving::new_key(),
+        )
+        .await;
+        assert!(v["Invoice"].is_string(), "{v}");
+    }
+    let s = compat_call(&p, &c, "/api/getstatus/", &key).await;
+    assert_eq!(
+        s["state"], "released",
+        "the oldest hold was not taken over: {s}"
+    );
+    pay(&p, &bolt11).await;
+    let s = compat_call(&p, &c, "/api/getstatus/", &key).await;
+    assert_eq!(s["state"], "active", "{s}");
+    assert!(
+        s["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("203.0.113.")),
+        "{s}"
+    );
+}
