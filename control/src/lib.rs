@@ -74,4 +74,6 @@ mod protocol_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod space_tests;
