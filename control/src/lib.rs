@@ -39,6 +39,7 @@ pub mod secrets;
 pub mod service;
 pub mod sql;
 pub mod store;
+pub mod unpaid;
 pub mod web;
 pub mod writer;
 

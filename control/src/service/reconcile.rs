@@ -8,6 +8,7 @@ use crate::deadlines::{
 };
 use crate::feed::{decode_key, socket_id, Desired, Endpoints};
 use crate::metrics::events::{self, ReconcileFailed, Reconciled};
+use crate::sql::Connection;
 use crate::store;
 use staticwire_api::RentalState;
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,24 @@ impl Service {
     /// full compare) every due release and orphan is handled and no peer is returned.
     pub fn take_due(&self, after: Option<i64>, now: i64) -> Result<Removals, ServiceError> {
         let mut db = self.db()?;
+        let mut dropped = Vec::new();
+        let out = self.take_due_in(&mut db, after, now, &mut dropped);
+        if out.is_err() {
+            // Rolled back: the holds it dropped are counted as the database has them again.
+            for id in dropped {
+                self.unpaid_touched(&db, id)?;
+            }
+        }
+        out
+    }
+
+    fn take_due_in(
+        &self,
+        db: &mut Connection,
+        after: Option<i64>,
+        now: i64,
+        dropped: &mut Vec<i64>,
+    ) -> Result<Removals, ServiceError> {
         let tx = db.transaction()?;
         let mut out = Removals::new();
         if let Some(after) = after {
@@ -58,6 +77,7 @@ impl Service {
                 continue;
             }
             let row = store::rental_by_id(&tx, id)?;
+            dropped.push(id);
             store::drop_hold(&tx, id, now, "no_invoice")?;
             self.space_released(&tx, &row, now)?;
         }

@@ -155,10 +155,13 @@ impl Service {
                 return Err(e.into());
             }
         };
-        drop(space);
         if let Some(who) = &who {
             crate::deadlines::set_client(tx, id, &who.column())?;
         }
+        // Counted from now on (a rollback of this stage reads it back: `Service::stage`).
+        space.unpaid.touch(tx, id)?;
+        self.publish_free(&mut space, now);
+        drop(space);
         Ok(Hold::New(store::rental_by_id(tx, id)?))
     }
 

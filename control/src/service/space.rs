@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::freespace::{FreeSpace, Pool, Released};
 use crate::sql::Connection;
 use crate::store::RentalRow;
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 /// Reads every configured router's free space.
@@ -76,12 +77,40 @@ impl Service {
             },
         };
         space.released(db, &released, now)?;
+        // No longer an unpaid hold (read back: what the open transaction holds).
+        space.unpaid.touch(db, r.id)?;
+        self.publish_free(&mut space, now);
         Ok(())
     }
 
-    /// Single IPv4 addresses free now on `router`, from the index.
+    /// Tells the index of unpaid holds that rental `id` changed (paid, released): it reads
+    /// the rental back.
+    pub(super) fn unpaid_touched(&self, db: &Connection, id: i64) -> Result<(), ServiceError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        space.unpaid.touch(db, id)?;
+        Ok(())
+    }
+
+    /// Publishes each router's free IPv4 count for the terms (the caller holds the index).
+    pub(super) fn publish_free(&self, space: &mut FreeSpace, now: i64) {
+        for (name, n) in &self.free_published {
+            if let Some(free) = space.free_v4(name, now) {
+                n.store(free, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Single IPv4 addresses free now on `router`, from the index: counted afresh when the
+    /// index is not in use, else as last published (the terms never wait for a placement).
     pub(super) fn free_ipv4(&self, router: &str) -> Option<u64> {
-        let now = self.clock.now();
-        self.space.lock().ok()?.free_v4(router, now)
+        if let Ok(mut space) = self.space.try_lock() {
+            self.publish_free(&mut space, self.clock.now());
+        }
+        self.free_published
+            .get(router)
+            .map(|n| n.load(Ordering::Relaxed))
     }
 }
