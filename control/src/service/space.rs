@@ -113,4 +113,21 @@ impl Service {
             .get(router)
             .map(|n| n.load(Ordering::Relaxed))
     }
+
+    /// Whether the index of unpaid holds, as the next placement reads it, is what the
+    /// database holds (tests).
+    #[cfg(test)]
+    pub(crate) fn unpaid_index_matches(&self) -> Result<(), String> {
+        let db = self.db().map_err(|e| e.to_string())?;
+        let space = self
+            .space(&db, self.writer.failures())
+            .map_err(|e| e.to_string())?;
+        space.unpaid.matches(&db).map_err(|e| e.to_string())?
+    }
+
+    /// The holds the index of unpaid holds counts (tests).
+    #[cfg(test)]
+    pub(crate) fn unpaid_index_len(&self) -> usize {
+        self.space.lock().map(|s| s.unpaid.holds().len()).unwrap_or(0)
+    }
 }
