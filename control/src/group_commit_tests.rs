@@ -121,10 +121,21 @@ async fn the_unpaid_index_follows_rolled_back_stages_and_lost_batches() {
         ..Want::default()
     };
     let refused = svc.rent_with(&keys[0], client(), &not_sold).await;
-    assert!(matches!(refused, Err(ServiceError::BadRequest(_))), "{:?}", refused.err());
-    assert_eq!(svc.status(&keys[0]).unwrap().state, staticwire_api::RentalState::Pending);
+    assert!(
+        matches!(refused, Err(ServiceError::BadRequest(_))),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(
+        svc.status(&keys[0]).unwrap().state,
+        staticwire_api::RentalState::Pending
+    );
     svc.unpaid_index_matches().unwrap();
-    assert_eq!(svc.unpaid_index_len(), 3, "the dropped hold is counted again");
+    assert_eq!(
+        svc.unpaid_index_len(),
+        3,
+        "the dropped hold is counted again"
+    );
 
     // A lost batch: holds staged, their commit failed.
     svc.group_commit().fail_next_commits(u64::MAX);
@@ -133,12 +144,18 @@ async fn the_unpaid_index_follows_rolled_back_stages_and_lost_batches() {
     assert!(out.iter().all(|r| r.is_err()));
     svc.group_commit().fail_next_commits(0);
     svc.unpaid_index_matches().unwrap();
-    assert_eq!(svc.unpaid_index_len(), 3, "nothing of the lost batch is counted");
+    assert_eq!(
+        svc.unpaid_index_len(),
+        3,
+        "nothing of the lost batch is counted"
+    );
 
     // And it goes on counting: the cap of the client prefix (8 by default) is reached with
     // five more, not earlier or later.
     for _ in 0..5 {
-        svc.rent(&new_key(), client()).await.expect("within the cap");
+        svc.rent(&new_key(), client())
+            .await
+            .expect("within the cap");
     }
     let over = svc.rent(&new_key(), client()).await;
     assert!(

@@ -216,7 +216,11 @@ async fn a_rent_does_not_read_the_unpaid_holds() {
         );
     }
     for (svc, holds) in [(&few_full, 7), (&many_full, 8_191)] {
-        assert_eq!(svc.unpaid_index_len(), holds, "one hold taken over, one new");
+        assert_eq!(
+            svc.unpaid_index_len(),
+            holds,
+            "one hold taken over, one new"
+        );
         svc.unpaid_index_matches().unwrap();
         let taken = svc
             .db()

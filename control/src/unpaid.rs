@@ -108,9 +108,7 @@ fn of_row(r: &crate::sql::Row) -> crate::sql::Result<Unpaid> {
 pub fn read_all(db: &Connection) -> crate::sql::Result<Vec<Unpaid>> {
     let mut out = Vec::new();
     db.query_each(
-        &format!(
-            "SELECT {COLUMNS} FROM rentals WHERE started_at IS NULL AND released_at IS NULL"
-        ),
+        &format!("SELECT {COLUMNS} FROM rentals WHERE started_at IS NULL AND released_at IS NULL"),
         [],
         |r| {
             out.push(of_row(r)?);
@@ -282,8 +280,7 @@ impl UnpaidIndex {
         for k in keys {
             let g = self.groups.get_mut(k).expect("a group of the prefix");
             if let Some(&(c, i)) = g.members.get(prefix).and_then(|m| m.first()) {
-                g.order
-                    .remove(&(Reverse(units), c, i, prefix.to_string()));
+                g.order.remove(&(Reverse(units), c, i, prefix.to_string()));
             }
         }
     }
@@ -323,7 +320,10 @@ impl UnpaidIndex {
                 .entry(h.prefix.clone())
                 .or_default()
                 .insert((h.created_at, h.id));
-            self.groups_of.entry(h.prefix.clone()).or_default().insert(k);
+            self.groups_of
+                .entry(h.prefix.clone())
+                .or_default()
+                .insert(k);
         }
         let prefix = h.prefix.clone();
         self.holds.insert(h.id, h);
@@ -545,7 +545,11 @@ mod tests {
                 *by.entry(h.prefix.as_str()).or_default() += h.units();
             }
             for router in ["a", "b"] {
-                let sum: u64 = all.values().filter(|h| h.router == router).map(|h| h.v4).sum();
+                let sum: u64 = all
+                    .values()
+                    .filter(|h| h.router == router)
+                    .map(|h| h.v4)
+                    .sum();
                 assert_eq!(ix.on_host(router).v4, sum);
                 let except = "p3";
                 for fams in [&[Family::V4][..], &[Family::V6], &[Family::V4, Family::V6]] {

@@ -377,7 +377,12 @@ impl Service {
         Ok(())
     }
 
-    fn expire_in(&self, db: &mut Connection, inv: &InvoiceRow, now: i64) -> Result<(), ServiceError> {
+    fn expire_in(
+        &self,
+        db: &mut Connection,
+        inv: &InvoiceRow,
+        now: i64,
+    ) -> Result<(), ServiceError> {
         let tx = db.transaction()?;
         if store::expire_invoice(&tx, &inv.payment_hash, now)?
             && inv.purpose == InvoicePurpose::Activation

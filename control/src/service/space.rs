@@ -128,6 +128,9 @@ impl Service {
     /// The holds the index of unpaid holds counts (tests).
     #[cfg(test)]
     pub(crate) fn unpaid_index_len(&self) -> usize {
-        self.space.lock().map(|s| s.unpaid.holds().len()).unwrap_or(0)
+        self.space
+            .lock()
+            .map(|s| s.unpaid.holds().len())
+            .unwrap_or(0)
     }
 }
