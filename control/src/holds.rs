@@ -43,11 +43,7 @@ use crate::unpaid::{Family, UnpaidIndex};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::IpAddr;
 
-pub use crate::unpaid::Listener;
-
-/// The advisory lock key under which rentals are placed (PostgreSQL): replicas place one at a
-/// time, so no block goes out twice.
-pub const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
+pub use crate::unpaid::{Listener, ALLOCATION_LOCK};
 
 /// The most holds one request may take over (a /29 among /32 holds takes 8).
 const MAX_TAKEOVERS: usize = 64;

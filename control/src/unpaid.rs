@@ -8,13 +8,31 @@
 //! every rental whose unpaid state may have changed ([`UnpaidIndex::touch`] reads that one row
 //! back, so it holds what the open transaction holds). When a staged change is rolled back (its
 //! savepoint), the rentals it touched are read back again ([`UnpaidIndex::resync_touched`]).
-//! On PostgreSQL other replicas place holds too: there the index is read afresh under the
-//! allocation lock before each placement ([`UnpaidIndex::refresh_if_shared`]).
+//!
+//! On PostgreSQL other replicas change the holds too. There every change is also written to
+//! `unpaid_changes` (the rental's id, in a sequence) in the transaction that makes it, under
+//! the allocation lock: a transaction holding the lock sees every change committed before it
+//! and none can commit meanwhile, so before each placement (under the lock) a replica reads
+//! the rentals changed since it last looked ([`UnpaidIndex::refresh_if_shared`]): the work is
+//! the others' changes, not the holds. Rows older than half an hour of this replica's time are
+//! deleted; a replica that has not looked for twenty minutes reads every hold again.
 
 use crate::config::LimitsConfig;
 use crate::sql::{params, Connection};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// The advisory lock key under which rentals are placed and unpaid holds change (PostgreSQL):
+/// replicas place one at a time, so no block goes out twice, and the changes to unpaid holds
+/// are written in the order they commit.
+pub const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
+
+/// A replica that has not read the changes for this long reads every hold again (the rows it
+/// has not read may be deleted after [`LOG_KEPT`]).
+const STALE_AFTER: Duration = Duration::from_secs(20 * 60);
+/// Changes are kept this long after a replica has read past them.
+const LOG_KEPT: Duration = Duration::from_secs(30 * 60);
 
 /// The listener a hold was asked for through: each has its own share of every host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -196,35 +214,109 @@ pub struct UnpaidIndex {
     groups_of: HashMap<String, HashSet<GroupKey>>,
     /// Rentals touched since [`UnpaidIndex::mark`]: read back if their change is rolled back.
     touched: Vec<i64>,
+    /// PostgreSQL: the last change read from `unpaid_changes`, when, and (time, last change)
+    /// checkpoints for deleting the rows every replica has read.
+    log_seen: i64,
+    read_at: Option<Instant>,
+    checkpoints: VecDeque<(Instant, i64)>,
 }
 
 impl UnpaidIndex {
     /// Reads every live unpaid hold.
     pub fn build(db: &Connection) -> crate::sql::Result<Self> {
         let mut ix = UnpaidIndex::default();
+        if db.is_postgres() {
+            // The log's position first: a change committed between the two reads is read
+            // again later, never missed (the holds' read sees it or the log has it after).
+            ix.log_seen = db.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM unpaid_changes",
+                [],
+                |r| r.get(0),
+            )?;
+            ix.read_at = Some(Instant::now());
+        }
         for h in read_all(db)? {
             ix.insert(h);
         }
         Ok(ix)
     }
 
-    /// On PostgreSQL (several replicas may share the database), reads every live unpaid hold
-    /// again: called under the allocation lock, so nothing changes them meanwhile but this
-    /// transaction. On SQLite this control is the only writer and the index is kept as is.
+    /// On PostgreSQL (several replicas may share the database), reads the rentals other
+    /// replicas changed since the last look (every hold again after [`STALE_AFTER`]). Call it
+    /// under the allocation lock. On SQLite this control is the only writer: nothing to read.
     pub fn refresh_if_shared(&mut self, db: &Connection) -> crate::sql::Result<()> {
-        if db.is_postgres() {
-            let touched = std::mem::take(&mut self.touched);
+        if !db.is_postgres() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self
+            .read_at
+            .is_none_or(|t| now.duration_since(t) > STALE_AFTER)
+        {
+            let (touched, checkpoints) = (
+                std::mem::take(&mut self.touched),
+                std::mem::take(&mut self.checkpoints),
+            );
             *self = UnpaidIndex::build(db)?;
-            self.touched = touched;
+            (self.touched, self.checkpoints) = (touched, checkpoints);
+            return Ok(());
+        }
+        let changed = db.query_all(
+            "SELECT seq, rental_id FROM unpaid_changes WHERE seq > ?1 ORDER BY seq",
+            params![self.log_seen],
+        )?;
+        let mut seen = HashSet::new();
+        for r in &changed {
+            let (seq, id): (i64, i64) = (r.get(0)?, r.get(1)?);
+            self.log_seen = self.log_seen.max(seq);
+            if seen.insert(id) {
+                let row = read_one(db, id)?;
+                self.set(id, row);
+            }
+        }
+        self.read_at = Some(now);
+        // Rows every live replica has read: those before a checkpoint older than LOG_KEPT
+        // (a replica that has not read since STALE_AFTER reads every hold instead).
+        if self
+            .checkpoints
+            .back()
+            .is_none_or(|(t, _)| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            self.checkpoints.push_back((now, self.log_seen));
+        }
+        let mut upto = None;
+        while let Some(&(t, seq)) = self.checkpoints.front() {
+            if now.duration_since(t) <= LOG_KEPT {
+                break;
+            }
+            upto = Some(seq);
+            self.checkpoints.pop_front();
+        }
+        if let Some(seq) = upto {
+            db.execute("DELETE FROM unpaid_changes WHERE seq <= ?1", params![seq])?;
         }
         Ok(())
     }
 
-    /// Reads rental `id` back: it is counted as the database (in the open transaction) holds
-    /// it now.
+    /// Reads rental `id` back after a change to it in the open transaction: it is counted as
+    /// the database holds it now. On PostgreSQL the change is also written to the log, under
+    /// the allocation lock, for the other replicas.
     pub fn touch(&mut self, db: &Connection, id: i64) -> crate::sql::Result<()> {
-        let now = read_one(db, id)?;
+        if db.is_postgres() {
+            db.lock_for_transaction(ALLOCATION_LOCK)?;
+            db.execute(
+                "INSERT INTO unpaid_changes(rental_id) VALUES (?1)",
+                params![id],
+            )?;
+        }
+        self.reread(db, id)?;
         self.touched.push(id);
+        Ok(())
+    }
+
+    /// Reads rental `id` back (after a transaction that changed it ended, or a rollback).
+    pub fn reread(&mut self, db: &Connection, id: i64) -> crate::sql::Result<()> {
+        let now = read_one(db, id)?;
         self.set(id, now);
         Ok(())
     }
@@ -242,8 +334,7 @@ impl UnpaidIndex {
         let mut seen = HashSet::new();
         for id in ids {
             if seen.insert(id) {
-                let now = read_one(db, id)?;
-                self.set(id, now);
+                self.reread(db, id)?;
             }
         }
         Ok(())

@@ -196,6 +196,9 @@ impl Service {
         let now = self.clock.now();
         // Staged in the group commit: a burst of settlements shares its commits.
         let (credited, ticket) = self.stage(|tx| {
+            // The allocation lock before the invoice's (PostgreSQL): the order placements
+            // take them in, as a settlement changes an unpaid hold (`crate::unpaid`).
+            tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
             // Another replica settling the same invoice waits here, then finds it paid.
             store::lock_invoice(tx, hash)?;
             if store::payment_exists(tx, hash)? {
@@ -371,7 +374,7 @@ impl Service {
         let mut db = self.db()?;
         let out = self.expire_in(&mut db, inv, now);
         // Committed or rolled back: the unpaid hold is counted as the database has it now.
-        self.unpaid_touched(&db, inv.rental_id)?;
+        self.unpaid_reread(&db, inv.rental_id)?;
         out?;
         self.changed.send_modify(|v| *v += 1);
         Ok(())
@@ -384,6 +387,8 @@ impl Service {
         now: i64,
     ) -> Result<(), ServiceError> {
         let tx = db.transaction()?;
+        // Before the invoice's row lock, as everywhere (`Service::settle`).
+        tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
         if store::expire_invoice(&tx, &inv.payment_hash, now)?
             && inv.purpose == InvoicePurpose::Activation
         {

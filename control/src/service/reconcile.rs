@@ -29,7 +29,7 @@ impl Service {
         if out.is_err() {
             // Rolled back: the holds it dropped are counted as the database has them again.
             for id in dropped {
-                self.unpaid_touched(&db, id)?;
+                self.unpaid_reread(&db, id)?;
             }
         }
         out
@@ -43,6 +43,8 @@ impl Service {
         dropped: &mut Vec<i64>,
     ) -> Result<Removals, ServiceError> {
         let tx = db.transaction()?;
+        // It may drop unpaid holds: their changes are logged in order (`crate::unpaid`).
+        tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
         let mut out = Removals::new();
         if let Some(after) = after {
             for l in lapsed_between(&tx, after, now)? {

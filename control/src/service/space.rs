@@ -83,14 +83,25 @@ impl Service {
         Ok(())
     }
 
-    /// Tells the index of unpaid holds that rental `id` changed (paid, released): it reads
-    /// the rental back.
+    /// Tells the index of unpaid holds that rental `id` changed (paid, released) in the open
+    /// transaction: it reads the rental back (`crate::unpaid::UnpaidIndex::touch`).
     pub(super) fn unpaid_touched(&self, db: &Connection, id: i64) -> Result<(), ServiceError> {
         let mut space = self
             .space
             .lock()
             .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
         space.unpaid.touch(db, id)?;
+        Ok(())
+    }
+
+    /// Reads rental `id` back into the index of unpaid holds once the transaction that
+    /// changed it ended (committed or rolled back).
+    pub(super) fn unpaid_reread(&self, db: &Connection, id: i64) -> Result<(), ServiceError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        space.unpaid.reread(db, id)?;
         Ok(())
     }
 
