@@ -81,9 +81,11 @@ PIDS+=($R1)
 "$BIN" -c "$DIR/control.toml" serve --listen "127.0.0.1:$P2" 2>"$DIR/r2.log" &
 R2=$!
 PIDS+=($R2)
+t=$(date +%s.%N)
 for p in $P1 $P2; do
-  for _ in $(seq 600); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 3000); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
 done
+echo "both replicas serving after $(python3 -c "print(round($(date +%s.%N)-$t,1))") s"
 if [ -n "${PERF:-}" ]; then perf record -q -g -o "$DIR/perf.data" -p "$R1" 2>/dev/null & PERFPID=$!; fi
 "$LOAD" terms "http://127.0.0.1:$P1" "$DIR/stop" 2 &
 TPID=$!
