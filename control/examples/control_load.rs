@@ -289,15 +289,22 @@ where
     report(what, lat, errors, started.elapsed());
 }
 
-async fn rent(url: String, count: usize, conc: usize) {
+/// `urls`: one control, or several replicas (comma-separated; request `i` goes to the
+/// `i mod n`-th, proven with that replica's proof key).
+async fn rent(urls: String, count: usize, conc: usize) {
     let c = client();
-    let server = proof_key(&c, &url).await;
+    let mut replicas = Vec::new();
+    for url in urls.split(',') {
+        replicas.push((url.to_string(), proof_key(&c, url).await));
+    }
+    let replicas = Arc::new(replicas);
     let salt: u64 = rand::random();
     drive("POST /v1/rentals", count, conc, move |i| {
-        let (c, url) = (c.clone(), url.clone());
+        let (c, replicas) = (c.clone(), replicas.clone());
         async move {
+            let (url, server) = &replicas[i % replicas.len()];
             let private = key(salt ^ (1 << 40) ^ i as u64);
-            let prover = Prover::new(&private, &server).expect("a usable proof key");
+            let prover = Prover::new(&private, server).expect("a usable proof key");
             let body = serde_json::json!({ "public_key": STANDARD.encode(prover.public_key()) })
                 .to_string();
             let proof = prover.prove("POST", "/v1/rentals", body.as_bytes());

@@ -310,10 +310,13 @@ impl RouterSpace {
     }
 }
 
-/// Every router's free space.
+/// Every router's free space, and the live unpaid holds (`crate::unpaid`) that placement
+/// weighs against it: both kept by the code that places and releases, under one lock.
 #[derive(Debug, Default)]
 pub struct FreeSpace {
     routers: HashMap<String, RouterSpace>,
+    /// The live unpaid holds, counted (`crate::holds` decides from it).
+    pub unpaid: crate::unpaid::UnpaidIndex,
     /// The database's failed commits when this was built (see [`FreeSpace::stale`]).
     built_at_failures: u64,
 }
@@ -325,8 +328,8 @@ pub struct Pool<'a> {
 }
 
 impl FreeSpace {
-    /// Reads every router's free space from the database (at start, and after a failed
-    /// commit may have left the index behind the database).
+    /// Reads every router's free space and the unpaid holds from the database (at start, and
+    /// after a failed commit may have left the index behind the database).
     pub fn build(
         db: &Connection,
         pools: &[Pool<'_>],
@@ -340,6 +343,7 @@ impl FreeSpace {
         }
         Ok(FreeSpace {
             routers,
+            unpaid: crate::unpaid::UnpaidIndex::build(db)?,
             built_at_failures: failures,
         })
     }

@@ -96,3 +96,72 @@ async fn settlements_in_a_burst_are_credited_once() {
         .unwrap();
     assert_eq!(payments, hashes.len() as i64);
 }
+
+/// The index of unpaid holds (`crate::unpaid`) never drifts from the database: a staged rent
+/// that dropped its key's hold and then failed is rolled back with its savepoint (the hold is
+/// counted again), and a batch whose commit failed is forgotten (its holds are not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unpaid_index_follows_rolled_back_stages_and_lost_batches() {
+    use crate::alloc::Want;
+    use crate::limits::ClientId;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Builder::new("203.0.113.0/24").service(dir.path());
+    let client = || Some(ClientId::of("198.18.0.7".parse().unwrap()));
+    let keys: Vec<String> = (0..3).map(|_| new_key()).collect();
+    for k in &keys {
+        svc.rent(k, client()).await.expect("rent");
+    }
+    svc.unpaid_index_matches().unwrap();
+    assert_eq!(svc.unpaid_index_len(), 3);
+
+    // The key asks for other options: its hold is dropped in the stage, then the new one is
+    // refused (a /20 is not sold), and the stage rolls back.
+    let not_sold = Want {
+        prefix_len: Some(20),
+        ..Want::default()
+    };
+    let refused = svc.rent_with(&keys[0], client(), &not_sold).await;
+    assert!(
+        matches!(refused, Err(ServiceError::BadRequest(_))),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(
+        svc.status(&keys[0]).unwrap().state,
+        staticwire_api::RentalState::Pending
+    );
+    svc.unpaid_index_matches().unwrap();
+    assert_eq!(
+        svc.unpaid_index_len(),
+        3,
+        "the dropped hold is counted again"
+    );
+
+    // A lost batch: holds staged, their commit failed.
+    svc.group_commit().fail_next_commits(u64::MAX);
+    let lost: Vec<String> = (0..8).map(|_| new_key()).collect();
+    let out = join_all(lost.iter().map(|k| svc.rent(k, client()))).await;
+    assert!(out.iter().all(|r| r.is_err()));
+    svc.group_commit().fail_next_commits(0);
+    svc.unpaid_index_matches().unwrap();
+    assert_eq!(
+        svc.unpaid_index_len(),
+        3,
+        "nothing of the lost batch is counted"
+    );
+
+    // And it goes on counting: the cap of the client prefix (8 by default) is reached with
+    // five more, not earlier or later.
+    for _ in 0..5 {
+        svc.rent(&new_key(), client())
+            .await
+            .expect("within the cap");
+    }
+    let over = svc.rent(&new_key(), client()).await;
+    assert!(
+        matches!(over, Err(ServiceError::TooManyUnpaid { held: 8, .. })),
+        "{:?}",
+        over.err()
+    );
+    svc.unpaid_index_matches().unwrap();
+}

@@ -39,43 +39,14 @@ use crate::config::{Config, LimitsConfig};
 use crate::freespace::{FreeSpace, Released};
 use crate::sql::{params, Connection};
 use crate::store::{self, RentalRow};
+use crate::unpaid::{Family, UnpaidIndex};
 use ipnet::{Ipv4Net, Ipv6Net};
-use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// The advisory lock key under which rentals are placed (PostgreSQL): replicas place one at a
-/// time, so no block goes out twice.
-pub const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
+pub use crate::unpaid::{Listener, ALLOCATION_LOCK};
 
 /// The most holds one request may take over (a /29 among /32 holds takes 8).
 const MAX_TAKEOVERS: usize = 64;
-
-/// The listener a hold was asked for through: each has its own share of every host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Listener {
-    /// `/v1`.
-    V1,
-    /// The original client's protocol.
-    Compat,
-}
-
-impl Listener {
-    /// From the metrics' name of the request's API (`v1`, or the original client's).
-    pub fn of_api(api: &str) -> Self {
-        if api == "v1" {
-            Listener::V1
-        } else {
-            Listener::Compat
-        }
-    }
-
-    fn share(self, l: &LimitsConfig) -> f64 {
-        match self {
-            Listener::V1 => l.max_unpaid_share,
-            Listener::Compat => l.compat_unpaid_share,
-        }
-    }
-}
 
 /// Who asks for a hold: a client prefix, through a listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,30 +93,6 @@ pub enum HoldError {
     ShareFull,
 }
 
-/// A live unpaid hold as the caps see it.
-#[derive(Debug, Clone)]
-struct Unpaid {
-    id: i64,
-    /// Its client prefix (without the listener mark); `#id` when unknown.
-    prefix: String,
-    listener: Listener,
-    router: String,
-    v4: u64,
-    v6: u64,
-    created_at: i64,
-}
-
-impl Unpaid {
-    /// What it counts in its client's cap.
-    fn units(&self) -> u64 {
-        if self.v4 > 0 {
-            self.v4
-        } else {
-            self.v6
-        }
-    }
-}
-
 fn block(prefix_len: u8) -> u64 {
     1u64 << (32 - u32::from(prefix_len.min(32)))
 }
@@ -159,62 +106,16 @@ pub fn units(want: &Want) -> u64 {
     }
 }
 
-fn unpaid_holds(db: &Connection) -> crate::sql::Result<Vec<Unpaid>> {
-    let mut stmt = db.prepare_cached(
-        "SELECT id, client, router, address, prefix_len, ipv6, created_at FROM rentals
-         WHERE started_at IS NULL AND released_at IS NULL",
-    )?;
-    stmt.query_map([], |r| {
-        let id: i64 = r.get(0)?;
-        let client: Option<String> = r.get(1)?;
-        let (listener, prefix) = match client.as_deref() {
-            Some(c) => match c.strip_prefix("compat ") {
-                Some(p) => (Listener::Compat, p.to_string()),
-                None => (Listener::V1, c.to_string()),
-            },
-            None => (Listener::V1, format!("#{id}")),
-        };
-        let address: Option<String> = r.get(3)?;
-        let prefix_len: i64 = r.get(4)?;
-        let ipv6: Option<String> = r.get(5)?;
-        Ok(Unpaid {
-            id,
-            prefix,
-            listener,
-            router: r.get(2)?,
-            v4: if address.is_some_and(|a| !a.is_empty()) {
-                block(prefix_len.clamp(0, 32) as u8)
-            } else {
-                0
-            },
-            v6: u64::from(ipv6.is_some()),
-            created_at: r.get(6)?,
-        })
-    })?
-    .collect()
-}
-
-fn held_by_prefix(holds: &[Unpaid]) -> HashMap<&str, u64> {
-    let mut by = HashMap::new();
-    for h in holds {
-        *by.entry(h.prefix.as_str()).or_insert(0) += h.units();
-    }
-    by
-}
-
-/// Refuses a hold of `units` when `who`'s prefix would hold more than the cap unpaid.
+/// Refuses a hold of `units` when `who`'s prefix would hold more than the cap unpaid (what it
+/// holds, from the index of unpaid holds).
 pub fn check_prefix_cap(
-    db: &Connection,
+    unpaid: &UnpaidIndex,
     who: &Requester,
     units: u64,
     max: u32,
-) -> crate::sql::Result<Result<(), HoldError>> {
-    let holds = unpaid_holds(db)?;
-    let held = held_by_prefix(&holds)
-        .get(who.prefix.as_str())
-        .copied()
-        .unwrap_or(0);
-    Ok(if held + units > u64::from(max) {
+) -> Result<(), HoldError> {
+    let held = unpaid.held_by(&who.prefix);
+    if held + units > u64::from(max) {
         Err(HoldError::PrefixCap {
             prefix: who.prefix.clone(),
             held,
@@ -222,7 +123,7 @@ pub fn check_prefix_cap(
         })
     } else {
         Ok(())
-    })
+    }
 }
 
 /// How a placement may take over holds: a hold for a requester (its listener's share, its
@@ -250,26 +151,26 @@ fn fit(
     router: &crate::config::RouterConfig,
     want: &Want,
     mode: &Mode,
-    holds: &[Unpaid],
     now: i64,
 ) -> Fit {
     let v6_only = want.ipv4 == Some(false);
     let free_v6 = cfg.terms.ipv6_monthly_sat == 0;
     let ipv6 = (v6_only || want.ipv6.unwrap_or(free_v6)) && router.ipv6_pool.is_some();
-    let mine = |h: &&Unpaid| {
-        h.router == router.name
-            && match mode {
-                Mode::Hold(who, _) => h.listener == who.listener,
-                Mode::Paid => true,
-            }
-    };
-    let on_host = |h: &&Unpaid| h.router == router.name;
-    // The share holds back a prefix only beside others of its listener on the host: alone it is
-    // bounded by its own cap (a /29 fits where the share is under 8; one client on a small pool
-    // is not refused), and anyone arriving may take over from it.
-    let others = |h: &&Unpaid| match mode {
-        Mode::Hold(who, _) => h.prefix != who.prefix,
-        Mode::Paid => true,
+    // What the host's unpaid holds hold, all of them and this listener's; `beside`: this
+    // listener's holds of other prefixes. The share holds back a prefix only beside others of
+    // its listener on the host: alone it is bounded by its own cap (a /29 fits where the share
+    // is under 8; one client on a small pool is not refused), and anyone arriving may take
+    // over from it. From the index of unpaid holds: no read of them.
+    let counts = match mode {
+        Mode::Hold(who, _) => {
+            let all = space.unpaid.on_host(&router.name);
+            let mine = space.unpaid.on_host_of(&router.name, who.listener);
+            let own = space
+                .unpaid
+                .on_host_of_prefix(&router.name, who.listener, &who.prefix);
+            Some((all, mine, own))
+        }
+        Mode::Paid => None,
     };
     let mut out = Fit {
         v4_short: false,
@@ -283,13 +184,11 @@ fn fit(
         out.v4_short = space
             .router(&router.name)
             .is_none_or(|r| r.v4.pick(32 - len.min(32)).is_none());
-        if let Mode::Hold(_, share) = mode {
-            let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v4).sum();
-            let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v4).sum();
-            let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v4).sum();
-            let not_paid = free + unpaid_all;
+        if let (Mode::Hold(_, share), Some((all, mine, own))) = (mode, counts) {
+            let beside = mine.v4 - own.v4;
+            let not_paid = free + all.v4;
             let cap = (share * not_paid as f64).floor() as u64;
-            out.v4_short |= beside > 0 && unpaid_mine + n > cap;
+            out.v4_short |= beside > 0 && mine.v4 + n > cap;
         }
     }
     if ipv6 {
@@ -302,52 +201,44 @@ fn fit(
             None => (0, true),
         };
         out.v6_short = short6;
-        if let Mode::Hold(_, share) = mode {
-            let unpaid_all: u64 = holds.iter().filter(on_host).map(|h| h.v6).sum();
-            let unpaid_mine: u64 = holds.iter().filter(mine).map(|h| h.v6).sum();
-            let beside: u64 = holds.iter().filter(mine).filter(others).map(|h| h.v6).sum();
+        if let (Mode::Hold(_, share), Some((all, mine, own))) = (mode, counts) {
+            let beside = mine.v6 - own.v6;
             let total = v6_prefixes(pool, router.ipv6_prefix_len);
             let used = total.saturating_sub(u64::try_from(free6).unwrap_or(u64::MAX));
-            let not_paid = total.saturating_sub(used) + unpaid_all;
+            let not_paid = total.saturating_sub(used) + all.v6;
             let cap = (share * not_paid as f64).floor() as u64;
-            out.v6_short |= beside > 0 && unpaid_mine + 1 > cap;
+            out.v6_short |= beside > 0 && mine.v6 + 1 > cap;
         }
     }
     out
 }
 
 /// The hold to take over next on `router`, if any may be: of the prefix holding the most,
-/// the oldest, holding what is short.
-fn victim<'h>(
-    holds: &'h [Unpaid],
+/// the oldest, holding what is short (from the index: O(log n)).
+fn victim(
+    unpaid: &UnpaidIndex,
     router: &str,
     mode: &Mode,
     want_units: u64,
     short: &Fit,
-) -> Option<&'h Unpaid> {
-    let by = held_by_prefix(holds);
-    let asker = match mode {
-        Mode::Hold(who, _) => Some(by.get(who.prefix.as_str()).copied().unwrap_or(0)),
-        Mode::Paid => None,
-    };
-    holds
-        .iter()
-        .filter(|h| h.router == router)
-        .filter(|h| (short.v4_short && h.v4 > 0) || (short.v6_short && h.v6 > 0))
-        .filter(|h| match mode {
-            Mode::Hold(who, _) => {
-                h.listener == who.listener
-                    && h.prefix != who.prefix
-                    && by[h.prefix.as_str()] >= asker.unwrap_or(0) + want_units
-            }
-            Mode::Paid => true,
-        })
-        .max_by(|a, b| {
-            let (ha, hb) = (by[a.prefix.as_str()], by[b.prefix.as_str()]);
-            ha.cmp(&hb)
-                .then(b.created_at.cmp(&a.created_at))
-                .then(b.id.cmp(&a.id))
-        })
+) -> Option<i64> {
+    let families: Vec<Family> = [(Family::V4, short.v4_short), (Family::V6, short.v6_short)]
+        .into_iter()
+        .filter(|(_, s)| *s)
+        .map(|(f, _)| f)
+        .collect();
+    match mode {
+        Mode::Hold(who, _) => {
+            let asker = unpaid.held_by(&who.prefix);
+            unpaid
+                .best(router, &[who.listener], &families, Some(&who.prefix))
+                .filter(|c| c.prefix_units >= asker + want_units)
+                .map(|c| c.id)
+        }
+        Mode::Paid => unpaid
+            .best(router, &[Listener::V1, Listener::Compat], &families, None)
+            .map(|c| c.id),
+    }
 }
 
 fn savepoint(db: &Connection, what: &str) -> crate::sql::Result<()> {
@@ -384,11 +275,11 @@ fn place_taking_over(
                 host: Some(r.name.clone()),
                 ..want.clone()
             };
+            let mark = space.unpaid.touched_len();
             savepoint(db, "SAVEPOINT takeover")?;
             let mut taken = Vec::new();
             loop {
-                let holds = unpaid_holds(db)?;
-                let f = fit(space, cfg, r, &on, &mode, &holds, now);
+                let f = fit(space, cfg, r, &on, &mode, now);
                 if !f.v4_short && !f.v6_short {
                     if let Ok(p) = alloc::place(db, space, cfg, &on, now)? {
                         savepoint(db, "RELEASE SAVEPOINT takeover")?;
@@ -396,7 +287,7 @@ fn place_taking_over(
                     }
                 }
                 let next = (take_over && taken.len() < MAX_TAKEOVERS)
-                    .then(|| victim(&holds, &r.name, &mode, want_units, &f))
+                    .then(|| victim(&space.unpaid, &r.name, &mode, want_units, &f))
                     .flatten();
                 let Some(v) = next else {
                     // Room enough, but the listener's share is spent and nothing may be
@@ -405,11 +296,13 @@ fn place_taking_over(
                         && alloc::look(db, space, cfg, &on, now)?.is_ok();
                     break;
                 };
-                release_unpaid(db, space, v.id, "taken_over", now)?;
-                taken.push(v.id);
+                release_unpaid(db, space, v, "taken_over", now)?;
+                taken.push(v);
             }
             savepoint(db, "ROLLBACK TO SAVEPOINT takeover")?;
             savepoint(db, "RELEASE SAVEPOINT takeover")?;
+            // The holds taken over here are held again: counted as the database has them.
+            space.unpaid.resync_touched(db, mark)?;
         }
     }
     Ok(Err(if share_full {
@@ -431,6 +324,7 @@ fn release_unpaid(
 ) -> crate::sql::Result<()> {
     let r = store::rental_by_id(db, id)?;
     store::release(db, id, now, reason, 0)?;
+    space.unpaid.touch(db, id)?;
     let released = Released {
         router: &r.router,
         address: &r.address,
@@ -457,7 +351,10 @@ pub fn place_unpaid(
     if let Err(e) = alloc::validate(cfg, want) {
         return Ok(Err(e.into()));
     }
-    if let Err(e) = check_prefix_cap(db, who, units(want), max_per_client)? {
+    // Other replicas' holds (PostgreSQL), read under the allocation lock the caller holds.
+    space.unpaid.refresh_if_shared(db)?;
+    crate::unpaid::debug_check(&space.unpaid, db);
+    if let Err(e) = check_prefix_cap(&space.unpaid, who, units(want), max_per_client) {
         return Ok(Err(e));
     }
     let share = who.listener.share(&cfg.limits);
@@ -496,6 +393,8 @@ pub fn place_paid(
     now: i64,
 ) -> crate::sql::Result<Result<Placement, Unplaced>> {
     db.lock_for_transaction(ALLOCATION_LOCK)?;
+    space.unpaid.refresh_if_shared(db)?;
+    crate::unpaid::debug_check(&space.unpaid, db);
     if let Some(other) = store::live_rental(db, &r.public_key)? {
         if other.started_at.is_some() {
             return Ok(Err(Unplaced::KeyRentsAnother));
@@ -523,6 +422,7 @@ pub fn place_paid(
             r.id
         ],
     )?;
+    space.unpaid.touch(db, r.id)?;
     store::event(
         db,
         now,

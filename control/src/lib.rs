@@ -4,7 +4,8 @@
 //! Layers (imports only point down; see ARCHITECTURE.md):
 //! - leaves: `config`, `network`, `metrics::events`, `sql`, `clock`, `limits`, `ledger`,
 //!   `datadir`;
-//! - stores and adapters: `db`, `store`, `alloc`, `holds` (the bounds on unpaid holds),
+//! - stores and adapters: `db`, `store`, `alloc`, `freespace`, `unpaid` (the index of unpaid
+//!   holds), `holds` (the bounds on unpaid holds), `writer`,
 //!   `lightning`, `feed`, `deadlines` and `lease` (queries), `prefixes`, `backup`, `migrate`,
 //!   `secrets`;
 //! - `service`: rentals, invoices, reconciliation, views;
@@ -39,6 +40,7 @@ pub mod secrets;
 pub mod service;
 pub mod sql;
 pub mod store;
+pub mod unpaid;
 pub mod web;
 pub mod writer;
 

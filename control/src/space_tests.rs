@@ -1,7 +1,9 @@
 //! No public route reads the pool: the work of every request behind the public routes (terms,
 //! rent of an address and of a prefix, status, configuration, invoice) is counted in SQLite's
 //! own virtual machine steps, over a small pool and over one a thousand times larger, and stays
-//! the same. The free-space index (`crate::freespace`) is what makes it so.
+//! the same. The free-space index (`crate::freespace`) is what makes it so. Nor does a rent
+//! read the unpaid holds: its work is the same beside 10 and beside 5,000 of them, also when
+//! it must take one over (`crate::unpaid`).
 
 use crate::abuse_tests::new_key;
 use crate::alloc::Want;
@@ -134,4 +136,101 @@ async fn no_public_route_reads_the_pool() {
         free.len()
     );
     eprintln!("steps, small pool: {s:?}; large pool: {l:?}; a pool read: {n}");
+}
+
+/// A service over `pool` with `holds` live unpaid single-address holds (None: as many as
+/// `/v1`'s share allows, half of the pool), each of a client /24 of its own (10.x.y.0/24),
+/// started after they were written.
+fn service_with_holds(dir: &Path, pool: &str, holds: Option<u32>) -> Service {
+    let first = Builder::new(pool).sqlite_only().service(dir);
+    let free = first.api_terms().servers[0].free_ipv4.unwrap();
+    let holds = holds.unwrap_or((free / 2) as u32);
+    let base = u32::from(
+        pool.split('/')
+            .next()
+            .unwrap()
+            .parse::<std::net::Ipv4Addr>()
+            .unwrap(),
+    );
+    let now = first.clock().now();
+    {
+        let db = first.db().unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        for i in 0..holds {
+            let a = std::net::Ipv4Addr::from(base + 4 + i);
+            let id =
+                store::insert_rental(&tx, &format!("hold{i}"), &a.to_string(), ROUTER, now - 1)
+                    .unwrap();
+            let client = format!("10.{}.{}.0/24", i / 256, i % 256);
+            crate::deadlines::set_client(&tx, id, &client).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    drop(first);
+    Builder::new(pool).sqlite_only().service(dir)
+}
+
+/// The steps of a rent from a client prefix that holds nothing.
+async fn rent_steps(svc: &Service) -> u64 {
+    let client = crate::limits::ClientId::of("198.18.0.9".parse().unwrap());
+    let key = new_key();
+    let (n, rented) = steps(svc, || {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(svc.rent(&key, Some(client)))
+        })
+    });
+    rented.expect("rent");
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rent_does_not_read_the_unpaid_holds() {
+    // The debug builds' check of the index reads every hold: not what a rent does.
+    crate::unpaid::CHECK_IN_DEBUG.store(false, Ordering::Relaxed);
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Room to spare: the rent fits as things are.
+    let few = service_with_holds(dirs[0].path(), "100.64.0.0/16", Some(10));
+    let many = service_with_holds(dirs[1].path(), "100.64.0.0/16", Some(5_000));
+    // The share of `/v1` (half of what is not paid for) spent by the holds (7 on a /28, 8,191
+    // on a /18): the rent takes the oldest hold of a prefix over.
+    let few_full = service_with_holds(dirs[2].path(), "100.64.0.0/28", None);
+    let many_full = service_with_holds(dirs[3].path(), "100.64.0.0/18", None);
+    let s = [
+        rent_steps(&few).await,
+        rent_steps(&many).await,
+        rent_steps(&few_full).await,
+        rent_steps(&many_full).await,
+    ];
+    crate::unpaid::CHECK_IN_DEBUG.store(true, Ordering::Relaxed);
+    eprintln!(
+        "rent steps beside 10 and 5,000 unpaid holds: {:?}; taking one over beside 7 and \
+         8,191: {:?}",
+        &s[..2],
+        &s[2..]
+    );
+    for (name, few, many) in [("rent", s[0], s[1]), ("rent taking over", s[2], s[3])] {
+        // Reading the holds would cost at least one step per hold.
+        assert!(
+            many <= few + few / 4 + 50,
+            "{name}: {many} steps beside thousands of unpaid holds, {few} beside a few"
+        );
+    }
+    for (svc, holds) in [(&few_full, 7), (&many_full, 8_191)] {
+        assert_eq!(
+            svc.unpaid_index_len(),
+            holds,
+            "one hold taken over, one new"
+        );
+        svc.unpaid_index_matches().unwrap();
+        let taken = svc
+            .db()
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM rentals WHERE release_reason = 'taken_over'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
+        assert_eq!(taken, 1);
+    }
 }

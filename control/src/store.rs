@@ -264,21 +264,23 @@ pub fn release(
         "UPDATE rentals SET released_at = ?1, release_reason = ?2 WHERE id = ?3 AND released_at IS NULL",
         params![at, reason, id],
     )?;
-    // Every address of the prefix rests, not only its first.
-    let span: Option<(i64, i64)> = db
+    // Every address of the prefix rests, not only its first (through the `(router, num)`
+    // index: a release reads the block's rows, not the pool).
+    let span: Option<(i64, i64, String)> = db
         .query_row(
-            "SELECT a.num, r.prefix_len FROM rentals r JOIN addresses a ON a.address = r.address
+            "SELECT a.num, r.prefix_len, a.router FROM rentals r
+               JOIN addresses a ON a.address = r.address
              WHERE r.id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    if let Some((base, len)) = span {
+    if let Some((base, len, router)) = span {
         let size = 1i64 << (32 - len.clamp(0, 32));
         db.execute(
             "UPDATE addresses SET cooldown_until = MAX(cooldown_until, ?1)
-             WHERE num >= ?2 AND num < ?3",
-            params![cooldown_until, base, base + size],
+             WHERE router = ?4 AND num >= ?2 AND num < ?3",
+            params![cooldown_until, base, base + size, router],
         )?;
     }
     event(

@@ -187,6 +187,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX proofs_seen_ts ON proofs_seen(ts);
     "#,
+    // 10: the changes to unpaid holds in the order they were made (each under the allocation
+    //     lock), so a replica on PostgreSQL reads what the others changed instead of every
+    //     unpaid hold before it places one (`crate::unpaid`). Unused on SQLite.
+    r#"
+    CREATE TABLE unpaid_changes (
+        seq       INTEGER PRIMARY KEY,
+        rental_id INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// Migration `index` (0-based: it makes version `index + 1`), spelled for `dialect`.

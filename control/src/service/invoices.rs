@@ -7,7 +7,7 @@ use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
 use crate::ledger;
 use crate::lightning::{LnError, Settlement, Status};
 use crate::metrics::events;
-use crate::sql::OptionalExtension;
+use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, Credit, InvoiceRow, RentalRow};
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, InvoiceState};
@@ -196,6 +196,9 @@ impl Service {
         let now = self.clock.now();
         // Staged in the group commit: a burst of settlements shares its commits.
         let (credited, ticket) = self.stage(|tx| {
+            // The allocation lock before the invoice's (PostgreSQL): the order placements
+            // take them in, as a settlement changes an unpaid hold (`crate::unpaid`).
+            tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
             // Another replica settling the same invoice waits here, then finds it paid.
             store::lock_invoice(tx, hash)?;
             if store::payment_exists(tx, hash)? {
@@ -205,6 +208,8 @@ impl Service {
                 store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NoInvoice)?;
             let before = store::rental_by_id(tx, inv.rental_id)?;
             store::credit(tx, &inv, settled_at, self.terms.month_secs)?;
+            // Paid: no longer an unpaid hold.
+            self.unpaid_touched(tx, inv.rental_id)?;
             // Paid after its hold was taken over or replaced: a payment wins over every
             // unpaid hold, so it is placed again (`crate::holds`).
             if crate::holds::placed_again_when_paid(&before) {
@@ -220,6 +225,7 @@ impl Service {
                         )
                     }
                 }
+                self.publish_free(&mut space, now);
             }
             let r = store::rental_by_id(tx, inv.rental_id)?;
             if r.released_at.is_some() {
@@ -366,7 +372,23 @@ impl Service {
 
     fn expire(&self, inv: &InvoiceRow, now: i64) -> Result<(), ServiceError> {
         let mut db = self.db()?;
+        let out = self.expire_in(&mut db, inv, now);
+        // Committed or rolled back: the unpaid hold is counted as the database has it now.
+        self.unpaid_reread(&db, inv.rental_id)?;
+        out?;
+        self.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn expire_in(
+        &self,
+        db: &mut Connection,
+        inv: &InvoiceRow,
+        now: i64,
+    ) -> Result<(), ServiceError> {
         let tx = db.transaction()?;
+        // Before the invoice's row lock, as everywhere (`Service::settle`).
+        tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
         if store::expire_invoice(&tx, &inv.payment_hash, now)?
             && inv.purpose == InvoicePurpose::Activation
         {
@@ -378,7 +400,6 @@ impl Service {
             }
         }
         tx.commit()?;
-        self.changed.send_modify(|v| *v += 1);
         Ok(())
     }
 }

@@ -266,6 +266,9 @@ pub struct Service {
     /// Free IPv4 blocks and IPv6 prefixes per router (placement and the terms' free counts
     /// read it, never the pool); locked after the database when both are.
     space: Mutex<crate::freespace::FreeSpace>,
+    /// Each router's free IPv4 addresses as last counted, for the terms: published by whoever
+    /// holds the index, so a request for the terms never waits for a placement.
+    free_published: HashMap<String, std::sync::atomic::AtomicU64>,
     /// The group commit of the rents, invoices and settlements (`crate::writer`).
     writer: Arc<crate::writer::GroupCommit>,
 }
@@ -299,12 +302,20 @@ impl Service {
             }
             tx.commit()?;
         }
-        let space = {
+        let mut space = {
             let db = db
                 .lock()
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
             space::build(&db, &cfg, clock.now(), 0)?
         };
+        let free_published = cfg
+            .routers
+            .iter()
+            .map(|r| {
+                let free = space.free_v4(&r.name, clock.now()).unwrap_or(0);
+                (r.name.clone(), std::sync::atomic::AtomicU64::new(free))
+            })
+            .collect();
         let writer = crate::writer::GroupCommit::start(&db);
         if let Backend::Dev(node) = &ln {
             node.use_group_commit(writer.clone());
@@ -331,6 +342,7 @@ impl Service {
             compared_at: std::sync::atomic::AtomicI64::new(i64::MIN),
             sockets: Mutex::new(HashMap::new()),
             space: Mutex::new(space),
+            free_published,
             writer,
             cfg,
             terms,
@@ -484,7 +496,21 @@ impl Service {
             .writer
             .lock(&self.db)
             .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
-        self.writer.stage(&db, f)
+        if let Ok(mut space) = self.space.lock() {
+            space.unpaid.mark();
+        }
+        let out = self.writer.stage(&db, f);
+        if out.is_err() {
+            // Its savepoint (or the whole batch) was rolled back: the unpaid holds it touched
+            // are counted as the database has them again. A lost batch rebuilds the index
+            // (`Service::space`).
+            let mut space = self
+                .space
+                .lock()
+                .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+            space.unpaid.resync_touched(&db, 0)?;
+        }
+        out
     }
 
     /// The group commit (tests inject a failed commit through it).

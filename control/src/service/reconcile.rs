@@ -8,6 +8,7 @@ use crate::deadlines::{
 };
 use crate::feed::{decode_key, socket_id, Desired, Endpoints};
 use crate::metrics::events::{self, ReconcileFailed, Reconciled};
+use crate::sql::Connection;
 use crate::store;
 use staticwire_api::RentalState;
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,27 @@ impl Service {
     /// full compare) every due release and orphan is handled and no peer is returned.
     pub fn take_due(&self, after: Option<i64>, now: i64) -> Result<Removals, ServiceError> {
         let mut db = self.db()?;
+        let mut dropped = Vec::new();
+        let out = self.take_due_in(&mut db, after, now, &mut dropped);
+        if out.is_err() {
+            // Rolled back: the holds it dropped are counted as the database has them again.
+            for id in dropped {
+                self.unpaid_reread(&db, id)?;
+            }
+        }
+        out
+    }
+
+    fn take_due_in(
+        &self,
+        db: &mut Connection,
+        after: Option<i64>,
+        now: i64,
+        dropped: &mut Vec<i64>,
+    ) -> Result<Removals, ServiceError> {
         let tx = db.transaction()?;
+        // It may drop unpaid holds: their changes are logged in order (`crate::unpaid`).
+        tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
         let mut out = Removals::new();
         if let Some(after) = after {
             for l in lapsed_between(&tx, after, now)? {
@@ -58,6 +79,7 @@ impl Service {
                 continue;
             }
             let row = store::rental_by_id(&tx, id)?;
+            dropped.push(id);
             store::drop_hold(&tx, id, now, "no_invoice")?;
             self.space_released(&tx, &row, now)?;
         }

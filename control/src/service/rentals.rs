@@ -155,10 +155,13 @@ impl Service {
                 return Err(e.into());
             }
         };
-        drop(space);
         if let Some(who) = &who {
             crate::deadlines::set_client(tx, id, &who.column())?;
         }
+        // Counted from now on (a rollback of this stage reads it back: `Service::stage`).
+        space.unpaid.touch(tx, id)?;
+        self.publish_free(&mut space, now);
+        drop(space);
         Ok(Hold::New(store::rental_by_id(tx, id)?))
     }
 
@@ -171,9 +174,17 @@ impl Service {
             // The hold's own commit failed: there is nothing to give back.
             return Ok(());
         }
-        store::drop_hold(&db, rental.id, now, "invoice_failed")?;
-        self.space_released(&db, rental, now)?;
-        Ok(())
+        // One transaction, under the allocation lock: the change to the unpaid hold is
+        // logged with it (`crate::unpaid`); committed or not, the index reads it back.
+        let out = (|| -> Result<(), ServiceError> {
+            let tx = db.unchecked_transaction()?;
+            tx.lock_for_transaction(ALLOCATION_LOCK)?;
+            store::drop_hold(&tx, rental.id, now, "invoice_failed")?;
+            self.space_released(&tx, rental, now)?;
+            Ok(tx.commit()?)
+        })();
+        self.unpaid_reread(&db, rental.id)?;
+        out
     }
 
     /// RentNewIP: hold an address for `key` and return the first invoice. `client` is who
@@ -273,8 +284,16 @@ impl Service {
         let now = self.clock.now();
         let db = self.db()?;
         let r = store::live_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
-        store::release(&db, r.id, now, "operator", now + self.terms.cooldown_secs)?;
-        self.space_released(&db, &r, now)?;
+        // As `Service::unhold`: one transaction under the allocation lock.
+        let out = (|| -> Result<(), ServiceError> {
+            let tx = db.unchecked_transaction()?;
+            tx.lock_for_transaction(ALLOCATION_LOCK)?;
+            store::release(&tx, r.id, now, "operator", now + self.terms.cooldown_secs)?;
+            self.space_released(&tx, &r, now)?;
+            Ok(tx.commit()?)
+        })();
+        self.unpaid_reread(&db, r.id)?;
+        out?;
         let r = store::rental_by_id(&db, r.id)?;
         self.rental_view(&db, &r, now)
     }

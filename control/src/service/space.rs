@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::freespace::{FreeSpace, Pool, Released};
 use crate::sql::Connection;
 use crate::store::RentalRow;
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 
 /// Reads every configured router's free space.
@@ -76,12 +77,71 @@ impl Service {
             },
         };
         space.released(db, &released, now)?;
+        // No longer an unpaid hold (read back: what the open transaction holds).
+        space.unpaid.touch(db, r.id)?;
+        self.publish_free(&mut space, now);
         Ok(())
     }
 
-    /// Single IPv4 addresses free now on `router`, from the index.
+    /// Tells the index of unpaid holds that rental `id` changed (paid, released) in the open
+    /// transaction: it reads the rental back (`crate::unpaid::UnpaidIndex::touch`).
+    pub(super) fn unpaid_touched(&self, db: &Connection, id: i64) -> Result<(), ServiceError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        space.unpaid.touch(db, id)?;
+        Ok(())
+    }
+
+    /// Reads rental `id` back into the index of unpaid holds once the transaction that
+    /// changed it ended (committed or rolled back).
+    pub(super) fn unpaid_reread(&self, db: &Connection, id: i64) -> Result<(), ServiceError> {
+        let mut space = self
+            .space
+            .lock()
+            .map_err(|_| ServiceError::Internal("free-space lock poisoned".into()))?;
+        space.unpaid.reread(db, id)?;
+        Ok(())
+    }
+
+    /// Publishes each router's free IPv4 count for the terms (the caller holds the index).
+    pub(super) fn publish_free(&self, space: &mut FreeSpace, now: i64) {
+        for (name, n) in &self.free_published {
+            if let Some(free) = space.free_v4(name, now) {
+                n.store(free, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Single IPv4 addresses free now on `router`, from the index: counted afresh when the
+    /// index is not in use, else as last published (the terms never wait for a placement).
     pub(super) fn free_ipv4(&self, router: &str) -> Option<u64> {
-        let now = self.clock.now();
-        self.space.lock().ok()?.free_v4(router, now)
+        if let Ok(mut space) = self.space.try_lock() {
+            self.publish_free(&mut space, self.clock.now());
+        }
+        self.free_published
+            .get(router)
+            .map(|n| n.load(Ordering::Relaxed))
+    }
+
+    /// Whether the index of unpaid holds, as the next placement reads it, is what the
+    /// database holds (tests).
+    #[cfg(test)]
+    pub(crate) fn unpaid_index_matches(&self) -> Result<(), String> {
+        let db = self.db().map_err(|e| e.to_string())?;
+        let space = self
+            .space(&db, self.writer.failures())
+            .map_err(|e| e.to_string())?;
+        space.unpaid.matches(&db).map_err(|e| e.to_string())?
+    }
+
+    /// The holds the index of unpaid holds counts (tests).
+    #[cfg(test)]
+    pub(crate) fn unpaid_index_len(&self) -> usize {
+        self.space
+            .lock()
+            .map(|s| s.unpaid.holds().len())
+            .unwrap_or(0)
     }
 }
