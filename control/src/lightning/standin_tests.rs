@@ -1150,8 +1150,14 @@ async fn cln_stream_resumes_from_the_stored_pay_index() {
     tokio::spawn(h.svc.clone().follow_settlements());
     let svc = h.svc.clone();
     let b2 = b.clone();
-    until("b credited", move || {
-        crate::store::payment_exists(&svc.db().unwrap(), &b2).unwrap()
+    // The position is stored after the credit's commit, so wait for both (a timeout fails).
+    until("b credited and its position stored", move || {
+        let db = svc.db().unwrap();
+        crate::store::payment_exists(&db, &b2).unwrap()
+            && crate::db::meta_get(&db, "cln_pay_index")
+                .unwrap()
+                .as_deref()
+                == Some("2")
     })
     .await;
     let waits = node.requested("waitanyinvoice");
@@ -1159,8 +1165,6 @@ async fn cln_stream_resumes_from_the_stored_pay_index() {
         waits[0].contains("\"lastpay_index\":1"),
         "the stream replayed from the start: {waits:?}"
     );
-    let stored = crate::db::meta_get(&h.svc.db().unwrap(), "cln_pay_index").unwrap();
-    assert_eq!(stored.as_deref(), Some("2"));
 }
 
 #[test]
