@@ -6,7 +6,7 @@
 //!   `datadir`;
 //! - stores and adapters: `db`, `store`, `alloc`, `holds` (the bounds on unpaid holds),
 //!   `lightning`, `feed`, `deadlines` and `lease` (queries), `prefixes`, `backup`, `migrate`,
-//!   `secrets`;
+//!   `secrets`, `rdns` (reverse DNS on the provider's DNS server);
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
 //! - start-up (`app`: build, agree with the node, serve), which wires them together;
@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod network;
 pub mod prefixes;
+pub mod rdns;
 pub mod run;
 pub mod secrets;
 pub mod service;
