@@ -55,6 +55,11 @@ pub struct Rdns {
     primary: Primary,
     resolver: SocketAddr,
     wake: tokio::sync::Notify,
+    /// One change at a time: a customer's update and the compare (which decides from the
+    /// control's record as it is then) never overtake each other.
+    lock: tokio::sync::Mutex<()>,
+    /// The latest compare found every zone as wanted (or made it so).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Rdns {
@@ -70,6 +75,8 @@ impl Rdns {
             resolver: cfg.resolver.unwrap_or(server),
             cfg: cfg.clone(),
             wake: tokio::sync::Notify::new(),
+            lock: tokio::sync::Mutex::new(()),
+            synced: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -79,6 +86,16 @@ impl Rdns {
 
     pub fn zones(&self) -> &Zones {
         &self.zones
+    }
+
+    /// Held across one change or one compare.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// Whether the latest compare left every zone as wanted.
+    pub fn synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Asks for a full compare soon (a rental changed state, an update failed).
@@ -192,6 +209,8 @@ impl Rdns {
                 }
             }
         }
+        self.synced
+            .store(out.failed_zones == 0, std::sync::atomic::Ordering::SeqCst);
         out
     }
 }

@@ -10,12 +10,14 @@
 //! here calls back up into them.
 
 mod invoices;
+mod ptr;
 mod reconcile;
 mod rentals;
 mod space;
 mod views;
 
 pub use invoices::api_of;
+pub use ptr::PtrError;
 pub use reconcile::Removals;
 pub use rentals::Hold;
 
@@ -268,6 +270,8 @@ pub struct Service {
     space: Mutex<crate::freespace::FreeSpace>,
     /// The group commit of the rents, invoices and settlements (`crate::writer`).
     writer: Arc<crate::writer::GroupCommit>,
+    /// Reverse DNS on the provider's DNS server, when `[rdns]` configures it.
+    rdns: Option<Arc<crate::rdns::Rdns>>,
 }
 
 impl Service {
@@ -342,6 +346,7 @@ impl Service {
             endpoints: Mutex::new(Endpoints::new()),
             tls_fingerprint: None,
             proof: None,
+            rdns: None,
         })
     }
 
