@@ -314,7 +314,7 @@ pub struct PtrRecord {
 pub struct PtrList {
     /// Every IPv4 address of the rental, and each IPv6 address that has a custom record.
     pub records: Vec<PtrRecord>,
-    /// The base URL of the server's tunnel listener (inside the tunnel; PROTOCOL.md 6.2), if
+    /// The base URL of the server's tunnel listener (inside the tunnel; PROTOCOL.md, Reverse DNS), if
     /// it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_api: Option<String>,

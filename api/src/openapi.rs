@@ -160,7 +160,7 @@ pub const ROUTES: &[Route] = &[
         method: "get",
         path: "/v1/rentals/{public_key}/ptr",
         operation_id: "getPtr",
-        summary: "Reverse DNS: the PTR record of every address of the rental (PROTOCOL.md 6.2); 404 when the server offers none",
+        summary: "Reverse DNS: the PTR record of every address of the rental (PROTOCOL.md, Reverse DNS); 404 when the server offers none",
         request: None,
         status: 200,
         success: Success::Json("PtrList"),

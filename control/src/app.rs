@@ -254,7 +254,7 @@ pub async fn serve(
     tokio::spawn(run::rdns::run(service.clone()));
     if let Some(addr) = service.cfg().rdns.tunnel_listen {
         // /v1 for requests from inside the tunnels, where a rental's own source address may
-        // stand in for its proof on the reverse-DNS routes (PROTOCOL.md 6.2).
+        // stand in for its proof on the reverse-DNS routes (PROTOCOL.md, Reverse DNS).
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::TunnelListen { addr, source })?;

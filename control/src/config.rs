@@ -84,7 +84,7 @@ pub struct RdnsConfig {
     pub max_ipv6_names: u32,
     /// A second `/v1` listener on an address on the provider's side of the tunnels (reached
     /// through the router, whose anti-spoofing guarantees each source address): there a
-    /// rental's own tunnel may set its reverse DNS (PROTOCOL.md 6.2). e.g. "198.18.2.1:8421".
+    /// rental's own tunnel may set its reverse DNS (PROTOCOL.md, Reverse DNS). e.g. "198.18.2.1:8421".
     pub tunnel_listen: Option<SocketAddr>,
 }
 

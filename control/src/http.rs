@@ -387,7 +387,7 @@ async fn invoice(
 }
 
 /// Marks the requests of the tunnel listener (`[rdns] tunnel_listen`): there a request from
-/// the rental's own tunnel needs no proof on the reverse-DNS routes (PROTOCOL.md 6.2).
+/// the rental's own tunnel needs no proof on the reverse-DNS routes (PROTOCOL.md, Reverse DNS).
 #[derive(Clone, Copy)]
 pub struct TunnelListener;
 
@@ -420,7 +420,7 @@ impl From<crate::service::PtrError> for ApiError {
     }
 }
 
-/// Who may act on a rental's reverse DNS (PROTOCOL.md 6.2): on the public listener, the
+/// Who may act on a rental's reverse DNS (PROTOCOL.md, Reverse DNS): on the public listener, the
 /// holder of its key, proven (always required here, whatever `require_proof` says); on the
 /// tunnel listener a proof that is sent must verify, and without one the request's source must
 /// be an address of the rental itself (the router's anti-spoofing guarantees it).

@@ -1,4 +1,4 @@
-//! Reverse DNS of a rental's addresses (PROTOCOL.md 6.2): which rental may name which address,
+//! Reverse DNS of a rental's addresses (PROTOCOL.md, Reverse DNS): which rental may name which address,
 //! the forward confirmation, the control's record of it, and the whole wanted state that the
 //! full compare of `crate::rdns` holds the zones to. The DNS itself is `crate::rdns`'s.
 
