@@ -135,7 +135,9 @@ enum Command {
 enum PtrAction {
     /// Name an address: `staticip ptr set mail.example.net [--address 203.0.113.10]`.
     Set {
-        name: String,
+        /// The host name (its A/AAAA record must already point at the address).
+        #[arg(value_name = "NAME")]
+        ptr_name: String,
         /// One of the rental's addresses [default: its IPv4 address].
         #[arg(long)]
         address: Option<String>,
@@ -650,8 +652,8 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
                 api
             };
             let list = match action {
-                PtrAction::Set { name, address } => {
-                    api.set_ptr(&public, address.clone(), name).await?
+                PtrAction::Set { ptr_name, address } => {
+                    api.set_ptr(&public, address.clone(), ptr_name).await?
                 }
                 PtrAction::Show => api.ptr(&public).await?,
                 PtrAction::Clear { address } => api.clear_ptr(&public, address.clone()).await?,

@@ -29,6 +29,19 @@ fn control_bin() -> String {
     staticwire_control::testkit::binary().display().to_string()
 }
 
+/// The customer's tool, built beside this test (`cargo build -p staticip`; the workspace test
+/// run builds it).
+fn staticip() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("staticip");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build -p staticip",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -286,9 +299,24 @@ fn customers_set_forward_confirmed_ptrs_through_their_tunnels_on_a_real_bind() {
     );
     assert!(dig_x(&lab, "203.0.113.9").contains("9.0-27.113.0.203.in-addr.arpa."));
 
-    // The customer rents a /32 (with an IPv6 /64), the stranger a /30; both pay.
-    let (ckey, cpub) = lab.keypair("customer");
-    staticwire_control::proving::hold_base64(&std::fs::read_to_string(&ckey).unwrap());
+    // The customer rents a /32 (with an IPv6 /64) with staticip, the stranger a /30; both pay.
+    let sip_dir = lab.path("staticip");
+    let sip_bin = staticip();
+    let sip = |args: &str| {
+        lab.must_in(
+            &cli,
+            &format!("{sip_bin} --state-dir {sip_dir} --server {API} {args}"),
+        )
+    };
+    sip("rent --no-wait");
+    let a = json(&sip("--json status"));
+    let cpub = a["public_key"].as_str().unwrap().to_string();
+    must(&format!(
+        "{control} -c {cfg} dev-pay {} >/dev/null",
+        a["open_invoice"]["bolt11"].as_str().unwrap()
+    ));
+    let ckey = format!("{sip_dir}/rentals/default/private.key");
+    staticwire_control::proving::hold_base64(std::fs::read_to_string(&ckey).unwrap().trim());
     let (skey, spub_st) = lab.keypair("stranger");
     staticwire_control::proving::hold_base64(&std::fs::read_to_string(&skey).unwrap());
     let rent = |ns: &str, body: String| {
@@ -300,7 +328,6 @@ fn customers_set_forward_confirmed_ptrs_through_their_tunnels_on_a_real_bind() {
         ));
         v["rental"].clone()
     };
-    let a = rent(&cli, format!("{{\"public_key\":\"{cpub}\"}}"));
     let b = rent(
         &st,
         format!("{{\"public_key\":\"{spub_st}\",\"prefix_len\":30}}"),
@@ -379,14 +406,30 @@ fn customers_set_forward_confirmed_ptrs_through_their_tunnels_on_a_real_bind() {
         dig_x(&lab, &addr)
     );
 
-    // Its IPv6 address, with the proof (which, sent on the tunnel listener, must verify).
-    let body6 = format!("{{\"address\":\"{v6}\",\"name\":\"v6.customer.example\"}}");
-    let (code, v) = http(&lab, &cli, TUNNEL_API, "PUT", &ptr_path, Some(&body6), true);
-    assert_eq!(code, 200, "{v}");
+    // Its IPv6 address with staticip through the tunnel (which still sends the proof: on the
+    // tunnel listener it must verify), then `staticip ptr show` on the public listener.
+    let v = json(&sip(&format!(
+        "--json ptr set v6.customer.example --address {v6} --tunnel"
+    )));
+    assert!(
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["address"] == v6.as_str()
+                && r["name"] == "v6.customer.example."
+                && r["published"] == true),
+        "{v}"
+    );
     assert!(
         dig_x(&lab, &v6).contains("v6.customer.example."),
         "{}",
         dig_x(&lab, &v6)
+    );
+    let shown = sip("ptr show");
+    assert!(
+        shown.contains("mail.customer.example.") && shown.contains("v6.customer.example."),
+        "{shown}"
     );
 
     // A name whose A record points elsewhere: refused, nothing changed.

@@ -38,14 +38,28 @@ pub(super) async fn active(s: &mut Suite<'_>, key: &str, address: &str) {
     let ctype = Some("application/json");
     let r = s
         .http
-        .send("PUT", &path, ctype, json_body(json!({"name": "bad_name..example"})))
+        .send(
+            "PUT",
+            &path,
+            ctype,
+            json_body(json!({"name": "bad_name..example"})),
+        )
         .await;
     let c = s.expect_error(&r, 400, "bad_name");
-    s.check("ptr.bad-name", "A name that is not a host name: 400 bad_name", c);
+    s.check(
+        "ptr.bad-name",
+        "A name that is not a host name: 400 bad_name",
+        c,
+    );
 
     let r = s
         .http
-        .send("PUT", &path, ctype, json_body(json!({"address": "198.51.100.1", "name": "mail.example.net"})))
+        .send(
+            "PUT",
+            &path,
+            ctype,
+            json_body(json!({"address": "198.51.100.1", "name": "mail.example.net"})),
+        )
         .await;
     let c = s.expect_error(&r, 400, "address_not_rented");
     s.check(
@@ -57,7 +71,12 @@ pub(super) async fn active(s: &mut Suite<'_>, key: &str, address: &str) {
     // .invalid never resolves (RFC 6761): forward confirmation must refuse it.
     let r = s
         .http
-        .send("PUT", &path, ctype, json_body(json!({"address": address, "name": "staticwire-conformance.invalid"})))
+        .send(
+            "PUT",
+            &path,
+            ctype,
+            json_body(json!({"address": address, "name": "staticwire-conformance.invalid"})),
+        )
         .await;
     let refused = s.expect_error(&r, 422, "forward_mismatch");
     let c = match refused {
@@ -78,9 +97,5 @@ pub(super) async fn active(s: &mut Suite<'_>, key: &str, address: &str) {
         (Ok(b), Ok(a)) => ensure(b == a, || format!("before {b}, after {a}")),
         (_, Err(e)) | (Err(e), _) => Err(e.clone()),
     };
-    s.check(
-        "ptr.unchanged",
-        "The refused PUTs changed nothing",
-        same,
-    );
+    s.check("ptr.unchanged", "The refused PUTs changed nothing", same);
 }
