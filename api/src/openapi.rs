@@ -800,6 +800,9 @@ mod tests {
                 "getRentalStatus",
                 "getConf",
                 "renew",
+                "getPtr",
+                "setPtr",
+                "clearPtr",
                 "getInvoice"
             ]
         );
