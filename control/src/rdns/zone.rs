@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(i, 2);
         assert_eq!(
             o.to_ascii(),
-            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa."
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.8.b.d.0.1.0.0.2.ip6.arpa."
         );
         assert_eq!(ipv6_of_owner(&o), Some("2001:db8:100::1".parse().unwrap()));
         assert_eq!(zones.all()[1].ipv4_addresses().count(), 8);
