@@ -395,11 +395,12 @@ impl From<crate::service::PtrError> for ApiError {
     fn from(e: crate::service::PtrError) -> Self {
         use crate::rdns::forward::ForwardError;
         use crate::service::PtrError as P;
+        let e = match e {
+            P::Service(inner) => return inner.into(),
+            other => other,
+        };
         let (status, code) = match &e {
-            P::Service(_) => {
-                let P::Service(inner) = e else { unreachable!() };
-                return inner.into();
-            }
+            P::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
             P::Off => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             P::BadName(_) => (StatusCode::BAD_REQUEST, codes::BAD_NAME),
             P::BadAddress(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
