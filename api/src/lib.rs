@@ -61,6 +61,10 @@ pub struct Terms {
     /// clients like `tls_fingerprint`; absent on v1.0 servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_key: Option<String>,
+    /// The server serves the reverse-DNS routes (`/v1/rentals/{key}/ptr`, PROTOCOL.md,
+    /// Reverse DNS); absent (false) when it does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse_dns: bool,
 }
 
 fn only_32() -> Vec<u8> {

@@ -853,6 +853,7 @@ mod tests {
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: Some(10),
             proof_key: None,
+            reverse_dns: false,
         })
         .unwrap();
         let t = schema_ref("Terms");

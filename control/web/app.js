@@ -473,7 +473,7 @@ async function showStatus(key) {
     currentKp = kp;
     renderStatus();
     $("ptr-form").hidden = true;
-    if (current.state === "active") showPtr();
+    if (current.state === "active" && terms.reverse_dns) showPtr();
     if ($("remember").checked) remember(kp);
     const inv = current.open_invoice;
     if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
