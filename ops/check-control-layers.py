@@ -22,7 +22,7 @@ LAYERS = {
     "ledger": 0, "secrets": 0, "datadir": 0,
     # stores and adapters
     "db": 1, "store": 1, "alloc": 1, "freespace": 1, "unpaid": 1, "writer": 1, "holds": 1, "lightning": 1, "feed": 1, "deadlines": 1, "lease": 1,
-    "prefixes": 1, "backup": 1, "migrate": 1,
+    "prefixes": 1, "backup": 1, "migrate": 1, "rdns": 1,
     # the service
     "service": 2,
     # the loop and the faces

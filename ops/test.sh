@@ -15,6 +15,11 @@ command -v pgrep >/dev/null || need+=(procps)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 command -v iptables-restore >/dev/null || need+=(iptables)
+# A real BIND 9 for the reverse-DNS test (control/tests/netns_rdns.rs), with dig and nsupdate.
+command -v named >/dev/null || need+=(bind9)
+command -v tsig-keygen >/dev/null || need+=(bind9)
+command -v dig >/dev/null || need+=(bind9-dnsutils)
+command -v nsupdate >/dev/null || need+=(bind9-dnsutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -32,7 +37,7 @@ MSG
 fi
 
 # Leftovers of an interrupted earlier run (only our own test prefix).
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^swt' || true); do
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^(swt|rd)' || true); do
   ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
 done

@@ -61,6 +61,10 @@ pub struct Terms {
     /// clients like `tls_fingerprint`; absent on v1.0 servers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_key: Option<String>,
+    /// The server serves the reverse-DNS routes (`/v1/rentals/{key}/ptr`, PROTOCOL.md,
+    /// Reverse DNS); absent (false) when it does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverse_dns: bool,
 }
 
 fn only_32() -> Vec<u8> {
@@ -273,6 +277,55 @@ pub struct ConfigResponse {
     pub persistent_keepalive: u16,
 }
 
+/// `PUT /v1/rentals/{public_key}/ptr`: the PTR record of one of the rental's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PtrRequest {
+    /// One of the rental's addresses; absent: its (first) IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// A host name (Unicode names are sent as their IDNA A-labels), which must resolve to
+    /// `address` (A or AAAA).
+    pub name: String,
+}
+
+/// `DELETE /v1/rentals/{public_key}/ptr`: back to the provider's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PtrClearRequest {
+    /// One of the rental's addresses; absent: every address of the rental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// The reverse DNS of one address of a rental.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PtrRecord {
+    pub address: String,
+    /// The PTR's target as served (absolute, with the final dot), or null for none.
+    pub name: Option<String>,
+    /// True when the customer set it; false for the provider's default.
+    pub custom: bool,
+    /// The DNS server took the last change; false while it is retried (the server keeps
+    /// what it wants and repairs the zone until it matches).
+    pub published: bool,
+}
+
+/// `GET /v1/rentals/{public_key}/ptr` (and the answer of a change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PtrList {
+    /// Every IPv4 address of the rental, and each IPv6 address that has a custom record.
+    pub records: Vec<PtrRecord>,
+    /// The base URL of the server's tunnel listener (inside the tunnel; PROTOCOL.md, Reverse DNS), if
+    /// it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_api: Option<String>,
+    /// How many IPv6 addresses may have a custom record.
+    pub max_ipv6_names: u32,
+}
+
 /// Every error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -358,6 +411,22 @@ pub mod codes {
     pub const PROOF_REPLAYED: &str = "proof_replayed";
     /// HTTP 401: the proof is for another key than the one the request names.
     pub const PROOF_KEY_MISMATCH: &str = "proof_key_mismatch";
+    /// HTTP 400: a PTR name that is not a usable host name (length, labels, IDNA).
+    pub const BAD_NAME: &str = "bad_name";
+    /// HTTP 400: the address is not one of the rental's (its IPv4 prefix, or an IPv6 address
+    /// inside its IPv6 prefix), or the server has no reverse zone for it.
+    pub const ADDRESS_NOT_RENTED: &str = "address_not_rented";
+    /// HTTP 403: on a tunnel listener, the request came from another rental's tunnel and
+    /// carries no valid proof of the key it names.
+    pub const TUNNEL_FORBIDDEN: &str = "tunnel_forbidden";
+    /// HTTP 409: reverse DNS is only set for an active (paid) rental.
+    pub const RENTAL_NOT_ACTIVE: &str = "rental_not_active";
+    /// HTTP 409: the rental already has as many IPv6 PTR records as the server allows.
+    pub const PTR_LIMIT: &str = "ptr_limit";
+    /// HTTP 422: the name does not resolve (A/AAAA) to the address (forward confirmation).
+    pub const FORWARD_MISMATCH: &str = "forward_mismatch";
+    /// HTTP 503: the provider's DNS (resolver or primary server) could not be asked.
+    pub const DNS_UNAVAILABLE: &str = "dns_unavailable";
 
     /// Every code with the HTTP statuses it is sent with (PROTOCOL.md, the OpenAPI document).
     pub const ALL: &[(&str, &[u16])] = &[
@@ -369,6 +438,13 @@ pub mod codes {
         (PROOF_EXPIRED, &[401]),
         (PROOF_REPLAYED, &[401]),
         (PROOF_KEY_MISMATCH, &[401]),
+        (BAD_NAME, &[400]),
+        (ADDRESS_NOT_RENTED, &[400]),
+        (TUNNEL_FORBIDDEN, &[403]),
+        (RENTAL_NOT_ACTIVE, &[409]),
+        (PTR_LIMIT, &[409]),
+        (FORWARD_MISMATCH, &[422]),
+        (DNS_UNAVAILABLE, &[503]),
         (NOT_FOUND, &[404]),
         (METHOD_NOT_ALLOWED, &[405]),
         (TIMEOUT, &[408, 503]),

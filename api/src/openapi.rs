@@ -158,6 +158,71 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/rentals/{public_key}/ptr",
+        operation_id: "getPtr",
+        summary: "Reverse DNS: the PTR record of every address of the rental (PROTOCOL.md, Reverse DNS); 404 when the server offers none",
+        request: None,
+        status: 200,
+        success: Success::Json("PtrList"),
+        errors: &[
+            codes::BAD_REQUEST,
+            codes::BAD_KEY,
+            codes::TUNNEL_FORBIDDEN,
+            codes::NOT_FOUND,
+            codes::DATABASE_UNAVAILABLE,
+        ],
+        dev_only: false,
+        proof: true,
+    },
+    Route {
+        method: "put",
+        path: "/v1/rentals/{public_key}/ptr",
+        operation_id: "setPtr",
+        summary: "Reverse DNS: set the PTR record of one of the rental's addresses to a name that resolves to it (forward-confirmed)",
+        request: Some("PtrRequest"),
+        status: 200,
+        success: Success::Json("PtrList"),
+        errors: &[
+            BODY[0],
+            BODY[1],
+            BODY[2],
+            codes::BAD_KEY,
+            codes::BAD_NAME,
+            codes::ADDRESS_NOT_RENTED,
+            codes::TUNNEL_FORBIDDEN,
+            codes::NOT_FOUND,
+            codes::RENTAL_NOT_ACTIVE,
+            codes::PTR_LIMIT,
+            codes::FORWARD_MISMATCH,
+            codes::DNS_UNAVAILABLE,
+            codes::DATABASE_UNAVAILABLE,
+        ],
+        dev_only: false,
+        proof: true,
+    },
+    Route {
+        method: "delete",
+        path: "/v1/rentals/{public_key}/ptr",
+        operation_id: "clearPtr",
+        summary: "Reverse DNS: back to the provider's default for one address of the rental, or all of them",
+        request: Some("PtrClearRequest"),
+        status: 200,
+        success: Success::Json("PtrList"),
+        errors: &[
+            BODY[0],
+            BODY[1],
+            BODY[2],
+            codes::BAD_KEY,
+            codes::ADDRESS_NOT_RENTED,
+            codes::TUNNEL_FORBIDDEN,
+            codes::NOT_FOUND,
+            codes::DATABASE_UNAVAILABLE,
+        ],
+        dev_only: false,
+        proof: true,
+    },
+    Route {
+        method: "get",
         path: "/v1/invoices/{payment_hash}",
         operation_id: "getInvoice",
         summary: "Invoice state; with wait, long-polls until it is no longer open",
@@ -399,6 +464,10 @@ pub fn route(method: &str, path: &str) -> Option<&'static Route> {
     crate::DevPayResponse,
     crate::DevClockRequest,
     crate::DevClockResponse,
+    crate::PtrRequest,
+    crate::PtrClearRequest,
+    crate::PtrRecord,
+    crate::PtrList,
 )))]
 struct Schemas;
 
@@ -731,6 +800,9 @@ mod tests {
                 "getRentalStatus",
                 "getConf",
                 "renew",
+                "getPtr",
+                "setPtr",
+                "clearPtr",
                 "getInvoice"
             ]
         );
@@ -781,6 +853,7 @@ mod tests {
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: Some(10),
             proof_key: None,
+            reverse_dns: false,
         })
         .unwrap();
         let t = schema_ref("Terms");

@@ -264,6 +264,56 @@ impl Api {
         }
     }
 
+    /// The same server's tunnel listener at `base` (plain HTTP inside the WireGuard tunnel,
+    /// which authenticates it), proving with this rental's pinned proof key.
+    pub fn via_tunnel(&self, base: &str) -> Result<Api, ApiError> {
+        if !base.starts_with("http://") {
+            return Err(ApiError::Protocol(format!(
+                "the tunnel listener {base:?} is not an http:// URL"
+            )));
+        }
+        let mut t = Api::new(base, None)?;
+        t.prover = self.prover.clone();
+        t.proof_key = self.proof_key.clone();
+        Ok(t)
+    }
+
+    fn ptr_url(&self, public_key: &str) -> String {
+        format!("{}/v1/rentals/{}/ptr", self.base, url_key(public_key))
+    }
+
+    /// The reverse DNS of the rental's addresses.
+    pub async fn ptr(&self, public_key: &str) -> Result<api::PtrList, ApiError> {
+        self.send(self.http.get(self.ptr_url(public_key)), true)
+            .await
+    }
+
+    /// Sets the PTR of `address` (default: the rental's IPv4 address) to `name`.
+    pub async fn set_ptr(
+        &self,
+        public_key: &str,
+        address: Option<String>,
+        name: &str,
+    ) -> Result<api::PtrList, ApiError> {
+        let body = api::PtrRequest {
+            address,
+            name: name.to_string(),
+        };
+        self.send(self.http.put(self.ptr_url(public_key)).json(&body), true)
+            .await
+    }
+
+    /// Back to the provider's default for `address`, or every address.
+    pub async fn clear_ptr(
+        &self,
+        public_key: &str,
+        address: Option<String>,
+    ) -> Result<api::PtrList, ApiError> {
+        let body = api::PtrClearRequest { address };
+        self.send(self.http.delete(self.ptr_url(public_key)).json(&body), true)
+            .await
+    }
+
     pub async fn terms(&self) -> Result<api::Terms, ApiError> {
         Ok(self.terms_and_proof_key().await?.0)
     }

@@ -209,6 +209,7 @@ mod tests {
             ipv6_monthly_sat: 0,
             ipv6_only_monthly_sat: None,
             proof_key: None,
+            reverse_dns: false,
         }
     }
 

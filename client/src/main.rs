@@ -105,6 +105,15 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         months: u32,
     },
+    /// Reverse DNS (PTR) of the rental's addresses, on the provider's DNS server. The name
+    /// must resolve to the address first (its A or AAAA record).
+    Ptr {
+        #[command(subcommand)]
+        action: PtrAction,
+        /// Send through the tunnel, to the provider's tunnel listener (it needs the tunnel up).
+        #[arg(long, global = true)]
+        tunnel: bool,
+    },
     /// Bring the tunnel up with wg-quick.
     Up,
     /// Take the tunnel down with wg-quick.
@@ -119,6 +128,27 @@ enum Command {
         /// One round, then exit (for cron and tests).
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PtrAction {
+    /// Name an address: `staticip ptr set mail.example.net [--address 203.0.113.10]`.
+    Set {
+        /// The host name (its A/AAAA record must already point at the address).
+        #[arg(value_name = "NAME")]
+        ptr_name: String,
+        /// One of the rental's addresses [default: its IPv4 address].
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Show every address's PTR.
+    Show,
+    /// Back to the provider's default name.
+    Clear {
+        /// One address [default: every address of the rental].
+        #[arg(long)]
+        address: Option<String>,
     },
 }
 
@@ -606,8 +636,52 @@ async fn run(ctx: &Ctx) -> Result<(), CliError> {
             months,
             once,
         } => daemon(ctx, &slot, *renew_days, *months, *once).await?,
+        Command::Ptr { action, tunnel } => {
+            let (_, public) = slot.keypair()?;
+            let api = ctx.api(&slot).await?;
+            let api = if *tunnel {
+                // The public listener names the tunnel listener; the request then goes
+                // through the tunnel, still proven with this rental's pinned proof key.
+                let base = api.ptr(&public).await?.tunnel_api.ok_or_else(|| {
+                    CliError::Usage(
+                        "this provider has no tunnel listener: leave out --tunnel".into(),
+                    )
+                })?;
+                api.via_tunnel(&base)?
+            } else {
+                api
+            };
+            let list = match action {
+                PtrAction::Set { ptr_name, address } => {
+                    api.set_ptr(&public, address.clone(), ptr_name).await?
+                }
+                PtrAction::Show => api.ptr(&public).await?,
+                PtrAction::Clear { address } => api.clear_ptr(&public, address.clone()).await?,
+            };
+            print(ctx, &json!(list), || describe_ptr(&list));
+        }
     }
     Ok(())
+}
+
+fn describe_ptr(list: &staticwire_api::PtrList) -> String {
+    list.records
+        .iter()
+        .map(|r| {
+            format!(
+                "{:<39} {}{}{}",
+                r.address,
+                r.name.as_deref().unwrap_or("(no record)"),
+                if r.custom { "" } else { "  (provider default)" },
+                if r.published {
+                    ""
+                } else {
+                    "  (not published yet: retried)"
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Renews `renew_days` before paid-until (or at once when lapsed), with auto-pay; retries with

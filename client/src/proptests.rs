@@ -119,7 +119,7 @@ proptest! {
             activation_sat: 48_000, monthly_sat: 24_000, first_payment_sat: 72_000,
             month_seconds: 2_592_000, reservation_seconds: 5_184_000, invoice_expiry_seconds: 3600,
             max_months: 12, network: "regtest".into(), servers: vec![], tls_fingerprint: None, payee: None,
-            ipv4_prefix_lengths: vec![32], address_monthly_sat: 0, ipv6_monthly_sat: 0, ipv6_only_monthly_sat: None, proof_key: None,
+            ipv4_prefix_lengths: vec![32], address_monthly_sat: 0, ipv6_monthly_sat: 0, ipv6_only_monthly_sat: None, proof_key: None, reverse_dns: false,
         };
         let view = api::Invoice {
             payment_hash: "00".repeat(32), bolt11: s.clone(), amount_sat: 72_000,

@@ -6,9 +6,22 @@ use staticwire_control::testkit::{binary as control_bin, Process};
 use std::process::{Command, Output};
 
 /// Several whole runs against one server from one address: the invoice rate limit (20 at
-/// once by default, which one run nearly spends) is raised so no run waits out a 429.
+/// once by default, which one run nearly spends) is raised so no run waits out a 429. Reverse
+/// DNS is on, towards a DNS server that is not there (port 9 of loopback): the rules that need
+/// no answer from it are checked (a real BIND is control/tests/netns_rdns.rs's).
 fn control() -> Process {
-    Process::start("[limits]\ninvoice_burst = 1000\nburst = 1000\n")
+    let key = std::env::temp_dir().join(format!("staticwire-ours-{}.key", std::process::id()));
+    std::fs::write(
+        &key,
+        "key \"conformance\" { algorithm hmac-sha256; secret \"2hOEy+Ap3r1yjgfNVOL/zRWuXtd+fwn2LWUfqxLQpX4=\"; };\n",
+    )
+    .unwrap();
+    Process::start(&format!(
+        "[limits]\ninvoice_burst = 1000\nburst = 1000\n\
+         [rdns]\nserver = \"127.0.0.1:9\"\ntsig_key_file = \"{}\"\n\
+         [[rdns.zones]]\nzone = \"113.0.203.in-addr.arpa.\"\nnetwork = \"203.0.113.0/24\"\n",
+        key.display()
+    ))
 }
 
 fn conformance(args: &[&str]) -> (Output, serde_json::Value) {

@@ -43,6 +43,14 @@ pub enum StartError {
     Tls(std::io::Error),
     #[error("proof key: {0}")]
     ProofKey(std::io::Error),
+    /// The `[rdns]` TSIG key or zones are unusable.
+    #[error(transparent)]
+    Rdns(#[from] crate::rdns::RdnsError),
+    #[error("cannot listen on the tunnel listener {addr}: {source}")]
+    TunnelListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     /// The configuration does not make a service (e.g. pools).
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -113,7 +121,8 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
         LightningConfig::Lnd { macaroon, .. } => Some(macaroon.clone()),
         _ => None,
     };
-    for path in outside.chain(macaroon) {
+    let tsig = cfg.rdns.tsig_key_file.clone();
+    for path in outside.chain(macaroon).chain(tsig) {
         if let Some(mode) = secrets::readable_by_others(&path) {
             tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "a secret is readable by others: chmod 600 it (or 640 for a trusted group)");
         }
@@ -164,7 +173,11 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
         .collect::<Result<_, StartError>>()?;
     let tls = https::Identities::load_or_create(&cfg.data_dir).map_err(StartError::Tls)?;
     let proof = secrets::proof_key(&cfg.data_dir).map_err(StartError::ProofKey)?;
+    let rdns = crate::rdns::Rdns::from_config(&cfg.rdns)?;
     let mut service = Service::new(cfg, clock, db, ln, routers)?;
+    if let Some(rdns) = rdns {
+        service.set_rdns(rdns);
+    }
     service.set_tls_fingerprint(tls.current.fingerprint());
     service.set_proof(staticwire_api::proof::Verifier::new(
         proof,
@@ -237,6 +250,26 @@ pub async fn serve(
     tokio::spawn(service.clone().follow_settlements());
     // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
     tokio::spawn(run::run(service.clone(), replica.clone()));
+    // Reverse DNS: the full compare at start, then on its own schedule (control/src/rdns).
+    tokio::spawn(run::rdns::run(service.clone()));
+    if let Some(addr) = service.cfg().rdns.tunnel_listen {
+        // /v1 for requests from inside the tunnels, where a rental's own source address may
+        // stand in for its proof on the reverse-DNS routes (PROTOCOL.md, Reverse DNS).
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::TunnelListen { addr, source })?;
+        tracing::info!(%addr, "tunnel listener (reverse DNS from inside the tunnels)");
+        let app = http::tunnel_router(service.clone())
+            .layer(axum::middleware::from_fn(metrics::events::track_http));
+        let limits = service.limits().clone();
+        tokio::spawn(limits::serve(
+            listener,
+            app,
+            limits,
+            None,
+            std::future::pending::<()>(),
+        ));
+    }
     if let Some(addr) = service.cfg().compat.listen {
         // The original client's protocol and /v1, over HTTPS pinned by fingerprint.
         let app = http::router(service.clone(), dev_clock)

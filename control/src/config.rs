@@ -51,6 +51,98 @@ pub struct Config {
     /// downgrade that serves 1.0 clients' unproven requests again (anyone naming a key acts on
     /// its rental): for a provider's move to 1.1 only, never on a public service.
     pub require_proof: bool,
+    /// Reverse DNS of the rented addresses, set by the customers (`crate::rdns`). Off unless
+    /// `server` is set.
+    pub rdns: RdnsConfig,
+}
+
+/// `[rdns]`: the provider's reverse zones on its authoritative DNS server, changed with RFC 2136
+/// UPDATEs signed with TSIG, and the resolver that confirms the customers' names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RdnsConfig {
+    /// The primary server that takes the UPDATEs and allows the zone transfers (TCP), e.g.
+    /// "192.0.2.53:53". None: no reverse DNS (the `/ptr` routes answer 404).
+    pub server: Option<SocketAddr>,
+    /// The resolver that checks a name's A/AAAA records before its PTR is set (forward
+    /// confirmation); default: `server`.
+    pub resolver: Option<SocketAddr>,
+    /// The TSIG key as `tsig-keygen` writes it (`key "name" { algorithm hmac-sha256; secret
+    /// "..."; };`), kept secret (0600); the same file is included in the server's config.
+    pub tsig_key_file: Option<PathBuf>,
+    /// The reverse zones the control writes, each covering a network of the pools.
+    pub zones: Vec<RdnsZoneConfig>,
+    /// The provider's default name of an IPv4 pool address that has no customer name:
+    /// `{a}`..`{d}` are its octets, e.g. "{a}-{b}-{c}-{d}.pool.example.net". None: no record.
+    pub default_ipv4: Option<String>,
+    /// TTL of the PTR records it writes.
+    pub ttl: u32,
+    /// Seconds between full compares of the zones with what the control wants (also run at
+    /// start and after a failed update).
+    pub compare_interval_secs: u64,
+    /// How many addresses inside a rental's IPv6 prefix may have a name.
+    pub max_ipv6_names: u32,
+    /// A second `/v1` listener on an address on the provider's side of the tunnels (reached
+    /// through the router, whose anti-spoofing guarantees each source address): there a
+    /// rental's own tunnel may set its reverse DNS (PROTOCOL.md, Reverse DNS). e.g. "198.18.2.1:8421".
+    pub tunnel_listen: Option<SocketAddr>,
+}
+
+/// One reverse zone: `zone` (its origin, e.g. "113.0.203.in-addr.arpa." or, delegated by RFC
+/// 2317, "8-29.113.0.203.in-addr.arpa.") holds the PTRs of the addresses of `network`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RdnsZoneConfig {
+    pub zone: String,
+    pub network: ipnet::IpNet,
+    /// The owner name of an IPv4 address's PTR, `{a}`..`{d}` its octets: for RFC 2317
+    /// delegation e.g. "{d}.8-29.113.0.203.in-addr.arpa."; default the standard
+    /// "{d}.{c}.{b}.{a}.in-addr.arpa.". IPv6 owners are always the standard nibble names.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+impl Default for RdnsConfig {
+    fn default() -> Self {
+        RdnsConfig {
+            server: None,
+            resolver: None,
+            tsig_key_file: None,
+            zones: Vec::new(),
+            default_ipv4: None,
+            ttl: 3600,
+            compare_interval_secs: 600,
+            max_ipv6_names: 16,
+            tunnel_listen: None,
+        }
+    }
+}
+
+impl RdnsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Some(_) = self.server else {
+            return Ok(());
+        };
+        let bad = |m: String| Err(ConfigError::Invalid(format!("rdns: {m}")));
+        if self.tsig_key_file.is_none() {
+            return bad("server is set but tsig_key_file is not".into());
+        }
+        if self.zones.is_empty() {
+            return bad("server is set but no [[rdns.zones]]".into());
+        }
+        if self.compare_interval_secs == 0 {
+            return bad("compare_interval_secs must be positive".into());
+        }
+        for z in &self.zones {
+            if let (ipnet::IpNet::V6(_), Some(_)) = (z.network, &z.owner) {
+                return bad(format!(
+                    "zone {}: owner templates are for IPv4 networks only",
+                    z.zone
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -218,6 +310,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             web: WebConfig::default(),
             require_proof: true,
+            rdns: RdnsConfig::default(),
         }
     }
 }
@@ -287,6 +380,7 @@ impl Config {
         }
         self.limits.validate()?;
         self.web.validate()?;
+        self.rdns.validate()?;
         if let Some(n) = self.network() {
             if crate::network::normalize_network(n).is_none() {
                 return Err(ConfigError::Invalid(format!(

@@ -141,7 +141,8 @@ fn prove(
             now,
         )
         .map_err(refuse)?;
-    if method == Method::POST && !s.share_proof(&proof, now)? {
+    // Every request that changes state (rent, renewals, the PTR's PUT and DELETE).
+    if method != Method::GET && !s.share_proof(&proof, now)? {
         return Err(refuse(ProofError::Replayed));
     }
     Ok(Some(STANDARD.encode(proof.key)))
@@ -385,6 +386,167 @@ async fn invoice(
     Ok(Json(inv))
 }
 
+/// Marks the requests of the tunnel listener (`[rdns] tunnel_listen`): there a request from
+/// the rental's own tunnel needs no proof on the reverse-DNS routes (PROTOCOL.md, Reverse DNS).
+#[derive(Clone, Copy)]
+pub struct TunnelListener;
+
+impl From<crate::service::PtrError> for ApiError {
+    fn from(e: crate::service::PtrError) -> Self {
+        use crate::rdns::forward::ForwardError;
+        use crate::service::PtrError as P;
+        let e = match e {
+            P::Service(inner) => return inner.into(),
+            other => other,
+        };
+        let (status, code) = match &e {
+            P::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            P::Off => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            P::BadName(_) => (StatusCode::BAD_REQUEST, codes::BAD_NAME),
+            P::BadAddress(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            P::NotRented(_) => (StatusCode::BAD_REQUEST, codes::ADDRESS_NOT_RENTED),
+            P::NotActive(_) => (StatusCode::CONFLICT, codes::RENTAL_NOT_ACTIVE),
+            P::Limit(_) => (StatusCode::CONFLICT, codes::PTR_LIMIT),
+            P::Forward(ForwardError::Mismatch { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, codes::FORWARD_MISMATCH)
+            }
+            P::Forward(ForwardError::Unavailable(..)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, codes::DNS_UNAVAILABLE)
+            }
+        };
+        if status.is_server_error() {
+            tracing::warn!("{e}");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// Who may act on a rental's reverse DNS (PROTOCOL.md, Reverse DNS): on the public listener, the
+/// holder of its key, proven (always required here, whatever `require_proof` says); on the
+/// tunnel listener a proof that is sent must verify, and without one the request's source must
+/// be an address of the rental itself (the router's anti-spoofing guarantees it).
+#[allow(clippy::too_many_arguments)]
+fn ptr_auth(
+    s: &Service,
+    key: Result<Path<String>, PathRejection>,
+    tunnel: bool,
+    client: Option<std::net::IpAddr>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let key = crate::service::parse_public_key(&segment(key, codes::BAD_KEY)?)?;
+    if headers.contains_key(header::AUTHORIZATION) {
+        prove(s, headers, method, uri, body, Some(&key))?;
+        return Ok(key);
+    }
+    if !tunnel {
+        let e = staticwire_api::proof::ProofError::Required;
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            e.code(),
+            e.to_string(),
+        ));
+    }
+    match client {
+        Some(ip) if s.is_rental_source(&key, ip)? => Ok(key),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::TUNNEL_FORBIDDEN,
+            format!(
+                "this request came from {} through the tunnels, which is not an address of the rental it names; prove the key (Authorization: StaticWire-Proof) or send it from the rental's own tunnel",
+                client.map(|c| c.to_string()).unwrap_or_else(|| "an unknown address".into())
+            ),
+        )),
+    }
+}
+
+fn client_ip(client: &Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<std::net::IpAddr> {
+    client.as_ref().map(|Extension(ConnectInfo(a))| {
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+        match a.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn get_ptr(
+    _: NoQuery,
+    State(s): State<Arc<Service>>,
+    key: Result<Path<String>, PathRejection>,
+    tunnel: Option<Extension<TunnelListener>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult<staticwire_api::PtrList> {
+    let ip = client_ip(&client);
+    let key = ptr_auth(&s, key, tunnel.is_some(), ip, &method, &uri, &headers, b"")?;
+    Ok(Json(s.ptr_list(&key)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn set_ptr(
+    _: NoQuery,
+    State(s): State<Arc<Service>>,
+    key: Result<Path<String>, PathRejection>,
+    tunnel: Option<Extension<TunnelListener>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<staticwire_api::PtrList> {
+    let (req, bytes): (staticwire_api::PtrRequest, _) = json_body_bytes(&headers, body).await?;
+    let ip = client_ip(&client);
+    let key = ptr_auth(
+        &s,
+        key,
+        tunnel.is_some(),
+        ip,
+        &method,
+        &uri,
+        &headers,
+        &bytes,
+    )?;
+    Ok(Json(
+        s.ptr_set(&key, req.address.as_deref(), &req.name).await?,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn clear_ptr(
+    _: NoQuery,
+    State(s): State<Arc<Service>>,
+    key: Result<Path<String>, PathRejection>,
+    tunnel: Option<Extension<TunnelListener>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<staticwire_api::PtrList> {
+    let (req, bytes): (staticwire_api::PtrClearRequest, _) =
+        json_body_bytes(&headers, body).await?;
+    let ip = client_ip(&client);
+    let key = ptr_auth(
+        &s,
+        key,
+        tunnel.is_some(),
+        ip,
+        &method,
+        &uri,
+        &headers,
+        &bytes,
+    )?;
+    Ok(Json(s.ptr_clear(&key, req.address.as_deref()).await?))
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -504,6 +666,8 @@ where
     let method = match route.method {
         "get" => MethodFilter::GET,
         "post" => MethodFilter::POST,
+        "put" => MethodFilter::PUT,
+        "delete" => MethodFilter::DELETE,
         other => panic!("method {other} of {operation_id}"),
     };
     router.route(route.path, on(method, handler))
@@ -518,6 +682,9 @@ pub fn router(service: Arc<Service>, dev_hooks: bool) -> Router {
     r = documented(r, "getConf", config);
     r = documented(r, "renew", renew);
     r = documented(r, "getInvoice", invoice);
+    r = documented(r, "getPtr", get_ptr);
+    r = documented(r, "setPtr", set_ptr);
+    r = documented(r, "clearPtr", clear_ptr);
     r = documented(r, "getOpenApi", openapi);
     r = documented(r, "healthz", healthz);
     r = documented(r, "readyz", readyz);
@@ -529,6 +696,24 @@ pub fn router(service: Arc<Service>, dev_hooks: bool) -> Router {
     crate::web::log_bodies(
         r.fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
+            .with_state(service),
+    )
+}
+
+/// The tunnel listener's API (`[rdns] tunnel_listen`): the terms and the reverse-DNS routes,
+/// each request marked as having come through the tunnels.
+pub fn tunnel_router(service: Arc<Service>) -> Router {
+    let mut r = Router::new();
+    r = documented(r, "getTerms", terms);
+    r = documented(r, "getPtr", get_ptr);
+    r = documented(r, "setPtr", set_ptr);
+    r = documented(r, "clearPtr", clear_ptr);
+    r = documented(r, "getOpenApi", openapi);
+    r = documented(r, "healthz", healthz);
+    crate::web::log_bodies(
+        r.fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(Extension(TunnelListener))
             .with_state(service),
     )
 }

@@ -7,7 +7,7 @@
 //! - stores and adapters: `db`, `store`, `alloc`, `freespace`, `unpaid` (the index of unpaid
 //!   holds), `holds` (the bounds on unpaid holds), `writer`,
 //!   `lightning`, `feed`, `deadlines` and `lease` (queries), `prefixes`, `backup`, `migrate`,
-//!   `secrets`;
+//!   `secrets`, `rdns` (reverse DNS on the provider's DNS server);
 //! - `service`: rentals, invoices, reconciliation, views;
 //! - the loop (`run`) and the faces (`http`, `compat`, `web`, `https`, `metrics` scrape);
 //! - start-up (`app`: build, agree with the node, serve), which wires them together;
@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod network;
 pub mod prefixes;
+pub mod rdns;
 pub mod run;
 pub mod secrets;
 pub mod service;

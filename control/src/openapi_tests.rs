@@ -22,6 +22,8 @@ const DAY: i64 = 86_400;
 
 struct Server {
     _ctl: Control,
+    /// The TSIG key of its `[rdns]`.
+    _keys: tempfile::TempDir,
     base: String,
     http: crate::proving::Client,
     doc: Value,
@@ -29,14 +31,79 @@ struct Server {
     seen: Mutex<BTreeSet<(String, String, u16, String)>>,
 }
 
+/// A resolver for the forward confirmation of reverse DNS, made of hickory's message types:
+/// `a-203-0-113-1.fwd.test.` has the A record 203.0.113.1, every other name none.
+async fn resolver() -> std::net::SocketAddr {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut a = Message::new();
+            a.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(q.op_code())
+                .set_recursion_desired(q.recursion_desired())
+                .set_recursion_available(true)
+                .set_response_code(ResponseCode::NoError);
+            a.add_queries(q.queries().to_vec());
+            for query in q.queries() {
+                let ip = query
+                    .name()
+                    .to_ascii()
+                    .strip_prefix("a-")
+                    .and_then(|r| r.split('.').next().map(|l| l.replace('-', ".")))
+                    .and_then(|l| l.parse::<std::net::Ipv4Addr>().ok());
+                if let (Some(ip), RecordType::A) = (ip, query.query_type()) {
+                    a.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        RData::A(A(ip)),
+                    ));
+                }
+            }
+            if let Ok(bytes) = a.to_vec() {
+                let _ = sock.send_to(&bytes, from).await;
+            }
+        }
+    });
+    addr
+}
+
 async fn server(pool: &str, limits: LimitsConfig) -> Server {
+    // Reverse DNS on: the resolver above, and a primary that is not there (its updates fail
+    // and are left to the compare, which these tests do not run).
+    let dns = resolver().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("rdns.key");
+    std::fs::write(
+        &key,
+        "key \"t\" { algorithm hmac-sha256; secret \"2hOEy+Ap3r1yjgfNVOL/zRWuXtd+fwn2LWUfqxLQpX4=\"; };",
+    )
+    .unwrap();
     let ctl = Builder::new(pool)
         .limits(limits)
         .dev_hooks()
         .limited()
+        .config(move |c| {
+            c.rdns.server = Some(dns);
+            c.rdns.resolver = Some(dns);
+            c.rdns.tsig_key_file = Some(key);
+            c.rdns.zones = vec![crate::config::RdnsZoneConfig {
+                zone: "113.0.203.in-addr.arpa.".into(),
+                network: "203.0.113.0/24".parse().unwrap(),
+                owner: None,
+            }];
+        })
         .serve()
         .await;
     Server {
+        _keys: keys,
         base: ctl.base(),
         _ctl: ctl,
         http: crate::proving::Client::new(),
@@ -167,6 +234,7 @@ const RENTAL: &str = "/v1/rentals/{public_key}";
 const CONFIG: &str = "/v1/rentals/{public_key}/config";
 const RENEWALS: &str = "/v1/rentals/{public_key}/renewals";
 const INVOICE: &str = "/v1/invoices/{payment_hash}";
+const PTR: &str = "/v1/rentals/{public_key}/ptr";
 
 #[tokio::test]
 async fn every_route_and_error_code_of_the_running_server_is_documented() {
@@ -310,6 +378,54 @@ async fn every_route_and_error_code_of_the_running_server_is_documented() {
     assert_eq!(
         (st, v["error"]["code"].as_str()),
         (400, Some(codes::BAD_MONTHS))
+    );
+
+    // Reverse DNS of the active rental: its list, a forward-confirmed name (kept while no DNS
+    // server takes it), a name that resolves elsewhere, a bad name, back to the default.
+    let ptr = format!("/v1/rentals/{k}/ptr");
+    let (st, list) = s.get(&ptr, PTR).await;
+    assert_eq!(st, 200, "{list}");
+    let addr = list["records"][0]["address"].as_str().unwrap().to_string();
+    let put = |name: String| {
+        s.call(
+            "put",
+            &ptr,
+            Some(PTR),
+            Some("application/json"),
+            Some(json!({ "name": name }).to_string()),
+        )
+    };
+    let (st, v) = put(format!("a-{}.fwd.test", addr.replace('.', "-"))).await;
+    assert_eq!(
+        (st, v["records"][0]["custom"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["records"][0]["published"], false, "{v}");
+    let (st, v) = put("a-198-51-100-1.fwd.test".into()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some(codes::FORWARD_MISMATCH)),
+        "{v}"
+    );
+    let (st, v) = put("x..fwd.test".into()).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some(codes::BAD_NAME))
+    );
+    let (st, v) = s
+        .call(
+            "delete",
+            &ptr,
+            Some(PTR),
+            Some("application/json"),
+            Some("{}".into()),
+        )
+        .await;
+    assert_eq!(
+        (st, v["records"][0]["custom"].as_bool()),
+        (200, Some(false)),
+        "{v}"
     );
 
     // Lapse: one month owed, so a renewal of one month is for two.

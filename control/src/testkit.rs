@@ -185,6 +185,9 @@ impl Builder {
         if let Some(n) = self.network {
             svc.set_network(n);
         }
+        if let Some(rdns) = crate::rdns::Rdns::from_config(&svc.cfg().rdns).expect("[rdns]") {
+            svc.set_rdns(rdns);
+        }
         svc
     }
 

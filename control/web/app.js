@@ -472,6 +472,8 @@ async function showStatus(key) {
     current = await api("GET", `/v1/rentals/${encodeURIComponent(urlKey(b64(kp.pub)))}`, null, undefined, kp);
     currentKp = kp;
     renderStatus();
+    $("ptr-form").hidden = true;
+    if (current.state === "active" && terms.reverse_dns) showPtr();
     if ($("remember").checked) remember(kp);
     const inv = current.open_invoice;
     if (inv && inv.state === "open" && !polls.has($("renew-invoice"))) {
@@ -510,6 +512,32 @@ async function renew(ev) {
     if (outcome === "settled") await showStatus(kp);
   } catch (e) {
     showError("renew-error", e);
+  }
+}
+
+// ---------- reverse DNS (PROTOCOL.md, Reverse DNS): its A/AAAA must name the address ----------
+
+const ptrPath = (kp) => `/v1/rentals/${urlKey(b64(kp.pub))}/ptr`;
+
+async function showPtr(list) {
+  try {
+    list = list || (await api("GET", ptrPath(currentKp), null, undefined, currentKp));
+  } catch (_) {
+    return; // this provider offers no reverse DNS (404)
+  }
+  $("ptr-addr").replaceChildren(...list.records.map((r) => new Option(`${r.address} → ${r.name || "—"}`, r.address)));
+  $("ptr-form").hidden = false;
+}
+
+async function ptr(ev, clear) {
+  ev.preventDefault();
+  showError("ptr-error", null);
+  const address = $("ptr-addr").value;
+  const body = clear ? { address } : { address, name: $("ptr-name").value.trim() };
+  try {
+    await showPtr(await api(clear ? "DELETE" : "PUT", ptrPath(currentKp), body, undefined, currentKp));
+  } catch (e) {
+    showError("ptr-error", e);
   }
 }
 
@@ -608,6 +636,8 @@ async function main() {
     await loadLanguage(sel.value);
   };
   $("rent-btn").onclick = rent;
+  $("ptr-form").onsubmit = (ev) => ptr(ev, false);
+  $("ptr-clear").onclick = (ev) => ptr(ev, true);
   $("status-form").onsubmit = (ev) => {
     ev.preventDefault();
     showStatus($("pubkey").value);

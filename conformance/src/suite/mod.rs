@@ -14,6 +14,7 @@ mod hooks;
 mod invoices;
 mod lifecycle;
 mod proof;
+mod ptr;
 mod renewals;
 mod rentals;
 mod status;
@@ -80,6 +81,7 @@ async fn rental(s: &mut Suite<'_>, t: &api::Terms) {
             ),
             ("pay.active", "A paid first invoice makes the rental active"),
             ("config.get", "GetConf of an active rental"),
+            ("ptr.*", "Reverse DNS of an active rental"),
             ("renew.*", "Renewal"),
             ("life.*", "Lapse, back payments, release"),
         ] {
@@ -91,6 +93,7 @@ async fn rental(s: &mut Suite<'_>, t: &api::Terms) {
     let paid_until = status::active(s, t, key).await;
     rentals::active(s, key).await;
     config::get(s, t, key, &rented.first.rental.address).await;
+    ptr::active(s, key, &rented.first.rental.address).await;
     let extended = renewals::paid(s, t, key, paid_until).await;
     if s.clock_hook {
         lifecycle::run(s, t, key, extended, rented.other.as_ref()).await;

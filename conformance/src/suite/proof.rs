@@ -70,6 +70,13 @@ pub(super) async fn proofs(s: &mut Suite<'_>, t: &api::Terms) {
             Some(br#"{"months":1}"#.to_vec()),
         ),
         ("GET", format!("/v1/invoices/{unknown_hash}"), None),
+        ("GET", format!("{path}/ptr"), None),
+        (
+            "PUT",
+            format!("{path}/ptr"),
+            Some(br#"{"name":"mail.example.net"}"#.to_vec()),
+        ),
+        ("DELETE", format!("{path}/ptr"), Some(b"{}".to_vec())),
     ] {
         let ctype = body.as_ref().map(|_| "application/json");
         let r = s.http.send(method, &target, ctype, body).await;
@@ -79,7 +86,7 @@ pub(super) async fn proofs(s: &mut Suite<'_>, t: &api::Terms) {
     }
     s.check(
         "proof.required",
-        "A request on a rental without a proof is refused 401 proof_required (an invoice look-up too, known or not)",
+        "A request on a rental without a proof is refused 401 proof_required (an invoice look-up too, known or not; the reverse-DNS routes too)",
         ensure(unproven.is_empty(), || unproven.join("; ")),
     );
 

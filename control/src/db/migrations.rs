@@ -196,6 +196,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
         rental_id INTEGER NOT NULL
     );
     "#,
+    // 11: reverse DNS: the name each customer asked for per address (control/src/rdns), from
+    //     which the full compare rebuilds the reverse zones on the provider's DNS server.
+    r#"
+    CREATE TABLE ptr_records (
+        address   TEXT PRIMARY KEY,
+        rental_id INTEGER NOT NULL REFERENCES rentals(id),
+        name      TEXT NOT NULL,
+        set_at    INTEGER NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX ptr_records_rental ON ptr_records(rental_id);
+    "#,
 ];
 
 /// Migration `index` (0-based: it makes version `index + 1`), spelled for `dialect`.

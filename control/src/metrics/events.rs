@@ -139,3 +139,37 @@ pub fn admitted(router: &str, since: Instant) {
     histogram!("staticwire_control_settlement_admission_seconds", "router" => router.to_string())
         .record(since.elapsed().as_secs_f64());
 }
+
+/// Records one batch of reverse-DNS UPDATE messages sent to the provider's DNS server:
+/// `messages` taken, or the attempt failed.
+pub fn rdns_update(result: Result<usize, ()>) {
+    match result {
+        Ok(n) => {
+            counter!("staticwire_control_rdns_updates_total", "result" => "ok").increment(n as u64)
+        }
+        Err(()) => {
+            counter!("staticwire_control_rdns_updates_total", "result" => "failed").increment(1)
+        }
+    }
+}
+
+/// Records a full compare of a reverse zone: how many records were wrong and repaired, and
+/// how many are still out of sync afterwards (all of them when the compare itself failed).
+pub fn rdns_compared(zone: &str, repaired: usize, out_of_sync: Option<usize>) {
+    let z = zone.to_string();
+    let result = if out_of_sync.is_some() { "ok" } else { "error" };
+    counter!("staticwire_control_rdns_compares_total", "zone" => z.clone(), "result" => result)
+        .increment(1);
+    counter!("staticwire_control_rdns_repaired_total", "zone" => z.clone())
+        .increment(repaired as u64);
+    // A compare that could not run leaves the zone's state unknown: counted as out of sync.
+    gauge!("staticwire_control_rdns_out_of_sync", "zone" => z.clone())
+        .set(out_of_sync.unwrap_or(1) as f64);
+    if out_of_sync == Some(0) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        gauge!("staticwire_control_rdns_last_sync_timestamp_seconds", "zone" => z).set(now);
+    }
+}

@@ -113,6 +113,26 @@ fn describe() {
         "staticwire_control_http_request_duration_seconds",
         "HTTP request latency by route"
     );
+    describe_counter!(
+        "staticwire_control_rdns_updates_total",
+        "Reverse-DNS UPDATE messages sent to the provider's DNS server, by result (ok, failed)"
+    );
+    describe_counter!(
+        "staticwire_control_rdns_compares_total",
+        "Full compares of a reverse zone with the control's record, by zone and result (ok, error)"
+    );
+    describe_counter!(
+        "staticwire_control_rdns_repaired_total",
+        "PTR records a full compare found wrong or missing and rewrote, by zone"
+    );
+    describe_gauge!(
+        "staticwire_control_rdns_out_of_sync",
+        "PTR records of the zone that differ from the control's record after the latest compare (1 when it could not run)"
+    );
+    describe_gauge!(
+        "staticwire_control_rdns_last_sync_timestamp_seconds",
+        "Unix time the zone last matched the control's record"
+    );
     describe_gauge!(
         "staticwire_control_data_dir_free_bytes",
         "Bytes available to the control in the filesystem of its data dir"

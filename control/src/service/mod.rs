@@ -10,12 +10,14 @@
 //! here calls back up into them.
 
 mod invoices;
+mod ptr;
 mod reconcile;
 mod rentals;
 mod space;
 mod views;
 
 pub use invoices::api_of;
+pub use ptr::PtrError;
 pub use reconcile::Removals;
 pub use rentals::Hold;
 
@@ -271,6 +273,8 @@ pub struct Service {
     free_published: HashMap<String, std::sync::atomic::AtomicU64>,
     /// The group commit of the rents, invoices and settlements (`crate::writer`).
     writer: Arc<crate::writer::GroupCommit>,
+    /// Reverse DNS on the provider's DNS server, when `[rdns]` configures it.
+    rdns: Option<Arc<crate::rdns::Rdns>>,
 }
 
 impl Service {
@@ -354,6 +358,7 @@ impl Service {
             endpoints: Mutex::new(Endpoints::new()),
             tls_fingerprint: None,
             proof: None,
+            rdns: None,
         })
     }
 

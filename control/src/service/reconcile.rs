@@ -120,6 +120,8 @@ impl Service {
         if rental.account().state(&self.terms, now) != RentalState::Active {
             return Ok(());
         }
+        // A renewal brings the customer's reverse DNS back (a lapse had the default).
+        self.rdns_wake();
         let (Some(link), Some(key)) = (self.router(&rental.router), decode_key(&rental.public_key))
         else {
             return Ok(());
@@ -151,6 +153,10 @@ impl Service {
     /// Takes peers whose time ran out off their routers. A router that cannot be told is
     /// marked for a full compare (retried until it answers).
     pub async fn remove_peers(&self, removals: Removals) {
+        if !removals.is_empty() {
+            // Lapsed: the provider's default reverse DNS comes back.
+            self.rdns_wake();
+        }
         for (router, keys) in removals {
             let Some(link) = self.routers.iter().find(|r| r.name == router) else {
                 continue;
@@ -234,6 +240,7 @@ impl Service {
             );
             match result {
                 Ok(c) if c != Default::default() => {
+                    self.rdns_wake();
                     tracing::info!(router = %link.name, admitted = c.admitted, removed = c.removed, interface = c.interface, "router reconciled");
                     let db = self.db()?;
                     store::event(

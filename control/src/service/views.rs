@@ -46,6 +46,7 @@ impl Service {
             ipv6_monthly_sat: self.cfg.terms.ipv6_monthly_sat,
             ipv6_only_monthly_sat: self.cfg.terms.ipv6_only_monthly_sat,
             proof_key: self.proof.as_ref().map(|v| v.public_key_base64()),
+            reverse_dns: self.rdns.is_some(),
         }
     }
 

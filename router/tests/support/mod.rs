@@ -77,8 +77,14 @@ pub fn must(cmd: &str) -> String {
 impl Lab {
     /// Builds customer, provider and internet namespaces joined by veth pairs.
     pub fn new() -> Lab {
+        Lab::with_prefix("swt")
+    }
+
+    /// As [`Lab::new`], with namespace and interface names starting with `prefix` (at most 4
+    /// characters: interface names are limited to 15).
+    pub fn with_prefix(prefix: &str) -> Lab {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let id = format!("swt{}{}", std::process::id() % 100_000, n);
+        let id = format!("{prefix}{}{}", std::process::id() % 100_000, n);
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&dir).unwrap();
         let lab = Lab {
