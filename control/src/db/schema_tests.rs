@@ -47,6 +47,14 @@ const RELEASED: &[(&str, &str)] = &[
         "a077919a63d8abf9b28e9d8394c287796df5c8be708db4aa5605b4d0f8e3c381",
         "f8d9a06fb253cb43bca361ce901ddae816fd3723f770781043ef1a7d15bec5fd",
     ),
+    (
+        "89ba753ceb5ee679b521aa81d6e6a72315b00c457c4dc7a690d2e99675b1103b",
+        "3f99dba8d506c0617fd6c23ef1a43b94195166a06527b549885425c9d5f36f68",
+    ),
+    (
+        "2def4b50dc4a58a0b8f3f08f3ee9cffbb32401049bd9ac49ece908f53bc5053c",
+        "7fb2580a226d4b794c147d63cef932e25afcbe544d4e0329a07f22ee3315f9f5",
+    ),
 ];
 
 fn fingerprint(text: &str) -> String {
