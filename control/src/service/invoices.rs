@@ -2,6 +2,7 @@
 //! once, following the node's settlement stream, checking open ones when due and expiring the
 //! dead.
 
+use super::reconcile::Readmit;
 use super::{Service, ServiceError, RECHECK};
 use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
 use crate::ledger;
@@ -10,7 +11,7 @@ use crate::metrics::events;
 use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, Credit, InvoiceRow, RentalRow};
 use staticwire_api as api;
-use staticwire_api::{InvoicePurpose, InvoiceState};
+use staticwire_api::{InvoicePurpose, InvoiceState, RentalState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,6 +208,8 @@ impl Service {
             let inv: InvoiceRow =
                 store::invoice_by_hash(tx, hash)?.ok_or(ServiceError::NoInvoice)?;
             let before = store::rental_by_id(tx, inv.rental_id)?;
+            // Lapsed: its router removed the peer, so the admission is a new one.
+            let lapsed = before.account().state(&self.terms, now) == RentalState::Lapsed;
             store::credit(tx, &inv, settled_at, self.terms.month_secs)?;
             // Paid: no longer an unpaid hold.
             self.unpaid_touched(tx, inv.rental_id)?;
@@ -237,14 +240,19 @@ impl Service {
                     &serde_json::json!({"payment_hash": hash}),
                 )?;
             }
-            Ok::<_, ServiceError>(Some(r))
+            Ok::<_, ServiceError>(Some((r, lapsed)))
         })?;
         self.writer.durable(ticket).await?;
-        let Some(rental) = credited else {
+        let Some((rental, lapsed)) = credited else {
             return Ok(false);
         };
         tracing::info!(rental = rental.id, address = %rental.address, payment_hash = hash, "payment settled");
-        self.admit_if_active(rental.id, seen).await?;
+        let readmit = if lapsed {
+            Readmit::AfterLapse
+        } else {
+            Readmit::Held
+        };
+        self.admit_if_active(rental.id, seen, readmit).await?;
         self.changed.send_modify(|v| *v += 1);
         self.wake();
         Ok(true)

@@ -17,6 +17,15 @@ use std::time::Instant;
 /// Peers to take off each router.
 pub type Removals = HashMap<String, Vec<[u8; 32]>>;
 
+/// Whether the router may still hold the peer an admission is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readmit {
+    /// It may (a renewal before the lapse, an operator's resume): send no endpoint.
+    Held,
+    /// Its paid time ran out and its router removed it: send the endpoint last learned.
+    AfterLapse,
+}
+
 impl Service {
     /// Works through the deadlines due at `now`: releases rentals whose reservation ended,
     /// drops holds left without an invoice, and returns the peers whose paid-until lies in
@@ -112,7 +121,12 @@ impl Service {
 
     /// Admits a rental's peer if it is active, deciding under the feed lock from the database
     /// as it is then. A router that cannot be told now is marked for a full compare.
-    pub async fn admit_if_active(&self, id: i64, seen: Instant) -> Result<(), ServiceError> {
+    pub async fn admit_if_active(
+        &self,
+        id: i64,
+        seen: Instant,
+        readmit: Readmit,
+    ) -> Result<(), ServiceError> {
         let _feed = self.feed_lock.lock().await;
         let now = self.clock.now();
         // Its own change (a settlement) is durable already: no need to commit the others'.
@@ -130,14 +144,25 @@ impl Service {
             tracing::error!(address = %rental.address, "bad address in database");
             return Ok(());
         };
-        // No endpoint: the router may hold this peer already (a renewal) with a newer endpoint
-        // than the last full compare learned; sending the learned one would move the
-        // customer's traffic back to a port it left (a reboot, a roam) until its next
-        // keepalive. A router that lost the peer gets the learned endpoint from the compare.
-        match link
-            .admit(&key, &nets, &Endpoints::new(), &self.peer_extra)
-            .await
-        {
+        // A router that may hold this peer already (a renewal before the lapse) gets no
+        // endpoint: it may know a newer one than the last full compare learned, and sending
+        // the learned one would move the customer's traffic back to a port it left (a reboot,
+        // a roam) until its next keepalive. After a lapse the router removed the peer, and the
+        // full compare finds it present again and adds nothing: without the learned endpoint
+        // it could not send to the customer (inbound traffic to the rented address) until the
+        // customer happened to start a handshake.
+        let mut endpoint = Endpoints::new();
+        if readmit == Readmit::AfterLapse {
+            if let Some(e) = self
+                .endpoints
+                .lock()
+                .ok()
+                .and_then(|e| e.get(&key).cloned())
+            {
+                endpoint.insert(key, e);
+            }
+        }
+        match link.admit(&key, &nets, &endpoint, &self.peer_extra).await {
             Ok(()) => {
                 events::admitted(&link.name, seen);
                 tracing::info!(address = %rental.address, "peer admitted")
@@ -269,7 +294,9 @@ impl Service {
         let key = parse_public_key(key)?;
         let r = store::latest_rental(&*self.db()?, &key)?.ok_or(ServiceError::NotFound)?;
         if r.account().state(&self.terms, self.clock.now()) == RentalState::Active {
-            return self.admit_if_active(r.id, Instant::now()).await;
+            return self
+                .admit_if_active(r.id, Instant::now(), Readmit::Held)
+                .await;
         }
         let (Some(link), Some(k)) = (self.router(&r.router), decode_key(&r.public_key)) else {
             return Ok(());
