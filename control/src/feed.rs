@@ -249,13 +249,19 @@ impl RouterLink {
                     remove.push(peer.key);
                     return;
                 };
+                // A peer the router holds with no endpoint while one was learned for it (it was
+                // removed and admitted again without one: an operator's resume, a lapse) could
+                // not be reached until its customer starts a handshake: sent again, with it.
+                let lost_endpoint = peer.endpoint.is_none() && known.contains_key(&k);
                 if let Some(ep) = peer.endpoint {
                     known.insert(k, ep);
                 }
                 match desired.get(&k) {
                     // Already right: nothing to send for it.
                     Some(nets)
-                        if !limits_changed && as_nets(&peer.allowed_ips).as_ref() == Some(nets) =>
+                        if !limits_changed
+                            && !lost_endpoint
+                            && as_nets(&peer.allowed_ips).as_ref() == Some(nets) =>
                     {
                         desired.remove(&k);
                     }

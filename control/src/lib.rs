@@ -61,6 +61,8 @@ mod deadline_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+mod feed_tests;
+#[cfg(test)]
 mod group_commit_tests;
 #[cfg(test)]
 mod hardening_tests;
