@@ -9,6 +9,8 @@ pub mod lnd;
 
 use crate::metrics::events;
 use crate::network::normalize_network;
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, VerifyOnly};
+use lightning_invoice::SignedRawBolt11Invoice;
 use std::time::{Duration, Instant};
 
 /// Two families, which the API keeps apart: the node could not be talked to (`Unreachable`,
@@ -65,19 +67,56 @@ pub struct Settlement {
     pub index: u64,
 }
 
-/// The node an invoice is payable to (recovered from its signature), in hex.
-pub fn invoice_payee(bolt11: &str) -> Option<String> {
-    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
-    Some(inv.recover_payee_pub_key().to_string())
+/// One verification context for every invoice check: `lightning_invoice`'s own parse builds
+/// (and randomises) a fresh context for each of its three signature steps, which cost more
+/// than the check itself when the control makes a thousand invoices a second.
+static VERIFY: std::sync::LazyLock<Secp256k1<VerifyOnly>> =
+    std::sync::LazyLock::new(Secp256k1::verification_only);
+
+/// An invoice as the control checks the ones its node makes: its signature (one recovery and
+/// one verification, on [`VERIFY`]) and the fields a payer needs (BOLT 11: a payment hash, a
+/// payment secret, a description or its hash).
+pub struct CheckedInvoice {
+    pub payee: PublicKey,
+    pub currency: lightning_invoice::Currency,
 }
 
-/// The payee (hex) and network of an invoice from one parse: each parse checks the signature,
-/// the costliest step of making an invoice.
+impl CheckedInvoice {
+    pub fn parse(bolt11: &str) -> Option<Self> {
+        let signed: SignedRawBolt11Invoice = bolt11.trim().parse().ok()?;
+        let raw = signed.raw_invoice();
+        let described = raw.description().is_some() || raw.description_hash().is_some();
+        if raw.payment_hash().is_none() || raw.payment_secret().is_none() || !described {
+            return None;
+        }
+        let msg = Message::from_digest(*signed.signable_hash());
+        let sig = &signed.signature().0;
+        let payee = VERIFY.recover_ecdsa(&msg, sig).ok()?;
+        // A payee the invoice names must be the signer; and the signature must verify as
+        // well as recover (verification also refuses a high-S signature).
+        if raw.payee_pub_key().is_some_and(|named| named.0 != payee) {
+            return None;
+        }
+        VERIFY.verify_ecdsa(&msg, &sig.to_standard(), &payee).ok()?;
+        Some(CheckedInvoice {
+            payee,
+            currency: raw.currency(),
+        })
+    }
+}
+
+/// The node an invoice is payable to (recovered from its signature), in hex.
+pub fn invoice_payee(bolt11: &str) -> Option<String> {
+    CheckedInvoice::parse(bolt11).map(|i| i.payee.to_string())
+}
+
+/// The payee (hex) and network of an invoice from one check of its signature, the costliest
+/// step of making an invoice.
 pub fn invoice_payee_network(bolt11: &str) -> Option<(String, &'static str)> {
-    let inv: lightning_invoice::Bolt11Invoice = bolt11.trim().parse().ok()?;
+    let inv = CheckedInvoice::parse(bolt11)?;
     Some((
-        inv.recover_payee_pub_key().to_string(),
-        crate::network::currency_name(inv.currency()),
+        inv.payee.to_string(),
+        crate::network::currency_name(inv.currency),
     ))
 }
 
@@ -304,5 +343,81 @@ mod tests {
             Err(NetworkError::Invalid(_))
         ));
         assert_eq!(normalize_network("testnet4"), Some("testnet"));
+    }
+
+    /// An invoice signed by `key`, naming `named` as its payee if given.
+    fn signed(key: &bitcoin::secp256k1::SecretKey, named: Option<PublicKey>) -> String {
+        use bitcoin::hashes::{sha256, Hash};
+        use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+        let b = InvoiceBuilder::new(Currency::Regtest)
+            .description("check".into())
+            .payment_hash(sha256::Hash::hash(b"preimage"))
+            .payment_secret(PaymentSecret([7; 32]))
+            .duration_since_epoch(Duration::from_secs(1_700_000_000))
+            .min_final_cltv_expiry_delta(18)
+            .amount_milli_satoshis(72_000_000);
+        let b = match named {
+            Some(pk) => b.payee_pub_key(pk),
+            None => b,
+        };
+        b.build_signed(|m| Secp256k1::new().sign_ecdsa_recoverable(m, key))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn the_shared_context_check_agrees_with_the_full_parse() {
+        let key = bitcoin::secp256k1::SecretKey::from_slice(&[0x11; 32]).unwrap();
+        let node = PublicKey::from_secret_key(&Secp256k1::new(), &key);
+        let bolt11 = signed(&key, None);
+        let full: lightning_invoice::Bolt11Invoice = bolt11.parse().unwrap();
+        let checked = CheckedInvoice::parse(&bolt11).unwrap();
+        assert_eq!(checked.payee, node);
+        assert_eq!(checked.payee, full.recover_payee_pub_key());
+        assert_eq!(checked.currency, full.currency());
+        assert_eq!(
+            invoice_payee_network(&format!(" {bolt11}\n")),
+            Some((node.to_string(), "regtest"))
+        );
+        // Naming its own signer is fine.
+        assert_eq!(
+            CheckedInvoice::parse(&signed(&key, Some(node)))
+                .unwrap()
+                .payee,
+            node
+        );
+    }
+
+    #[test]
+    fn a_forged_or_misnamed_invoice_does_not_check() {
+        let key = bitcoin::secp256k1::SecretKey::from_slice(&[0x11; 32]).unwrap();
+        let other = bitcoin::secp256k1::SecretKey::from_slice(&[0x22; 32]).unwrap();
+        let node = PublicKey::from_secret_key(&Secp256k1::new(), &key);
+        let other_pk = PublicKey::from_secret_key(&Secp256k1::new(), &other);
+        // Naming a payee that did not sign it.
+        assert!(CheckedInvoice::parse(&signed(&key, Some(other_pk))).is_none());
+        // Signed over another message: well formed, but never recovers to the signer.
+        use bitcoin::hashes::{sha256, Hash};
+        use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
+        let forged = InvoiceBuilder::new(Currency::Regtest)
+            .description("check".into())
+            .payment_hash(sha256::Hash::hash(b"preimage"))
+            .payment_secret(PaymentSecret([7; 32]))
+            .duration_since_epoch(Duration::from_secs(1_700_000_000))
+            .min_final_cltv_expiry_delta(18)
+            .build_raw()
+            .unwrap()
+            .sign::<_, ()>(|_| {
+                let m = Message::from_digest([9; 32]);
+                Ok(Secp256k1::new().sign_ecdsa_recoverable(&m, &key))
+            })
+            .unwrap()
+            .to_string();
+        assert!(CheckedInvoice::parse(&forged).is_none_or(|c| c.payee != node));
+        // The library agrees that it is not the node's.
+        let full: lightning_invoice::Bolt11Invoice = forged.parse().unwrap();
+        assert_ne!(full.recover_payee_pub_key(), node);
+        assert!(CheckedInvoice::parse("lnbcrt1").is_none());
+        assert!(CheckedInvoice::parse("").is_none());
     }
 }
