@@ -8,20 +8,16 @@ use crate::sql::{params, Connection};
 
 /// Records an accepted proof (`mac` as lowercase hex, `ts` its Unix seconds) unless it was
 /// recorded before, and deletes proofs whose time is older than `oldest`. True when it is
-/// new; false when another request (on any replica) already used it. One transaction; on
-/// PostgreSQL it does not wait for the commit to reach the disk (`synchronous_commit = off`:
-/// other sessions see it at once, and a crash loses at most the last moments of a cache whose
-/// entries expire in two minutes anyway).
+/// new; false when another request (on any replica) already used it. Inside a transaction the
+/// caller commits (the service stages it in the group commit); another replica inserting the
+/// same MAC meanwhile waits for that commit (a unique index), then finds it: a replay is still
+/// refused.
 pub fn remember_proof(
-    conn: &Connection,
+    tx: &Connection,
     mac: &str,
     ts: u64,
     oldest: u64,
 ) -> Result<bool, crate::sql::Error> {
-    let tx = conn.unchecked_transaction()?;
-    if tx.is_postgres() {
-        tx.execute_batch("SET LOCAL synchronous_commit = off")?;
-    }
     tx.execute(
         "DELETE FROM proofs_seen WHERE ts < ?1",
         [i64::try_from(oldest).unwrap_or(i64::MAX)],
@@ -30,12 +26,19 @@ pub fn remember_proof(
         "INSERT INTO proofs_seen(mac, ts) VALUES (?1, ?2) ON CONFLICT(mac) DO NOTHING",
         params![mac, i64::try_from(ts).unwrap_or(i64::MAX)],
     )?;
-    tx.commit()?;
     Ok(added == 1)
 }
 
 #[cfg(test)]
 mod tests {
+    /// Each call its own committed transaction, as a replica's batch would be.
+    fn remember(c: &crate::sql::Connection, mac: &str, ts: u64, oldest: u64) -> bool {
+        let tx = c.unchecked_transaction().unwrap();
+        let added = super::remember_proof(&tx, mac, ts, oldest).unwrap();
+        tx.commit().unwrap();
+        added
+    }
+
     #[test]
     fn a_proof_is_new_once_and_forgotten_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
@@ -46,11 +49,11 @@ mod tests {
             super::super::open(&path).unwrap(),
         );
         let mac = "ab".repeat(32);
-        assert!(super::remember_proof(&a, &mac, 1000, 880).unwrap());
-        assert!(!super::remember_proof(&b, &mac, 1000, 880).unwrap());
-        assert!(!super::remember_proof(&a, &mac, 1000, 1000).unwrap());
+        assert!(remember(&a, &mac, 1000, 880));
+        assert!(!remember(&b, &mac, 1000, 880));
+        assert!(!remember(&a, &mac, 1000, 1000));
         // Pruned once outside the window (by then the time check refuses it anyway).
-        assert!(super::remember_proof(&b, &"cd".repeat(32), 1200, 1001).unwrap());
-        assert!(super::remember_proof(&a, &mac, 1000, 1001).unwrap());
+        assert!(remember(&b, &"cd".repeat(32), 1200, 1001));
+        assert!(remember(&a, &mac, 1000, 1001));
     }
 }

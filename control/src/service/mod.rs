@@ -374,16 +374,16 @@ impl Service {
     /// Records an accepted proof of a request that changes state where every replica sees it
     /// (PROTOCOL.md 3.1): false when a replica already accepted the same proof (a replay).
     /// Reads are not recorded here (each replica remembers them in memory): a write per status
-    /// poll would cost the database a commit per GET.
+    /// poll would cost the database a commit per GET. Staged in the group commit, so it shares
+    /// the commit of the change it allows instead of costing one of its own (and, before it,
+    /// the commit of the open batch that taking the connection for itself would force). A
+    /// batch whose commit fails loses its proofs: this replica still refuses them (in memory).
     pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
         let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
-        Ok(crate::db::remember_proof(
-            &*self.db()?,
-            &mac,
-            proof.ts,
-            oldest,
-        )?)
+        let (added, _) =
+            self.stage(|tx| Ok(crate::db::remember_proof(tx, &mac, proof.ts, oldest)?))?;
+        Ok(added)
     }
 
     pub fn cfg(&self) -> &Config {
