@@ -177,7 +177,15 @@ impl Builder {
             socket_uid: None,
         }];
         let proof = crate::secrets::proof_key(dir).expect("proof key");
+        // Status reads go through read-only connections as in `serve` (SQLite only).
+        let readers = match db.lock().expect("db").is_postgres() {
+            true => Vec::new(),
+            false => {
+                crate::db::open_readers(&cfg.db_path().display().to_string(), 2).expect("readers")
+            }
+        };
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");
+        svc.set_readers(readers);
         svc.set_proof(staticwire_api::proof::Verifier::new(
             proof,
             staticwire_api::proof::DEFAULT_MAX_SEEN,

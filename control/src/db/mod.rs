@@ -31,6 +31,25 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
     Ok(Connection::Sqlite(open_sqlite(path)?))
 }
 
+/// Read-only connections to the SQLite file a URL names, for reads that need only committed
+/// state (WAL: a reader never waits for the writer's batch or its fsync, and sees nothing a
+/// batch has not committed). None for PostgreSQL.
+pub fn open_readers(url: &str, n: usize) -> Result<Vec<Connection>, DbError> {
+    if crate::config::is_postgres_url(url) {
+        return Ok(Vec::new());
+    }
+    let path = Path::new(url.strip_prefix("sqlite://").unwrap_or(url));
+    (0..n)
+        .map(|_| {
+            let conn = rusqlite::Connection::open(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))?;
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            conn.execute_batch("PRAGMA query_only = ON;")?;
+            Ok(Connection::Sqlite(conn))
+        })
+        .collect()
+}
+
 /// Opens the database a URL names: `postgres://...` or `postgresql://...` for PostgreSQL,
 /// anything else is a SQLite file path (an optional `sqlite://` prefix is dropped).
 pub fn open_url(url: &str) -> Result<Connection, DbError> {

@@ -228,6 +228,10 @@ pub struct Service {
     terms: Terms,
     clock: Clock,
     db: Arc<Mutex<Connection>>,
+    /// Read-only connections for reads of committed state (`Service::read`); none on
+    /// PostgreSQL and in-memory tests.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     ln: Backend,
     routers: Vec<RouterLink>,
     /// Bumped whenever an invoice settles or expires, for long-polls.
@@ -334,6 +338,8 @@ impl Service {
             _ => None,
         };
         Ok(Service {
+            readers: Vec::new(),
+            next_reader: Default::default(),
             network,
             payee,
             warnings: WarnLimiter::new(WARN_EVERY),
@@ -482,6 +488,33 @@ impl Service {
             crate::writer::blocking(|| self.writer.flush(&db));
         }
         Ok(db)
+    }
+
+    /// A connection for a read of committed state only (a status lookup): one of the readers
+    /// (no wait for the open batch, its commit or the service loop's work), or, without
+    /// readers, the connection after committing the open batch, as [`Service::db`].
+    pub fn read(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        if self.readers.is_empty() {
+            return self.db();
+        }
+        let poisoned = |_| ServiceError::Internal("database reader lock poisoned".into());
+        for r in &self.readers {
+            match r.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned(())),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        crate::writer::lock_conn(&self.readers[i]).map_err(|_| poisoned(()))
+    }
+
+    /// Gives the service read-only connections to its SQLite file (`db::open_readers`).
+    pub fn set_readers(&mut self, readers: Vec<Connection>) {
+        self.readers = readers.into_iter().map(Mutex::new).collect();
     }
 
     /// The connection as it is, the open group-commit batch included (not committed first):

@@ -103,7 +103,7 @@ impl Service {
     pub fn status(&self, key: &str) -> Result<api::Rental, ServiceError> {
         let key = parse_public_key(key)?;
         let now = self.clock.now();
-        let db = self.db()?;
+        let db = self.read()?;
         let r = store::latest_rental(&db, &key)?.ok_or(ServiceError::NotFound)?;
         self.rental_view(&db, &r, now)
     }
