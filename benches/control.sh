@@ -3,7 +3,8 @@
 # (synchronous = FULL), measures over HTTP
 #  - a burst of SETTLE payments made while the control was down (pending rentals whose open
 #    invoices the dev node has settled): credited per second at start, each once;
-#  - status lookups (GET /v1/rentals/{key}: per second, p50/p99);
+#  - status lookups (GET /v1/rentals/{key}: per second, p50/p99), and after the creates the
+#    wg-quick file (GET /v1/rentals/{key}/config) too;
 #  - rentals created (POST /v1/rentals, dev Lightning backend: per second) with GET /v1/terms
 #    (p50/p99) beside them, timed so that 100 rentals fall due over 10 s in the middle of the
 #    creates: their expiry lag (how late each removal reaches the router after its paid-until)
@@ -98,6 +99,7 @@ if [ -n "${PERF:-}" ]; then
 fi
 head -3 "$DIR/rent.err"
 "$LOAD" status "http://127.0.0.1:$PORT" "$N" "$LOOKUPS" "$CONC"
+"$LOAD" config "http://127.0.0.1:$PORT" "$N" "$((LOOKUPS / 4))" "$CONC"
 echo "control RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$CPID/status) / 1024 )) MiB after the creates"
 while [ "$(date +%s)" -le $((T0 + 11)) ]; do sleep 1; done
 "$LOAD" lag "$DIR/removed.log" "$F" $((F + E)) "$T0"

@@ -8,6 +8,7 @@
 //! control_load seed DB FROM TO BASE_IP PAID_UNTIL   active rentals of keys k(FROM..TO) at BASE_IP+i
 //! control_load rent URL COUNT CONCURRENCY      POST /v1/rentals with new keys
 //! control_load status URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)} for random i < N
+//! control_load config URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)}/config likewise
 //! control_load router SOCKET                   a UAPI endpoint printing "removed <ms> <key>" lines
 //! control_load lag LOG FROM TO T0              expiry lag of k(FROM..TO), paid until T0 + (i-FROM) % 10
 //! control_load unpaid DB FROM TO BASE_IP       pending rentals k(FROM..TO), each with an open
@@ -335,15 +336,19 @@ async fn rent(urls: String, count: usize, conc: usize) {
     .await;
 }
 
-async fn status(url: String, n: u64, count: usize, conc: usize) {
+async fn status(url: String, n: u64, count: usize, conc: usize, config: bool) {
     let c = client();
     let server = proof_key(&c, &url).await;
-    drive("GET /v1/rentals/{key}", count, conc, move |_| {
+    let (name, tail) = match config {
+        true => ("GET /v1/rentals/{key}/config", "/config"),
+        false => ("GET /v1/rentals/{key}", ""),
+    };
+    drive(name, count, conc, move |_| {
         let (c, url) = (c.clone(), url.clone());
         let i = rand::random::<u64>() % n;
         async move {
             let prover = Prover::new(&key(i), &server).expect("a usable proof key");
-            let target = format!("/v1/rentals/{}", URL_SAFE.encode(prover.public_key()));
+            let target = format!("/v1/rentals/{}{tail}", URL_SAFE.encode(prover.public_key()));
             let proof = prover.prove("GET", &target, b"");
             matches!(c.get(format!("{url}{target}"))
                 .header("authorization", proof.header_value()).send().await,
@@ -437,11 +442,14 @@ async fn main() {
         "terms" => terms(arg(1), arg(2), num(3) as usize).await,
         "lag" => lag(&arg(1), num(2), num(3), num(4) as i64),
         "rent" => rent(arg(1), num(2) as usize, num(3) as usize).await,
-        "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize).await,
+        "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize, false).await,
+        "config" => status(arg(1), num(2), num(3) as usize, num(4) as usize, true).await,
         "router" => router(arg(1)).await,
         "key" => println!("{}", hex::encode(public(num(1)))),
         _ => {
-            eprintln!("usage: control_load seed|rent|status|router|key ... (see the source)");
+            eprintln!(
+                "usage: control_load seed|rent|status|config|router|key ... (see the source)"
+            );
             std::process::exit(2);
         }
     }

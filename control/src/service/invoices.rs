@@ -152,7 +152,7 @@ impl Service {
         if !is_payment_hash(hash) {
             return Err(ServiceError::NoInvoice);
         }
-        let db = self.db()?;
+        let db = self.read()?;
         let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(inv.to_api())
     }
@@ -163,7 +163,7 @@ impl Service {
         if !is_payment_hash(hash) {
             return Err(ServiceError::NoInvoice);
         }
-        let db = self.db()?;
+        let db = self.read()?;
         let inv = store::invoice_by_hash(&db, hash)?.ok_or(ServiceError::NoInvoice)?;
         Ok(store::rental_by_id(&db, inv.rental_id)?.public_key)
     }
