@@ -52,11 +52,13 @@ fn service_with(dir: &Path, pool: &str, singles: u32, blocks: u32) -> Service {
     Builder::new(pool).sqlite_only().service(dir)
 }
 
-/// SQLite virtual machine steps `f` costs on the service's connection (every statement).
+/// SQLite virtual machine steps `f` costs on the service's connections (every statement, on
+/// the writer's and on each reader's).
 fn steps<T>(svc: &Service, f: impl FnOnce() -> T) -> (u64, T) {
     let n = Arc::new(AtomicU64::new(0));
     let count = n.clone();
     with_sqlite(svc, |c| {
+        let count = count.clone();
         c.progress_handler(
             1,
             Some(move || {
@@ -70,11 +72,11 @@ fn steps<T>(svc: &Service, f: impl FnOnce() -> T) -> (u64, T) {
     (n.load(Ordering::Relaxed), out)
 }
 
-fn with_sqlite(svc: &Service, f: impl FnOnce(&rusqlite::Connection)) {
-    match &*svc.db().unwrap() {
+fn with_sqlite(svc: &Service, f: impl Fn(&rusqlite::Connection)) {
+    svc.each_connection(|c| match c {
         Connection::Sqlite(c) => f(c),
         Connection::Postgres(_) => unreachable!("sqlite_only"),
-    }
+    });
 }
 
 /// The steps of each public request, in order: terms, rent, status, config, invoice, rent
@@ -125,6 +127,11 @@ async fn no_public_route_reads_the_pool() {
         );
     }
     assert_eq!(s[0], 0, "the terms read no database at all");
+    // Every other route is counted (status, config and invoice on the readers).
+    assert!(
+        s[1..].iter().all(|&n| n > 0),
+        "a route counted no steps: {s:?}"
+    );
     // The counter sees a pool read: the reference placement's read of every free address.
     let (n, free) = steps(&large, || {
         crate::alloc::free_v4(&large.db().unwrap(), ROUTER, 0).unwrap()

@@ -512,6 +512,16 @@ impl Service {
         crate::writer::lock_conn(&self.readers[i]).map_err(|_| poisoned(()))
     }
 
+    /// Every connection of the service, its readers after the writer's (tests count the
+    /// SQLite steps of a request on all of them).
+    #[cfg(test)]
+    pub(crate) fn each_connection(&self, mut f: impl FnMut(&Connection)) {
+        f(&self.db().expect("db"));
+        for r in &self.readers {
+            f(&r.lock().expect("reader"));
+        }
+    }
+
     /// Gives the service read-only connections to its SQLite file (`db::open_readers`).
     pub fn set_readers(&mut self, readers: Vec<Connection>) {
         self.readers = readers.into_iter().map(Mutex::new).collect();
