@@ -421,129 +421,111 @@ impl From<crate::service::PtrError> for ApiError {
     }
 }
 
-/// Who may act on a rental's reverse DNS (PROTOCOL.md, Reverse DNS): on the public listener, the
-/// holder of its key, proven (always required here, whatever `require_proof` says); on the
-/// tunnel listener a proof that is sent must verify, and without one the request's source must
-/// be an address of the rental itself (the router's anti-spoofing guarantees it).
-#[allow(clippy::too_many_arguments)]
-fn ptr_auth(
-    s: &Service,
+/// Who is asking on a `/ptr` route: the path's key, the listener, the TCP peer, and the parts
+/// of the request a proof covers. Extracted whole (nothing refused yet, so a malformed body is
+/// still answered before a bad key); [`PtrCaller::authorize`] decides.
+struct PtrCaller {
     key: Result<Path<String>, PathRejection>,
     tunnel: bool,
     client: Option<std::net::IpAddr>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<String, ApiError> {
-    let key = crate::service::parse_public_key(&segment(key, codes::BAD_KEY)?)?;
-    if headers.contains_key(header::AUTHORIZATION) {
-        prove(s, headers, method, uri, body, Some(&key))?;
-        return Ok(key);
-    }
-    if !tunnel {
-        let e = staticwire_api::proof::ProofError::Required;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            e.code(),
-            e.to_string(),
-        ));
-    }
-    match client {
-        Some(ip) if s.is_rental_source(&key, ip)? => Ok(key),
-        _ => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            codes::TUNNEL_FORBIDDEN,
-            format!(
-                "this request came from {} through the tunnels, which is not an address of the rental it names; prove the key (Authorization: StaticWire-Proof) or send it from the rental's own tunnel",
-                client.map(|c| c.to_string()).unwrap_or_else(|| "an unknown address".into())
-            ),
-        )),
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PtrCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let key = Path::<String>::from_request_parts(parts, state).await;
+        let client =
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| match a.ip() {
+                    // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
+                    std::net::IpAddr::V6(v6) => v6
+                        .to_ipv4_mapped()
+                        .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+                    v4 => v4,
+                });
+        Ok(PtrCaller {
+            key,
+            tunnel: parts.extensions.get::<TunnelListener>().is_some(),
+            client,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
     }
 }
 
-fn client_ip(client: &Option<Extension<ConnectInfo<SocketAddr>>>) -> Option<std::net::IpAddr> {
-    client.as_ref().map(|Extension(ConnectInfo(a))| {
-        // An IPv4 client of a dual-stack socket arrives as ::ffff:a.b.c.d.
-        match a.ip() {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
+impl PtrCaller {
+    /// Who may act on a rental's reverse DNS (PROTOCOL.md, Reverse DNS): on the public
+    /// listener, the holder of its key, proven (always required here, whatever
+    /// `require_proof` says); on the tunnel listener a proof that is sent must verify, and
+    /// without one the request's source must be an address of the rental itself (the
+    /// router's anti-spoofing guarantees it). The rental's key in standard form.
+    fn authorize(self, s: &Service, body: &[u8]) -> Result<String, ApiError> {
+        let key = crate::service::parse_public_key(&segment(self.key, codes::BAD_KEY)?)?;
+        if self.headers.contains_key(header::AUTHORIZATION) {
+            prove(s, &self.headers, &self.method, &self.uri, body, Some(&key))?;
+            return Ok(key);
         }
-    })
+        if !self.tunnel {
+            let e = staticwire_api::proof::ProofError::Required;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                e.to_string(),
+            ));
+        }
+        match self.client {
+            Some(ip) if s.is_rental_source(&key, ip)? => Ok(key),
+            client => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::TUNNEL_FORBIDDEN,
+                format!(
+                    "this request came from {} through the tunnels, which is not an address of the rental it names; prove the key (Authorization: StaticWire-Proof) or send it from the rental's own tunnel",
+                    client.map(|c| c.to_string()).unwrap_or_else(|| "an unknown address".into())
+                ),
+            )),
+        }
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn get_ptr(
     _: NoQuery,
     State(s): State<Arc<Service>>,
-    key: Result<Path<String>, PathRejection>,
-    tunnel: Option<Extension<TunnelListener>>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: PtrCaller,
 ) -> ApiResult<staticwire_api::PtrList> {
-    let ip = client_ip(&client);
-    let key = ptr_auth(&s, key, tunnel.is_some(), ip, &method, &uri, &headers, b"")?;
+    let key = caller.authorize(&s, b"")?;
     Ok(Json(s.ptr_list(&key)?))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn set_ptr(
     _: NoQuery,
     State(s): State<Arc<Service>>,
-    key: Result<Path<String>, PathRejection>,
-    tunnel: Option<Extension<TunnelListener>>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: PtrCaller,
     body: Body,
 ) -> ApiResult<staticwire_api::PtrList> {
-    let (req, bytes): (staticwire_api::PtrRequest, _) = json_body_bytes(&headers, body).await?;
-    let ip = client_ip(&client);
-    let key = ptr_auth(
-        &s,
-        key,
-        tunnel.is_some(),
-        ip,
-        &method,
-        &uri,
-        &headers,
-        &bytes,
-    )?;
+    let (req, bytes): (staticwire_api::PtrRequest, _) =
+        json_body_bytes(&caller.headers, body).await?;
+    let key = caller.authorize(&s, &bytes)?;
     Ok(Json(
         s.ptr_set(&key, req.address.as_deref(), &req.name).await?,
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn clear_ptr(
     _: NoQuery,
     State(s): State<Arc<Service>>,
-    key: Result<Path<String>, PathRejection>,
-    tunnel: Option<Extension<TunnelListener>>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    caller: PtrCaller,
     body: Body,
 ) -> ApiResult<staticwire_api::PtrList> {
     let (req, bytes): (staticwire_api::PtrClearRequest, _) =
-        json_body_bytes(&headers, body).await?;
-    let ip = client_ip(&client);
-    let key = ptr_auth(
-        &s,
-        key,
-        tunnel.is_some(),
-        ip,
-        &method,
-        &uri,
-        &headers,
-        &bytes,
-    )?;
+        json_body_bytes(&caller.headers, body).await?;
+    let key = caller.authorize(&s, &bytes)?;
     Ok(Json(s.ptr_clear(&key, req.address.as_deref()).await?))
 }
 
