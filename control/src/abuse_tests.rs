@@ -304,6 +304,42 @@ async fn oversized_bodies_get_413_on_both_apis() {
     assert_eq!(s.live_unpaid(), 0);
 }
 
+/// A client that shuts its sending side once its request is out (as `nc -N`, some HTTP/1.0
+/// tools and proxies do) still gets the answer: hyper's default closes the connection when the
+/// read side ends, which answered such a client nothing at all.
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let s = server("203.0.113.0/28", LimitsConfig::default()).await;
+    let (st, v) = s.rent(&from("127.0.0.9"), &new_key()).await;
+    assert_eq!(st, 201, "{v}");
+    let hash = v["invoice"]["payment_hash"].as_str().unwrap();
+    // The long-poll of an open invoice is still waiting when the client's EOF arrives.
+    let target = format!("/v1/invoices/{hash}?wait=1");
+    let terms = serde_json::to_value(s.svc.api_terms()).unwrap();
+    let proof = crate::proving::authorization(&terms, "GET", &target, b"").expect("a proof");
+    let wait = format!("GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {proof}\r\n\r\n");
+    let asks: [(&[u8], &str); 3] = [
+        (b"GET /v1/terms HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 200"),
+        (
+            b"POST /v1/rentals HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{]",
+            "HTTP/1.1 400",
+        ),
+        (wait.as_bytes(), "HTTP/1.1 200"),
+    ];
+    for (ask, want) in asks {
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(ask).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+            .await
+            .expect("the answer, then the close")
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with(want), "{want} expected, got {got:?}");
+    }
+}
+
 /// Opens a connection from `ip` and sends `head` a few bytes at a time, forever.
 async fn slow_client(server: SocketAddr, ip: &str, head: &'static [u8]) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().unwrap();

@@ -374,7 +374,11 @@ pub async fn serve(
                 }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
+            // A client may shut its sending side once its request is out: answer it anyway
+            // (hyper's default drops a request still being handled when the read side ends).
+            // A half-closed connection is still bounded by the request's deadline.
             http.timer(hyper_util::rt::TokioTimer::new())
+                .half_close(true)
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024);
             match tls {
