@@ -10,7 +10,7 @@ use crate::testkit::{Builder, Control};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,16 +53,7 @@ fn wrap(ctl: Control) -> Server {
     }
 }
 
-/// A client from `ip` that proves its keys' requests.
-pub fn from(ip: &str) -> crate::proving::Client {
-    crate::proving::Client::with(
-        reqwest::Client::builder()
-            .local_address(ip.parse::<IpAddr>().unwrap())
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap(),
-    )
-}
+pub use crate::proving::client_from as from;
 
 /// A key pair whose private half the test client holds.
 pub fn new_key() -> String {

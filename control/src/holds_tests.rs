@@ -3,34 +3,14 @@
 //! prefixes, and a customer from elsewhere who still gets an address and, paying, keeps it.
 //! Loopback has a whole /8: each client is a 127.A.B.C its sockets are bound to.
 
+use crate::proving::{client_from as from, new_key};
 use crate::testkit::Process;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::net::IpAddr;
-use std::time::Duration;
-
-/// A client from `ip` that proves its keys' requests (PROTOCOL.md 3.1).
-fn from(ip: &str) -> crate::proving::Client {
-    // reqwest is built without a default TLS provider; plain HTTP still needs one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    crate::proving::Client::with(
-        reqwest::Client::builder()
-            .local_address(ip.parse::<IpAddr>().unwrap())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-    )
-}
-
-/// A key pair whose private half the test client holds.
-fn new_key() -> String {
-    crate::proving::new_key()
-}
 
 /// Rate limits out of the way: the caps on unpaid holds are what the tests are about.
-const FAST: &str = "[limits]\nburst = 100000\nper_second = 100000.0\ninvoice_burst = 100000\n\
-                    invoices_per_minute = 1000000.0\n";
+const FAST: &str = crate::testkit::NO_RATE_LIMITS;
 
 async fn rent(p: &Process, c: &crate::proving::Client, body: Value) -> (u16, Value) {
     let r = c

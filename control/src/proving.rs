@@ -26,6 +26,20 @@ pub fn new_key() -> String {
     keyring().new_key()
 }
 
+/// A client from `ip` (a 127.A.B.C: loopback has a whole /8, so each is a client address of
+/// its own) that proves its keys' requests (PROTOCOL.md 3.1).
+pub fn client_from(ip: &str) -> Client {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::with(
+        reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().expect("a client address"))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a client"),
+    )
+}
+
 /// Keeps a private key made elsewhere (a fixed test key); its public key in standard base64.
 /// X25519 clears the low three bits of byte 0 and the top bit of byte 31: keys that differ only
 /// there are one key.

@@ -5,6 +5,7 @@
 //! (`testkit::Process`): `/v1` over HTTP, compat over its HTTPS listener; each client a
 //! 127.A.B.C its sockets are bound to (loopback has a whole /8).
 
+use crate::proving::client_from as v1_from;
 use crate::testkit::Process;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
@@ -15,8 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Rate limits out of the way: the caps on unpaid holds are what the tests are about.
-const FAST: &str = "[limits]\nburst = 100000\nper_second = 100000.0\ninvoice_burst = 100000\n\
-                    invoices_per_minute = 1000000.0\n";
+const FAST: &str = crate::testkit::NO_RATE_LIMITS;
 
 /// A /26: 62 rentable addresses, none paid. `/v1` may hold floor(0.5 × 62) = 31 unpaid, the
 /// compat listener floor(0.25 × 62) = 15 (the defaults of `[limits]`).
@@ -31,19 +31,6 @@ const PREFIX_CAP: &str = "unpaid address(es)";
 
 fn start() -> Arc<Process> {
     Arc::new(Process::start_with(FAST, POOL))
-}
-
-/// A `/v1` client from `ip` that proves its keys' requests (PROTOCOL.md 3.1).
-fn v1_from(ip: &str) -> crate::proving::Client {
-    // reqwest is built without a default TLS provider; plain HTTP needs one too.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    crate::proving::Client::with(
-        reqwest::Client::builder()
-            .local_address(ip.parse::<IpAddr>().unwrap())
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-    )
 }
 
 /// An original client from `ip`, on the compat HTTPS listener: it cannot prove its key. The

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 /// The router name every test control uses.
 pub const ROUTER: &str = "t";
 
+/// A `[limits]` table with the request rates out of the way (for tests of the caps on
+/// unpaid holds, not of the rates).
+pub const NO_RATE_LIMITS: &str = "[limits]\nburst = 100000\nper_second = 100000.0\n\
+                                  invoice_burst = 100000\ninvoices_per_minute = 1000000.0\n";
+
 /// A change to a test control's configuration.
 type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
 
