@@ -11,90 +11,12 @@ use crate::service::Service;
 use crate::sql::Connection;
 use crate::store;
 use crate::testkit::Builder;
+use crate::uapi_fake::fake_router as uapi_router;
 use rusqlite::StatementStatus;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 const DAY: i64 = 86_400;
-
-/// A UAPI endpoint that keeps peers like a router does (public key -> allowed IPs), reports
-/// every removal on a channel and keeps every `set` it was sent.
-struct UapiRouter {
-    peers: Arc<Mutex<HashMap<String, Vec<String>>>>,
-    removed: mpsc::UnboundedReceiver<String>,
-    sets: Arc<Mutex<Vec<String>>>,
-}
-
-fn uapi_router(path: &Path) -> UapiRouter {
-    let listener = tokio::net::UnixListener::bind(path).unwrap();
-    let peers: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
-    let sets: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (tx, removed) = mpsc::unbounded_channel();
-    let (state, kept) = (peers.clone(), sets.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let (state, tx, kept) = (state.clone(), tx.clone(), kept.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while !buf.ends_with(b"\n\n") {
-                    let mut chunk = [0u8; 65536];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let text = String::from_utf8(buf).unwrap();
-                let mut out = String::new();
-                if text.starts_with("get=1") {
-                    for (k, ips) in state.lock().unwrap().iter() {
-                        out.push_str(&format!("public_key={k}\n"));
-                        for ip in ips {
-                            out.push_str(&format!("allowed_ip={ip}\n"));
-                        }
-                    }
-                } else {
-                    kept.lock().unwrap().push(text.clone());
-                    let mut peers = state.lock().unwrap();
-                    let mut current = None;
-                    for line in text.lines() {
-                        match line.split_once('=') {
-                            Some(("public_key", k)) => {
-                                current = Some(k.to_string());
-                                peers.entry(k.to_string()).or_default();
-                            }
-                            Some(("remove", "true")) => {
-                                let k = current.take().unwrap();
-                                peers.remove(&k);
-                                let _ = tx.send(k);
-                            }
-                            Some(("replace_allowed_ips", "true")) => {
-                                if let Some(p) = current.as_ref().and_then(|k| peers.get_mut(k)) {
-                                    p.clear();
-                                }
-                            }
-                            Some(("allowed_ip", ip)) => {
-                                if let Some(p) = current.as_ref().and_then(|k| peers.get_mut(k)) {
-                                    p.push(ip.to_string());
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                out.push_str("errno=0\n\n");
-                let _ = s.write_all(out.as_bytes()).await;
-            });
-        }
-    });
-    UapiRouter {
-        peers,
-        removed,
-        sets,
-    }
-}
 
 fn service(dir: &Path, reconcile_interval_secs: u64) -> Arc<Service> {
     let svc = Builder::new("203.0.113.0/24")

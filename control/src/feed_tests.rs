@@ -4,59 +4,17 @@
 //! peer whose endpoint the router knows is left alone.
 
 use crate::feed::{Desired, Endpoints, RouterLink};
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A UAPI socket whose `get=1` answers one peer (`endpoint` optional) and which keeps every
-/// `set` it is sent.
-fn router(
-    path: &std::path::Path,
-    key_hex: String,
-    endpoint: Option<&'static str>,
-) -> Arc<Mutex<Vec<String>>> {
-    let listener = tokio::net::UnixListener::bind(path).unwrap();
-    let sets: Arc<Mutex<Vec<String>>> = Arc::default();
-    let kept = sets.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let (kept, key_hex) = (kept.clone(), key_hex.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while !buf.ends_with(b"\n\n") {
-                    let mut chunk = [0u8; 4096];
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let text = String::from_utf8(buf).unwrap();
-                let mut out = String::new();
-                if text.starts_with("get=1") {
-                    out.push_str(&format!(
-                        "private_key={}\nlisten_port=51820\n",
-                        hex::encode([7u8; 32])
-                    ));
-                    out.push_str(&format!("public_key={key_hex}\n"));
-                    if let Some(e) = endpoint {
-                        out.push_str(&format!("endpoint={e}\n"));
-                    }
-                    out.push_str("allowed_ip=203.0.113.10/32\n");
-                } else {
-                    kept.lock().unwrap().push(text);
-                }
-                out.push_str("errno=0\n\n");
-                let _ = s.write_all(out.as_bytes()).await;
-            });
-        }
-    });
-    sets
-}
+use crate::uapi_fake::fake_router;
 
 async fn compare(endpoint: Option<&'static str>) -> (Vec<String>, Endpoints) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.sock");
     let key = [1u8; 32];
-    let sets = router(&path, hex::encode(key), endpoint);
+    // The router holds the peer (with or without an endpoint) and is configured already.
+    let router = fake_router(&path);
+    router.holding(&hex::encode(key), &["203.0.113.10/32"], endpoint);
+    router.configured(&hex::encode([7u8; 32]), 51820);
+    let sets = router.sets.clone();
     let link = RouterLink {
         name: "r".into(),
         socket: path,

@@ -82,3 +82,5 @@ mod replay_tests;
 mod share_tests;
 #[cfg(test)]
 mod space_tests;
+#[cfg(test)]
+mod uapi_fake;
