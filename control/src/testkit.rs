@@ -496,28 +496,57 @@ impl Process {
 
     /// [`Process::start`] with `router` TOML lines (its `pools`, `reserved`, `ipv6_pool`) for
     /// the router instead of the /28.
+    ///
+    /// A free port can be taken by another test's connection before the child binds it: a
+    /// child that exits at start is started again, on new ports, up to three times.
     pub fn start_with(extra: &str, router: &str) -> Process {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut cfg = ProcessBuilder::new(
-            dir.path(),
-            &format!(
-                "invoice_poll_millis = 100\n{extra}\
-                 [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n{router}",
-                dir.path().join("none.sock").display()
-            ),
-        )
-        .https()
-        .arg("--dev-hooks")
-        .write();
-        cfg.keep = Some(dir);
-        let mut p = cfg.start();
-        p._dir = cfg.keep.take();
-        p
+        let mut attempt = 0;
+        loop {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut cfg = ProcessBuilder::new(
+                dir.path(),
+                &format!(
+                    "invoice_poll_millis = 100\n{extra}\
+                     [[routers]]\nname = \"{ROUTER}\"\nsocket = \"{}\"\nendpoint = \"198.18.0.1:51820\"\n{router}",
+                    dir.path().join("none.sock").display()
+                ),
+            )
+            .https()
+            .arg("--dev-hooks")
+            .write();
+            // Its log in its directory: why it exited, if it does.
+            let log = dir.path().join("control.log");
+            cfg.keep = Some(dir);
+            let mut p = cfg.spawn_with(std::fs::File::create(&log).expect("log file"));
+            let why = |status| {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(3).collect();
+                format!("{status}: {}", tail.join(" | "))
+            };
+            match p.ready().map_err(why) {
+                Ok(()) => {
+                    p._dir = cfg.keep.take();
+                    return p;
+                }
+                Err(status) if attempt < 2 => {
+                    attempt += 1;
+                    eprintln!("staticwire-control exited at start ({status}): again on new ports");
+                }
+                Err(status) => panic!("staticwire-control exited at start: {status}"),
+            }
+        }
     }
 
     /// Polls until `GET /healthz` is answered (and the HTTPS port accepts); panics when the
     /// process exits first or after 20 s.
     fn wait_ready(&mut self) {
+        if let Err(status) = self.ready() {
+            panic!("staticwire-control exited at start: {status}");
+        }
+    }
+
+    /// [`Process::wait_ready`], answering the exit status of a child that exits first.
+    fn ready(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !answers_healthz(self.port)
             || self
@@ -525,11 +554,12 @@ impl Process {
                 .is_some_and(|p| TcpStream::connect(("127.0.0.1", p)).is_err())
         {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("staticwire-control exited at start: {status}");
+                return Err(status);
             }
             assert!(Instant::now() < deadline, "control did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// `http://127.0.0.1:port`.
