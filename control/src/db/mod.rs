@@ -35,10 +35,12 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
 /// state (WAL: a reader never waits for the writer's batch or its fsync, and sees nothing a
 /// batch has not committed). None for PostgreSQL.
 pub fn open_readers(url: &str, n: usize) -> Result<Vec<Connection>, DbError> {
-    if crate::config::is_postgres_url(url) {
+    let file = url.strip_prefix("sqlite://").unwrap_or(url);
+    // An in-memory database is the writer's alone: another connection would open an empty one.
+    if crate::config::is_postgres_url(url) || file.is_empty() || file.contains(":memory:") {
         return Ok(Vec::new());
     }
-    let path = Path::new(url.strip_prefix("sqlite://").unwrap_or(url));
+    let path = Path::new(file);
     (0..n)
         .map(|_| {
             let conn = rusqlite::Connection::open(path)?;
