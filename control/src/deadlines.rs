@@ -109,6 +109,39 @@ pub fn set_next_check(db: &Connection, hash: &str, at_ms: i64) -> crate::sql::Re
     Ok(())
 }
 
+/// Rows per statement of [`set_next_checks`].
+const NEXT_CHECKS_PER_STATEMENT: usize = 64;
+
+/// [`set_next_check`] of many invoices, up to [`NEXT_CHECKS_PER_STATEMENT`] in a statement
+/// (on PostgreSQL each statement is a round trip to the server).
+pub fn set_next_checks(db: &Connection, next: &[(String, i64)]) -> crate::sql::Result<()> {
+    for chunk in next.chunks(NEXT_CHECKS_PER_STATEMENT) {
+        if let [(hash, at)] = chunk {
+            set_next_check(db, hash, *at)?;
+            continue;
+        }
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?{}, CAST(?{} AS BIGINT))", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "UPDATE invoices SET next_check_ms = v.column2 FROM (VALUES {}) AS v
+             WHERE invoices.payment_hash = v.column1",
+            rows.join(", ")
+        );
+        let values: Vec<crate::sql::Value> = chunk
+            .iter()
+            .flat_map(|(hash, at)| {
+                [
+                    crate::sql::Value::Text(hash.clone()),
+                    crate::sql::Value::Int(*at),
+                ]
+            })
+            .collect();
+        db.execute(&sql, values)?;
+    }
+    Ok(())
+}
+
 /// The earliest deadlines, each read from the front of its index.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Next {

@@ -215,9 +215,10 @@ pub fn insert_rental_with(
     router: &str,
     now: i64,
 ) -> crate::sql::Result<i64> {
-    db.execute(
+    // Its id in the same round trip (PostgreSQL would otherwise ask `lastval()`).
+    db.query_row(
         "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         params![
             public_key,
             (!address.is_empty()).then_some(address),
@@ -226,8 +227,8 @@ pub fn insert_rental_with(
             prefix_len,
             ipv6
         ],
-    )?;
-    Ok(db.last_insert_rowid())
+        |r| r.get(0),
+    )
 }
 
 /// Deletes a hold that never got an invoice nor an event, as if it had never been asked for.

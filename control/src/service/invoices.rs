@@ -4,7 +4,7 @@
 
 use super::reconcile::Readmit;
 use super::{Service, ServiceError, RECHECK};
-use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
+use crate::deadlines::{due_invoices, next_check_ms, set_next_checks};
 use crate::ledger;
 use crate::lightning::{LnError, Settlement, Status};
 use crate::metrics::events;
@@ -369,12 +369,7 @@ impl Service {
             })
             .collect();
         // The batch's next checks ride in the group commit (a lost one is checked again).
-        self.stage(|tx| {
-            for (hash, at) in &next {
-                set_next_check(tx, hash, *at)?;
-            }
-            Ok(())
-        })?;
+        self.stage(|tx| Ok(set_next_checks(tx, &next)?))?;
         Ok(())
     }
 

@@ -275,6 +275,9 @@ pub struct Service {
     writer: Arc<crate::writer::GroupCommit>,
     /// Reverse DNS on the provider's DNS server, when `[rdns]` configures it.
     rdns: Option<Arc<crate::rdns::Rdns>>,
+    /// PostgreSQL: a connection of its own for the shared replay cache, so recording a proof
+    /// neither commits the open group-commit batch nor waits behind it.
+    proofs_db: Option<Mutex<Connection>>,
 }
 
 impl Service {
@@ -306,11 +309,16 @@ impl Service {
             }
             tx.commit()?;
         }
-        let mut space = {
+        let (mut space, proofs_db) = {
             let db = db
                 .lock()
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
-            space::build(&db, &cfg, clock.now(), 0)?
+            (
+                space::build(&db, &cfg, clock.now(), 0)?,
+                // Its commits need not wait for the disk: see `crate::db::remember_proof`.
+                db.another(Some("SET synchronous_commit = off"))?
+                    .map(Mutex::new),
+            )
         };
         let free_published = cfg
             .routers
@@ -359,6 +367,7 @@ impl Service {
             tls_fingerprint: None,
             proof: None,
             rdns: None,
+            proofs_db,
         })
     }
 
@@ -378,6 +387,13 @@ impl Service {
     pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
         let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
+        if let Some(own) = &self.proofs_db {
+            let db = crate::writer::lock_conn(own)
+                .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+            return Ok(crate::writer::blocking(|| {
+                crate::db::remember_proof_alone(&db, &mac, proof.ts, oldest)
+            })?);
+        }
         Ok(crate::db::remember_proof(
             &*self.db()?,
             &mac,

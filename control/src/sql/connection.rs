@@ -138,10 +138,21 @@ impl Connection {
     /// Serializes the callers of `key` across every replica until the transaction ends
     /// (PostgreSQL advisory lock). On SQLite one writer at a time is already the rule.
     pub fn lock_for_transaction(&self, key: i64) -> Result<()> {
-        if self.is_postgres() {
-            self.query_all("SELECT pg_advisory_xact_lock(?1)::text", [key])?;
+        if let Connection::Postgres(pg) = self {
+            // Asked of the server once per transaction (`super::pg` follows it).
+            pg.call(Req::XactLock(key))?;
         }
         Ok(())
+    }
+
+    /// PostgreSQL: another connection to the same database, a session of its own (work that
+    /// must not wait for, nor join, this one's open transaction), `setup` run on each of its
+    /// (re)connects. SQLite: None.
+    pub fn another(&self, setup: Option<&str>) -> Result<Option<Connection>> {
+        match self {
+            Connection::Sqlite(_) => Ok(None),
+            Connection::Postgres(pg) => Ok(Some(Connection::Postgres(pg.another(setup)?))),
+        }
     }
 }
 

@@ -12,6 +12,8 @@ pub(super) enum Req {
     Execute(String, Vec<Value>),
     Query(String, Vec<Value>),
     Batch(String),
+    /// `pg_advisory_xact_lock(key)`, skipped when the open transaction holds it already.
+    XactLock(i64),
 }
 
 pub(super) enum Reply {
@@ -24,6 +26,8 @@ type Job = (Req, mpsc::Sender<Result<Reply>>);
 /// A PostgreSQL connection on its own thread.
 pub struct Pg {
     jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    url: String,
+    init: Option<String>,
 }
 
 fn pg_error(e: postgres::Error) -> Error {
@@ -119,12 +123,125 @@ struct Worker {
     client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
     init: Option<String>,
+    stats: Option<Stats>,
+    xact: XactLocks,
+}
+
+/// The advisory transaction locks the open transaction holds, so a second request for one
+/// costs no round trip (a rent asks for the allocation lock in its hold, then again for each
+/// change it logs). Followed from the transaction-control statements this connection runs:
+/// a lock taken inside a savepoint that is rolled back is released with it, as PostgreSQL
+/// does; any statement this cannot follow forgets every lock (the next request asks the
+/// server again, which is always correct).
+#[derive(Debug, Default)]
+struct XactLocks {
+    /// Open savepoints, outermost first.
+    savepoints: Vec<String>,
+    /// Each lock held, with the savepoint depth it was taken at.
+    held: Vec<(i64, usize)>,
+}
+
+impl XactLocks {
+    fn holds(&self, key: i64) -> bool {
+        self.held.iter().any(|(k, _)| *k == key)
+    }
+
+    fn taken(&mut self, key: i64) {
+        self.held.push((key, self.savepoints.len()));
+    }
+
+    fn forget(&mut self) {
+        self.savepoints.clear();
+        self.held.clear();
+    }
+
+    /// Follows a batch of SQL the connection ran successfully.
+    fn ran(&mut self, sql: &str) {
+        let words: Vec<String> = sql
+            .trim()
+            .trim_end_matches(';')
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["BEGIN"] | ["COMMIT"] | ["ROLLBACK"] | ["END"] => self.forget(),
+            ["SAVEPOINT", name] => self.savepoints.push(name.to_string()),
+            ["RELEASE", name] | ["RELEASE", "SAVEPOINT", name] => {
+                match self.savepoints.iter().rposition(|s| s == name) {
+                    Some(i) => {
+                        self.savepoints.truncate(i);
+                        for (_, depth) in &mut self.held {
+                            *depth = (*depth).min(i);
+                        }
+                    }
+                    None => self.forget(),
+                }
+            }
+            ["ROLLBACK", "TO", name] | ["ROLLBACK", "TO", "SAVEPOINT", name] => {
+                match self.savepoints.iter().rposition(|s| s == name) {
+                    // The savepoint stays; what was taken inside it is released.
+                    Some(i) => {
+                        self.savepoints.truncate(i + 1);
+                        self.held.retain(|(_, depth)| *depth <= i);
+                    }
+                    None => self.forget(),
+                }
+            }
+            [first, ..] if *first == "SET" || *first == "SELECT" => {}
+            _ => self.forget(),
+        }
+    }
+}
+
+/// Round trips per statement and the time spent in them, logged every `every` when the
+/// environment variable `STATICWIRE_PG_STATS` names a number of seconds (a measuring aid:
+/// where a request's round trips go).
+struct Stats {
+    every: std::time::Duration,
+    since: std::time::Instant,
+    by_sql: HashMap<String, (u64, std::time::Duration)>,
+}
+
+impl Stats {
+    fn from_env() -> Option<Stats> {
+        let secs: f64 = std::env::var("STATICWIRE_PG_STATS").ok()?.parse().ok()?;
+        Some(Stats {
+            every: std::time::Duration::from_secs_f64(secs.max(0.1)),
+            since: std::time::Instant::now(),
+            by_sql: HashMap::new(),
+        })
+    }
+
+    fn record(&mut self, sql: &str, took: std::time::Duration) {
+        let key: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let e = self.by_sql.entry(key).or_default();
+        e.0 += 1;
+        e.1 += took;
+        if self.since.elapsed() >= self.every {
+            let mut rows: Vec<_> = self.by_sql.drain().collect();
+            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+            let total: u64 = rows.iter().map(|r| r.1 .0).sum();
+            let time: std::time::Duration = rows.iter().map(|r| r.1 .1).sum();
+            let mut out = format!(
+                "postgres statements in {:.1?}: {total} round trips, {time:.1?} in them",
+                self.since.elapsed()
+            );
+            for (sql, (n, t)) in rows.iter().take(40) {
+                let short: String = sql.chars().take(110).collect();
+                out.push_str(&format!("\n  {n:7} {:9.1?} {short}", t));
+            }
+            tracing::info!("{out}");
+            self.since = std::time::Instant::now();
+        }
+    }
 }
 
 impl Worker {
     fn client(&mut self) -> Result<&mut postgres::Client> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.statements.clear();
+            self.xact.forget();
             let mut c = postgres::Client::connect(&self.url, postgres::NoTls).map_err(pg_error)?;
             if let Some(init) = &self.init {
                 c.batch_execute(init).map_err(pg_error)?;
@@ -148,9 +265,39 @@ impl Worker {
     }
 
     fn run(&mut self, req: Req) -> Result<Reply> {
+        if self.stats.is_none() {
+            return self.run_one(req);
+        }
+        let sql = match &req {
+            Req::Batch(s) | Req::Execute(s, _) | Req::Query(s, _) => s.clone(),
+            Req::XactLock(_) => "SELECT pg_advisory_xact_lock(?1)".to_string(),
+        };
+        let start = std::time::Instant::now();
+        let out = self.run_one(req);
+        if let Some(stats) = self.stats.as_mut() {
+            stats.record(&sql, start.elapsed());
+        }
+        out
+    }
+
+    fn run_one(&mut self, req: Req) -> Result<Reply> {
         match req {
             Req::Batch(sql) => {
-                self.client()?.batch_execute(&sql).map_err(pg_error)?;
+                let ran = self.client()?.batch_execute(&sql).map_err(pg_error);
+                match ran {
+                    Ok(()) => self.xact.ran(&sql),
+                    // A failed COMMIT or ROLLBACK may have ended the transaction.
+                    Err(_) => self.xact.forget(),
+                }
+                ran?;
+                Ok(Reply::Count(0))
+            }
+            Req::XactLock(key) => {
+                if !self.xact.holds(key) {
+                    let stmt = self.statement("SELECT pg_advisory_xact_lock(?1)::text")?;
+                    self.client()?.query(&stmt, &[&key]).map_err(pg_error)?;
+                    self.xact.taken(key);
+                }
                 Ok(Reply::Count(0))
             }
             Req::Execute(sql, values) => {
@@ -193,7 +340,9 @@ impl Pg {
             url: url.to_string(),
             client: None,
             statements: HashMap::new(),
-            init,
+            init: init.clone(),
+            stats: Stats::from_env(),
+            xact: XactLocks::default(),
         };
         // Connected on the thread itself: the client's runtime may not start on a tokio one.
         let (tx, rx) = mpsc::channel::<Job>();
@@ -221,7 +370,19 @@ impl Pg {
         })??;
         Ok(Pg {
             jobs: std::sync::Mutex::new(tx),
+            url: url.to_string(),
+            init,
         })
+    }
+
+    /// Another connection to the same database (its own thread and session), `also` run on
+    /// every (re)connect after this one's own setup.
+    pub fn another(&self, also: Option<&str>) -> Result<Pg> {
+        let init = match (&self.init, also) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.clone().or(b.map(str::to_string)),
+        };
+        Pg::connect(&self.url, init)
     }
 
     pub(super) fn call(&self, req: Req) -> Result<Reply> {
