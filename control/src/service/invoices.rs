@@ -128,7 +128,7 @@ impl Service {
                 &serde_json::json!({"address": r.address}),
             )?;
         }
-        store::insert_invoice(
+        let inv = store::insert_invoice_sold(
             tx,
             &new.payment_hash,
             r.id,
@@ -138,10 +138,8 @@ impl Service {
             credit,
             now,
             new.expires_at,
+            api_of(credit),
         )?;
-        store::set_invoice_api(tx, &new.payment_hash, api_of(credit))?;
-        let inv = store::invoice_by_hash(tx, &new.payment_hash)?
-            .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
             rental: self.rental_view(tx, r, now)?,
             invoice: inv.to_api(),
@@ -196,7 +194,7 @@ impl Service {
         let seen = Instant::now();
         let now = self.clock.now();
         // Staged in the group commit: a burst of settlements shares its commits.
-        let (credited, ticket) = self.stage(|tx| {
+        let (credited, ticket) = self.stage_locking(|tx| {
             // The allocation lock before the invoice's (PostgreSQL): the order placements
             // take them in, as a settlement changes an unpaid hold (`crate::unpaid`).
             tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;

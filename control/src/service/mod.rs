@@ -513,6 +513,23 @@ impl Service {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
     ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        self.stage_as(false, f)
+    }
+
+    /// [`Service::stage`] of a change that takes the allocation lock (a placement, a
+    /// settlement): see `crate::writer::GroupCommit::stage_locking`.
+    pub(crate) fn stage_locking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        self.stage_as(true, f)
+    }
+
+    fn stage_as<T>(
+        &self,
+        locking: bool,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
         let db = self
             .writer
             .lock(&self.db)
@@ -520,7 +537,11 @@ impl Service {
         if let Ok(mut space) = self.space.lock() {
             space.unpaid.mark();
         }
-        let out = self.writer.stage(&db, f);
+        let out = if locking {
+            self.writer.stage_locking(&db, f)
+        } else {
+            self.writer.stage(&db, f)
+        };
         if out.is_err() {
             // Its savepoint (or the whole batch) was rolled back: the unpaid holds it touched
             // are counted as the database has them again. A lost batch rebuilds the index

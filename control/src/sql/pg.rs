@@ -28,6 +28,8 @@ pub struct Pg {
     jobs: std::sync::Mutex<mpsc::Sender<Job>>,
     url: String,
     init: Option<String>,
+    /// The advisory transaction locks the open transaction holds, as of the last request.
+    held: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 fn pg_error(e: postgres::Error) -> Error {
@@ -125,6 +127,7 @@ struct Worker {
     init: Option<String>,
     stats: Option<Stats>,
     xact: XactLocks,
+    held: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 /// The advisory transaction locks the open transaction holds, so a second request for one
@@ -157,6 +160,12 @@ impl XactLocks {
 
     /// Follows a batch of SQL the connection ran successfully.
     fn ran(&mut self, sql: &str) {
+        for one in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            self.ran_one(one);
+        }
+    }
+
+    fn ran_one(&mut self, sql: &str) {
         let words: Vec<String> = sql
             .trim()
             .trim_end_matches(';')
@@ -243,6 +252,12 @@ impl Worker {
             self.statements.clear();
             self.xact.forget();
             let mut c = postgres::Client::connect(&self.url, postgres::NoTls).map_err(pg_error)?;
+            // Each statement is prepared once and run many times; a generic plan made while a
+            // table was small (a new database's invoices) stays a sequential scan until the
+            // next ANALYZE, for every lookup by key. Planned for each run instead: a plan
+            // costs microseconds, the scans grew with every row.
+            c.batch_execute("SET plan_cache_mode = force_custom_plan")
+                .map_err(pg_error)?;
             if let Some(init) = &self.init {
                 c.batch_execute(init).map_err(pg_error)?;
             }
@@ -265,6 +280,15 @@ impl Worker {
     }
 
     fn run(&mut self, req: Req) -> Result<Reply> {
+        let out = self.run_counted(req);
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+            held.extend(self.xact.held.iter().map(|(k, _)| *k));
+        }
+        out
+    }
+
+    fn run_counted(&mut self, req: Req) -> Result<Reply> {
         if self.stats.is_none() {
             return self.run_one(req);
         }
@@ -343,7 +367,9 @@ impl Pg {
             init: init.clone(),
             stats: Stats::from_env(),
             xact: XactLocks::default(),
+            held: Default::default(),
         };
+        let held = worker.held.clone();
         // Connected on the thread itself: the client's runtime may not start on a tokio one.
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
@@ -372,7 +398,13 @@ impl Pg {
             jobs: std::sync::Mutex::new(tx),
             url: url.to_string(),
             init,
+            held,
         })
+    }
+
+    /// Whether the open transaction holds the advisory lock `key`.
+    pub(super) fn holds_xact_lock(&self, key: i64) -> bool {
+        self.held.lock().is_ok_and(|h| h.contains(&key))
     }
 
     /// Another connection to the same database (its own thread and session), `also` run on
