@@ -110,11 +110,11 @@ fn hold_at(r: &crate::sql::Row, at: usize) -> crate::sql::Result<Option<Unpaid>>
 }
 
 /// [`COLUMNS`] of the outer join that reads a changed rental with its log row, and whether
-/// it is a live unpaid hold. That is decided from the row, not by the join's condition: with
+/// it is a live unpaid hold (false when the rental is gone: a hold forgotten). That is decided from the row, not by the join's condition: with
 /// the condition, PostgreSQL's planner may read the rental through the index of unpaid holds
 /// (every one of them) instead of its key.
 const JOINED: &str = "r.id, r.client, r.router, r.address, r.prefix_len, r.ipv6, r.created_at, \
-     (r.started_at IS NULL AND r.released_at IS NULL)";
+     (r.id IS NOT NULL AND r.started_at IS NULL AND r.released_at IS NULL)";
 
 fn of_row_at(r: &crate::sql::Row, at: usize) -> crate::sql::Result<Unpaid> {
     let id: i64 = r.get(at)?;

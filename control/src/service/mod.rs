@@ -555,6 +555,13 @@ impl Service {
         out
     }
 
+    /// A connection of its own to this service's database, for another replica (tests; None
+    /// on SQLite).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn another_connection(&self) -> Option<Connection> {
+        self.peek().ok()?.another(None).ok().flatten()
+    }
+
     /// The group commit (tests inject a failed commit through it).
     #[cfg(test)]
     pub(crate) fn group_commit(&self) -> &crate::writer::GroupCommit {

@@ -58,7 +58,8 @@ impl Connection {
     }
 
     /// Each row of a query handed to `f` as it is read (SQLite: one row in memory at a time;
-    /// PostgreSQL: the rows are fetched first), for the rare passes over every rental.
+    /// PostgreSQL: a chunk of rows at a time, streamed from the server), for the rare passes
+    /// over every rental.
     pub fn query_each<P: Params, F: FnMut(&Row) -> Result<()>>(
         &self,
         sql: &str,
@@ -69,12 +70,7 @@ impl Connection {
             Connection::Sqlite(c) => {
                 super::sqlite::for_each_row(c, sql, &params.values(), |row| f(&row))
             }
-            Connection::Postgres(_) => {
-                for row in self.query_all(sql, params)? {
-                    f(&row)?;
-                }
-                Ok(())
-            }
+            Connection::Postgres(pg) => pg.stream(sql, params.values(), |vals| f(&Row::new(vals))),
         }
     }
 

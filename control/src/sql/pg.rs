@@ -14,7 +14,13 @@ pub(super) enum Req {
     Batch(String),
     /// `pg_advisory_xact_lock(key)`, skipped when the open transaction holds it already.
     XactLock(i64),
+    /// A query whose rows are sent on as they arrive, [`STREAM_CHUNK`] at a time (the
+    /// passes over every rental: never all of them in memory at once).
+    Stream(String, Vec<Value>, mpsc::SyncSender<Vec<Vec<Value>>>),
 }
+
+/// Rows per message of a streamed query.
+const STREAM_CHUNK: usize = 1024;
 
 pub(super) enum Reply {
     Count(u64),
@@ -295,6 +301,7 @@ impl Worker {
         let sql = match &req {
             Req::Batch(s) | Req::Execute(s, _) | Req::Query(s, _) => s.clone(),
             Req::XactLock(_) => "SELECT pg_advisory_xact_lock(?1)".to_string(),
+            Req::Stream(s, _, _) => s.clone(),
         };
         let start = std::time::Instant::now();
         let out = self.run_one(req);
@@ -332,6 +339,36 @@ impl Worker {
                     .map(|p| p as &(dyn postgres::types::ToSql + Sync))
                     .collect();
                 let n = self.client()?.execute(&stmt, &refs).map_err(pg_error)?;
+                Ok(Reply::Count(n))
+            }
+            Req::Stream(sql, values, rows_to) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let stmt = self.statement(&sql)?;
+                let params: Vec<Param> = values.iter().map(Param).collect();
+                let mut it = self
+                    .client()?
+                    .query_raw(&stmt, params.iter())
+                    .map_err(pg_error)?;
+                let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+                let mut n = 0u64;
+                while let Some(r) = it.next().map_err(pg_error)? {
+                    let mut vals = Vec::with_capacity(r.len());
+                    for i in 0..r.len() {
+                        vals.push(pg_value(&r, i)?);
+                    }
+                    chunk.push(vals);
+                    n += 1;
+                    if chunk.len() == STREAM_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                        if rows_to.send(full).is_err() {
+                            // The reader stopped (its callback failed): the rest is dropped.
+                            return Ok(Reply::Count(n));
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = rows_to.send(chunk);
+                }
                 Ok(Reply::Count(n))
             }
             Req::Query(sql, values) => {
@@ -415,6 +452,46 @@ impl Pg {
             (a, b) => a.clone().or(b.map(str::to_string)),
         };
         Pg::connect(&self.url, init)
+    }
+
+    /// Runs `sql`, handing each row to `f` as its chunk arrives.
+    pub(super) fn stream(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+        mut f: impl FnMut(Vec<Value>) -> Result<()>,
+    ) -> Result<()> {
+        let gone = || Error::Postgres {
+            message: "the connection thread is gone".into(),
+            code: None,
+        };
+        // Two chunks in flight: the reader works while the next one is read off the wire.
+        let (rows_to, rows) = mpsc::sync_channel(2);
+        let (tx, rx) = mpsc::channel();
+        self.jobs
+            .lock()
+            .map_err(|_| gone())?
+            .send((Req::Stream(sql.to_string(), values, rows_to), tx))
+            .map_err(|_| gone())?;
+        let mut failed = None;
+        for chunk in rows.iter() {
+            for row in chunk {
+                if let Err(e) = f(row) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        // Dropping the receiver ends the worker's sends (after a failure: it stops reading).
+        drop(rows);
+        let done = rx.recv().map_err(|_| gone())?;
+        match failed {
+            Some(e) => Err(e),
+            None => done.map(|_| ()),
+        }
     }
 
     pub(super) fn call(&self, req: Req) -> Result<Reply> {
