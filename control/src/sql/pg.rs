@@ -235,7 +235,7 @@ impl Stats {
         e.1 += took;
         if self.since.elapsed() >= self.every {
             let mut rows: Vec<_> = self.by_sql.drain().collect();
-            rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+            rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
             let total: u64 = rows.iter().map(|r| r.1 .0).sum();
             let time: std::time::Duration = rows.iter().map(|r| r.1 .1).sum();
             let mut out = format!(
