@@ -103,9 +103,47 @@ pub fn due_invoices(
         .collect()
 }
 
-pub fn set_next_check(db: &Connection, hash: &str, at_ms: i64) -> crate::sql::Result<()> {
-    db.prepare_cached("UPDATE invoices SET next_check_ms = ?1 WHERE payment_hash = ?2")?
-        .execute(params![at_ms, hash])?;
+/// Rows per statement of [`set_next_checks`].
+const NEXT_CHECKS_PER_STATEMENT: usize = 64;
+
+/// Sets when each invoice (payment hash, time in milliseconds) is next asked about, up to
+/// [`NEXT_CHECKS_PER_STATEMENT`] in a statement (on PostgreSQL each is a round trip).
+pub fn set_next_checks(db: &Connection, next: &[(String, i64)]) -> crate::sql::Result<()> {
+    for chunk in next.chunks(NEXT_CHECKS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?{}, CAST(?{} AS BIGINT))", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = if db.is_postgres() {
+            // Another replica checks the same invoices: a row it is updating (its batch not
+            // committed yet) is left to it rather than waited for, and the other replica's
+            // next check stands.
+            format!(
+                "WITH v AS (VALUES {}),
+                      mine AS (SELECT payment_hash FROM invoices
+                               WHERE payment_hash IN (SELECT column1 FROM v)
+                               FOR UPDATE SKIP LOCKED)
+                 UPDATE invoices SET next_check_ms = v.column2 FROM v, mine
+                 WHERE invoices.payment_hash = v.column1 AND mine.payment_hash = v.column1",
+                rows.join(", ")
+            )
+        } else {
+            format!(
+                "UPDATE invoices SET next_check_ms = v.column2 FROM (VALUES {}) AS v
+                 WHERE invoices.payment_hash = v.column1",
+                rows.join(", ")
+            )
+        };
+        let values: Vec<crate::sql::Value> = chunk
+            .iter()
+            .flat_map(|(hash, at)| {
+                [
+                    crate::sql::Value::Text(hash.clone()),
+                    crate::sql::Value::Int(*at),
+                ]
+            })
+            .collect();
+        db.execute(&sql, values)?;
+    }
     Ok(())
 }
 

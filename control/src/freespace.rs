@@ -364,6 +364,28 @@ impl FreeSpace {
         Some(r.v4.free_count())
     }
 
+    /// On PostgreSQL, reads the unpaid holds other replicas changed
+    /// (`crate::unpaid::UnpaidIndex::refresh_if_shared`; under the allocation lock) and takes
+    /// the space of the live ones out of this index: it no longer offers a block another
+    /// replica placed, which the database check would refuse. Nothing on SQLite.
+    pub fn refresh_if_shared(&mut self, db: &Connection) -> crate::sql::Result<()> {
+        self.unpaid.refresh_if_shared(db)?;
+        for h in self.unpaid.take_seen_holds() {
+            let Some(space) = self.routers.get_mut(&h.router) else {
+                continue;
+            };
+            if let Some(a) = h.address.and_then(|a| a.parse::<Ipv4Addr>().ok()) {
+                space.v4.take(u32::from(a), 32 - h.prefix_len.clamp(29, 32));
+            }
+            if let (Some(v6), Some(net)) = (&mut space.v6, h.ipv6.and_then(|s| s.parse().ok())) {
+                if let Some(i) = v6.index_of(&net) {
+                    v6.take(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Puts a released rental's space back: its IPv4 block rests until its addresses'
     /// cool-down (read from the database: at most eight rows), its IPv6 prefix until
     /// `v6_rest_until`. Space still held by a live rental stays out.
@@ -432,8 +454,13 @@ fn block_rows(
     order: u8,
 ) -> crate::sql::Result<Vec<AddressRow>> {
     let mut stmt = db.prepare_cached(
-        "SELECT a.num, a.cooldown_until, r.prefix_len FROM addresses a
-           LEFT JOIN rentals r ON r.address = a.address AND r.released_at IS NULL
+        // The live rental of each address through the live-address index, one lookup per
+        // address (a subquery: PostgreSQL's planner, its statistics taken over fewer
+        // rentals, would otherwise hash-join every rental).
+        "SELECT a.num, a.cooldown_until,
+                (SELECT r.prefix_len FROM rentals r
+                  WHERE r.address = a.address AND r.released_at IS NULL)
+         FROM addresses a
          WHERE a.router = ?1 AND a.num >= ?2 AND a.num < ?3",
     )?;
     stmt.query_map(

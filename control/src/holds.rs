@@ -352,7 +352,7 @@ pub fn place_unpaid(
         return Ok(Err(e.into()));
     }
     // Other replicas' holds (PostgreSQL), read under the allocation lock the caller holds.
-    space.unpaid.refresh_if_shared(db)?;
+    space.refresh_if_shared(db)?;
     crate::unpaid::debug_check(&space.unpaid, db);
     if let Err(e) = check_prefix_cap(&space.unpaid, who, units(want), max_per_client) {
         return Ok(Err(e));
@@ -393,7 +393,7 @@ pub fn place_paid(
     now: i64,
 ) -> crate::sql::Result<Result<Placement, Unplaced>> {
     db.lock_for_transaction(ALLOCATION_LOCK)?;
-    space.unpaid.refresh_if_shared(db)?;
+    space.refresh_if_shared(db)?;
     crate::unpaid::debug_check(&space.unpaid, db);
     if let Some(other) = store::live_rental(db, &r.public_key)? {
         if other.started_at.is_some() {

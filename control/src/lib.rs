@@ -79,6 +79,8 @@ mod protocol_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]
+mod replica_race_tests;
+#[cfg(test)]
 mod share_tests;
 #[cfg(test)]
 mod space_tests;

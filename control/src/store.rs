@@ -141,12 +141,42 @@ pub enum Credit {
 
 /// Makes sure every configured address exists; existing rows (and their cool-downs) stay.
 pub fn seed_addresses(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> crate::sql::Result<()> {
+    if db.is_postgres() {
+        return seed_addresses_pg(db, router, addrs);
+    }
     let mut stmt = db.prepare(
         "INSERT INTO addresses(address, num, router) VALUES (?1, ?2, ?3)
          ON CONFLICT(address) DO UPDATE SET router = excluded.router",
     )?;
     for a in addrs {
         stmt.execute(params![a.to_string(), u32::from(*a), router])?;
+    }
+    Ok(())
+}
+
+/// Addresses per statement of [`seed_addresses_pg`].
+const SEED_ROWS: usize = 512;
+
+/// [`seed_addresses`] on PostgreSQL, where a statement is a round trip: many addresses per
+/// statement, and a row rewritten only when its router changed (a replica's start over a /12
+/// otherwise took a million round trips and rewrote every row).
+fn seed_addresses_pg(db: &Connection, router: &str, addrs: &[Ipv4Addr]) -> crate::sql::Result<()> {
+    for chunk in addrs.chunks(SEED_ROWS) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?{}, CAST(?{} AS BIGINT), ?1)", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO addresses(address, num, router) VALUES {}
+             ON CONFLICT(address) DO UPDATE SET router = excluded.router
+             WHERE addresses.router <> excluded.router",
+            rows.join(", ")
+        );
+        let mut values = vec![crate::sql::Value::Text(router.to_string())];
+        for a in chunk {
+            values.push(crate::sql::Value::Text(a.to_string()));
+            values.push(crate::sql::Value::Int(i64::from(u32::from(*a))));
+        }
+        db.execute(&sql, values)?;
     }
     Ok(())
 }
@@ -215,9 +245,10 @@ pub fn insert_rental_with(
     router: &str,
     now: i64,
 ) -> crate::sql::Result<i64> {
-    db.execute(
+    // Its id in the same round trip (PostgreSQL would otherwise ask `lastval()`).
+    db.query_row(
         "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
         params![
             public_key,
             (!address.is_empty()).then_some(address),
@@ -226,8 +257,40 @@ pub fn insert_rental_with(
             prefix_len,
             ipv6
         ],
-    )?;
-    Ok(db.last_insert_rowid())
+        |r| r.get(0),
+    )
+}
+
+/// [`insert_rental_with`] of a new hold asked for by `client` (the rentals' `client`
+/// column, or None), returning the row: one statement (on PostgreSQL one round trip
+/// where the insert, the client's update and the read back took three).
+#[allow(clippy::too_many_arguments)]
+pub fn insert_hold(
+    db: &Connection,
+    public_key: &str,
+    address: &str,
+    prefix_len: u8,
+    ipv6: Option<&str>,
+    router: &str,
+    now: i64,
+    client: Option<&str>,
+) -> crate::sql::Result<RentalRow> {
+    db.query_row(
+        &format!(
+            "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6, client)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {RENTAL_COLS}"
+        ),
+        params![
+            public_key,
+            (!address.is_empty()).then_some(address),
+            router,
+            now,
+            prefix_len,
+            ipv6,
+            client
+        ],
+        rental,
+    )
 }
 
 /// Deletes a hold that never got an invoice nor an event, as if it had never been asked for.
@@ -336,6 +399,57 @@ pub fn insert_invoice(
         Some(rental_id),
         "invoice",
         &serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)}),
+    )
+}
+
+/// [`insert_invoice`], then the API that sold it ([`set_invoice_api`]), returning the new
+/// row. On PostgreSQL one statement: one round trip where the separate ones took four.
+#[allow(clippy::too_many_arguments)]
+pub fn insert_invoice_sold(
+    db: &Connection,
+    payment_hash: &str,
+    rental_id: i64,
+    bolt11: &str,
+    amount_msat: u64,
+    purpose: InvoicePurpose,
+    credit: Credit,
+    created_at: i64,
+    expires_at: i64,
+    api: &str,
+) -> crate::sql::Result<InvoiceRow> {
+    if !db.is_postgres() {
+        insert_invoice(
+            db,
+            payment_hash,
+            rental_id,
+            bolt11,
+            amount_msat,
+            purpose,
+            credit,
+            created_at,
+            expires_at,
+        )?;
+        set_invoice_api(db, payment_hash, api)?;
+        return invoice_by_hash(db, payment_hash)?.ok_or(crate::sql::Error::NoRows);
+    }
+    let (months, credit_secs, from_creation) = match credit {
+        Credit::Months(m) => (m, None, false),
+        Credit::Seconds {
+            secs,
+            from_creation,
+        } => (0, Some(secs), from_creation),
+    };
+    let detail = serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)});
+    db.query_row(
+        &format!(
+            "WITH i AS (
+               INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11) RETURNING {INVOICE_COLS}),
+             e AS (INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?12))
+             SELECT {INVOICE_COLS} FROM i"
+        ),
+        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64, api, detail.to_string()],
+        invoice,
     )
 }
 

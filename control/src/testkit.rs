@@ -51,6 +51,8 @@ pub struct Builder {
     dev_hooks: bool,
     compat: bool,
     limited: bool,
+    /// The database of another replica (PostgreSQL): a connection of this one's own to it.
+    db: Option<Connection>,
 }
 
 impl Builder {
@@ -69,7 +71,15 @@ impl Builder {
             dev_hooks: false,
             compat: false,
             limited: false,
+            db: None,
         }
+    }
+
+    /// Another replica of `svc`: a connection of its own to `svc`'s PostgreSQL database
+    /// (its own free-space index, unpaid holds and group commit). None on SQLite.
+    pub fn replica_of(mut self, svc: &Service) -> Option<Self> {
+        self.db = Some(svc.another_connection()?);
+        Some(self)
     }
 
     /// An IPv6 pool on the router.
@@ -165,7 +175,10 @@ impl Builder {
             edit(&mut cfg);
         }
         cfg.validate().expect("test configuration");
-        let db = Arc::new(Mutex::new(open_db(&cfg.db_path(), self.sqlite_only)));
+        let db = Arc::new(Mutex::new(match self.db {
+            Some(db) => db,
+            None => open_db(&cfg.db_path(), self.sqlite_only),
+        }));
         let ln = match self.ln {
             Some(ln) => ln,
             None => {

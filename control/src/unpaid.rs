@@ -31,6 +31,9 @@ pub const ALLOCATION_LOCK: i64 = 0x5357_414c; // "SWAL"
 /// A replica that has not read the changes for this long reads every hold again (the rows it
 /// has not read may be deleted after [`LOG_KEPT`]).
 const STALE_AFTER: Duration = Duration::from_secs(20 * 60);
+/// Changes read from the log per round trip (a small page: the planner then reads the log
+/// and each rental through their keys).
+const LOG_PAGE: i64 = 64;
 /// Changes are kept this long after a replica has read past them.
 const LOG_KEPT: Duration = Duration::from_secs(30 * 60);
 
@@ -94,8 +97,28 @@ fn block(prefix_len: u8) -> u64 {
 const COLUMNS: &str = "id, client, router, address, prefix_len, ipv6, created_at";
 
 fn of_row(r: &crate::sql::Row) -> crate::sql::Result<Unpaid> {
-    let id: i64 = r.get(0)?;
-    let client: Option<String> = r.get(1)?;
+    of_row_at(r, 0)
+}
+
+/// The hold in the row's columns from `at` on ([`COLUMNS`]); None when they are NULL (an
+/// outer join that found no live unpaid hold).
+fn hold_at(r: &crate::sql::Row, at: usize) -> crate::sql::Result<Option<Unpaid>> {
+    match r.get::<_, Option<i64>>(at + 7)? {
+        Some(1) => of_row_at(r, at).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// [`COLUMNS`] of the outer join that reads a changed rental with its log row, and whether
+/// it is a live unpaid hold (false when the rental is gone: a hold forgotten). That is decided from the row, not by the join's condition: with
+/// the condition, PostgreSQL's planner may read the rental through the index of unpaid holds
+/// (every one of them) instead of its key.
+const JOINED: &str = "r.id, r.client, r.router, r.address, r.prefix_len, r.ipv6, r.created_at, \
+     (r.id IS NOT NULL AND r.started_at IS NULL AND r.released_at IS NULL)";
+
+fn of_row_at(r: &crate::sql::Row, at: usize) -> crate::sql::Result<Unpaid> {
+    let id: i64 = r.get(at)?;
+    let client: Option<String> = r.get(at + 1)?;
     let (listener, prefix) = match client.as_deref() {
         Some(c) => match c.strip_prefix("compat ") {
             Some(p) => (Listener::Compat, p.to_string()),
@@ -103,21 +126,21 @@ fn of_row(r: &crate::sql::Row) -> crate::sql::Result<Unpaid> {
         },
         None => (Listener::V1, format!("#{id}")),
     };
-    let address: Option<String> = r.get(3)?;
-    let prefix_len: i64 = r.get(4)?;
-    let ipv6: Option<String> = r.get(5)?;
+    let address: Option<String> = r.get(at + 3)?;
+    let prefix_len: i64 = r.get(at + 4)?;
+    let ipv6: Option<String> = r.get(at + 5)?;
     Ok(Unpaid {
         id,
         prefix,
         listener,
-        router: r.get(2)?,
+        router: r.get(at + 2)?,
         v4: if address.is_some_and(|a| !a.is_empty()) {
             block(prefix_len.clamp(0, 32) as u8)
         } else {
             0
         },
         v6: u64::from(ipv6.is_some()),
-        created_at: r.get(6)?,
+        created_at: r.get(at + 6)?,
     })
 }
 
@@ -138,14 +161,15 @@ pub fn read_all(db: &Connection) -> crate::sql::Result<Vec<Unpaid>> {
 
 /// Rental `id` if it is a live unpaid hold (one row through the primary key).
 fn read_one(db: &Connection, id: i64) -> crate::sql::Result<Option<Unpaid>> {
+    // Through the key; whether it is a live unpaid hold from the row (see [`JOINED`]).
     let rows = db.query_all(
         &format!(
-            "SELECT {COLUMNS} FROM rentals
-             WHERE id = ?1 AND started_at IS NULL AND released_at IS NULL"
+            "SELECT {COLUMNS}, (started_at IS NULL AND released_at IS NULL) FROM rentals
+             WHERE id = ?1"
         ),
         params![id],
     )?;
-    rows.first().map(of_row).transpose()
+    Ok(rows.first().map(|r| hold_at(r, 0)).transpose()?.flatten())
 }
 
 /// IPv4 addresses and IPv6 prefixes held.
@@ -219,6 +243,18 @@ pub struct UnpaidIndex {
     log_seen: i64,
     read_at: Option<Instant>,
     checkpoints: VecDeque<(Instant, i64)>,
+    /// Live holds read from the log since the free-space index last took them out.
+    seen_held: Vec<SeenHold>,
+}
+
+/// Where a live unpaid hold read from the log (perhaps another replica's) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenHold {
+    pub router: String,
+    /// Its first IPv4 address (None: IPv6 only).
+    pub address: Option<String>,
+    pub prefix_len: u8,
+    pub ipv6: Option<String>,
 }
 
 impl UnpaidIndex {
@@ -261,16 +297,49 @@ impl UnpaidIndex {
             (self.touched, self.checkpoints) = (touched, checkpoints);
             return Ok(());
         }
-        let changed = db.query_all(
-            "SELECT seq, rental_id FROM unpaid_changes WHERE seq > ?1 ORDER BY seq",
-            params![self.log_seen],
-        )?;
+        // Each changed rental read with its log row: one round trip for all of them (up to
+        // a page of them). The log through its key from where this replica stopped, each
+        // rental through its own (a lateral join the planner cannot flatten: never a hash
+        // join over every rental, whatever its statistics say).
+        let mut changed = Vec::new();
+        loop {
+            let page = db.query_all(
+                &format!(
+                    "SELECT c.seq, c.rental_id, {JOINED}
+                     FROM (SELECT seq, rental_id FROM unpaid_changes WHERE seq > ?1
+                           ORDER BY seq LIMIT ?2) c
+                     LEFT JOIN LATERAL (SELECT * FROM rentals WHERE id = c.rental_id LIMIT 1) r
+                       ON TRUE
+                     ORDER BY c.seq"
+                ),
+                params![
+                    changed
+                        .last()
+                        .map_or(Ok(self.log_seen), |r: &crate::sql::Row| r.get(0))?,
+                    LOG_PAGE
+                ],
+            )?;
+            let full = page.len() as i64 == LOG_PAGE;
+            changed.extend(page);
+            if !full {
+                break;
+            }
+        }
         let mut seen = HashSet::new();
         for r in &changed {
             let (seq, id): (i64, i64) = (r.get(0)?, r.get(1)?);
             self.log_seen = self.log_seen.max(seq);
             if seen.insert(id) {
-                let row = read_one(db, id)?;
+                let row = hold_at(r, 2)?;
+                if let Some(h) = &row {
+                    // Where it is, for the free-space index (`FreeSpace::refresh_if_shared`).
+                    self.seen_held.push(SeenHold {
+                        router: h.router.clone(),
+                        address: r.get(5)?,
+                        prefix_len: r.get::<_, i64>(6)?.clamp(0, 32) as u8,
+                        ipv6: r.get(7)?,
+                    });
+                }
                 self.set(id, row);
             }
         }
@@ -298,18 +367,31 @@ impl UnpaidIndex {
         Ok(())
     }
 
+    /// The live holds read from the log since the last call (their space is not free,
+    /// whatever this replica's free-space index believed).
+    pub fn take_seen_holds(&mut self) -> Vec<SeenHold> {
+        std::mem::take(&mut self.seen_held)
+    }
+
     /// Reads rental `id` back after a change to it in the open transaction: it is counted as
     /// the database holds it now. On PostgreSQL the change is also written to the log, under
     /// the allocation lock, for the other replicas.
     pub fn touch(&mut self, db: &Connection, id: i64) -> crate::sql::Result<()> {
         if db.is_postgres() {
             db.lock_for_transaction(ALLOCATION_LOCK)?;
-            db.execute(
-                "INSERT INTO unpaid_changes(rental_id) VALUES (?1)",
+            // The log row and the read back in one round trip.
+            let rows = db.query_all(
+                &format!(
+                    "WITH l AS (INSERT INTO unpaid_changes(rental_id) VALUES (?1) RETURNING seq)
+                     SELECT l.seq, {JOINED} FROM l LEFT JOIN rentals r ON r.id = ?1"
+                ),
                 params![id],
             )?;
+            let now = rows.first().map(|r| hold_at(r, 1)).transpose()?.flatten();
+            self.set(id, now);
+        } else {
+            self.reread(db, id)?;
         }
-        self.reread(db, id)?;
         self.touched.push(id);
         Ok(())
     }

@@ -7,7 +7,9 @@
 //! and gets a [`Ticket`]. The writer thread commits the open batch when woken, after letting
 //! the requests already queued for the lock join it; [`GroupCommit::durable`] answers once the
 //! ticket's batch is committed, or with the error that failed the commit (then every request
-//! of that batch gets it). Anyone else taking the connection commits the open batch first
+//! of that batch gets it). On PostgreSQL a batch holding the allocation lock takes only the
+//! changes that need it ([`GroupCommit::stage_locking`]): the other replicas wait for that
+//! lock, not for this one's invoices. Anyone else taking the connection commits the open batch first
 //! ([`GroupCommit::flush`]), so no reader sees an uncommitted change and no other transaction
 //! starts inside the batch.
 
@@ -34,6 +36,9 @@ struct State {
     next: u64,
     /// Batches whose commit failed (most recent last), with the error's text.
     failed: VecDeque<(u64, String)>,
+    /// PostgreSQL: the last stage's savepoint is still to be released (with the next
+    /// stage's, in one round trip; a commit releases it anyway).
+    unreleased: bool,
 }
 
 /// The group commit of one connection; see the module doc.
@@ -110,15 +115,56 @@ impl GroupCommit {
         db: &Connection,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<(T, Ticket), E> {
+        self.stage_as(db, false, f)
+    }
+
+    /// [`GroupCommit::stage`] of a change that takes the allocation lock
+    /// ([`crate::unpaid::ALLOCATION_LOCK`]: a placement, a settlement). On PostgreSQL every
+    /// other change commits a batch holding that lock before it starts a batch of its own, so
+    /// the lock, which every replica's placements wait for, is held for the changes that need
+    /// it and their commit, never for the invoices and checks staged beside them.
+    pub fn stage_locking<T, E: From<Error>>(
+        &self,
+        db: &Connection,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<(T, Ticket), E> {
+        self.stage_as(db, true, f)
+    }
+
+    fn stage_as<T, E: From<Error>>(
+        &self,
+        db: &Connection,
+        locking: bool,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<(T, Ticket), E> {
+        if !locking && db.holds_lock(crate::unpaid::ALLOCATION_LOCK) {
+            self.flush(db);
+        }
+        // On PostgreSQL every statement here is a round trip: the transaction-control ones
+        // are sent together (BEGIN with the first savepoint, a stage's release with the next
+        // stage's savepoint, a rollback with its release).
+        let pg = db.is_postgres();
         let batch = {
             let mut st = lock(&self.state);
             if st.open.is_some() && !db.in_transaction() {
                 self.fail_open(&mut st, "the database rolled the batch back".into());
             }
             match st.open {
-                Some(b) => b,
+                Some(b) => {
+                    if std::mem::take(&mut st.unreleased) {
+                        db.execute_batch("RELEASE staged; SAVEPOINT staged")?;
+                    } else {
+                        db.execute_batch("SAVEPOINT staged")?;
+                    }
+                    b
+                }
                 None => {
-                    db.execute_batch("BEGIN")?;
+                    if pg {
+                        db.execute_batch("BEGIN; SAVEPOINT staged")?;
+                    } else {
+                        db.execute_batch("BEGIN")?;
+                        db.execute_batch("SAVEPOINT staged")?;
+                    }
                     let b = st.next;
                     st.next += 1;
                     st.open = Some(b);
@@ -126,10 +172,14 @@ impl GroupCommit {
                 }
             }
         };
-        db.execute_batch("SAVEPOINT staged")?;
         let out = f(db);
         let end = match &out {
+            Ok(_) if pg => {
+                lock(&self.state).unreleased = true;
+                Ok(())
+            }
             Ok(_) => db.execute_batch("RELEASE staged"),
+            Err(_) if pg => db.execute_batch("ROLLBACK TO staged; RELEASE staged"),
             Err(_) => db
                 .execute_batch("ROLLBACK TO staged")
                 .and_then(|_| db.execute_batch("RELEASE staged")),
@@ -149,6 +199,7 @@ impl GroupCommit {
 
     /// Closes the open batch as failed (its transaction is gone).
     fn fail_open(&self, st: &mut State, why: String) {
+        st.unreleased = false;
         let Some(batch) = st.open.take() else {
             return;
         };
@@ -168,6 +219,8 @@ impl GroupCommit {
         let Some(batch) = st.open.take() else {
             return;
         };
+        // The commit releases a savepoint left open.
+        st.unreleased = false;
         let injected = self
             .fail_next
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

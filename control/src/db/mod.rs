@@ -10,7 +10,7 @@ mod schema_tests;
 
 use crate::sql::{Connection, Dialect, OptionalExtension};
 use migrations::{migration, MIGRATIONS};
-pub use proofs::remember_proof;
+pub use proofs::{remember_proof, remember_proof_alone};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use super::reconcile::Readmit;
 use super::{Service, ServiceError, RECHECK};
-use crate::deadlines::{due_invoices, next_check_ms, set_next_check};
+use crate::deadlines::{due_invoices, next_check_ms, set_next_checks};
 use crate::ledger;
 use crate::lightning::{LnError, Settlement, Status};
 use crate::metrics::events;
@@ -128,7 +128,7 @@ impl Service {
                 &serde_json::json!({"address": r.address}),
             )?;
         }
-        store::insert_invoice(
+        let inv = store::insert_invoice_sold(
             tx,
             &new.payment_hash,
             r.id,
@@ -138,10 +138,8 @@ impl Service {
             credit,
             now,
             new.expires_at,
+            api_of(credit),
         )?;
-        store::set_invoice_api(tx, &new.payment_hash, api_of(credit))?;
-        let inv = store::invoice_by_hash(tx, &new.payment_hash)?
-            .ok_or_else(|| ServiceError::Internal("invoice vanished".into()))?;
         Ok(api::InvoiceResponse {
             rental: self.rental_view(tx, r, now)?,
             invoice: inv.to_api(),
@@ -196,7 +194,7 @@ impl Service {
         let seen = Instant::now();
         let now = self.clock.now();
         // Staged in the group commit: a burst of settlements shares its commits.
-        let (credited, ticket) = self.stage(|tx| {
+        let (credited, ticket) = self.stage_locking(|tx| {
             // The allocation lock before the invoice's (PostgreSQL): the order placements
             // take them in, as a settlement changes an unpaid hold (`crate::unpaid`).
             tx.lock_for_transaction(crate::holds::ALLOCATION_LOCK)?;
@@ -369,12 +367,7 @@ impl Service {
             })
             .collect();
         // The batch's next checks ride in the group commit (a lost one is checked again).
-        self.stage(|tx| {
-            for (hash, at) in &next {
-                set_next_check(tx, hash, *at)?;
-            }
-            Ok(())
-        })?;
+        self.stage(|tx| Ok(set_next_checks(tx, &next)?))?;
         Ok(())
     }
 

@@ -279,6 +279,9 @@ pub struct Service {
     writer: Arc<crate::writer::GroupCommit>,
     /// Reverse DNS on the provider's DNS server, when `[rdns]` configures it.
     rdns: Option<Arc<crate::rdns::Rdns>>,
+    /// PostgreSQL: a connection of its own for the shared replay cache, so recording a proof
+    /// neither commits the open group-commit batch nor waits behind it.
+    proofs_db: Option<Mutex<Connection>>,
 }
 
 impl Service {
@@ -310,11 +313,16 @@ impl Service {
             }
             tx.commit()?;
         }
-        let mut space = {
+        let (mut space, proofs_db) = {
             let db = db
                 .lock()
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
-            space::build(&db, &cfg, clock.now(), 0)?
+            (
+                space::build(&db, &cfg, clock.now(), 0)?,
+                // Its commits need not wait for the disk: see `crate::db::remember_proof`.
+                db.another(Some("SET synchronous_commit = off"))?
+                    .map(Mutex::new),
+            )
         };
         let free_published = cfg
             .routers
@@ -365,6 +373,7 @@ impl Service {
             tls_fingerprint: None,
             proof: None,
             rdns: None,
+            proofs_db,
         })
     }
 
@@ -380,13 +389,23 @@ impl Service {
     /// Records an accepted proof of a request that changes state where every replica sees it
     /// (PROTOCOL.md 3.1): false when a replica already accepted the same proof (a replay).
     /// Reads are not recorded here (each replica remembers them in memory): a write per status
-    /// poll would cost the database a commit per GET. Staged in the group commit, so it shares
-    /// the commit of the change it allows instead of costing one of its own (and, before it,
-    /// the commit of the open batch that taking the connection for itself would force). A
-    /// batch whose commit fails loses its proofs: this replica still refuses them (in memory).
+    /// poll would cost the database a commit per GET. On SQLite it is staged in the group
+    /// commit, sharing the commit of the change it allows instead of costing one of its own
+    /// (and, before it, the commit of the open batch that taking the connection for itself
+    /// would force); a batch whose commit fails loses its proofs, which this replica still
+    /// refuses (in memory). On PostgreSQL it has a connection of its own.
     pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
         let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
+        // PostgreSQL: one statement on the cache's own connection, seen by every replica at
+        // once. SQLite: in the open batch, sharing the commit of the change it allows.
+        if let Some(own) = &self.proofs_db {
+            let db = crate::writer::lock_conn(own)
+                .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+            return Ok(crate::writer::blocking(|| {
+                crate::db::remember_proof_alone(&db, &mac, proof.ts, oldest)
+            })?);
+        }
         let (added, _) =
             self.stage(|tx| Ok(crate::db::remember_proof(tx, &mac, proof.ts, oldest)?))?;
         Ok(added)
@@ -540,6 +559,23 @@ impl Service {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
     ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        self.stage_as(false, f)
+    }
+
+    /// [`Service::stage`] of a change that takes the allocation lock (a placement, a
+    /// settlement): see `crate::writer::GroupCommit::stage_locking`.
+    pub(crate) fn stage_locking<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
+        self.stage_as(true, f)
+    }
+
+    fn stage_as<T>(
+        &self,
+        locking: bool,
+        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
+    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
         let db = self
             .writer
             .lock(&self.db)
@@ -547,7 +583,11 @@ impl Service {
         if let Ok(mut space) = self.space.lock() {
             space.unpaid.mark();
         }
-        let out = self.writer.stage(&db, f);
+        let out = if locking {
+            self.writer.stage_locking(&db, f)
+        } else {
+            self.writer.stage(&db, f)
+        };
         if out.is_err() {
             // Its savepoint (or the whole batch) was rolled back: the unpaid holds it touched
             // are counted as the database has them again. A lost batch rebuilds the index
@@ -559,6 +599,13 @@ impl Service {
             space.unpaid.resync_touched(&db, 0)?;
         }
         out
+    }
+
+    /// A connection of its own to this service's database, for another replica (tests; None
+    /// on SQLite).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn another_connection(&self) -> Option<Connection> {
+        self.peek().ok()?.another(None).ok().flatten()
     }
 
     /// The group commit (tests inject a failed commit through it).

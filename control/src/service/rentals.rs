@@ -51,7 +51,7 @@ impl Service {
         client: Option<ClientId>,
         want: &Want,
     ) -> Result<(Hold, Ticket), ServiceError> {
-        let staged = self.stage(|tx| self.hold_in(tx, key, now, client, want))?;
+        let staged = self.stage_locking(|tx| self.hold_in(tx, key, now, client, want))?;
         self.wake();
         Ok(staged)
     }
@@ -140,7 +140,7 @@ impl Service {
         })?;
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
-        let id = match store::insert_rental_with(
+        let held = match store::insert_hold(
             tx,
             key,
             &place.address.map(|a| a.to_string()).unwrap_or_default(),
@@ -148,21 +148,19 @@ impl Service {
             place.ipv6.map(|n| n.to_string()).as_deref(),
             &place.router,
             now,
+            who.as_ref().map(|w| w.column()).as_deref(),
         ) {
-            Ok(id) => id,
+            Ok(row) => row,
             Err(e) => {
                 crate::alloc::unplace(&mut space, &place);
                 return Err(e.into());
             }
         };
-        if let Some(who) = &who {
-            crate::deadlines::set_client(tx, id, &who.column())?;
-        }
         // Counted from now on (a rollback of this stage reads it back: `Service::stage`).
-        space.unpaid.touch(tx, id)?;
+        space.unpaid.touch(tx, held.id)?;
         self.publish_free(&mut space, now);
         drop(space);
-        Ok(Hold::New(store::rental_by_id(tx, id)?))
+        Ok(Hold::New(held))
     }
 
     /// Gives a hold back when its first invoice could not be made: the rejected request

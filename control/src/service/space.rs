@@ -130,10 +130,16 @@ impl Service {
     #[cfg(test)]
     pub(crate) fn unpaid_index_matches(&self) -> Result<(), String> {
         let db = self.db().map_err(|e| e.to_string())?;
-        let space = self
+        let mut space = self
             .space(&db, self.writer.failures())
             .map_err(|e| e.to_string())?;
-        space.unpaid.matches(&db).map_err(|e| e.to_string())?
+        // As a placement reads it: other replicas' changes read first, under the lock (the
+        // transaction is rolled back: it only reads).
+        let tx = db.unchecked_transaction().map_err(|e| e.to_string())?;
+        tx.lock_for_transaction(crate::unpaid::ALLOCATION_LOCK)
+            .map_err(|e| e.to_string())?;
+        space.refresh_if_shared(&tx).map_err(|e| e.to_string())?;
+        space.unpaid.matches(&tx).map_err(|e| e.to_string())?
     }
 
     /// The holds the index of unpaid holds counts (tests).

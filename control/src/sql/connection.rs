@@ -58,7 +58,8 @@ impl Connection {
     }
 
     /// Each row of a query handed to `f` as it is read (SQLite: one row in memory at a time;
-    /// PostgreSQL: the rows are fetched first), for the rare passes over every rental.
+    /// PostgreSQL: a chunk of rows at a time, streamed from the server), for the rare passes
+    /// over every rental.
     pub fn query_each<P: Params, F: FnMut(&Row) -> Result<()>>(
         &self,
         sql: &str,
@@ -69,12 +70,7 @@ impl Connection {
             Connection::Sqlite(c) => {
                 super::sqlite::for_each_row(c, sql, &params.values(), |row| f(&row))
             }
-            Connection::Postgres(_) => {
-                for row in self.query_all(sql, params)? {
-                    f(&row)?;
-                }
-                Ok(())
-            }
+            Connection::Postgres(pg) => pg.stream(sql, params.values(), |vals| f(&Row::new(vals))),
         }
     }
 
@@ -138,10 +134,30 @@ impl Connection {
     /// Serializes the callers of `key` across every replica until the transaction ends
     /// (PostgreSQL advisory lock). On SQLite one writer at a time is already the rule.
     pub fn lock_for_transaction(&self, key: i64) -> Result<()> {
-        if self.is_postgres() {
-            self.query_all("SELECT pg_advisory_xact_lock(?1)::text", [key])?;
+        if let Connection::Postgres(pg) = self {
+            // Asked of the server once per transaction (`super::pg` follows it).
+            pg.call(Req::XactLock(key))?;
         }
         Ok(())
+    }
+
+    /// Whether the open transaction holds the lock of [`Connection::lock_for_transaction`]
+    /// `key` (always false on SQLite, which has no such lock).
+    pub fn holds_lock(&self, key: i64) -> bool {
+        match self {
+            Connection::Sqlite(_) => false,
+            Connection::Postgres(pg) => pg.holds_xact_lock(key),
+        }
+    }
+
+    /// PostgreSQL: another connection to the same database, a session of its own (work that
+    /// must not wait for, nor join, this one's open transaction), `setup` run on each of its
+    /// (re)connects. SQLite: None.
+    pub fn another(&self, setup: Option<&str>) -> Result<Option<Connection>> {
+        match self {
+            Connection::Sqlite(_) => Ok(None),
+            Connection::Postgres(pg) => Ok(Some(Connection::Postgres(pg.another(setup)?))),
+        }
     }
 }
 
