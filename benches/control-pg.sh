@@ -6,7 +6,7 @@
 # GET /v1/terms beside them at the first replica. Loopback and a temp dir only; the server,
 # the replicas and the stand-in router are stopped and removed at the end.
 #
-#   bash benches/control-pg.sh [N=1000] [CREATE=5000]
+#   bash benches/control-pg.sh [N=1000] [CREATE=5000]     (RATE=1000: the creates paced)
 set -euo pipefail
 N=${1:-1000}
 CREATE=${2:-5000}
@@ -89,7 +89,7 @@ echo "both replicas serving after $(python3 -c "print(round($(date +%s.%N)-$t,1)
 if [ -n "${PERF:-}" ]; then perf record -q -g -o "$DIR/perf.data" -p "$R1" 2>/dev/null & PERFPID=$!; fi
 "$LOAD" terms "http://127.0.0.1:$P1" "$DIR/stop" 2 &
 TPID=$!
-"$LOAD" rent "http://127.0.0.1:$P1,http://127.0.0.1:$P2" "$CREATE" "$CONC" 2>"$DIR/rent.err" || true
+"$LOAD" rent "http://127.0.0.1:$P1,http://127.0.0.1:$P2" "$CREATE" "$CONC" ${RATE:+"$RATE"} 2>"$DIR/rent.err" || true
 touch "$DIR/stop"
 wait "$TPID" || true
 if [ -n "${PERF:-}" ]; then

@@ -15,6 +15,7 @@
 #
 #   bash benches/control.sh [N=1000] [CREATE=15000] [LOOKUPS=20000] [SETTLE=5000]
 #   bash benches/control.sh 1000000 15000 50000 5000    # the 1M figures (~3 min, ~1.5 GB disk)
+#   RATE=1000 bash benches/control.sh ...               # the creates offered at 1,000/s, not flooded
 set -euo pipefail
 N=${1:-1000}
 CREATE=${2:-15000}
@@ -90,7 +91,7 @@ while [ "$(date +%s)" -lt $((T0 - 2)) ]; do sleep 0.2; done
 if [ -n "${PERF:-}" ]; then perf record -q -g -o "$DIR/perf.data" -p "$CPID" 2>/dev/null & PERFPID=$!; fi
 "$LOAD" terms "http://127.0.0.1:$PORT" "$DIR/stop" 2 &
 TPID=$!
-"$LOAD" rent "http://127.0.0.1:$PORT" "$CREATE" "$CONC" 2>"$DIR/rent.err" || true
+"$LOAD" rent "http://127.0.0.1:$PORT" "$CREATE" "$CONC" ${RATE:+"$RATE"} 2>"$DIR/rent.err" || true
 touch "$DIR/stop"
 wait "$TPID" || true
 if [ -n "${PERF:-}" ]; then

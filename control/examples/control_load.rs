@@ -6,7 +6,7 @@
 //! `k(i)` is a private key, the rental is its public key's.
 //!
 //! control_load seed DB FROM TO BASE_IP PAID_UNTIL   active rentals of keys k(FROM..TO) at BASE_IP+i
-//! control_load rent URL COUNT CONCURRENCY      POST /v1/rentals with new keys
+//! control_load rent URL COUNT CONCURRENCY [RATE]  POST /v1/rentals with new keys (RATE: paced)
 //! control_load status URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)} for random i < N
 //! control_load config URL N COUNT CONCURRENCY  GET /v1/rentals/{k(i)}/config likewise
 //! control_load router SOCKET                   a UAPI endpoint printing "removed <ms> <key>" lines
@@ -254,7 +254,9 @@ fn report(what: &str, mut lat: Vec<Duration>, errors: usize, took: Duration) {
 }
 
 /// Runs `count` requests made by `req(i)` on `conc` workers.
-async fn drive<F, Fut>(what: &str, count: usize, conc: usize, req: F)
+/// `count` requests `req(i)` on `conc` workers; with `rate`, request `i` is not sent before
+/// `i / rate` seconds from the start (an offered load, not a flood).
+async fn drive<F, Fut>(what: &str, count: usize, conc: usize, rate: Option<f64>, req: F)
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -271,6 +273,10 @@ where
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     return (lat, errors);
+                }
+                if let Some(r) = rate {
+                    let at = started + Duration::from_secs_f64(i as f64 / r);
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 let t = Instant::now();
                 if req(i).await {
@@ -292,7 +298,7 @@ where
 
 /// `urls`: one control, or several replicas (comma-separated; request `i` goes to the
 /// `i mod n`-th, proven with that replica's proof key).
-async fn rent(urls: String, count: usize, conc: usize) {
+async fn rent(urls: String, count: usize, conc: usize, rate: Option<f64>) {
     let c = client();
     let mut replicas = Vec::new();
     for url in urls.split(',') {
@@ -300,7 +306,7 @@ async fn rent(urls: String, count: usize, conc: usize) {
     }
     let replicas = Arc::new(replicas);
     let salt: u64 = rand::random();
-    drive("POST /v1/rentals", count, conc, move |i| {
+    drive("POST /v1/rentals", count, conc, rate, move |i| {
         let (c, replicas) = (c.clone(), replicas.clone());
         async move {
             let (url, server) = &replicas[i % replicas.len()];
@@ -343,7 +349,7 @@ async fn status(url: String, n: u64, count: usize, conc: usize, config: bool) {
         true => ("GET /v1/rentals/{key}/config", "/config"),
         false => ("GET /v1/rentals/{key}", ""),
     };
-    drive(name, count, conc, move |_| {
+    drive(name, count, conc, None, move |_| {
         let (c, url) = (c.clone(), url.clone());
         let i = rand::random::<u64>() % n;
         async move {
@@ -441,7 +447,10 @@ async fn main() {
         "settled" => settled(&arg(1), num(2) as i64),
         "terms" => terms(arg(1), arg(2), num(3) as usize).await,
         "lag" => lag(&arg(1), num(2), num(3), num(4) as i64),
-        "rent" => rent(arg(1), num(2) as usize, num(3) as usize).await,
+        "rent" => {
+            let rate = std::env::args().nth(5).map(|r| r.parse().expect("RATE per second"));
+            rent(arg(1), num(2) as usize, num(3) as usize, rate).await
+        }
         "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize, false).await,
         "config" => status(arg(1), num(2), num(3) as usize, num(4) as usize, true).await,
         "router" => router(arg(1)).await,
