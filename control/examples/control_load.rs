@@ -448,7 +448,9 @@ async fn main() {
         "terms" => terms(arg(1), arg(2), num(3) as usize).await,
         "lag" => lag(&arg(1), num(2), num(3), num(4) as i64),
         "rent" => {
-            let rate = std::env::args().nth(5).map(|r| r.parse().expect("RATE per second"));
+            let rate = std::env::args()
+                .nth(5)
+                .map(|r| r.parse().expect("RATE per second"));
             rent(arg(1), num(2) as usize, num(3) as usize, rate).await
         }
         "status" => status(arg(1), num(2), num(3) as usize, num(4) as usize, false).await,
