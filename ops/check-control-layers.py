@@ -33,7 +33,7 @@ LAYERS = {
     "lib": 5, "main": 5,
 }
 SPLIT = {"metrics"}  # directories whose files are separate modules
-TEST_FILES = re.compile(r"(_tests|proptests|testkit|proving)\.rs$")
+TEST_FILES = re.compile(r"(_tests|proptests|testkit|proving|uapi_fake)\.rs$")
 
 
 def module_of(rel):
