@@ -516,11 +516,11 @@ impl Service {
         if self.readers.is_empty() {
             return self.db();
         }
-        let poisoned = |_| ServiceError::Internal("database reader lock poisoned".into());
+        let poisoned = || ServiceError::Internal("database reader lock poisoned".into());
         for r in &self.readers {
             match r.try_lock() {
                 Ok(g) => return Ok(g),
-                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned(())),
+                Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
@@ -528,7 +528,7 @@ impl Service {
             .next_reader
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             % self.readers.len();
-        crate::writer::lock_conn(&self.readers[i]).map_err(|_| poisoned(()))
+        crate::writer::lock_conn(&self.readers[i]).map_err(|_| poisoned())
     }
 
     /// Every connection of the service, its readers after the writer's (tests count the
