@@ -369,6 +369,27 @@ pub fn set_suspended(
     event(db, now, Some(id), kind, &serde_json::json!({}))
 }
 
+/// An invoice's credit as its columns: months, seconds, whether counted from its creation.
+fn credit_columns(credit: Credit) -> (u32, Option<i64>, bool) {
+    match credit {
+        Credit::Months(m) => (m, None, false),
+        Credit::Seconds {
+            secs,
+            from_creation,
+        } => (0, Some(secs), from_creation),
+    }
+}
+
+/// The detail of a new invoice's "invoice" event.
+fn invoice_event(
+    payment_hash: &str,
+    amount_msat: u64,
+    months: u32,
+    purpose: InvoicePurpose,
+) -> serde_json::Value {
+    serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)})
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn insert_invoice(
     db: &Connection,
@@ -381,13 +402,7 @@ pub fn insert_invoice(
     created_at: i64,
     expires_at: i64,
 ) -> crate::sql::Result<()> {
-    let (months, credit_secs, from_creation) = match credit {
-        Credit::Months(m) => (m, None, false),
-        Credit::Seconds {
-            secs,
-            from_creation,
-        } => (0, Some(secs), from_creation),
-    };
+    let (months, credit_secs, from_creation) = credit_columns(credit);
     db.execute(
         "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10)",
@@ -398,7 +413,7 @@ pub fn insert_invoice(
         created_at,
         Some(rental_id),
         "invoice",
-        &serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)}),
+        &invoice_event(payment_hash, amount_msat, months, purpose),
     )
 }
 
@@ -432,14 +447,8 @@ pub fn insert_invoice_sold(
         set_invoice_api(db, payment_hash, api)?;
         return invoice_by_hash(db, payment_hash)?.ok_or(crate::sql::Error::NoRows);
     }
-    let (months, credit_secs, from_creation) = match credit {
-        Credit::Months(m) => (m, None, false),
-        Credit::Seconds {
-            secs,
-            from_creation,
-        } => (0, Some(secs), from_creation),
-    };
-    let detail = serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)});
+    let (months, credit_secs, from_creation) = credit_columns(credit);
+    let detail = invoice_event(payment_hash, amount_msat, months, purpose);
     db.query_row(
         &format!(
             "WITH i AS (
