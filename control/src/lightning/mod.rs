@@ -345,8 +345,12 @@ mod tests {
         assert_eq!(normalize_network("testnet4"), Some("testnet"));
     }
 
-    /// An invoice signed by `key`, naming `named` as its payee if given.
-    fn signed(key: &bitcoin::secp256k1::SecretKey, named: Option<PublicKey>) -> String {
+    /// An invoice naming `named` as its payee if given, signed by `sign` (handed the
+    /// invoice's message).
+    fn invoice(
+        named: Option<PublicKey>,
+        sign: impl FnOnce(&Message) -> bitcoin::secp256k1::ecdsa::RecoverableSignature,
+    ) -> String {
         use bitcoin::hashes::{sha256, Hash};
         use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
         let b = InvoiceBuilder::new(Currency::Regtest)
@@ -360,9 +364,12 @@ mod tests {
             Some(pk) => b.payee_pub_key(pk),
             None => b,
         };
-        b.build_signed(|m| Secp256k1::new().sign_ecdsa_recoverable(m, key))
-            .unwrap()
-            .to_string()
+        b.build_signed(sign).unwrap().to_string()
+    }
+
+    /// An invoice signed by `key`, naming `named` as its payee if given.
+    fn signed(key: &bitcoin::secp256k1::SecretKey, named: Option<PublicKey>) -> String {
+        invoice(named, |m| Secp256k1::new().sign_ecdsa_recoverable(m, key))
     }
 
     #[test]
@@ -397,22 +404,10 @@ mod tests {
         // Naming a payee that did not sign it.
         assert!(CheckedInvoice::parse(&signed(&key, Some(other_pk))).is_none());
         // Signed over another message: well formed, but never recovers to the signer.
-        use bitcoin::hashes::{sha256, Hash};
-        use lightning_invoice::{Currency, InvoiceBuilder, PaymentSecret};
-        let forged = InvoiceBuilder::new(Currency::Regtest)
-            .description("check".into())
-            .payment_hash(sha256::Hash::hash(b"preimage"))
-            .payment_secret(PaymentSecret([7; 32]))
-            .duration_since_epoch(Duration::from_secs(1_700_000_000))
-            .min_final_cltv_expiry_delta(18)
-            .build_raw()
-            .unwrap()
-            .sign::<_, ()>(|_| {
-                let m = Message::from_digest([9; 32]);
-                Ok(Secp256k1::new().sign_ecdsa_recoverable(&m, &key))
-            })
-            .unwrap()
-            .to_string();
+        let forged = invoice(None, |_| {
+            let m = Message::from_digest([9; 32]);
+            Secp256k1::new().sign_ecdsa_recoverable(&m, &key)
+        });
         assert!(CheckedInvoice::parse(&forged).is_none_or(|c| c.payee != node));
         // The library agrees that it is not the node's.
         let full: lightning_invoice::Bolt11Invoice = forged.parse().unwrap();
