@@ -174,7 +174,7 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
     let tls = https::Identities::load_or_create(&cfg.data_dir).map_err(StartError::Tls)?;
     let proof = secrets::proof_key(&cfg.data_dir).map_err(StartError::ProofKey)?;
     let rdns = crate::rdns::Rdns::from_config(&cfg.rdns)?;
-    let readers = db::open_readers(&cfg.database_url(), READERS)?;
+    let readers = db::open_readers(&cfg.database_url(), db::READERS)?;
     let mut service = Service::new(cfg, clock, db, ln, routers)?;
     service.set_readers(readers);
     if let Some(rdns) = rdns {
@@ -187,10 +187,6 @@ pub fn build(cfg: Config) -> Result<(Service, https::Identities), StartError> {
     ));
     Ok((service, tls))
 }
-
-/// Read-only SQLite connections for status lookups: one per core of the machine this was
-/// measured on; more only queue on the same disk.
-const READERS: usize = 2;
 
 /// Before serving: the network the terms publish, agreed with the node (invoices of another
 /// network would be refused by every client while an address is held), and the node's key as

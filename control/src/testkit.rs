@@ -199,7 +199,8 @@ impl Builder {
         let readers = match db.lock().expect("db").is_postgres() {
             true => Vec::new(),
             false => {
-                crate::db::open_readers(&cfg.db_path().display().to_string(), 2).expect("readers")
+                crate::db::open_readers(&cfg.db_path().display().to_string(), crate::db::READERS)
+                    .expect("readers")
             }
         };
         let mut svc = Service::new(cfg, Clock::system(), db, ln, routers).expect("service");

@@ -31,6 +31,10 @@ pub fn open(path: &Path) -> Result<Connection, DbError> {
     Ok(Connection::Sqlite(open_sqlite(path)?))
 }
 
+/// Read-only connections a control keeps for status lookups: one per core of the machine this
+/// was measured on; more only queue on the same disk.
+pub const READERS: usize = 2;
+
 /// Read-only connections to the SQLite file a URL names, for reads that need only committed
 /// state (WAL: a reader never waits for the writer's batch or its fsync, and sees nothing a
 /// batch has not committed). None for PostgreSQL.
@@ -43,9 +47,7 @@ pub fn open_readers(url: &str, n: usize) -> Result<Vec<Connection>, DbError> {
     let path = Path::new(file);
     (0..n)
         .map(|_| {
-            let conn = rusqlite::Connection::open(path)?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+            let conn = connect_sqlite(path)?;
             conn.execute_batch("PRAGMA query_only = ON;")?;
             Ok(Connection::Sqlite(conn))
         })
@@ -108,13 +110,20 @@ fn empty_test_schema(url: &str) -> Result<Connection, DbError> {
 /// Prepared statements kept per SQLite connection (each a few KiB).
 const STATEMENT_CACHE: usize = 512;
 
-/// The raw SQLite connection, migrated (backups and restores work on it).
-pub fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, DbError> {
+/// A connection to the SQLite file at `path` as every one of the control's is set up: it
+/// waits for a busy database, and keeps its prepared statements (a rent alone runs some
+/// twenty distinct statements, the service loop and the views dozens more: rusqlite's
+/// default cache of 16 would prepare most of them again each time).
+fn connect_sqlite(path: &Path) -> Result<rusqlite::Connection, DbError> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // A rent alone runs some twenty distinct statements, the service loop and the views
-    // dozens more: rusqlite's default cache of 16 would prepare most of them again each time.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// The raw SQLite connection, migrated (backups and restores work on it).
+pub fn open_sqlite(path: &Path) -> Result<rusqlite::Connection, DbError> {
+    let conn = connect_sqlite(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;",
     )?;
