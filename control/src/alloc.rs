@@ -233,6 +233,23 @@ pub fn unplace(space: &mut FreeSpace, p: &Placement) {
     }
 }
 
+/// The hosts `want` may be placed on, or why it is not on sale (no pool is looked at).
+pub fn hosts_for<'c>(cfg: &'c Config, want: &Want) -> Result<Vec<&'c RouterConfig>, AllocError> {
+    validate(cfg, want)?;
+    let hosts: Vec<&RouterConfig> = match &want.host {
+        Some(h) => match cfg.routers.iter().find(|r| &r.name == h) {
+            Some(r) => vec![r],
+            None => return Err(AllocError::UnknownHost(h.clone())),
+        },
+        None => cfg.routers.iter().collect(),
+    };
+    let v6_only = want.ipv4 == Some(false);
+    if (want.ipv6 == Some(true) || v6_only) && hosts.iter().all(|r| r.ipv6_pool.is_none()) {
+        return Err(AllocError::NoIpv6);
+    }
+    Ok(hosts)
+}
+
 /// Whether `want` is on sale at all (before any pool is looked at).
 pub fn validate(cfg: &Config, want: &Want) -> Result<(), AllocError> {
     let v6_only = want.ipv4 == Some(false);
@@ -295,22 +312,13 @@ fn place_or_look(
     now: i64,
     take: bool,
 ) -> Result<Result<Placement, AllocError>, crate::sql::Error> {
-    if let Err(e) = validate(cfg, want) {
-        return Ok(Err(e));
-    }
+    let hosts = match hosts_for(cfg, want) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
     let v6_only = want.ipv4 == Some(false);
     let prefix_len = want.prefix_len.unwrap_or(32);
-    let hosts: Vec<&RouterConfig> = match &want.host {
-        Some(h) => match cfg.routers.iter().find(|r| &r.name == h) {
-            Some(r) => vec![r],
-            None => return Ok(Err(AllocError::UnknownHost(h.clone()))),
-        },
-        None => cfg.routers.iter().collect(),
-    };
     let free_v6 = cfg.terms.ipv6_monthly_sat == 0;
-    if (want.ipv6 == Some(true) || v6_only) && hosts.iter().all(|r| r.ipv6_pool.is_none()) {
-        return Ok(Err(AllocError::NoIpv6));
-    }
     for r in hosts {
         let ipv6 = (v6_only || want.ipv6.unwrap_or(free_v6)) && r.ipv6_pool.is_some();
         if v6_only && !ipv6 {

@@ -164,11 +164,17 @@ fn the_queue_and_hot_queries_search_indexes() {
         deadlines::LAPSED_SQL.to_string(),
         deadlines::RESERVATION_ENDED_SQL.to_string(),
         deadlines::ORPHANS_SQL.to_string(),
-        deadlines::DUE_INVOICES_SQL.replace("{COLS}", cols),
+        deadlines::DUE_INVOICES_SQL
+            .replace("{COLS}", cols)
+            .replace("{OF}", ""),
+        deadlines::DUE_INVOICES_SQL
+            .replace("{COLS}", cols)
+            .replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 3)),
         deadlines::NEXT_LAPSE_SQL.to_string(),
         deadlines::OLDEST_PAID_UNTIL_SQL.to_string(),
         deadlines::YOUNG_HOLD_SQL.to_string(),
-        deadlines::NEXT_CHECK_SQL.to_string(),
+        deadlines::NEXT_CHECK_SQL.replace("{OF}", ""),
+        deadlines::NEXT_CHECK_SQL.replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 1)),
         deadlines::ACTIVE_SQL.replace("{COLS}", store::RENTAL_COLS),
         deadlines::UNPAID_OF_SQL.to_string(),
         // GET /v1/rentals/{key} and POST /v1/rentals.
@@ -389,4 +395,81 @@ async fn a_change_of_the_terms_limits_reaches_the_peers_a_router_holds() {
         assert!(sent[0].contains(line), "{line} missing: {sent:?}");
     }
     assert_eq!(router.peers.lock().unwrap().len(), 1);
+}
+
+/// Replicas split the invoice checks by the routers they hold leases on: the due invoices and
+/// the next check are those of the rentals on the given routers only, none for no router,
+/// every one for all.
+#[test]
+fn invoice_checks_are_those_of_the_routers_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::db::open(&dir.path().join("db.sqlite")).unwrap();
+    for (i, router) in ["a", "b", "a"].iter().enumerate() {
+        let address = std::net::Ipv4Addr::new(203, 0, 113, i as u8);
+        store::seed_addresses(&db, router, &[address]).unwrap();
+        let id =
+            store::insert_rental(&db, &format!("key{i}"), &address.to_string(), router, 0).unwrap();
+        let hash = format!("{i:064x}");
+        store::insert_invoice(
+            &db,
+            &hash,
+            id,
+            "lnbcrt1",
+            1_000,
+            staticwire_api::InvoicePurpose::Activation,
+            store::Credit::Months(1),
+            0,
+            3_600,
+        )
+        .unwrap();
+        db.execute(
+            "UPDATE invoices SET next_check_ms = ?1 WHERE payment_hash = ?2",
+            crate::sql::params![1_000 * (i as i64 + 1), hash],
+        )
+        .unwrap();
+    }
+    let due = |routers: Option<&[String]>| -> Vec<i64> {
+        deadlines::due_invoices(&db, 10_000, 10, routers)
+            .unwrap()
+            .iter()
+            .map(|inv| inv.rental_id)
+            .collect()
+    };
+    let next = |routers: Option<&[String]>| {
+        deadlines::next_deadlines(&db, 0, routers)
+            .unwrap()
+            .invoice_check_ms
+    };
+    let (a, b, none) = (["a".to_string()], ["b".to_string()], [] as [String; 0]);
+    assert_eq!(due(None), vec![1, 2, 3]);
+    assert_eq!(due(Some(&a)), vec![1, 3]);
+    assert_eq!(due(Some(&b)), vec![2]);
+    assert_eq!(due(Some(&none)), Vec::<i64>::new());
+    assert_eq!(next(None), Some(1_000));
+    assert_eq!(next(Some(&b)), Some(2_000));
+    assert_eq!(next(Some(&none)), None);
+}
+
+/// A replica checks the invoices of the routers it holds leases on, of all of them when it
+/// runs every router (or before leases decide: a single control).
+#[test]
+fn a_replica_checks_the_invoices_of_its_routers() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Builder::new("203.0.113.0/25")
+        .sqlite_only()
+        .config(|c| {
+            let mut b = c.routers[0].clone();
+            b.name = "b".into();
+            b.pools = vec!["203.0.113.128/25".parse().unwrap()];
+            c.routers.push(b);
+        })
+        .service(dir.path());
+    let a = svc.cfg().routers[0].name.clone();
+    assert_eq!(svc.checked_routers(), None);
+    svc.set_owned([a.clone()].into());
+    assert_eq!(svc.checked_routers(), Some(vec![a.clone()]));
+    svc.set_owned(Default::default());
+    assert_eq!(svc.checked_routers(), Some(vec![]));
+    svc.set_owned([a, "b".to_string()].into());
+    assert_eq!(svc.checked_routers(), None);
 }

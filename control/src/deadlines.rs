@@ -6,7 +6,7 @@
 //! find (`crate::service`); the loop (`crate::run`) sleeps until the earliest of them.
 
 use crate::feed::decode_key;
-use crate::sql::{params, Connection};
+use crate::sql::{params, Connection, Value};
 use crate::store::{self, InvoiceRow};
 
 /// How long an address may be held by a rental that has no invoice at all.
@@ -89,18 +89,50 @@ pub fn orphan_holds(
 }
 
 pub(crate) const DUE_INVOICES_SQL: &str = "SELECT {COLS} FROM invoices
-     WHERE state = 'open' AND next_check_ms <= ?1 ORDER BY next_check_ms LIMIT ?2";
+     WHERE state = 'open' AND next_check_ms <= ?1 {OF} ORDER BY next_check_ms LIMIT ?2";
 
-/// Open invoices whose next check is due at `now_ms`, earliest first.
+/// The invoices a replica checks: those of the rentals on `routers` (None: every one).
+/// Replicas on one PostgreSQL split the checks by the routers they hold leases on, so each
+/// invoice is asked about by one of them, not by all.
+pub(crate) fn of_routers(routers: Option<&[String]>, first: usize) -> String {
+    match routers {
+        None => String::new(),
+        Some(names) => {
+            let list: Vec<String> = (0..names.len())
+                .map(|i| format!("?{}", first + i))
+                .collect();
+            format!(
+                "AND EXISTS (SELECT 1 FROM rentals r WHERE r.id = invoices.rental_id
+                             AND r.router IN ({}))",
+                list.join(", ")
+            )
+        }
+    }
+}
+
+/// Open invoices (of the rentals on `routers`, None: all) whose next check is due at
+/// `now_ms`, earliest first.
 pub fn due_invoices(
     db: &Connection,
     now_ms: i64,
     limit: usize,
+    routers: Option<&[String]>,
 ) -> crate::sql::Result<Vec<InvoiceRow>> {
-    let sql = DUE_INVOICES_SQL.replace("{COLS}", store::INVOICE_COLS);
+    if routers.is_some_and(|r| r.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let sql = DUE_INVOICES_SQL
+        .replace("{COLS}", store::INVOICE_COLS)
+        .replace("{OF}", &of_routers(routers, 3));
+    let mut values = vec![Value::Int(now_ms), Value::Int(limit as i64)];
+    values.extend(
+        routers
+            .unwrap_or(&[])
+            .iter()
+            .map(|r| Value::Text(r.clone())),
+    );
     let mut stmt = db.prepare_cached(&sql)?;
-    stmt.query_map(params![now_ms, limit as i64], store::invoice)?
-        .collect()
+    stmt.query_map(values, store::invoice)?.collect()
 }
 
 /// Rows per statement of [`set_next_checks`].
@@ -168,9 +200,14 @@ pub(crate) const OLDEST_PAID_UNTIL_SQL: &str = "SELECT MIN(started_at + credited
 pub(crate) const YOUNG_HOLD_SQL: &str = "SELECT MIN(created_at) FROM rentals
      WHERE started_at IS NULL AND released_at IS NULL AND created_at > ?1";
 pub(crate) const NEXT_CHECK_SQL: &str =
-    "SELECT MIN(next_check_ms) FROM invoices WHERE state = 'open'";
+    "SELECT MIN(next_check_ms) FROM invoices WHERE state = 'open' {OF}";
 
-pub fn next_deadlines(db: &Connection, now: i64) -> crate::sql::Result<Next> {
+/// The earliest deadlines; the invoice checks' of the rentals on `routers` (None: all).
+pub fn next_deadlines(
+    db: &Connection,
+    now: i64,
+    routers: Option<&[String]>,
+) -> crate::sql::Result<Next> {
     let one = |sql: &str, p: Vec<i64>| -> crate::sql::Result<Option<i64>> {
         let values = p
             .iter()
@@ -182,7 +219,18 @@ pub fn next_deadlines(db: &Connection, now: i64) -> crate::sql::Result<Next> {
         lapse: one(NEXT_LAPSE_SQL, vec![now])?,
         oldest_paid_until: one(OLDEST_PAID_UNTIL_SQL, vec![])?,
         young_hold: one(YOUNG_HOLD_SQL, vec![now - ORPHAN_HOLD_SECS])?,
-        invoice_check_ms: one(NEXT_CHECK_SQL, vec![])?,
+        invoice_check_ms: match routers {
+            Some([]) => None,
+            _ => {
+                let sql = NEXT_CHECK_SQL.replace("{OF}", &of_routers(routers, 1));
+                let values: Vec<Value> = routers
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|r| Value::Text(r.clone()))
+                    .collect();
+                db.query_row(&sql, values, |r| r.get::<_, Option<i64>>(0))?
+            }
+        },
     })
 }
 

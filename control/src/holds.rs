@@ -257,10 +257,9 @@ fn place_taking_over(
     mode: Mode,
     now: i64,
 ) -> Result<Result<(Placement, Vec<i64>), HoldError>, crate::sql::Error> {
-    match alloc::look(db, space, cfg, want, now)? {
-        Ok(_) | Err(AllocError::Exhausted) => {}
-        // Asked for something not sold: nothing to take over.
-        Err(e) => return Ok(Err(e.into())),
+    // Asked for something not sold: nothing to take over.
+    if let Err(e) = alloc::hosts_for(cfg, want) {
+        return Ok(Err(e.into()));
     }
     let hosts: Vec<_> = cfg
         .routers
@@ -276,13 +275,18 @@ fn place_taking_over(
                 ..want.clone()
             };
             let mark = space.unpaid.touched_len();
-            savepoint(db, "SAVEPOINT takeover")?;
+            // Only a takeover changes anything before the placement: only it is undone.
+            if take_over {
+                savepoint(db, "SAVEPOINT takeover")?;
+            }
             let mut taken = Vec::new();
             loop {
                 let f = fit(space, cfg, r, &on, &mode, now);
                 if !f.v4_short && !f.v6_short {
                     if let Ok(p) = alloc::place(db, space, cfg, &on, now)? {
-                        savepoint(db, "RELEASE SAVEPOINT takeover")?;
+                        if take_over {
+                            savepoint(db, "RELEASE SAVEPOINT takeover")?;
+                        }
                         return Ok(Ok((p, taken)));
                     }
                 }
@@ -299,10 +303,12 @@ fn place_taking_over(
                 release_unpaid(db, space, v, "taken_over", now)?;
                 taken.push(v);
             }
-            savepoint(db, "ROLLBACK TO SAVEPOINT takeover")?;
-            savepoint(db, "RELEASE SAVEPOINT takeover")?;
-            // The holds taken over here are held again: counted as the database has them.
-            space.unpaid.resync_touched(db, mark)?;
+            if take_over {
+                savepoint(db, "ROLLBACK TO SAVEPOINT takeover")?;
+                savepoint(db, "RELEASE SAVEPOINT takeover")?;
+                // The holds taken over here are held again: counted as the database has them.
+                space.unpaid.resync_touched(db, mark)?;
+            }
         }
     }
     Ok(Err(if share_full {

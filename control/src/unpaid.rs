@@ -245,6 +245,9 @@ pub struct UnpaidIndex {
     checkpoints: VecDeque<(Instant, i64)>,
     /// Live holds read from the log since the free-space index last took them out.
     seen_held: Vec<SeenHold>,
+    /// The allocation lock's acquisition ([`Connection::lock_held_since`]) the last read of
+    /// the log was made under: while it is held, no other replica logs a change.
+    fresh_under: Option<u64>,
 }
 
 /// Where a live unpaid hold read from the log (perhaps another replica's) is.
@@ -284,6 +287,11 @@ impl UnpaidIndex {
         if !db.is_postgres() {
             return Ok(());
         }
+        // Read since the lock was taken: nobody else can have logged a change since.
+        let held = db.lock_held_since(ALLOCATION_LOCK);
+        if held.is_some() && held == self.fresh_under {
+            return Ok(());
+        }
         let now = Instant::now();
         if self
             .read_at
@@ -295,6 +303,7 @@ impl UnpaidIndex {
             );
             *self = UnpaidIndex::build(db)?;
             (self.touched, self.checkpoints) = (touched, checkpoints);
+            self.fresh_under = held;
             return Ok(());
         }
         // Each changed rental read with its log row: one round trip for all of them (up to
@@ -344,6 +353,7 @@ impl UnpaidIndex {
             }
         }
         self.read_at = Some(now);
+        self.fresh_under = held;
         // Rows every live replica has read: those before a checkpoint older than LOG_KEPT
         // (a replica that has not read since STALE_AFTER reads every hold instead).
         if self

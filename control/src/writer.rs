@@ -20,9 +20,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// The batch a staged change is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
+/// The batch a staged change is in, of the group commit that staged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    writer: u64,
+    batch: u64,
+}
+
+/// Numbers each group commit, so a ticket is only ever waited for on its own.
+static WRITERS: AtomicU64 = AtomicU64::new(1);
 
 /// How long the writer lets queued requests join a batch before committing it.
 const GATHER: Duration = Duration::from_millis(2);
@@ -44,6 +50,7 @@ struct State {
 /// The group commit of one connection; see the module doc.
 #[derive(Debug)]
 pub struct GroupCommit {
+    id: u64,
     state: Mutex<State>,
     /// The highest batch closed (committed or failed).
     closed: watch::Sender<u64>,
@@ -58,6 +65,7 @@ pub struct GroupCommit {
 impl Default for GroupCommit {
     fn default() -> Self {
         GroupCommit {
+            id: WRITERS.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State {
                 next: 1,
                 ..State::default()
@@ -194,7 +202,13 @@ impl GroupCommit {
         }
         self.wake_writer();
         end?;
-        out.map(|v| (v, Ticket(batch)))
+        out.map(|v| {
+            let t = Ticket {
+                writer: self.id,
+                batch,
+            };
+            (v, t)
+        })
     }
 
     /// Closes the open batch as failed (its transaction is gone).
@@ -246,13 +260,23 @@ impl GroupCommit {
         }
     }
 
+    /// Whether `t` is a ticket of this group commit.
+    pub fn issued(&self, t: Ticket) -> bool {
+        t.writer == self.id
+    }
+
     /// Answers once the ticket's batch is committed: Ok, or the commit's error.
     pub async fn durable(&self, t: Ticket) -> Result<(), Error> {
+        if !self.issued(t) {
+            return Err(Error::Unavailable(
+                "a ticket of another group commit".into(),
+            ));
+        }
         let mut rx = self.closed.subscribe();
-        if rx.wait_for(|&closed| closed >= t.0).await.is_err() {
+        if rx.wait_for(|&closed| closed >= t.batch).await.is_err() {
             return Err(Error::Unavailable("the group-commit writer stopped".into()));
         }
-        match lock(&self.state).failed.iter().find(|(b, _)| *b == t.0) {
+        match lock(&self.state).failed.iter().find(|(b, _)| *b == t.batch) {
             Some((_, e)) => Err(Error::Unavailable(format!("commit failed: {e}"))),
             None => Ok(()),
         }

@@ -19,9 +19,9 @@ pub struct DevNode {
     db: Arc<Mutex<Connection>>,
     /// Made once: a context is costly to make per invoice.
     secp: Secp256k1<bitcoin::secp256k1::All>,
-    /// The control's group commit, when it has one: the node's invoice rides in the batch of
-    /// the control's own (no commit of its own).
-    group: std::sync::OnceLock<Arc<crate::writer::GroupCommit>>,
+    /// The control's group commit and its connection, when it has one: the node's invoice
+    /// rides in the batch of the control's own (no commit of its own).
+    group: std::sync::OnceLock<(Arc<crate::writer::GroupCommit>, Arc<Mutex<Connection>>)>,
 }
 
 /// Loads the node key from `path`, creating it (0600) on first use.
@@ -72,9 +72,14 @@ impl DevNode {
         }
     }
 
-    /// Stages the node's invoices in the control's group commit.
-    pub fn use_group_commit(&self, group: Arc<crate::writer::GroupCommit>) {
-        let _ = self.group.set(group);
+    /// Stages the node's invoices in the control's group commit of `db` (the connection the
+    /// control's invoices are staged on).
+    pub fn use_group_commit(
+        &self,
+        group: Arc<crate::writer::GroupCommit>,
+        db: Arc<Mutex<Connection>>,
+    ) {
+        let _ = self.group.set((group, db));
     }
 
     pub fn create_invoice(
@@ -118,9 +123,9 @@ impl DevNode {
         };
         match self.group.get() {
             // Durable before the control's invoice row, which is staged after it.
-            Some(group) => {
+            Some((group, db)) => {
                 let db = group
-                    .lock(&self.db)
+                    .lock(db)
                     .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
                 group.stage(&db, insert).map_err(db_err)?;
             }
@@ -140,8 +145,13 @@ impl DevNode {
     }
 
     pub fn status(&self, payment_hash: &str, now: i64) -> Result<Status, LnError> {
-        let db = self
-            .db
+        // On the connection its invoices are staged on (PostgreSQL: not the one whose
+        // batches hold the allocation lock).
+        let db = match self.group.get() {
+            Some((_, db)) => db,
+            None => &self.db,
+        };
+        let db = db
             .lock()
             .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
         status_in(&db, payment_hash, now)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// When the loop must next run, as a wait from now; `None` when nothing is queued.
 fn next_wake(s: &Service) -> Result<Option<Duration>, ServiceError> {
     let now = s.clock().now();
-    let n = next_deadlines(&*s.peek()?, now)?;
+    let n = next_deadlines(&*s.peek()?, now, s.checked_routers().as_deref())?;
     let reservation_secs = s.terms().reservation_secs;
     let at_ms = [
         n.lapse.map(|t| t * 1000),

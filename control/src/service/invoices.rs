@@ -93,7 +93,7 @@ impl Service {
         let (resp, ticket) =
             self.stage(|tx| self.invoice_in(tx, r, &new, amount_sat, purpose, credit, now))?;
         // Answered only once its commit is on disk.
-        self.writer.durable(ticket).await?;
+        self.durable(ticket).await?;
         self.wake();
         Ok(resp)
     }
@@ -240,7 +240,7 @@ impl Service {
             }
             Ok::<_, ServiceError>(Some((r, lapsed)))
         })?;
-        self.writer.durable(ticket).await?;
+        self.durable(ticket).await?;
         let Some((rental, lapsed)) = credited else {
             return Ok(false);
         };
@@ -351,7 +351,8 @@ impl Service {
         let now_ms = self.clock.now_ms();
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.
-        let due = due_invoices(&*self.peek()?, now_ms, INVOICE_BATCH)?;
+        let routers = self.checked_routers();
+        let due = due_invoices(&*self.peek()?, now_ms, INVOICE_BATCH, routers.as_deref())?;
         // Asked about together: the settlements among them share group commits (a burst of
         // payments after an outage is credited at the disk's pace of batches, not of fsyncs).
         let checked =

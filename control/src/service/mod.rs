@@ -279,9 +279,23 @@ pub struct Service {
     writer: Arc<crate::writer::GroupCommit>,
     /// Reverse DNS on the provider's DNS server, when `[rdns]` configures it.
     rdns: Option<Arc<crate::rdns::Rdns>>,
-    /// PostgreSQL: a connection of its own for the shared replay cache, so recording a proof
-    /// neither commits the open group-commit batch nor waits behind it.
-    proofs_db: Option<Mutex<Connection>>,
+    /// PostgreSQL: a connection outside both group commits, each statement its own
+    /// transaction: the shared replay cache (recording a proof neither commits an open batch
+    /// nor waits behind it) and the lookups of committed state ([`Service::read`]).
+    plain_db: Option<Mutex<Connection>>,
+    /// PostgreSQL: the changes that take no allocation lock (invoices, their next checks),
+    /// on a connection and group commit of their own.
+    side: Option<Side>,
+}
+
+/// A second connection with its own group commit (PostgreSQL only: SQLite has one writer).
+/// The allocation lock, which every replica's placements wait for, is held by the first
+/// connection's batches, which hold placements and settlements only; a rent's invoice goes
+/// here once its hold is committed. Without it, every invoice committed the batch holding
+/// the lock before it (`GroupCommit::stage_locking`): a commit per rent, and no group.
+struct Side {
+    db: Arc<Mutex<Connection>>,
+    writer: Arc<crate::writer::GroupCommit>,
 }
 
 impl Service {
@@ -313,7 +327,7 @@ impl Service {
             }
             tx.commit()?;
         }
-        let (mut space, proofs_db) = {
+        let (mut space, plain_db, side_db) = {
             let db = db
                 .lock()
                 .map_err(|_| ServiceError::Internal("lock".into()))?;
@@ -322,6 +336,7 @@ impl Service {
                 // Its commits need not wait for the disk: see `crate::db::remember_proof`.
                 db.another(Some("SET synchronous_commit = off"))?
                     .map(Mutex::new),
+                db.another(None)?.map(|c| Arc::new(Mutex::new(c))),
             )
         };
         let free_published = cfg
@@ -333,8 +348,16 @@ impl Service {
             })
             .collect();
         let writer = crate::writer::GroupCommit::start(&db);
+        let side = side_db.map(|db| Side {
+            writer: crate::writer::GroupCommit::start(&db),
+            db,
+        });
         if let Backend::Dev(node) = &ln {
-            node.use_group_commit(writer.clone());
+            // Its invoice rows go where the control's invoices are staged.
+            match &side {
+                Some(side) => node.use_group_commit(side.writer.clone(), side.db.clone()),
+                None => node.use_group_commit(writer.clone(), db.clone()),
+            }
         }
         let network = cfg
             .network()
@@ -373,7 +396,8 @@ impl Service {
             tls_fingerprint: None,
             proof: None,
             rdns: None,
-            proofs_db,
+            plain_db,
+            side,
         })
     }
 
@@ -399,7 +423,7 @@ impl Service {
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
         // PostgreSQL: one statement on the cache's own connection, seen by every replica at
         // once. SQLite: in the open batch, sharing the commit of the change it allows.
-        if let Some(own) = &self.proofs_db {
+        if let Some(own) = &self.plain_db {
             let db = crate::writer::lock_conn(own)
                 .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
             return Ok(crate::writer::blocking(|| {
@@ -475,6 +499,20 @@ impl Service {
         }
     }
 
+    /// The routers whose rentals' invoices this replica checks: those it holds leases on
+    /// when it runs some routers only (replicas on PostgreSQL), else None (every one). A
+    /// router whose holder stops is taken over with its lease, and its invoices with it.
+    pub fn checked_routers(&self) -> Option<Vec<String>> {
+        let owned = self.owned.lock().ok()?;
+        let set = owned.as_ref()?;
+        if self.cfg.routers.iter().all(|r| set.contains(&r.name)) {
+            return None;
+        }
+        let mut names: Vec<String> = set.iter().cloned().collect();
+        names.sort();
+        Some(names)
+    }
+
     /// Records the routers this replica now runs (from its leases); returns whether the set
     /// changed.
     pub fn set_owned(&self, held: HashSet<String>) -> bool {
@@ -510,9 +548,14 @@ impl Service {
     }
 
     /// A connection for a read of committed state only (a status lookup): one of the readers
-    /// (no wait for the open batch, its commit or the service loop's work), or, without
-    /// readers, the connection after committing the open batch, as [`Service::db`].
+    /// (no wait for the open batch, its commit or the service loop's work), PostgreSQL's
+    /// plain connection, or else the connection after committing the open batch, as
+    /// [`Service::db`].
     pub fn read(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        if let Some(plain) = &self.plain_db {
+            return crate::writer::lock_conn(plain)
+                .map_err(|e| ServiceError::Internal(e.to_string().into()));
+        }
         if self.readers.is_empty() {
             return self.db();
         }
@@ -549,17 +592,46 @@ impl Service {
     /// The connection as it is, the open group-commit batch included (not committed first):
     /// for reads that a staged, not yet durable change cannot mislead (scheduling, a rental
     /// whose own change is durable already). Never for a transaction.
+    /// On PostgreSQL the second connection ([`Side`]): these reads never keep the allocation
+    /// lock's batches waiting.
     pub fn peek(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
-        crate::writer::lock_conn(&self.db).map_err(|e| ServiceError::Internal(e.to_string().into()))
+        let db = self.side.as_ref().map_or(&self.db, |s| &s.db);
+        crate::writer::lock_conn(db).map_err(|e| ServiceError::Internal(e.to_string().into()))
     }
 
     /// Runs `f` in the open group-commit batch; its change is durable once
-    /// `self.writer.durable(ticket)` answers (answer nobody before).
+    /// [`Service::durable`] of the ticket answers (answer nobody before). `f` changes no
+    /// unpaid hold and takes no allocation lock; on PostgreSQL it runs on the second
+    /// connection ([`Side`]), so it sees only committed changes of the first.
     pub(crate) fn stage<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
     ) -> Result<(T, crate::writer::Ticket), ServiceError> {
-        self.stage_as(false, f)
+        match &self.side {
+            Some(side) => {
+                let db = side
+                    .writer
+                    .lock(&side.db)
+                    .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+                side.writer.stage(&db, f)
+            }
+            None => self.stage_as(false, f),
+        }
+    }
+
+    /// Answers once the batch of a staged change is committed: Ok, or the commit's error.
+    pub(crate) async fn durable(&self, t: crate::writer::Ticket) -> Result<(), ServiceError> {
+        match &self.side {
+            Some(side) if side.writer.issued(t) => side.writer.durable(t).await?,
+            _ => self.writer.durable(t).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether changes staged by [`Service::stage`] see the staged, not yet committed ones of
+    /// [`Service::stage_locking`] (one connection: SQLite).
+    pub(crate) fn stages_share_a_batch(&self) -> bool {
+        self.side.is_none()
     }
 
     /// [`Service::stage`] of a change that takes the allocation lock (a placement, a

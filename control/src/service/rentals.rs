@@ -207,12 +207,16 @@ impl Service {
         let rental = match self.hold_staged(&key, now, client, want)? {
             (Hold::Existing(resp), ticket) => {
                 // Its invoice may still be in the open batch (asked for twice at once).
-                self.writer.durable(ticket).await?;
+                self.durable(ticket).await?;
                 return Ok(*resp);
             }
             (Hold::New(r), ticket) => (r, ticket),
         };
         let (rental, held) = rental;
+        if !self.stages_share_a_batch() {
+            // The invoice is staged on another connection, which sees the hold once committed.
+            self.durable(held).await?;
+        }
         let quote = ledger::activation_quote(&self.terms_of(&rental));
         match self
             .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
@@ -221,7 +225,7 @@ impl Service {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 // A hold whose commit failed: that failure is the answer.
-                self.writer.durable(held).await?;
+                self.durable(held).await?;
                 // No invoice, no hold: give the address back at once.
                 self.unhold(&rental, now)?;
                 Err(e)

@@ -136,9 +136,21 @@ impl Connection {
     pub fn lock_for_transaction(&self, key: i64) -> Result<()> {
         if let Connection::Postgres(pg) = self {
             // Asked of the server once per transaction (`super::pg` follows it).
-            pg.call(Req::XactLock(key))?;
+            if !pg.holds_xact_lock(key) {
+                pg.call(Req::XactLock(key))?;
+            }
         }
         Ok(())
+    }
+
+    /// While the open transaction holds the lock of [`Connection::lock_for_transaction`]
+    /// `key`: a number that stays the same as long as it is held without a break, and is new
+    /// after each acquisition (None on SQLite, or when not held).
+    pub fn lock_held_since(&self, key: i64) -> Option<u64> {
+        match self {
+            Connection::Sqlite(_) => None,
+            Connection::Postgres(pg) => pg.xact_lock_taken(key),
+        }
     }
 
     /// Whether the open transaction holds the lock of [`Connection::lock_for_transaction`]

@@ -34,9 +34,14 @@ pub struct Pg {
     jobs: std::sync::Mutex<mpsc::Sender<Job>>,
     url: String,
     init: Option<String>,
-    /// The advisory transaction locks the open transaction holds, as of the last request.
-    held: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    /// The advisory transaction locks the open transaction holds, as of the last request,
+    /// each with the number of its acquisition.
+    held: Held,
 }
+
+/// Advisory locks held, each with the number of the acquisition that took it (each
+/// acquisition on any connection has a new one: the same number means held throughout).
+type Held = std::sync::Arc<std::sync::Mutex<Vec<(i64, u64)>>>;
 
 fn pg_error(e: postgres::Error) -> Error {
     Error::Postgres {
@@ -133,7 +138,7 @@ struct Worker {
     init: Option<String>,
     stats: Option<Stats>,
     xact: XactLocks,
-    held: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    held: Held,
 }
 
 /// The advisory transaction locks the open transaction holds, so a second request for one
@@ -146,17 +151,21 @@ struct Worker {
 struct XactLocks {
     /// Open savepoints, outermost first.
     savepoints: Vec<String>,
-    /// Each lock held, with the savepoint depth it was taken at.
-    held: Vec<(i64, usize)>,
+    /// Each lock held, with the savepoint depth it was taken at and its acquisition.
+    held: Vec<(i64, usize, u64)>,
 }
+
+/// Acquisitions of advisory locks so far, on every connection (numbers them).
+static ACQUIRED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl XactLocks {
     fn holds(&self, key: i64) -> bool {
-        self.held.iter().any(|(k, _)| *k == key)
+        self.held.iter().any(|(k, ..)| *k == key)
     }
 
     fn taken(&mut self, key: i64) {
-        self.held.push((key, self.savepoints.len()));
+        let n = ACQUIRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        self.held.push((key, self.savepoints.len(), n));
     }
 
     fn forget(&mut self) {
@@ -186,7 +195,7 @@ impl XactLocks {
                 match self.savepoints.iter().rposition(|s| s == name) {
                     Some(i) => {
                         self.savepoints.truncate(i);
-                        for (_, depth) in &mut self.held {
+                        for (_, depth, _) in &mut self.held {
                             *depth = (*depth).min(i);
                         }
                     }
@@ -198,7 +207,7 @@ impl XactLocks {
                     // The savepoint stays; what was taken inside it is released.
                     Some(i) => {
                         self.savepoints.truncate(i + 1);
-                        self.held.retain(|(_, depth)| *depth <= i);
+                        self.held.retain(|(_, depth, _)| *depth <= i);
                     }
                     None => self.forget(),
                 }
@@ -289,7 +298,7 @@ impl Worker {
         let out = self.run_counted(req);
         if let Ok(mut held) = self.held.lock() {
             held.clear();
-            held.extend(self.xact.held.iter().map(|(k, _)| *k));
+            held.extend(self.xact.held.iter().map(|(k, _, n)| (*k, *n)));
         }
         out
     }
@@ -441,7 +450,13 @@ impl Pg {
 
     /// Whether the open transaction holds the advisory lock `key`.
     pub(super) fn holds_xact_lock(&self, key: i64) -> bool {
-        self.held.lock().is_ok_and(|h| h.contains(&key))
+        self.xact_lock_taken(key).is_some()
+    }
+
+    /// The number of the acquisition of the advisory lock `key` the open transaction holds.
+    pub(super) fn xact_lock_taken(&self, key: i64) -> Option<u64> {
+        let held = self.held.lock().ok()?;
+        held.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
     }
 
     /// Another connection to the same database (its own thread and session), `also` run on
