@@ -296,7 +296,7 @@ async fn add_credit(
                     c.maximum_credit_sat
                 )));
             }
-            let r = match s.hold(&key, now, client)? {
+            let r = match s.hold_committed(&key, now, client).await? {
                 Hold::New(r) => r,
                 Hold::Existing(_) => {
                     return Err(CompatError(

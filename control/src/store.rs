@@ -625,6 +625,24 @@ pub fn event(
     Ok(())
 }
 
+/// [`event`] of rental `rental_id`, written only while it has no invoice (its first one is
+/// about to be made): one statement.
+pub fn event_unless_invoiced(
+    db: &Connection,
+    at: i64,
+    rental_id: i64,
+    kind: &str,
+    detail: &serde_json::Value,
+) -> crate::sql::Result<()> {
+    db.execute(
+        "INSERT INTO events(at, rental_id, kind, detail)
+         SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS TEXT)
+         WHERE NOT EXISTS (SELECT 1 FROM invoices WHERE rental_id = ?2)",
+        params![at, rental_id, kind, detail.to_string()],
+    )?;
+    Ok(())
+}
+
 pub fn events_of(
     db: &Connection,
     rental_id: i64,

@@ -111,19 +111,22 @@ impl Service {
         now: i64,
     ) -> Result<api::InvoiceResponse, ServiceError> {
         // The hold was staged in an earlier batch: gone if that batch's commit failed (and
-        // its id perhaps another key's since).
+        // its id perhaps another key's since). On PostgreSQL it is committed before its
+        // invoice is staged (`Service::stage`).
         // (Released since, by a takeover, it is still there: its invoice stays payable.)
-        let held = store::rental_by_id(tx, r.id).optional()?;
-        if held.is_none_or(|h| h.public_key != r.public_key || h.created_at != r.created_at) {
-            return Err(ServiceError::DatabaseUnavailable(
-                "the hold of this rental was not committed; retry".into(),
-            ));
+        if self.stages_share_a_batch() {
+            let held = store::rental_by_id(tx, r.id).optional()?;
+            if held.is_none_or(|h| h.public_key != r.public_key || h.created_at != r.created_at) {
+                return Err(ServiceError::DatabaseUnavailable(
+                    "the hold of this rental was not committed; retry".into(),
+                ));
+            }
         }
-        if purpose == InvoicePurpose::Activation && store::invoices_of(tx, r.id)?.is_empty() {
-            store::event(
+        if purpose == InvoicePurpose::Activation {
+            store::event_unless_invoiced(
                 tx,
                 now,
-                Some(r.id),
+                r.id,
                 "rented",
                 &serde_json::json!({"address": r.address}),
             )?;
@@ -140,9 +143,11 @@ impl Service {
             new.expires_at,
             api_of(credit),
         )?;
+        // The new invoice is the rental's latest open one.
+        let invoice = inv.to_api();
         Ok(api::InvoiceResponse {
-            rental: self.rental_view(tx, r, now)?,
-            invoice: inv.to_api(),
+            rental: self.rental_view_with(r, now, Some(inv)),
+            invoice,
         })
     }
 

@@ -43,6 +43,19 @@ impl Service {
         self.hold_staged(key, now, client, want).map(|(h, _)| h)
     }
 
+    /// [`Service::hold`], answered once the hold is committed: an invoice made for it next
+    /// (staged on another connection on PostgreSQL) finds it.
+    pub async fn hold_committed(
+        &self,
+        key: &str,
+        now: i64,
+        client: Option<ClientId>,
+    ) -> Result<Hold, ServiceError> {
+        let (hold, ticket) = self.hold_staged(key, now, client, &Want::default())?;
+        self.durable(ticket).await?;
+        Ok(hold)
+    }
+
     /// [`Service::hold_with`], staged in the group commit: durable once its ticket is.
     fn hold_staged(
         &self,

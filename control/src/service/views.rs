@@ -56,18 +56,30 @@ impl Service {
         r: &RentalRow,
         now: i64,
     ) -> Result<api::Rental, ServiceError> {
-        let acc = r.account();
-        let state = acc.state(&self.terms, now);
-        let open = if state == RentalState::Released {
+        let open = if r.account().state(&self.terms, now) == RentalState::Released {
             None
         } else {
             store::open_invoice(db, r.id, now)?
         };
+        Ok(self.rental_view_with(r, now, open))
+    }
+
+    /// [`Service::rental_view`] given the rental's open invoice (its latest; None if it has
+    /// none), as a change that has just made it knows it.
+    pub(super) fn rental_view_with(
+        &self,
+        r: &RentalRow,
+        now: i64,
+        open: Option<store::InvoiceRow>,
+    ) -> api::Rental {
+        let acc = r.account();
+        let state = acc.state(&self.terms, now);
+        let open = open.filter(|_| state != RentalState::Released);
         let amount_due_sat = match (&open, state) {
             (Some(inv), RentalState::Pending) => (inv.amount_msat / 1000) as u64,
             _ => ledger::amount_due(&self.terms_of(r), &acc, now),
         };
-        Ok(api::Rental {
+        api::Rental {
             public_key: r.public_key.clone(),
             state,
             address: r.address.clone(),
@@ -89,7 +101,7 @@ impl Service {
             server: self.server_of(&r.router),
             prefix_len: r.prefix_len,
             ipv6: r.ipv6.clone(),
-        })
+        }
     }
 
     /// What the payer's wallet shows and keeps. Nothing that links the payment to the key or
