@@ -14,7 +14,7 @@ pub fn refresh(s: &Service, replica: &str) -> bool {
     }
     let now = now_ms();
     let mut held = std::collections::HashSet::new();
-    if let Ok(db) = s.db() {
+    if let Ok(db) = s.plain() {
         // Only routers this host can reach: a replica on each router host runs its own.
         for r in s.routers().iter().filter(|r| r.socket.exists()) {
             match acquire(&db, &router_lease(&r.name), replica, now, TTL_MS) {
@@ -39,7 +39,7 @@ pub fn release_all(s: &Service, replica: &str) {
     if !s.cfg().is_postgres() {
         return;
     }
-    if let Ok(db) = s.db() {
+    if let Ok(db) = s.plain() {
         for r in s.routers() {
             let _ = release(&db, &router_lease(&r.name), replica);
         }

@@ -547,14 +547,23 @@ impl Service {
         Ok(db)
     }
 
+    /// PostgreSQL's plain connection (each statement its own transaction, never waiting for
+    /// a batch: the router leases), else the connection as [`Service::db`] gives it.
+    pub fn plain(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
+        match &self.plain_db {
+            Some(plain) => crate::writer::lock_conn(plain)
+                .map_err(|e| ServiceError::Internal(e.to_string().into())),
+            None => self.db(),
+        }
+    }
+
     /// A connection for a read of committed state only (a status lookup): one of the readers
     /// (no wait for the open batch, its commit or the service loop's work), PostgreSQL's
     /// plain connection, or else the connection after committing the open batch, as
     /// [`Service::db`].
     pub fn read(&self) -> Result<MutexGuard<'_, Connection>, ServiceError> {
-        if let Some(plain) = &self.plain_db {
-            return crate::writer::lock_conn(plain)
-                .map_err(|e| ServiceError::Internal(e.to_string().into()));
+        if self.plain_db.is_some() {
+            return self.plain();
         }
         if self.readers.is_empty() {
             return self.db();
