@@ -241,7 +241,14 @@ pub async fn serve(
     // on the replica holding its lease.
     let replica = lease::replica_id();
     run::leases::refresh(&service, &replica);
+    let beat = Arc::new(run::leases::Heartbeat::default());
+    tokio::spawn(run::leases::keep(
+        service.clone(),
+        replica.clone(),
+        beat.clone(),
+    ));
     // Crash recovery first: settle what was paid while we were down, fix every router.
+    beat.busy();
     if let Err(e) = service.check_invoices().await {
         tracing::warn!("{e}");
     }
@@ -251,7 +258,7 @@ pub async fn serve(
     // Backends that can push settlements do; the poll below catches anything missed.
     tokio::spawn(service.clone().follow_settlements());
     // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
-    tokio::spawn(run::run(service.clone(), replica.clone()));
+    tokio::spawn(run::run(service.clone(), beat));
     // Reverse DNS: the full compare at start, then on its own schedule (control/src/rdns).
     tokio::spawn(run::rdns::run(service.clone()));
     if let Some(addr) = service.cfg().rdns.tunnel_listen {

@@ -61,7 +61,7 @@ async fn a_deadline_passing_takes_exactly_that_peer_off_the_router() {
     }
     svc.reconcile().await.unwrap();
     assert_eq!(router.peers.lock().unwrap().len(), 3, "all three admitted");
-    tokio::spawn(crate::run::run(svc.clone(), String::new()));
+    tokio::spawn(crate::run::run(svc.clone(), Default::default()));
 
     svc.clock().advance(DAY);
     svc.wake();
@@ -142,7 +142,7 @@ async fn a_restarted_router_gets_every_active_peer_back_from_the_full_compare() 
     // The router restarts empty on a new socket: the watcher sees it and the loop compares.
     drop(router);
     std::fs::remove_file(&sock).unwrap();
-    tokio::spawn(crate::run::run(svc.clone(), String::new()));
+    tokio::spawn(crate::run::run(svc.clone(), Default::default()));
     let fresh = uapi_router(&sock);
     loop {
         if fresh.peers.lock().unwrap().len() == 25 {

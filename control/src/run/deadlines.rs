@@ -4,11 +4,10 @@
 //! drops what ended, checks the invoices whose check is due, compares the routers marked
 //! dirty. Beside it, a watcher marks a router whose socket appears anew.
 
-use super::leases;
+use super::leases::Heartbeat;
 use crate::deadlines::{next_deadlines, ORPHAN_HOLD_SECS};
 use crate::feed::socket_id;
 use crate::service::{Service, ServiceError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,23 +31,14 @@ fn next_wake(s: &Service) -> Result<Option<Duration>, ServiceError> {
 
 /// The service loop: deadlines, invoice checks, full compares. Runs until the process ends;
 /// the start (crash recovery, first full compare) is done by the caller.
-pub async fn run(s: Arc<Service>, replica: String) {
+pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
     tokio::spawn(watch_sockets(s.clone()));
-    // Busy since (ms after `started`; 0: asleep), for the lease keeper.
-    let busy = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    if s.cfg().is_postgres() {
-        tokio::spawn(keep_leases(s.clone(), replica, busy.clone(), started));
-    }
     let retry = Duration::from_millis(s.cfg().invoice_poll_millis.max(50));
     let full_every = Duration::from_secs(s.cfg().reconcile_interval_secs.max(1));
     let mut last_full = Instant::now();
     let mut cursor = s.compared_at().unwrap_or_else(|| s.clock().now());
     loop {
-        busy.store(
-            started.elapsed().as_millis().max(1) as u64,
-            Ordering::Relaxed,
-        );
+        beat.busy();
         let now = s.clock().now();
         match s.take_due(Some(cursor), now) {
             Ok(removals) => {
@@ -86,44 +76,8 @@ pub async fn run(s: Arc<Service>, replica: String) {
             }
         }
         if wait > Duration::ZERO {
-            busy.store(0, Ordering::Relaxed);
+            beat.idle();
             s.sleep_unless_woken(wait).await;
-        }
-    }
-}
-
-/// How long the loop may be busy in one round (a full compare of a million rentals takes
-/// seconds) before its replica stops renewing its leases, so that a replica whose loop hangs
-/// hands its routers on.
-const LOOP_STALL: Duration = Duration::from_secs(120);
-
-/// With PostgreSQL: renews the router leases three times per lifetime, beside the loop (a
-/// full compare longer than a lease's lifetime otherwise let it run out, the other replica
-/// took the router and compared it in turn, and so on, each compare holding up its
-/// replica's placements); a router newly held is marked for a full compare at once.
-async fn keep_leases(s: Arc<Service>, replica: String, busy: Arc<AtomicU64>, started: Instant) {
-    let every = Duration::from_millis(crate::lease::TTL_MS as u64 / 3);
-    let mut warned = false;
-    loop {
-        tokio::time::sleep(every).await;
-        let since = busy.load(Ordering::Relaxed);
-        let stalled = since > 0
-            && started.elapsed().as_millis() as u64 > since + LOOP_STALL.as_millis() as u64;
-        if stalled {
-            if !std::mem::replace(&mut warned, true) {
-                tracing::warn!(
-                    "the service loop has been busy for over {} s: router leases left to run out",
-                    LOOP_STALL.as_secs()
-                );
-            }
-            continue;
-        }
-        warned = false;
-        if leases::refresh(&s, &replica) {
-            for r in s.routers().iter().filter(|r| s.owns(&r.name)) {
-                s.mark_dirty(&r.name);
-            }
-            s.wake();
         }
     }
 }
