@@ -421,7 +421,7 @@ impl Service {
     pub fn share_proof(&self, proof: &api::proof::Proof, now: u64) -> Result<bool, ServiceError> {
         let mac: String = proof.mac.iter().map(|b| format!("{b:02x}")).collect();
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
-        // PostgreSQL: one statement on the cache's own connection, seen by every replica at
+        // PostgreSQL: one statement on the plain connection, seen by every replica at
         // once. SQLite: in the open batch, sharing the commit of the change it allows.
         if let Some(own) = &self.plain_db {
             let db = crate::writer::lock_conn(own)
