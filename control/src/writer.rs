@@ -7,9 +7,7 @@
 //! and gets a [`Ticket`]. The writer thread commits the open batch when woken, after letting
 //! the requests already queued for the lock join it; [`GroupCommit::durable`] answers once the
 //! ticket's batch is committed, or with the error that failed the commit (then every request
-//! of that batch gets it). On PostgreSQL a batch holding the allocation lock takes only the
-//! changes that need it ([`GroupCommit::stage_locking`]): the other replicas wait for that
-//! lock, not for this one's invoices. Anyone else taking the connection commits the open batch first
+//! of that batch gets it). Anyone else taking the connection commits the open batch first
 //! ([`GroupCommit::flush`]), so no reader sees an uncommitted change and no other transaction
 //! starts inside the batch.
 
@@ -123,31 +121,6 @@ impl GroupCommit {
         db: &Connection,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<(T, Ticket), E> {
-        self.stage_as(db, false, f)
-    }
-
-    /// [`GroupCommit::stage`] of a change that takes the allocation lock
-    /// ([`crate::unpaid::ALLOCATION_LOCK`]: a placement, a settlement). On PostgreSQL every
-    /// other change commits a batch holding that lock before it starts a batch of its own, so
-    /// the lock, which every replica's placements wait for, is held for the changes that need
-    /// it and their commit, never for the invoices and checks staged beside them.
-    pub fn stage_locking<T, E: From<Error>>(
-        &self,
-        db: &Connection,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<(T, Ticket), E> {
-        self.stage_as(db, true, f)
-    }
-
-    fn stage_as<T, E: From<Error>>(
-        &self,
-        db: &Connection,
-        locking: bool,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<(T, Ticket), E> {
-        if !locking && db.holds_lock(crate::unpaid::ALLOCATION_LOCK) {
-            self.flush(db);
-        }
         // On PostgreSQL every statement here is a round trip: the transaction-control ones
         // are sent together (BEGIN with the first savepoint, a stage's release with the next
         // stage's savepoint, a rollback with its release).

@@ -290,9 +290,9 @@ pub struct Service {
 
 /// A second connection with its own group commit (PostgreSQL only: SQLite has one writer).
 /// The allocation lock, which every replica's placements wait for, is held by the first
-/// connection's batches, which hold placements and settlements only; a rent's invoice goes
-/// here once its hold is committed. Without it, every invoice committed the batch holding
-/// the lock before it (`GroupCommit::stage_locking`): a commit per rent, and no group.
+/// connection's batches, which hold placements and settlements only ([`Service::stage_locking`]);
+/// a rent's invoice goes here once its hold is committed. With one connection, each invoice
+/// had to commit the batch holding the lock before it: a commit per rent, and no group.
 struct Side {
     db: Arc<Mutex<Connection>>,
     writer: Arc<crate::writer::GroupCommit>,
@@ -624,7 +624,7 @@ impl Service {
                     .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
                 side.writer.stage(&db, f)
             }
-            None => self.stage_as(false, f),
+            None => self.stage_locking(f),
         }
     }
 
@@ -643,18 +643,11 @@ impl Service {
         self.side.is_none()
     }
 
-    /// [`Service::stage`] of a change that takes the allocation lock (a placement, a
-    /// settlement): see `crate::writer::GroupCommit::stage_locking`.
+    /// [`Service::stage`] of a change that takes the allocation lock or changes an unpaid
+    /// hold (a placement, a settlement): on the writer's connection, whose batches on
+    /// PostgreSQL hold nothing else ([`Side`]).
     pub(crate) fn stage_locking<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
-    ) -> Result<(T, crate::writer::Ticket), ServiceError> {
-        self.stage_as(true, f)
-    }
-
-    fn stage_as<T>(
-        &self,
-        locking: bool,
         f: impl FnOnce(&Connection) -> Result<T, ServiceError>,
     ) -> Result<(T, crate::writer::Ticket), ServiceError> {
         let db = self
@@ -664,11 +657,7 @@ impl Service {
         if let Ok(mut space) = self.space.lock() {
             space.unpaid.mark();
         }
-        let out = if locking {
-            self.writer.stage_locking(&db, f)
-        } else {
-            self.writer.stage(&db, f)
-        };
+        let out = self.writer.stage(&db, f);
         if out.is_err() {
             // Its savepoint (or the whole batch) was rolled back: the unpaid holds it touched
             // are counted as the database has them again. A lost batch rebuilds the index

@@ -153,15 +153,6 @@ impl Connection {
         }
     }
 
-    /// Whether the open transaction holds the lock of [`Connection::lock_for_transaction`]
-    /// `key` (always false on SQLite, which has no such lock).
-    pub fn holds_lock(&self, key: i64) -> bool {
-        match self {
-            Connection::Sqlite(_) => false,
-            Connection::Postgres(pg) => pg.holds_xact_lock(key),
-        }
-    }
-
     /// PostgreSQL: another connection to the same database, a session of its own (work that
     /// must not wait for, nor join, this one's open transaction), `setup` run on each of its
     /// (re)connects. SQLite: None.
