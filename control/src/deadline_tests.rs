@@ -171,12 +171,12 @@ fn the_queue_and_hot_queries_search_indexes() {
             .replace("{OF}", ""),
         deadlines::DUE_INVOICES_SQL
             .replace("{COLS}", cols)
-            .replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 3)),
+            .replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 3).0),
         deadlines::NEXT_LAPSE_SQL.to_string(),
         deadlines::OLDEST_PAID_UNTIL_SQL.to_string(),
         deadlines::YOUNG_HOLD_SQL.to_string(),
         deadlines::NEXT_CHECK_SQL.replace("{OF}", ""),
-        deadlines::NEXT_CHECK_SQL.replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 1)),
+        deadlines::NEXT_CHECK_SQL.replace("{OF}", &deadlines::of_routers(Some(&["wg0".into()]), 1).0),
         deadlines::ACTIVE_SQL.replace("{COLS}", store::RENTAL_COLS),
         deadlines::UNPAID_OF_SQL.to_string(),
         // GET /v1/rentals/{key} and POST /v1/rentals.

@@ -91,21 +91,23 @@ pub fn orphan_holds(
 pub(crate) const DUE_INVOICES_SQL: &str = "SELECT {COLS} FROM invoices
      WHERE state = 'open' AND next_check_ms <= ?1 {OF} ORDER BY next_check_ms LIMIT ?2";
 
-/// The invoices a replica checks: those of the rentals on `routers` (None: every one).
-/// Replicas on one PostgreSQL split the checks by the routers they hold leases on, so each
-/// invoice is asked about by one of them, not by all.
-pub(crate) fn of_routers(routers: Option<&[String]>, first: usize) -> String {
+/// The invoices a replica checks: those of the rentals on `routers` (None: every one), as
+/// a condition with its parameters (numbered from `first`). Replicas on one PostgreSQL split
+/// the checks by the routers they hold leases on, so each invoice is asked about by one of
+/// them, not by all.
+pub(crate) fn of_routers(routers: Option<&[String]>, first: usize) -> (String, Vec<Value>) {
     match routers {
-        None => String::new(),
+        None => (String::new(), Vec::new()),
         Some(names) => {
             let list: Vec<String> = (0..names.len())
                 .map(|i| format!("?{}", first + i))
                 .collect();
-            format!(
+            let sql = format!(
                 "AND EXISTS (SELECT 1 FROM rentals r WHERE r.id = invoices.rental_id
                              AND r.router IN ({}))",
                 list.join(", ")
-            )
+            );
+            (sql, names.iter().map(|r| Value::Text(r.clone())).collect())
         }
     }
 }
@@ -121,16 +123,12 @@ pub fn due_invoices(
     if routers.is_some_and(|r| r.is_empty()) {
         return Ok(Vec::new());
     }
+    let (of, names) = of_routers(routers, 3);
     let sql = DUE_INVOICES_SQL
         .replace("{COLS}", store::INVOICE_COLS)
-        .replace("{OF}", &of_routers(routers, 3));
+        .replace("{OF}", &of);
     let mut values = vec![Value::Int(now_ms), Value::Int(limit as i64)];
-    values.extend(
-        routers
-            .unwrap_or(&[])
-            .iter()
-            .map(|r| Value::Text(r.clone())),
-    );
+    values.extend(names);
     let mut stmt = db.prepare_cached(&sql)?;
     stmt.query_map(values, store::invoice)?.collect()
 }
@@ -222,13 +220,9 @@ pub fn next_deadlines(
         invoice_check_ms: match routers {
             Some([]) => None,
             _ => {
-                let sql = NEXT_CHECK_SQL.replace("{OF}", &of_routers(routers, 1));
-                let values: Vec<Value> = routers
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|r| Value::Text(r.clone()))
-                    .collect();
-                db.query_row(&sql, values, |r| r.get::<_, Option<i64>>(0))?
+                let (of, names) = of_routers(routers, 1);
+                let sql = NEXT_CHECK_SQL.replace("{OF}", &of);
+                db.query_row(&sql, names, |r| r.get::<_, Option<i64>>(0))?
             }
         },
     })
