@@ -245,20 +245,7 @@ pub fn insert_rental_with(
     router: &str,
     now: i64,
 ) -> crate::sql::Result<i64> {
-    // Its id in the same round trip (PostgreSQL would otherwise ask `lastval()`).
-    db.query_row(
-        "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-        params![
-            public_key,
-            (!address.is_empty()).then_some(address),
-            router,
-            now,
-            prefix_len,
-            ipv6
-        ],
-        |r| r.get(0),
-    )
+    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None).map(|r| r.id)
 }
 
 /// [`insert_rental_with`] of a new hold asked for by `client` (the rentals' `client`

@@ -423,9 +423,8 @@ impl Service {
         let oldest = now.saturating_sub(api::proof::WINDOW_SECONDS);
         // PostgreSQL: one statement on the plain connection, seen by every replica at
         // once. SQLite: in the open batch, sharing the commit of the change it allows.
-        if let Some(own) = &self.plain_db {
-            let db = crate::writer::lock_conn(own)
-                .map_err(|e| ServiceError::Internal(e.to_string().into()))?;
+        if self.plain_db.is_some() {
+            let db = self.plain()?;
             return Ok(crate::writer::blocking(|| {
                 crate::db::remember_proof_alone(&db, &mac, proof.ts, oldest)
             })?);
