@@ -245,12 +245,15 @@ pub fn insert_rental_with(
     router: &str,
     now: i64,
 ) -> crate::sql::Result<i64> {
-    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None).map(|r| r.id)
+    // None: the key rents already (no row is made).
+    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None)?
+        .map(|r| r.id)
+        .ok_or(crate::sql::Error::NoRows)
 }
 
 /// [`insert_rental_with`] of a new hold asked for by `client` (the rentals' `client`
-/// column, or None), returning the row: one statement (on PostgreSQL one round trip
-/// where the insert, the client's update and the read back took three).
+/// column, or None), returning the row, or None when the key has a live rental already (the
+/// database's one live rental per key): one statement, one round trip on PostgreSQL.
 #[allow(clippy::too_many_arguments)]
 pub fn insert_hold(
     db: &Connection,
@@ -261,11 +264,13 @@ pub fn insert_hold(
     router: &str,
     now: i64,
     client: Option<&str>,
-) -> crate::sql::Result<RentalRow> {
+) -> crate::sql::Result<Option<RentalRow>> {
     db.query_row(
         &format!(
             "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6, client)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING {RENTAL_COLS}"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (public_key) WHERE released_at IS NULL DO NOTHING
+             RETURNING {RENTAL_COLS}"
         ),
         params![
             public_key,
@@ -278,6 +283,7 @@ pub fn insert_hold(
         ],
         rental,
     )
+    .optional()
 }
 
 /// Deletes a hold that never got an invoice nor an event, as if it had never been asked for.

@@ -117,31 +117,53 @@ const JOINED: &str = "r.id, r.client, r.router, r.address, r.prefix_len, r.ipv6,
      (r.id IS NOT NULL AND r.started_at IS NULL AND r.released_at IS NULL)";
 
 fn of_row_at(r: &crate::sql::Row, at: usize) -> crate::sql::Result<Unpaid> {
-    let id: i64 = r.get(at)?;
     let client: Option<String> = r.get(at + 1)?;
-    let (listener, prefix) = match client.as_deref() {
-        Some(c) => match c.strip_prefix("compat ") {
-            Some(p) => (Listener::Compat, p.to_string()),
-            None => (Listener::V1, c.to_string()),
-        },
-        None => (Listener::V1, format!("#{id}")),
-    };
     let address: Option<String> = r.get(at + 3)?;
     let prefix_len: i64 = r.get(at + 4)?;
     let ipv6: Option<String> = r.get(at + 5)?;
-    Ok(Unpaid {
-        id,
-        prefix,
-        listener,
-        router: r.get(at + 2)?,
-        v4: if address.is_some_and(|a| !a.is_empty()) {
-            block(prefix_len.clamp(0, 32) as u8)
-        } else {
-            0
-        },
-        v6: u64::from(ipv6.is_some()),
-        created_at: r.get(at + 6)?,
-    })
+    Ok(Unpaid::of_hold(
+        r.get(at)?,
+        client.as_deref(),
+        r.get(at + 2)?,
+        address.as_deref(),
+        prefix_len.clamp(0, 32) as u8,
+        ipv6.is_some(),
+        r.get(at + 6)?,
+    ))
+}
+
+impl Unpaid {
+    /// The hold of a rental with these columns (`client` as the rentals' column has it).
+    pub fn of_hold(
+        id: i64,
+        client: Option<&str>,
+        router: String,
+        address: Option<&str>,
+        prefix_len: u8,
+        ipv6: bool,
+        created_at: i64,
+    ) -> Unpaid {
+        let (listener, prefix) = match client {
+            Some(c) => match c.strip_prefix("compat ") {
+                Some(p) => (Listener::Compat, p.to_string()),
+                None => (Listener::V1, c.to_string()),
+            },
+            None => (Listener::V1, format!("#{id}")),
+        };
+        Unpaid {
+            id,
+            prefix,
+            listener,
+            router,
+            v4: if address.is_some_and(|a| !a.is_empty()) {
+                block(prefix_len)
+            } else {
+                0
+            },
+            v6: u64::from(ipv6),
+            created_at,
+        }
+    }
 }
 
 /// Every live unpaid hold in the database (a read of all of them: the build, and the check
@@ -402,6 +424,19 @@ impl UnpaidIndex {
         } else {
             self.reread(db, id)?;
         }
+        self.touched.push(id);
+        Ok(())
+    }
+
+    /// [`UnpaidIndex::touch`] of a hold just inserted, as it was inserted (no read back): on
+    /// PostgreSQL its log row is sent without waiting (it goes with the next statement).
+    pub fn inserted(&mut self, db: &Connection, hold: Unpaid) -> crate::sql::Result<()> {
+        let id = hold.id;
+        if db.is_postgres() {
+            db.lock_for_transaction(ALLOCATION_LOCK)?;
+            db.send("INSERT INTO unpaid_changes(rental_id) VALUES (?1)", params![id])?;
+        }
+        self.set(id, Some(hold));
         self.touched.push(id);
         Ok(())
     }

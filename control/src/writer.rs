@@ -121,9 +121,10 @@ impl GroupCommit {
         db: &Connection,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<(T, Ticket), E> {
-        // On PostgreSQL every statement here is a round trip: the transaction-control ones
-        // are sent together (BEGIN with the first savepoint, a stage's release with the next
-        // stage's savepoint, a rollback with its release).
+        // On PostgreSQL the transaction-control statements are sent together (BEGIN with the
+        // first savepoint, a stage's release with the next stage's savepoint, a rollback with
+        // its release), and those before a stage without waiting: they go out with its first
+        // statement.
         let pg = db.is_postgres();
         let batch = {
             let mut st = lock(&self.state);
@@ -133,15 +134,15 @@ impl GroupCommit {
             match st.open {
                 Some(b) => {
                     if std::mem::take(&mut st.unreleased) {
-                        db.execute_batch("RELEASE staged; SAVEPOINT staged")?;
+                        db.send_batch("RELEASE staged; SAVEPOINT staged")?;
                     } else {
-                        db.execute_batch("SAVEPOINT staged")?;
+                        db.send_batch("SAVEPOINT staged")?;
                     }
                     b
                 }
                 None => {
                     if pg {
-                        db.execute_batch("BEGIN; SAVEPOINT staged")?;
+                        db.send_batch("BEGIN; SAVEPOINT staged")?;
                     } else {
                         db.execute_batch("BEGIN")?;
                         db.execute_batch("SAVEPOINT staged")?;

@@ -8,6 +8,7 @@ use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
 use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, RentalRow};
+use crate::unpaid::Unpaid;
 use crate::writer::Ticket;
 use staticwire_api as api;
 use staticwire_api::{InvoicePurpose, RentalState};
@@ -64,11 +65,30 @@ impl Service {
         client: Option<ClientId>,
         want: &Want,
     ) -> Result<(Hold, Ticket), ServiceError> {
-        let staged = self.stage_locking(|tx| self.hold_in(tx, key, now, client, want))?;
+        // Most keys have no live rental: placed at once, without looking for one first. One
+        // that has (the database's one live rental per key says so) is rolled back and asked
+        // again, looking first.
+        let mut key_live = false;
+        let fresh = self.stage_locking(|tx| {
+            self.hold_in(tx, key, now, client, want, false)?
+                .ok_or_else(|| {
+                    key_live = true;
+                    ServiceError::Conflict("this key has a live rental".into())
+                })
+        });
+        let staged = match fresh {
+            Err(_) if key_live => self.stage_locking(|tx| {
+                self.hold_in(tx, key, now, client, want, true)?
+                    .ok_or_else(|| ServiceError::Conflict("this key's rental changed; retry".into()))
+            })?,
+            other => other?,
+        };
         self.wake();
         Ok(staged)
     }
 
+    /// Holds an address for `key` in the open transaction. `look`: look for the key's live
+    /// rental first (and act on it); without, None when the key turns out to have one.
     fn hold_in(
         &self,
         tx: &Connection,
@@ -76,10 +96,15 @@ impl Service {
         now: i64,
         client: Option<ClientId>,
         want: &Want,
-    ) -> Result<Hold, ServiceError> {
+        look: bool,
+    ) -> Result<Option<Hold>, ServiceError> {
         // Replicas on one PostgreSQL place rentals one at a time: no block goes out twice.
         tx.lock_for_transaction(ALLOCATION_LOCK)?;
-        if let Some(r) = store::live_rental(tx, key)? {
+        let live = match look {
+            true => store::live_rental(tx, key)?,
+            false => None,
+        };
+        if let Some(r) = live {
             match r.account().state(&self.terms, now) {
                 RentalState::Pending => {
                     let open = store::open_invoice(tx, r.id, now)?;
@@ -87,10 +112,10 @@ impl Service {
                     if let Some(inv) = open.as_ref().filter(|_| same) {
                         // Asking again returns the same invoice instead of a second address.
                         let view = self.rental_view(tx, &r, now)?;
-                        return Ok(Hold::Existing(Box::new(api::InvoiceResponse {
+                        return Ok(Some(Hold::Existing(Box::new(api::InvoiceResponse {
                             rental: view,
                             invoice: inv.to_api(),
-                        })));
+                        }))));
                     }
                     if open.is_none() && now - r.created_at < 60 {
                         return Err(ServiceError::Conflict(
@@ -141,6 +166,10 @@ impl Service {
             None => crate::alloc::place(tx, &mut space, &self.cfg, want, now)?
                 .map_err(HoldError::from),
         };
+        // Refused: perhaps only because of the key's own live rental (a hold it replaces).
+        if placed.is_err() && !look && store::live_rental(tx, key)?.is_some() {
+            return Ok(None);
+        }
         let place = placed.map_err(|e| match e {
             HoldError::Alloc(AllocError::Exhausted) => ServiceError::PoolExhausted,
             HoldError::Alloc(e) => ServiceError::BadRequest(e.to_string()),
@@ -153,6 +182,7 @@ impl Service {
         })?;
         // The "rented" event is written with the first invoice: a hold whose invoice cannot be
         // made is deleted without a trace.
+        let client = who.as_ref().map(|w| w.column());
         let held = match store::insert_hold(
             tx,
             key,
@@ -161,19 +191,32 @@ impl Service {
             place.ipv6.map(|n| n.to_string()).as_deref(),
             &place.router,
             now,
-            who.as_ref().map(|w| w.column()).as_deref(),
+            client.as_deref(),
         ) {
-            Ok(row) => row,
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                crate::alloc::unplace(&mut space, &place);
+                return Ok(None);
+            }
             Err(e) => {
                 crate::alloc::unplace(&mut space, &place);
                 return Err(e.into());
             }
         };
         // Counted from now on (a rollback of this stage reads it back: `Service::stage`).
-        space.unpaid.touch(tx, held.id)?;
+        let hold = Unpaid::of_hold(
+            held.id,
+            client.as_deref(),
+            held.router.clone(),
+            Some(held.address.as_str()),
+            held.prefix_len,
+            held.ipv6.is_some(),
+            held.created_at,
+        );
+        space.unpaid.inserted(tx, hold)?;
         self.publish_free(&mut space, now);
         drop(space);
-        Ok(Hold::New(held))
+        Ok(Some(Hold::New(held)))
     }
 
     /// Gives a hold back when its first invoice could not be made: the rejected request

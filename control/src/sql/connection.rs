@@ -92,6 +92,25 @@ impl Connection {
         }
     }
 
+    /// [`Connection::execute_batch`] whose outcome nobody needs at once, inside a transaction
+    /// (savepoints): PostgreSQL sends it without waiting, with the next statement that is
+    /// waited for (one round trip for both), and an error of it is that statement's.
+    pub fn send_batch(&self, sql: &str) -> Result<()> {
+        match self {
+            Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Connection::Postgres(pg) => pg.send(Req::Batch(sql.to_string())),
+        }
+    }
+
+    /// [`Connection::execute`] sent as [`Connection::send_batch`] is (a row of a log).
+    pub fn send<P: Params>(&self, sql: &str, params: P) -> Result<()> {
+        let values = params.values();
+        match self {
+            Connection::Sqlite(c) => super::sqlite::execute(c, sql, &values).map(|_| ()),
+            Connection::Postgres(pg) => pg.send(Req::Execute(sql.to_string(), values)),
+        }
+    }
+
     pub fn prepare(&self, sql: &str) -> Result<Statement<'_>> {
         Ok(Statement {
             conn: self,
@@ -134,13 +153,12 @@ impl Connection {
     /// Serializes the callers of `key` across every replica until the transaction ends
     /// (PostgreSQL advisory lock). On SQLite one writer at a time is already the rule.
     pub fn lock_for_transaction(&self, key: i64) -> Result<()> {
-        if let Connection::Postgres(pg) = self {
-            // Asked of the server once per transaction (`super::pg` follows it).
-            if !pg.holds_xact_lock(key) {
-                pg.call(Req::XactLock(key))?;
-            }
+        match self {
+            Connection::Sqlite(_) => Ok(()),
+            // Asked of the server once per transaction (`super::pg` follows it), without
+            // waiting: the statements after it run once it is granted.
+            Connection::Postgres(pg) => pg.lock_xact(key),
         }
-        Ok(())
     }
 
     /// While the open transaction holds the lock of [`Connection::lock_for_transaction`]

@@ -12,7 +12,7 @@ pub(super) enum Req {
     Execute(String, Vec<Value>),
     Query(String, Vec<Value>),
     Batch(String),
-    /// `pg_advisory_xact_lock(key)`, skipped when the open transaction holds it already.
+    /// `pg_advisory_xact_lock(key)`.
     XactLock(i64),
     /// A query whose rows are sent on as they arrive, [`STREAM_CHUNK`] at a time (the
     /// passes over every rental: never all of them in memory at once).
@@ -27,23 +27,37 @@ pub(super) enum Reply {
     Rows(Vec<Vec<Value>>),
 }
 
-type Job = (Req, mpsc::Sender<Result<Reply>>);
+enum Job {
+    /// Run, and answered once the server has.
+    Wait(Req, mpsc::Sender<Result<Reply>>),
+    /// Sent to the server without waiting for its answer: its outcome is the next waited
+    /// request's (see [`Pg::send`]).
+    Send(Req),
+}
 
 /// A PostgreSQL connection on its own thread.
 pub struct Pg {
-    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    to: std::sync::Mutex<Sender>,
     url: String,
     init: Option<String>,
-    /// The advisory transaction locks the open transaction holds, as of the last request,
-    /// each with the number of its acquisition.
-    held: Held,
 }
 
-/// Advisory locks held, each with the number of the acquisition that took it (each
-/// acquisition on any connection has a new one: the same number means held throughout).
-type Held = std::sync::Arc<std::sync::Mutex<Vec<(i64, u64)>>>;
+/// The way to the connection's thread, with the advisory transaction locks its open
+/// transaction holds as of the requests sent so far (followed here, in the order they are
+/// sent: a request sent without waiting counts at once).
+struct Sender {
+    jobs: mpsc::Sender<Job>,
+    xact: XactLocks,
+}
 
-fn pg_error(e: postgres::Error) -> Error {
+fn gone() -> Error {
+    Error::Postgres {
+        message: "the connection thread is gone".into(),
+        code: None,
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> Error {
     Error::Postgres {
         code: e.code().map(|c| c.code().to_string()),
         message: match e.as_db_error() {
@@ -57,14 +71,14 @@ fn pg_error(e: postgres::Error) -> Error {
 #[derive(Debug)]
 struct Param<'a>(&'a Value);
 
-impl postgres::types::ToSql for Param<'_> {
+impl tokio_postgres::types::ToSql for Param<'_> {
     fn to_sql(
         &self,
-        ty: &postgres::types::Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+        ty: &tokio_postgres::types::Type,
+        out: &mut tokio_postgres::types::private::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
     {
-        use postgres::types::{IsNull, Type};
+        use tokio_postgres::types::{IsNull, Type};
         match (self.0, ty) {
             (Value::Null, _) => Ok(IsNull::Yes),
             (Value::Int(i), &Type::INT8) => i.to_sql(ty, out),
@@ -82,17 +96,17 @@ impl postgres::types::ToSql for Param<'_> {
         }
     }
 
-    fn accepts(_: &postgres::types::Type) -> bool {
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
-fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
-    use postgres::types::Type;
+fn pg_value(row: &tokio_postgres::Row, i: usize) -> Result<Value> {
+    use tokio_postgres::types::Type;
     let ty = row.columns()[i].type_().clone();
-    let err = |e: postgres::Error| Error::Type(i, TypeError::Postgres(e));
+    let err = |e: tokio_postgres::Error| Error::Type(i, TypeError::Postgres(e));
     Ok(match ty {
         Type::INT8 => row
             .try_get::<_, Option<i64>>(i)
@@ -131,22 +145,12 @@ fn pg_value(row: &postgres::Row, i: usize) -> Result<Value> {
     .unwrap_or(Value::Null))
 }
 
-struct Worker {
-    url: String,
-    client: Option<postgres::Client>,
-    statements: HashMap<String, postgres::Statement>,
-    init: Option<String>,
-    stats: Option<Stats>,
-    xact: XactLocks,
-    held: Held,
-}
-
 /// The advisory transaction locks the open transaction holds, so a second request for one
 /// costs no round trip (a rent asks for the allocation lock in its hold, then again for each
-/// change it logs). Followed from the transaction-control statements this connection runs:
+/// change it logs). Followed from the transaction-control statements sent on the connection:
 /// a lock taken inside a savepoint that is rolled back is released with it, as PostgreSQL
-/// does; any statement this cannot follow forgets every lock (the next request asks the
-/// server again, which is always correct).
+/// does; any statement this cannot follow, and any error, forgets every lock (the next
+/// request asks the server again, which is always correct).
 #[derive(Debug, Default)]
 struct XactLocks {
     /// Open savepoints, outermost first.
@@ -261,32 +265,102 @@ impl Stats {
     }
 }
 
-impl Worker {
-    fn client(&mut self) -> Result<&mut postgres::Client> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.statements.clear();
-            self.xact.forget();
-            let mut c = postgres::Client::connect(&self.url, postgres::NoTls).map_err(pg_error)?;
-            // Each statement is prepared once and run many times; a generic plan made while a
-            // table was small (a new database's invoices) stays a sequential scan until the
-            // next ANALYZE, for every lookup by key. Planned for each run instead: a plan
-            // costs microseconds, the scans grew with every row.
-            c.batch_execute("SET plan_cache_mode = force_custom_plan")
-                .map_err(pg_error)?;
-            if let Some(init) = &self.init {
-                c.batch_execute(init).map_err(pg_error)?;
-            }
-            self.client = Some(c);
+
+/// A request sent without waiting, until its outcome is known.
+type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>;
+
+/// The connection's thread: tokio-postgres driven by a runtime of its own.
+struct Worker {
+    url: String,
+    rt: tokio::runtime::Runtime,
+    client: Option<std::rc::Rc<tokio_postgres::Client>>,
+    statements: HashMap<String, tokio_postgres::Statement>,
+    init: Option<String>,
+    stats: Option<Stats>,
+    /// Requests sent without waiting, in the order sent.
+    in_flight: Vec<InFlight>,
+    /// Whether a transaction is open (from the transaction-control statements run): the
+    /// connection lost with one open fails every request until it is ended, so nothing
+    /// staged in it is taken for committed.
+    in_xact: bool,
+    lost_xact: bool,
+    /// An error aborted the open transaction (and no savepoint was rolled back to since).
+    aborted: bool,
+}
+
+/// Whether `sql` (one batch) begins a transaction (Some(true)), ends one (Some(false)), or
+/// neither.
+fn opens_or_ends(sql: &str) -> Option<bool> {
+    let mut out = None;
+    for one in sql.split(';') {
+        let words: Vec<String> = one
+            .split_whitespace()
+            .take(2)
+            .map(str::to_ascii_uppercase)
+            .collect();
+        match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["BEGIN", ..] | ["START", "TRANSACTION"] => out = Some(true),
+            ["COMMIT", ..] | ["END", ..] | ["ROLLBACK"] | ["ABORT", ..] => out = Some(false),
+            ["ROLLBACK", second] if *second != "TO" => out = Some(false),
+            _ => {}
         }
-        Ok(self.client.as_mut().expect("connected"))
+    }
+    out
+}
+
+fn params_of(values: &[Value]) -> Vec<Param<'_>> {
+    values.iter().map(Param).collect()
+}
+
+fn sql_refs<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+fn row_values(r: &tokio_postgres::Row) -> Result<Vec<Value>> {
+    (0..r.len()).map(|i| pg_value(r, i)).collect()
+}
+
+impl Worker {
+    fn client(&mut self) -> Result<std::rc::Rc<tokio_postgres::Client>> {
+        if let Some(c) = self.client.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let lost = self.client.take().is_some();
+        self.statements.clear();
+        self.in_flight.clear();
+        if lost && self.in_xact {
+            self.lost_xact = true;
+        }
+        self.in_xact = false;
+        let (c, conn) = self
+            .rt
+            .block_on(tokio_postgres::connect(&self.url, tokio_postgres::NoTls))
+            .map_err(pg_error)?;
+        self.rt.spawn(conn);
+        // Each statement is prepared once and run many times; a generic plan made while a
+        // table was small (a new database's invoices) stays a sequential scan until the
+        // next ANALYZE, for every lookup by key. Planned for each run instead: a plan
+        // costs microseconds, the scans grew with every row.
+        let mut setup = "SET plan_cache_mode = force_custom_plan".to_string();
+        if let Some(init) = &self.init {
+            setup = format!("{setup}; {init}");
+        }
+        self.rt.block_on(c.batch_execute(&setup)).map_err(pg_error)?;
+        let c = std::rc::Rc::new(c);
+        self.client = Some(c.clone());
+        Ok(c)
     }
 
-    fn statement(&mut self, sql: &str) -> Result<postgres::Statement> {
+    fn statement(&mut self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         let pg_sql = to_postgres(sql);
-        let s = self.client()?.prepare(&pg_sql).map_err(pg_error)?;
+        let c = self.client()?;
+        let s = self.rt.block_on(c.prepare(&pg_sql)).map_err(pg_error)?;
         if self.statements.len() > 512 {
             self.statements.clear();
         }
@@ -294,111 +368,200 @@ impl Worker {
         Ok(s)
     }
 
-    fn run(&mut self, req: Req) -> Result<Reply> {
-        let out = self.run_counted(req);
-        if let Ok(mut held) = self.held.lock() {
-            held.clear();
-            held.extend(self.xact.held.iter().map(|(k, _, n)| (*k, *n)));
-        }
-        out
-    }
-
-    fn run_counted(&mut self, req: Req) -> Result<Reply> {
-        if self.stats.is_none() {
-            return self.run_one(req);
-        }
-        let sql = match &req {
-            Req::Batch(s) | Req::Execute(s, _) | Req::Query(s, _) => s.clone(),
-            Req::XactLock(_) => "SELECT pg_advisory_xact_lock(?1)".to_string(),
-            Req::Stream(s, _, _) => s.clone(),
-        };
-        let start = std::time::Instant::now();
-        let out = self.run_one(req);
-        if let Some(stats) = self.stats.as_mut() {
-            stats.record(&sql, start.elapsed());
-        }
-        out
-    }
-
-    fn run_one(&mut self, req: Req) -> Result<Reply> {
-        match req {
-            Req::Batch(sql) => {
-                let ran = self.client()?.batch_execute(&sql).map_err(pg_error);
-                match ran {
-                    Ok(()) => self.xact.ran(&sql),
-                    // A failed COMMIT or ROLLBACK may have ended the transaction.
-                    Err(_) => self.xact.forget(),
+    /// The request as a future that owns what it needs (sent when first polled).
+    fn future(&mut self, req: Req) -> Result<Pending> {
+        if self.lost_xact {
+            // Told until the lost transaction is ended (a rollback is what happened) or a
+            // new one begins.
+            let ends = match &req {
+                Req::Batch(sql) => opens_or_ends(sql),
+                _ => None,
+            };
+            let rollback = matches!(&req, Req::Batch(sql)
+                if sql.trim_start().to_ascii_uppercase().starts_with("ROLLBACK"));
+            if ends.is_some() {
+                self.lost_xact = false;
+            }
+            match ends {
+                Some(true) => {}
+                Some(false) if rollback => {
+                    return Ok(Box::pin(std::future::ready(Ok(Reply::Count(0)))))
                 }
-                ran?;
-                Ok(Reply::Count(0))
+                _ => {
+                    return Err(Error::Postgres {
+                        message: "the connection to PostgreSQL was lost with a transaction \
+                                  open: it was rolled back"
+                            .into(),
+                        code: Some("08006".into()),
+                    })
+                }
+            }
+        }
+        let c = self.client()?;
+        Ok(match req {
+            Req::Batch(sql) => {
+                if let Some(open) = opens_or_ends(&sql) {
+                    self.in_xact = open;
+                    self.aborted = false;
+                }
+                Box::pin(async move {
+                    c.batch_execute(&sql).await.map_err(pg_error)?;
+                    Ok(Reply::Count(0))
+                })
             }
             Req::XactLock(key) => {
-                if !self.xact.holds(key) {
-                    let stmt = self.statement("SELECT pg_advisory_xact_lock(?1)::text")?;
-                    self.client()?.query(&stmt, &[&key]).map_err(pg_error)?;
-                    self.xact.taken(key);
-                }
-                Ok(Reply::Count(0))
+                let stmt = self.statement("SELECT pg_advisory_xact_lock(?1)::text")?;
+                Box::pin(async move {
+                    c.query(&stmt, &[&key]).await.map_err(pg_error)?;
+                    Ok(Reply::Count(0))
+                })
             }
             Req::Execute(sql, values) => {
                 let stmt = self.statement(&sql)?;
-                let params: Vec<Param> = values.iter().map(Param).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                let n = self.client()?.execute(&stmt, &refs).map_err(pg_error)?;
-                Ok(Reply::Count(n))
-            }
-            Req::Stream(sql, values, rows_to) => {
-                use postgres::fallible_iterator::FallibleIterator;
-                let stmt = self.statement(&sql)?;
-                let params: Vec<Param> = values.iter().map(Param).collect();
-                let mut it = self
-                    .client()?
-                    .query_raw(&stmt, params.iter())
-                    .map_err(pg_error)?;
-                let mut chunk = Vec::with_capacity(STREAM_CHUNK);
-                let mut n = 0u64;
-                while let Some(r) = it.next().map_err(pg_error)? {
-                    let mut vals = Vec::with_capacity(r.len());
-                    for i in 0..r.len() {
-                        vals.push(pg_value(&r, i)?);
-                    }
-                    chunk.push(vals);
-                    n += 1;
-                    if chunk.len() == STREAM_CHUNK {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
-                        if rows_to.send(full).is_err() {
-                            // The reader stopped (its callback failed): the rest is dropped.
-                            return Ok(Reply::Count(n));
-                        }
-                    }
-                }
-                if !chunk.is_empty() {
-                    let _ = rows_to.send(chunk);
-                }
-                Ok(Reply::Count(n))
+                Box::pin(async move {
+                    let params = params_of(&values);
+                    let n = c.execute(&stmt, &sql_refs(&params)).await.map_err(pg_error)?;
+                    Ok(Reply::Count(n))
+                })
             }
             Req::Query(sql, values) => {
                 let stmt = self.statement(&sql)?;
-                let params: Vec<Param> = values.iter().map(Param).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = self.client()?.query(&stmt, &refs).map_err(pg_error)?;
-                let mut out = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let mut vals = Vec::with_capacity(r.len());
-                    for i in 0..r.len() {
-                        vals.push(pg_value(r, i)?);
+                Box::pin(async move {
+                    let params = params_of(&values);
+                    let rows = c.query(&stmt, &sql_refs(&params)).await.map_err(pg_error)?;
+                    let rows = rows.iter().map(row_values).collect::<Result<Vec<_>>>()?;
+                    Ok(Reply::Rows(rows))
+                })
+            }
+            Req::Stream(sql, values, rows_to) => {
+                let stmt = self.statement(&sql)?;
+                Box::pin(async move {
+                    use futures_util::StreamExt;
+                    let params = params_of(&values);
+                    let rows = c.query_raw(&stmt, params.iter()).await.map_err(pg_error)?;
+                    let mut rows = std::pin::pin!(rows);
+                    let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+                    let mut n = 0u64;
+                    while let Some(r) = rows.next().await {
+                        chunk.push(row_values(&r.map_err(pg_error)?)?);
+                        n += 1;
+                        if chunk.len() == STREAM_CHUNK {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                            if rows_to.send(full).is_err() {
+                                // The reader stopped (its callback failed): the rest is dropped.
+                                return Ok(Reply::Count(n));
+                            }
+                        }
                     }
-                    out.push(vals);
-                }
-                Ok(Reply::Rows(out))
+                    if !chunk.is_empty() {
+                        let _ = rows_to.send(chunk);
+                    }
+                    Ok(Reply::Count(n))
+                })
+            }
+        })
+    }
+
+    /// Sends `req` (it is on its way to the server once this returns) without waiting.
+    fn send(&mut self, req: Req) {
+        let fut = match self.future(req) {
+            Ok(f) => f,
+            Err(e) => {
+                self.in_flight.push(Box::pin(std::future::ready(Err(e))));
+                return;
+            }
+        };
+        let mut fut = Box::pin(async move { fut.await.map(|_| ()) });
+        // Polled once: the request is queued to the connection in the order sent.
+        let first = self
+            .rt
+            .block_on(async { futures_util::poll!(fut.as_mut()) });
+        match first {
+            std::task::Poll::Ready(out) => self.in_flight.push(Box::pin(std::future::ready(out))),
+            std::task::Poll::Pending => self.in_flight.push(fut),
+        }
+    }
+
+    /// Runs `req` once the requests sent before it are answered (they go out together); the
+    /// first error among them is its.
+    fn wait(&mut self, req: Req) -> Result<Reply> {
+        let (restores, commits) = match &req {
+            Req::Batch(sql) => {
+                let upper = sql.trim_start().to_ascii_uppercase();
+                (upper.starts_with("ROLLBACK TO"), opens_or_ends(sql) == Some(false) && !upper.starts_with("ROLLBACK"))
+            }
+            _ => (false, false),
+        };
+        let failed_before = self.aborted;
+        let fut = self.future(req);
+        let before = std::mem::take(&mut self.in_flight);
+        let (before, out) = match fut {
+            Ok(fut) => self.rt.block_on(futures_util::future::join(
+                futures_util::future::join_all(before),
+                fut,
+            )),
+            Err(e) => (self.rt.block_on(futures_util::future::join_all(before)), Err(e)),
+        };
+        let first_err = before.into_iter().find_map(|r| r.err());
+        if self.in_xact && !commits {
+            // PostgreSQL's COMMIT of a transaction an error aborted rolls it back, and says
+            // so only in its command tag: followed here, so it is told as a failure.
+            if first_err.is_some() || out.is_err() {
+                self.aborted = true;
+            }
+            if restores && first_err.is_none() && out.is_ok() {
+                self.aborted = false;
             }
         }
+        let out = match first_err {
+            Some(e) => Err(e),
+            None => out,
+        };
+        if commits {
+            let was_aborted = failed_before || self.aborted;
+            self.aborted = false;
+            if was_aborted && out.is_ok() {
+                return Err(Error::Postgres {
+                    message: "the transaction had failed: COMMIT rolled it back".into(),
+                    code: Some("25P02".into()),
+                });
+            }
+        }
+        out
+    }
+
+    /// Waits for the requests sent without waiting (their errors are dropped: nobody is left
+    /// to tell).
+    fn settle(&mut self) {
+        let before = std::mem::take(&mut self.in_flight);
+        self.rt.block_on(futures_util::future::join_all(before));
+    }
+
+    fn run(&mut self, job: Job) {
+        let sql = self.stats.as_ref().map(|_| match &job {
+            Job::Wait(r, _) | Job::Send(r) => sql_of(r),
+        });
+        let start = std::time::Instant::now();
+        match job {
+            Job::Wait(req, reply) => {
+                let _ = reply.send(self.wait(req));
+            }
+            Job::Send(req) => self.send(req),
+        }
+        if let (Some(stats), Some(sql)) = (self.stats.as_mut(), sql) {
+            stats.record(&sql, start.elapsed());
+        }
+    }
+}
+
+/// A request on its way, as a future.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply>>>>;
+
+fn sql_of(req: &Req) -> String {
+    match req {
+        Req::Batch(s) | Req::Execute(s, _) | Req::Query(s, _) | Req::Stream(s, _, _) => s.clone(),
+        Req::XactLock(_) => "SELECT pg_advisory_xact_lock(?1)".to_string(),
     }
 }
 
@@ -406,31 +569,48 @@ impl Pg {
     /// Connects to `url` (`postgres://user@host:port/db`); `init` runs on every (re)connect,
     /// e.g. `SET search_path`.
     pub fn connect(url: &str, init: Option<String>) -> Result<Pg> {
-        let mut worker = Worker {
-            url: url.to_string(),
-            client: None,
-            statements: HashMap::new(),
-            init: init.clone(),
-            stats: Stats::from_env(),
-            xact: XactLocks::default(),
-            held: Default::default(),
-        };
-        let held = worker.held.clone();
-        // Connected on the thread itself: the client's runtime may not start on a tokio one.
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
+        let (url_, init_) = (url.to_string(), init.clone());
+        // Connected on the thread itself: its runtime may not start on a tokio one.
         std::thread::Builder::new()
             .name("postgres".into())
             .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::Postgres {
+                            message: format!("cannot start the connection's runtime: {e}"),
+                            code: None,
+                        }));
+                        return;
+                    }
+                };
+                let mut worker = Worker {
+                    url: url_,
+                    rt,
+                    client: None,
+                    statements: HashMap::new(),
+                    init: init_,
+                    stats: Stats::from_env(),
+                    in_flight: Vec::new(),
+                    in_xact: false,
+                    lost_xact: false,
+                    aborted: false,
+                };
                 let first = worker.client().map(|_| ());
                 let ok = first.is_ok();
                 let _ = ready_tx.send(first);
                 if !ok {
                     return;
                 }
-                while let Ok((req, reply)) = rx.recv() {
-                    let _ = reply.send(worker.run(req));
+                while let Ok(job) = rx.recv() {
+                    worker.run(job);
                 }
+                worker.settle();
             })
             .map_err(|e| Error::Postgres {
                 message: format!("cannot start the connection thread: {e}"),
@@ -441,22 +621,39 @@ impl Pg {
             code: None,
         })??;
         Ok(Pg {
-            jobs: std::sync::Mutex::new(tx),
+            to: std::sync::Mutex::new(Sender {
+                jobs: tx,
+                xact: XactLocks::default(),
+            }),
             url: url.to_string(),
             init,
-            held,
         })
     }
 
-    /// Whether the open transaction holds the advisory lock `key`.
-    pub(super) fn holds_xact_lock(&self, key: i64) -> bool {
-        self.xact_lock_taken(key).is_some()
+    fn sender(&self) -> Result<std::sync::MutexGuard<'_, Sender>> {
+        self.to.lock().map_err(|_| gone())
+    }
+
+    /// Takes the advisory lock `key` until the open transaction ends, unless it holds it
+    /// already; sent without waiting (see [`Pg::send`]): the statements after it run once
+    /// it is granted.
+    pub(super) fn lock_xact(&self, key: i64) -> Result<()> {
+        let mut to = self.sender()?;
+        if to.xact.holds(key) {
+            return Ok(());
+        }
+        to.xact.taken(key);
+        to.jobs.send(Job::Send(Req::XactLock(key))).map_err(|_| gone())
     }
 
     /// The number of the acquisition of the advisory lock `key` the open transaction holds.
     pub(super) fn xact_lock_taken(&self, key: i64) -> Option<u64> {
-        let held = self.held.lock().ok()?;
-        held.iter().find(|(k, _)| *k == key).map(|(_, n)| *n)
+        let to = self.to.lock().ok()?;
+        to.xact
+            .held
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .map(|(.., n)| *n)
     }
 
     /// Another connection to the same database (its own thread and session), `also` run on
@@ -476,17 +673,12 @@ impl Pg {
         values: Vec<Value>,
         mut f: impl FnMut(Vec<Value>) -> Result<()>,
     ) -> Result<()> {
-        let gone = || Error::Postgres {
-            message: "the connection thread is gone".into(),
-            code: None,
-        };
         // Two chunks in flight: the reader works while the next one is read off the wire.
         let (rows_to, rows) = mpsc::sync_channel(2);
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .lock()
-            .map_err(|_| gone())?
-            .send((Req::Stream(sql.to_string(), values, rows_to), tx))
+        self.sender()?
+            .jobs
+            .send(Job::Wait(Req::Stream(sql.to_string(), values, rows_to), tx))
             .map_err(|_| gone())?;
         let mut failed = None;
         for chunk in rows.iter() {
@@ -502,24 +694,46 @@ impl Pg {
         }
         // Dropping the receiver ends the worker's sends (after a failure: it stops reading).
         drop(rows);
-        let done = rx.recv().map_err(|_| gone())?;
+        let done = self.answer(rx);
         match failed {
             Some(e) => Err(e),
             None => done.map(|_| ()),
         }
     }
 
+    /// Runs `req` and waits for its answer.
     pub(super) fn call(&self, req: Req) -> Result<Reply> {
-        let gone = || Error::Postgres {
-            message: "the connection thread is gone".into(),
-            code: None,
-        };
         let (tx, rx) = mpsc::channel();
-        self.jobs
-            .lock()
-            .map_err(|_| gone())?
-            .send((req, tx))
-            .map_err(|_| gone())?;
-        rx.recv().map_err(|_| gone())?
+        {
+            let mut to = self.sender()?;
+            if let Req::Batch(sql) = &req {
+                to.xact.ran(sql);
+            }
+            to.jobs.send(Job::Wait(req, tx)).map_err(|_| gone())?;
+        }
+        self.answer(rx)
+    }
+
+    /// Sends `req` without waiting for it: it goes to the server with the next request that
+    /// is waited for (pipelined: one round trip for both), and its error, if any, is that
+    /// request's. For statements inside a transaction whose outcome nobody needs at once
+    /// (savepoints, a row of a log): an error there aborts the transaction, so everything
+    /// after it fails as well.
+    pub(super) fn send(&self, req: Req) -> Result<()> {
+        let mut to = self.sender()?;
+        if let Req::Batch(sql) = &req {
+            to.xact.ran(sql);
+        }
+        to.jobs.send(Job::Send(req)).map_err(|_| gone())
+    }
+
+    fn answer(&self, rx: mpsc::Receiver<Result<Reply>>) -> Result<Reply> {
+        let out = rx.recv().map_err(|_| gone())?;
+        if out.is_err() {
+            if let Ok(mut to) = self.to.lock() {
+                to.xact.forget();
+            }
+        }
+        out
     }
 }

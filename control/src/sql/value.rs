@@ -22,9 +22,9 @@ pub enum TypeError {
     NoSuchColumn,
     /// The PostgreSQL client could not decode the column.
     #[error("{0}")]
-    Postgres(postgres::Error),
+    Postgres(tokio_postgres::Error),
     #[error("PostgreSQL type {0} is not used by the control (cast it)")]
-    UnusedPostgresType(postgres::types::Type),
+    UnusedPostgresType(tokio_postgres::types::Type),
 }
 
 impl TypeError {
