@@ -140,16 +140,17 @@ pub fn pick_v6(pool: Ipv6Net, len: u8, used: &HashSet<Ipv6Net>) -> Option<Ipv6Ne
 
 /// A block of `order` on `router` that the index offers and the database confirms free; blocks
 /// the index offers but the database holds (another replica's, a failed commit's) leave the
-/// index on the way.
+/// index on the way. `unread`: the index's offer, confirmed by the caller's insert.
 fn pick_v4_checked(
     db: &Connection,
     router: &str,
     v4: &mut V4Free,
     order: u8,
     now: i64,
+    unread: bool,
 ) -> crate::sql::Result<Option<u32>> {
     while let Some(a) = v4.pick(order) {
-        if crate::freespace::block_is_free(db, router, a, order, now)? {
+        if unread || crate::freespace::block_is_free(db, router, a, order, now)? {
             return Ok(Some(a));
         }
         v4.take(a, order);
@@ -178,12 +179,13 @@ fn place_on(
     now: i64,
     take: bool,
 ) -> crate::sql::Result<Option<Placement>> {
+    let unread = space.unread;
     let Some(rs) = space.router(&r.name) else {
         return Ok(None);
     };
     rs.wake(now);
     let address = match prefix_len {
-        Some(len) => match pick_v4_checked(db, &r.name, &mut rs.v4, 32 - len.min(32), now)? {
+        Some(len) => match pick_v4_checked(db, &r.name, &mut rs.v4, 32 - len.min(32), now, unread)? {
             Some(a) => Some(a),
             None => return Ok(None),
         },

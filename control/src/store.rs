@@ -1,8 +1,9 @@
 //! Rows and queries. Functions take a `Connection` (inside the caller's transaction where it
 //! matters) and know nothing about HTTP or Lightning.
 
+use crate::freespace::FreeBlock;
 use crate::ledger::Account;
-use crate::sql::{params, Connection, OptionalExtension, Row};
+use crate::sql::{params, Connection, OptionalExtension, Row, ToSql, Value};
 use staticwire_api::{Invoice, InvoicePurpose, InvoiceState};
 use std::net::Ipv4Addr;
 
@@ -246,14 +247,18 @@ pub fn insert_rental_with(
     now: i64,
 ) -> crate::sql::Result<i64> {
     // None: the key rents already (no row is made).
-    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None)?
+    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None, None)?
         .map(|r| r.id)
         .ok_or(crate::sql::Error::NoRows)
 }
 
 /// [`insert_rental_with`] of a new hold asked for by `client` (the rentals' `client`
 /// column, or None), returning the row, or None when the key has a live rental already (the
-/// database's one live rental per key): one statement, one round trip on PostgreSQL.
+/// database's one live rental per key) or `free` says the block is not free after all: one
+/// statement, one round trip on PostgreSQL.
+///
+/// `free`: the IPv4 block is confirmed free in the same statement, by the rule of
+/// `crate::freespace::block_is_free` (the index's offer, not read before).
 #[allow(clippy::too_many_arguments)]
 pub fn insert_hold(
     db: &Connection,
@@ -264,23 +269,54 @@ pub fn insert_hold(
     router: &str,
     now: i64,
     client: Option<&str>,
+    free: Option<FreeBlock>,
 ) -> crate::sql::Result<Option<RentalRow>> {
+    let mut values = params![
+        public_key,
+        (!address.is_empty()).then_some(address),
+        router,
+        now,
+        prefix_len,
+        ipv6,
+        client
+    ]
+    .iter()
+    .map(|v| v.to_value())
+    .collect::<Vec<Value>>();
+    let guard = match free {
+        None => "",
+        Some(b) => {
+            values.extend([
+                Value::Int(i64::from(b.from)),
+                Value::Int(i64::from(b.base)),
+                Value::Int(b.end as i64),
+                Value::Int((b.end - u64::from(b.base)) as i64),
+            ]);
+            // Every address of the block in the pool and rested; no live rental on one of
+            // them, nor on a block before it that reaches into it (each rental's address
+            // through the live-address index).
+            "WHERE (SELECT COUNT(*) FROM addresses a
+                     WHERE a.router = ?3 AND a.num >= ?9 AND a.num < ?10
+                       AND a.cooldown_until <= ?4) = ?11
+               AND NOT EXISTS (SELECT 1 FROM addresses a
+                     WHERE a.router = ?3 AND a.num >= ?8 AND a.num < ?10
+                       AND EXISTS (SELECT 1 FROM rentals r
+                             WHERE r.address = a.address AND r.released_at IS NULL
+                               AND (a.num >= ?9
+                                    OR a.num + (CAST(1 AS BIGINT) << CAST(32 - r.prefix_len AS INTEGER)) > ?9)))"
+        }
+    };
     db.query_row(
         &format!(
             "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6, client)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BIGINT),
+                    CAST(?5 AS INTEGER), CAST(?6 AS TEXT), CAST(?7 AS TEXT)
+             {}
              ON CONFLICT (public_key) WHERE released_at IS NULL DO NOTHING
-             RETURNING {RENTAL_COLS}"
+             RETURNING {RENTAL_COLS}",
+            if guard.is_empty() { "WHERE 1 = 1" } else { guard }
         ),
-        params![
-            public_key,
-            (!address.is_empty()).then_some(address),
-            router,
-            now,
-            prefix_len,
-            ipv6,
-            client
-        ],
+        values,
         rental,
     )
     .optional()
@@ -627,13 +663,13 @@ pub fn event_unless_invoiced(
     kind: &str,
     detail: &serde_json::Value,
 ) -> crate::sql::Result<()> {
-    db.execute(
+    // Sent without waiting on PostgreSQL: it goes with the invoice's insert that follows.
+    db.send(
         "INSERT INTO events(at, rental_id, kind, detail)
          SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS TEXT)
          WHERE NOT EXISTS (SELECT 1 FROM invoices WHERE rental_id = ?2)",
         params![at, rental_id, kind, detail.to_string()],
-    )?;
-    Ok(())
+    )
 }
 
 pub fn events_of(

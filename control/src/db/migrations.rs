@@ -208,6 +208,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX ptr_records_rental ON ptr_records(rental_id);
     "#,
+    // 12: the dev node numbers its settlements, as LND's settle index does, so the control
+    //     follows them as a stream (`lightning::dev`) instead of asking about each invoice.
+    r#"
+    ALTER TABLE dev_invoices ADD COLUMN settle_index INTEGER;
+    CREATE UNIQUE INDEX dev_invoices_settle_index ON dev_invoices(settle_index)
+        WHERE settle_index IS NOT NULL;
+    "#,
 ];
 
 /// Migration `index` (0-based: it makes version `index + 1`), spelled for `dialect`.

@@ -3,7 +3,7 @@
 //! `staticwire-control dev-pay` settles them — also while the server runs, since both open the
 //! same SQLite file.
 
-use super::{LnError, NewInvoice, Status};
+use super::{LnError, NewInvoice, Settlement, Status};
 use crate::sql::{params, Connection, OptionalExtension};
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
@@ -108,8 +108,9 @@ impl DevNode {
         let bolt11 = invoice.to_string();
         let payment_hash = hex::encode(hash.to_byte_array());
         let expires_at = now + expiry.as_secs() as i64;
+        // Sent without waiting on PostgreSQL: it goes with the control's invoice row.
         let insert = |db: &Connection| {
-            db.execute(
+            db.send(
                 "INSERT INTO dev_invoices(payment_hash, preimage, bolt11, amount_msat, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -155,6 +156,64 @@ impl DevNode {
             .lock()
             .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
         status_in(&db, payment_hash, now)
+    }
+}
+
+impl DevNode {
+    /// The settlements after `index`, in order, at most `limit` (the node's settlement stream,
+    /// as LND's by settle index).
+    pub fn settled_after(&self, index: u64, limit: u32) -> Result<Vec<Settlement>, LnError> {
+        let db = match self.group.get() {
+            Some((_, db)) => db,
+            None => &self.db,
+        };
+        let db = db
+            .lock()
+            .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
+        let rows = db
+            .query_all(
+                "SELECT payment_hash, settled_at, settle_index FROM dev_invoices
+                 WHERE settle_index > ?1 ORDER BY settle_index LIMIT ?2",
+                params![i64::try_from(index).unwrap_or(i64::MAX), limit],
+            )
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Settlement {
+                    payment_hash: r.get(0)?,
+                    settled_at: r.get(1)?,
+                    index: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                })
+            })
+            .collect::<crate::sql::Result<Vec<_>>>()
+            .map_err(db_err)
+    }
+}
+
+impl DevNode {
+    /// Follows the settlements after `index` into `tx`, asking the database every `poll`
+    /// (a page at a time while there are more), until `tx` closes or a read fails.
+    pub async fn follow(
+        &self,
+        index: &mut u64,
+        tx: &tokio::sync::mpsc::Sender<Settlement>,
+        poll: Duration,
+    ) -> Result<(), LnError> {
+        const PAGE: u32 = 256;
+        while !tx.is_closed() {
+            let page = self.settled_after(*index, PAGE)?;
+            let full = page.len() == PAGE as usize;
+            for s in page {
+                *index = s.index;
+                if tx.send(s).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !full {
+                tokio::time::sleep(poll).await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -217,11 +276,22 @@ pub fn pay(
         Ok(Status::Gone) => return Err(DevPayError::Expired),
         Ok(Status::Unknown) | Err(_) => return Err(DevPayError::ForeignInvoice),
     }
-    db.execute(
-        "UPDATE dev_invoices SET settled_at = ?1 WHERE payment_hash = ?2 AND settled_at IS NULL",
-        params![now, hash],
-    )
-    .map_err(|e| DevPayError::Db(e.to_string()))?;
+    // Numbered as it is settled (the stream follows the numbers); two payers at once on
+    // PostgreSQL may take the same number: the later one, refused by the index, tries again.
+    let mut tries = 0;
+    loop {
+        let settled = db.execute(
+            "UPDATE dev_invoices SET settled_at = ?1,
+                    settle_index = (SELECT COALESCE(MAX(settle_index), 0) + 1 FROM dev_invoices)
+             WHERE payment_hash = ?2 AND settled_at IS NULL",
+            params![now, hash],
+        );
+        match settled {
+            Ok(_) => break,
+            Err(_) if tries < 5 => tries += 1,
+            Err(e) => return Err(DevPayError::Db(e.to_string())),
+        }
+    }
     let preimage: String = db
         .query_row(
             "SELECT preimage FROM dev_invoices WHERE payment_hash = ?1",
@@ -291,6 +361,54 @@ mod tests {
             node.status(&inv.payment_hash, 1_800_000_020).unwrap(),
             Status::Settled { at: 1_800_000_010 }
         );
+    }
+
+    /// Settlements are numbered as they happen and streamed from any position, in order.
+    #[tokio::test]
+    async fn settlements_stream_in_order_from_a_position() {
+        let (_d, node, db) = node();
+        let invoices: Vec<_> = (0..3)
+            .map(|_| {
+                node.create_invoice(1_000, "r", Duration::from_secs(3600), 1_800_000_000)
+                    .unwrap()
+            })
+            .collect();
+        assert!(node.settled_after(0, 10).unwrap().is_empty());
+        for i in [2, 0] {
+            let c = db.lock().unwrap();
+            pay(&c, &node.node_id, &invoices[i].bolt11, 1_800_000_010 + i as i64).unwrap();
+        }
+        let all = node.settled_after(0, 10).unwrap();
+        let got: Vec<_> = all.iter().map(|s| (s.payment_hash.as_str(), s.index)).collect();
+        assert_eq!(
+            got,
+            [
+                (invoices[2].payment_hash.as_str(), 1),
+                (invoices[0].payment_hash.as_str(), 2)
+            ]
+        );
+        assert_eq!(all[0].settled_at, 1_800_000_012);
+        assert_eq!(node.settled_after(1, 10).unwrap().len(), 1);
+        // Followed as a stream: what is paid later arrives after what was paid before.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut index = 1;
+        let follow = async {
+            node.follow(&mut index, &tx, Duration::from_millis(10)).await
+        };
+        let paid_later = async {
+            let first = rx.recv().await.unwrap();
+            {
+                let c = db.lock().unwrap();
+                pay(&c, &node.node_id, &invoices[1].bolt11, 1_800_000_020).unwrap();
+            }
+            let second = rx.recv().await.unwrap();
+            drop(rx);
+            (first, second)
+        };
+        let (followed, (first, second)) = tokio::join!(follow, paid_later);
+        followed.unwrap();
+        assert_eq!((first.index, second.index), (2, 3));
+        assert_eq!(second.payment_hash, invoices[1].payment_hash);
     }
 
     #[test]

@@ -192,20 +192,30 @@ impl Backend {
         }
     }
 
-    /// Streams settlements into `tx` where the backend can push them (LND's invoice
-    /// subscription, CLN's `waitanyinvoice`), starting after settlement index `from` and
-    /// reconnecting with backoff from the last index seen, for as long as `tx` is open. The dev
-    /// backend has nothing to stream: its invoices are settled in the database the poll reads.
-    pub async fn stream_settlements(&self, from: u64, tx: tokio::sync::mpsc::Sender<Settlement>) {
+    /// Streams settlements into `tx` (LND's invoice subscription, CLN's `waitanyinvoice`, the
+    /// dev node's settle index, asked every `poll`), starting after settlement index `from`
+    /// and reconnecting with backoff from the last index seen, for as long as `tx` is open.
+    /// `live` says whether the stream is up (not since its last failure): the invoice checks
+    /// are then only its safety net.
+    pub async fn stream_settlements(
+        &self,
+        from: u64,
+        tx: tokio::sync::mpsc::Sender<Settlement>,
+        poll: Duration,
+        live: &std::sync::atomic::AtomicBool,
+    ) {
+        use std::sync::atomic::Ordering;
         let mut index = from;
         let mut backoff = Duration::from_secs(1);
         while !tx.is_closed() {
+            live.store(true, Ordering::Relaxed);
             let result = match self {
-                Backend::Dev(_) => return,
+                Backend::Dev(d) => d.follow(&mut index, &tx, poll).await,
                 Backend::Lnd(l) => l.subscribe(&mut index, &tx).await,
                 Backend::Cln(c) => c.wait_any(&mut index, &tx).await,
             };
             if let Err(e) = result {
+                live.store(false, Ordering::Relaxed);
                 events::lightning_error(self.kind(), "settlement_stream", e.metric_kind());
                 tracing::warn!(
                     "settlement stream: {e}; reconnecting in {} s",
@@ -217,12 +227,13 @@ impl Backend {
                 backoff = Duration::from_secs(1);
             }
         }
+        live.store(false, Ordering::Relaxed);
     }
 
     /// Meta key under which the position of this backend's settlement stream is kept.
     pub fn stream_index_key(&self) -> Option<&'static str> {
         match self {
-            Backend::Dev(_) => None,
+            Backend::Dev(_) => Some("dev_settle_index"),
             Backend::Lnd(_) => Some("lnd_settle_index"),
             Backend::Cln(_) => Some("cln_pay_index"),
         }

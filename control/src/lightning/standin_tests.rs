@@ -834,7 +834,12 @@ async fn lnd_settlements_stream_and_resume_after_the_last_settle_index() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let backend = Arc::new(Backend::Lnd(lnd));
     let b = backend.clone();
-    tokio::spawn(async move { b.stream_settlements(0, tx).await });
+    tokio::spawn(async move {
+        let live = std::sync::atomic::AtomicBool::new(false);
+        b
+            .stream_settlements(0, tx, std::time::Duration::from_millis(50), &live)
+            .await
+    });
     let node = s.node.clone();
     until("subscribed", || {
         node.requested("GET /v1/invoices/subscribe").len() == 1
@@ -874,7 +879,12 @@ async fn lnd_settlement_stream_resumes_from_a_given_index() {
     s.node.settle(&a.payment_hash, 1_800_000_001);
     s.node.settle(&b.payment_hash, 1_800_000_002);
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move { Backend::Lnd(lnd).stream_settlements(1, tx).await });
+    tokio::spawn(async move {
+        let live = std::sync::atomic::AtomicBool::new(false);
+        Backend::Lnd(lnd)
+            .stream_settlements(1, tx, std::time::Duration::from_millis(50), &live)
+            .await
+    });
     assert_eq!(next(&mut rx).await, (b.payment_hash, 1_800_000_002, 2));
 }
 
@@ -889,7 +899,12 @@ async fn lnd_quiet_subscription_is_not_cut_by_a_timeout() {
         .await
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move { Backend::Lnd(lnd).stream_settlements(0, tx).await });
+    tokio::spawn(async move {
+        let live = std::sync::atomic::AtomicBool::new(false);
+        Backend::Lnd(lnd)
+            .stream_settlements(0, tx, std::time::Duration::from_millis(50), &live)
+            .await
+    });
     for _ in 0..1000 {
         if !s.node.requested("GET /v1/invoices/subscribe").is_empty() {
             break;
@@ -931,7 +946,12 @@ async fn cln_settlements_stream_through_waitanyinvoice() {
         .await
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move { Backend::Cln(cln).stream_settlements(0, tx).await });
+    tokio::spawn(async move {
+        let live = std::sync::atomic::AtomicBool::new(false);
+        Backend::Cln(cln)
+            .stream_settlements(0, tx, std::time::Duration::from_millis(50), &live)
+            .await
+    });
     node.settle(&b.payment_hash, 1_800_000_002);
     assert_eq!(next(&mut rx).await, (b.payment_hash, 1_800_000_002, 1));
     node.settle(&a.payment_hash, 1_800_000_003);

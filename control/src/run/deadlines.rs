@@ -11,6 +11,10 @@ use crate::service::{Service, ServiceError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The least time between two rounds of the loop when a change wakes it (its deadlines wake
+/// it on time).
+const WOKEN_GAP: Duration = Duration::from_millis(100);
+
 /// When the loop must next run, as a wait from now; `None` when nothing is queued.
 fn next_wake(s: &Service) -> Result<Option<Duration>, ServiceError> {
     let now = s.clock().now();
@@ -38,6 +42,7 @@ pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
     let mut last_full = Instant::now();
     let mut cursor = s.compared_at().unwrap_or_else(|| s.clock().now());
     loop {
+        let round_start = tokio::time::Instant::now();
         beat.busy();
         let now = s.clock().now();
         match s.take_due(Some(cursor), now) {
@@ -77,7 +82,12 @@ pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
         }
         if wait > Duration::ZERO {
             beat.idle();
-            s.sleep_unless_woken(wait).await;
+            let deadline = tokio::time::Instant::now() + wait;
+            if s.sleep_unless_woken(wait).await {
+                // Woken by a change: a burst of them (a rent each) is taken together, one
+                // round per WOKEN_GAP at most, never past the deadline it slept for.
+                tokio::time::sleep_until((round_start + WOKEN_GAP).min(deadline)).await;
+            }
         }
     }
 }

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Open invoices asked about per round; the rest wait for the next round (at once).
 const INVOICE_BATCH: usize = 512;
 
+/// The least wait between two checks of an open invoice while the settlement stream is up.
+const CHECK_BESIDE_STREAM_MS: i64 = 10_000;
+
 /// The API an invoice is sold through, for the metrics: credit top-ups are the credit
 /// protocol's; otherwise whatever the request came through.
 pub fn api_of(credit: Credit) -> &'static str {
@@ -276,7 +279,12 @@ impl Service {
             .unwrap_or(0);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Settlement>(64);
         let streamer = self.clone();
-        tokio::spawn(async move { streamer.ln.stream_settlements(from, tx).await });
+        let poll = Duration::from_millis(self.cfg.invoice_poll_millis.max(50));
+        tokio::spawn(async move {
+            let s = &streamer;
+            s.ln.stream_settlements(from, tx, poll, &s.stream_live)
+                .await
+        });
         while let Some(s) = rx.recv().await {
             let at = if s.settled_at > 0 {
                 s.settled_at
@@ -352,7 +360,12 @@ impl Service {
     /// Asks the node about the open invoices whose check is due, and schedules each one's
     /// next check.
     pub async fn check_due_invoices(&self) -> Result<(), ServiceError> {
-        let poll_ms = self.cfg.invoice_poll_millis.max(50) as i64;
+        // With the settlement stream up, a check is its safety net (a settlement it missed,
+        // an expiry): far apart. Without, often while an invoice is young.
+        let poll_ms = match self.stream_live.load(std::sync::atomic::Ordering::Relaxed) {
+            true => CHECK_BESIDE_STREAM_MS,
+            false => self.cfg.invoice_poll_millis.max(50) as i64,
+        };
         let now_ms = self.clock.now_ms();
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.

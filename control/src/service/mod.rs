@@ -249,6 +249,9 @@ pub struct Service {
     /// the node's as `serve` learns it at start.
     network: &'static str,
     warnings: WarnLimiter,
+    /// Whether the Lightning node's settlement stream is up: the invoice checks are then its
+    /// safety net, far apart ([`Service::follow_settlements`]).
+    stream_live: std::sync::atomic::AtomicBool,
     /// The routers whose expiries and reconciliation this replica runs (None: all of them,
     /// as a single control on SQLite does); set from the leases in the database.
     owned: Mutex<Option<HashSet<String>>>,
@@ -374,6 +377,7 @@ impl Service {
             network,
             payee,
             warnings: WarnLimiter::new(WARN_EVERY),
+            stream_live: std::sync::atomic::AtomicBool::new(false),
             owned: Mutex::new(None),
             limits: Limits::new(cfg.limits.clone()),
             wake: tokio::sync::Notify::new(),
@@ -484,9 +488,10 @@ impl Service {
         &self.limits
     }
 
-    /// Sleeps for `wait` or until [`Service::wake`] is called, whichever comes first.
-    pub async fn sleep_unless_woken(&self, wait: Duration) {
-        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+    /// Sleeps for `wait` or until [`Service::wake`] is called, whichever comes first; true
+    /// when woken.
+    pub async fn sleep_unless_woken(&self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.wake.notified()).await.is_ok()
     }
 
     /// The clock time of the last full compare of every router (where the service loop's

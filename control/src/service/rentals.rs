@@ -8,6 +8,7 @@ use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
 use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, RentalRow};
+use crate::freespace::FreeBlock;
 use crate::unpaid::Unpaid;
 use crate::writer::Ticket;
 use staticwire_api as api;
@@ -65,19 +66,20 @@ impl Service {
         client: Option<ClientId>,
         want: &Want,
     ) -> Result<(Hold, Ticket), ServiceError> {
-        // Most keys have no live rental: placed at once, without looking for one first. One
-        // that has (the database's one live rental per key says so) is rolled back and asked
-        // again, looking first.
-        let mut key_live = false;
+        // Most keys have no live rental and the free-space index is right: placed at once,
+        // without reading either first; the insert confirms both in one statement. When it
+        // does not (the key has a live rental, the block is held after all), the stage is
+        // rolled back and placed again, reading first.
+        let mut unconfirmed = false;
         let fresh = self.stage_locking(|tx| {
             self.hold_in(tx, key, now, client, want, false)?
                 .ok_or_else(|| {
-                    key_live = true;
-                    ServiceError::Conflict("this key has a live rental".into())
+                    unconfirmed = true;
+                    ServiceError::Conflict("placed again, reading first".into())
                 })
         });
         let staged = match fresh {
-            Err(_) if key_live => self.stage_locking(|tx| {
+            Err(_) if unconfirmed => self.stage_locking(|tx| {
                 self.hold_in(tx, key, now, client, want, true)?
                     .ok_or_else(|| ServiceError::Conflict("this key's rental changed; retry".into()))
             })?,
@@ -87,8 +89,9 @@ impl Service {
         Ok(staged)
     }
 
-    /// Holds an address for `key` in the open transaction. `look`: look for the key's live
-    /// rental first (and act on it); without, None when the key turns out to have one.
+    /// Holds an address for `key` in the open transaction. `look`: read the key's live rental
+    /// (and act on it) and the block before placing; without, None when the insert finds the
+    /// key has one or the block is not free.
     fn hold_in(
         &self,
         tx: &Connection,
@@ -147,6 +150,8 @@ impl Service {
             Requester::new(c.ip(), &self.limits.cfg, Listener::of_api(api))
         });
         let mut space = self.space(tx, self.writer.failures())?;
+        // Without looking, the block is the index's word, confirmed by the insert.
+        space.unread = !look;
         let placed = match &who {
             Some(who) => holds::place_unpaid(
                 tx,
@@ -156,16 +161,20 @@ impl Service {
                 who,
                 self.limits.cfg.max_unpaid_per_client,
                 now,
-            )?
-            .map(|(p, taken)| {
-                if !taken.is_empty() {
-                    tracing::info!(client = %who.prefix, taken = taken.len(), "unpaid holds taken over");
-                }
-                p
+            )
+            .map(|placed| {
+                placed.map(|(p, taken)| {
+                    if !taken.is_empty() {
+                        tracing::info!(client = %who.prefix, taken = taken.len(), "unpaid holds taken over");
+                    }
+                    p
+                })
             }),
-            None => crate::alloc::place(tx, &mut space, &self.cfg, want, now)?
-                .map_err(HoldError::from),
+            None => crate::alloc::place(tx, &mut space, &self.cfg, want, now)
+                .map(|placed| placed.map_err(HoldError::from)),
         };
+        space.unread = false;
+        let placed = placed?;
         // Refused: perhaps only because of the key's own live rental (a hold it replaces).
         if placed.is_err() && !look && store::live_rental(tx, key)?.is_some() {
             return Ok(None);
@@ -192,6 +201,10 @@ impl Service {
             &place.router,
             now,
             client.as_deref(),
+            match (look, place.address) {
+                (false, Some(a)) => Some(FreeBlock::of(u32::from(a), place.prefix_len)),
+                _ => None,
+            },
         ) {
             Ok(Some(row)) => row,
             Ok(None) => {

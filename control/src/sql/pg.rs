@@ -46,7 +46,7 @@ pub struct Pg {
 /// transaction holds as of the requests sent so far (followed here, in the order they are
 /// sent: a request sent without waiting counts at once).
 struct Sender {
-    jobs: mpsc::Sender<Job>,
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     xact: XactLocks,
 }
 
@@ -278,7 +278,9 @@ struct Worker {
     init: Option<String>,
     stats: Option<Stats>,
     /// Requests sent without waiting, in the order sent.
-    in_flight: Vec<InFlight>,
+    in_flight: std::collections::VecDeque<InFlight>,
+    /// The first error of a request sent without waiting, not yet told.
+    failed: Option<Error>,
     /// Whether a transaction is open (from the transaction-control statements run): the
     /// connection lost with one open fails every request until it is ended, so nothing
     /// staged in it is taken for committed.
@@ -468,18 +470,31 @@ impl Worker {
         let fut = match self.future(req) {
             Ok(f) => f,
             Err(e) => {
-                self.in_flight.push(Box::pin(std::future::ready(Err(e))));
+                self.failed.get_or_insert(e);
                 return;
             }
         };
-        let mut fut = Box::pin(async move { fut.await.map(|_| ()) });
-        // Polled once: the request is queued to the connection in the order sent.
-        let first = self
-            .rt
-            .block_on(async { futures_util::poll!(fut.as_mut()) });
+        let mut fut: InFlight = Box::pin(async move { fut.await.map(|_| ()) });
+        // Polled once, the request is queued to the connection in the order sent; the yield
+        // lets the connection write it out at once.
+        let first = self.rt.block_on(async {
+            let first = futures_util::poll!(fut.as_mut());
+            tokio::task::yield_now().await;
+            first
+        });
         match first {
-            std::task::Poll::Ready(out) => self.in_flight.push(Box::pin(std::future::ready(out))),
-            std::task::Poll::Pending => self.in_flight.push(fut),
+            std::task::Poll::Ready(out) => self.note(out),
+            std::task::Poll::Pending => self.in_flight.push_back(fut),
+        }
+    }
+
+    /// Keeps the first error of a request sent without waiting, for the next waited one.
+    fn note(&mut self, out: Result<()>) {
+        if let Err(e) = out {
+            if self.in_xact {
+                self.aborted = true;
+            }
+            self.failed.get_or_insert(e);
         }
     }
 
@@ -489,21 +504,33 @@ impl Worker {
         let (restores, commits) = match &req {
             Req::Batch(sql) => {
                 let upper = sql.trim_start().to_ascii_uppercase();
-                (upper.starts_with("ROLLBACK TO"), opens_or_ends(sql) == Some(false) && !upper.starts_with("ROLLBACK"))
+                let ends = opens_or_ends(sql) == Some(false);
+                (
+                    upper.starts_with("ROLLBACK TO"),
+                    ends && !upper.starts_with("ROLLBACK"),
+                )
             }
             _ => (false, false),
         };
         let failed_before = self.aborted;
         let fut = self.future(req);
-        let before = std::mem::take(&mut self.in_flight);
-        let (before, out) = match fut {
-            Ok(fut) => self.rt.block_on(futures_util::future::join(
-                futures_util::future::join_all(before),
-                fut,
-            )),
-            Err(e) => (self.rt.block_on(futures_util::future::join_all(before)), Err(e)),
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let mut earlier = Vec::new();
+        let out = match fut {
+            Ok(fut) => {
+                self.rt
+                    .block_on(futures_util::future::join(
+                        drain(&mut in_flight, &mut earlier),
+                        fut,
+                    ))
+                    .1
+            }
+            Err(e) => {
+                self.rt.block_on(drain(&mut in_flight, &mut earlier));
+                Err(e)
+            }
         };
-        let first_err = before.into_iter().find_map(|r| r.err());
+        let first_err = self.failed.take().or(earlier.into_iter().next());
         if self.in_xact && !commits {
             // PostgreSQL's COMMIT of a transaction an error aborted rolls it back, and says
             // so only in its command tag: followed here, so it is told as a failure.
@@ -531,11 +558,29 @@ impl Worker {
         out
     }
 
-    /// Waits for the requests sent without waiting (their errors are dropped: nobody is left
-    /// to tell).
-    fn settle(&mut self) {
-        let before = std::mem::take(&mut self.in_flight);
-        self.rt.block_on(futures_util::future::join_all(before));
+    /// The next job; while requests sent without waiting are on their way, their answers are
+    /// read meanwhile (an error kept for the next waited request). None: the handle is gone.
+    fn next_job(&mut self, jobs: &mut tokio::sync::mpsc::UnboundedReceiver<Job>) -> Option<Job> {
+        if self.in_flight.is_empty() {
+            return self.rt.block_on(jobs.recv());
+        }
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let mut errors = Vec::new();
+        let job = self.rt.block_on(async {
+            tokio::select! {
+                biased;
+                job = jobs.recv() => Some(job),
+                () = drain(&mut in_flight, &mut errors) => None,
+            }
+        });
+        self.in_flight = in_flight;
+        for e in errors {
+            self.note(Err(e));
+        }
+        match job {
+            Some(job) => job,
+            None => self.rt.block_on(jobs.recv()),
+        }
     }
 
     fn run(&mut self, job: Job) {
@@ -558,6 +603,18 @@ impl Worker {
 /// A request on its way, as a future.
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply>>>>;
 
+/// Reads the answers of the requests in flight, in order, keeping their errors; cancelled,
+/// it leaves those not yet answered in place.
+async fn drain(in_flight: &mut std::collections::VecDeque<InFlight>, errors: &mut Vec<Error>) {
+    while let Some(f) = in_flight.front_mut() {
+        let out = f.as_mut().await;
+        in_flight.pop_front();
+        if let Err(e) = out {
+            errors.push(e);
+        }
+    }
+}
+
 fn sql_of(req: &Req) -> String {
     match req {
         Req::Batch(s) | Req::Execute(s, _) | Req::Query(s, _) | Req::Stream(s, _, _) => s.clone(),
@@ -569,7 +626,7 @@ impl Pg {
     /// Connects to `url` (`postgres://user@host:port/db`); `init` runs on every (re)connect,
     /// e.g. `SET search_path`.
     pub fn connect(url: &str, init: Option<String>) -> Result<Pg> {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (url_, init_) = (url.to_string(), init.clone());
         // Connected on the thread itself: its runtime may not start on a tokio one.
@@ -596,7 +653,8 @@ impl Pg {
                     statements: HashMap::new(),
                     init: init_,
                     stats: Stats::from_env(),
-                    in_flight: Vec::new(),
+                    in_flight: Default::default(),
+                    failed: None,
                     in_xact: false,
                     lost_xact: false,
                     aborted: false,
@@ -607,10 +665,9 @@ impl Pg {
                 if !ok {
                     return;
                 }
-                while let Ok(job) = rx.recv() {
+                while let Some(job) = worker.next_job(&mut rx) {
                     worker.run(job);
                 }
-                worker.settle();
             })
             .map_err(|e| Error::Postgres {
                 message: format!("cannot start the connection thread: {e}"),
