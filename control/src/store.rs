@@ -446,8 +446,9 @@ pub fn insert_invoice(
     )
 }
 
-/// [`insert_invoice`], then the API that sold it ([`set_invoice_api`]), returning the new
-/// row. On PostgreSQL one statement: one round trip where the separate ones took four.
+/// [`insert_invoice`], then the API that sold it (`v1`, `2023`, `credit`: the revenue
+/// figures') and when it is first asked about at the node, returning the new row. On PostgreSQL one statement: one round
+/// trip where the separate ones took four.
 #[allow(clippy::too_many_arguments)]
 pub fn insert_invoice_sold(
     db: &Connection,
@@ -460,6 +461,7 @@ pub fn insert_invoice_sold(
     created_at: i64,
     expires_at: i64,
     api: &str,
+    first_check_ms: i64,
 ) -> crate::sql::Result<InvoiceRow> {
     if !db.is_postgres() {
         insert_invoice(
@@ -473,7 +475,10 @@ pub fn insert_invoice_sold(
             created_at,
             expires_at,
         )?;
-        set_invoice_api(db, payment_hash, api)?;
+        db.execute(
+            "UPDATE invoices SET api = ?1, next_check_ms = ?2 WHERE payment_hash = ?3",
+            params![api, first_check_ms, payment_hash],
+        )?;
         return invoice_by_hash(db, payment_hash)?.ok_or(crate::sql::Error::NoRows);
     }
     let (months, credit_secs, from_creation) = credit_columns(credit);
@@ -481,12 +486,12 @@ pub fn insert_invoice_sold(
     db.query_row(
         &format!(
             "WITH i AS (
-               INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11) RETURNING {INVOICE_COLS}),
+               INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api, next_check_ms)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?13) RETURNING {INVOICE_COLS}),
              e AS (INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?12))
              SELECT {INVOICE_COLS} FROM i"
         ),
-        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64, api, detail.to_string()],
+        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64, api, detail.to_string(), first_check_ms],
         invoice,
     )
 }
@@ -622,14 +627,6 @@ pub fn credit(
     )
 }
 
-/// Records which API sold an invoice (`v1`, `2023`, `credit`), for the revenue figures.
-pub fn set_invoice_api(db: &Connection, hash: &str, api: &str) -> crate::sql::Result<()> {
-    db.execute(
-        "UPDATE invoices SET api = ?1 WHERE payment_hash = ?2",
-        params![api, hash],
-    )?;
-    Ok(())
-}
 
 /// (total paid in sat, number of payments) of a rental.
 pub fn paid_totals(db: &Connection, rental_id: i64) -> crate::sql::Result<(i64, i64)> {

@@ -145,6 +145,7 @@ impl Service {
             now,
             new.expires_at,
             api_of(credit),
+            self.clock.now_ms() + self.check_interval_ms(),
         )?;
         // The new invoice is the rental's latest open one.
         let invoice = inv.to_api();
@@ -360,12 +361,7 @@ impl Service {
     /// Asks the node about the open invoices whose check is due, and schedules each one's
     /// next check.
     pub async fn check_due_invoices(&self) -> Result<(), ServiceError> {
-        // With the settlement stream up, a check is its safety net (a settlement it missed,
-        // an expiry): far apart. Without, often while an invoice is young.
-        let poll_ms = match self.stream_live.load(std::sync::atomic::Ordering::Relaxed) {
-            true => CHECK_BESIDE_STREAM_MS,
-            false => self.cfg.invoice_poll_millis.max(50) as i64,
-        };
+        let poll_ms = self.check_interval_ms();
         let now_ms = self.clock.now_ms();
         // One batch per round: the loop comes back at once if more are due, and expiries
         // (checked first in each round) are not starved by a flood of new invoices.
@@ -388,6 +384,16 @@ impl Service {
         // The batch's next checks ride in the group commit (a lost one is checked again).
         self.stage(|tx| Ok(set_next_checks(tx, &next)?))?;
         Ok(())
+    }
+
+    /// The least wait between two checks of an open invoice with the node. With the
+    /// settlement stream up, a check is its safety net (a settlement it missed, an expiry):
+    /// far apart. Without, often while an invoice is young.
+    fn check_interval_ms(&self) -> i64 {
+        match self.stream_live.load(std::sync::atomic::Ordering::Relaxed) {
+            true => CHECK_BESIDE_STREAM_MS,
+            false => self.cfg.invoice_poll_millis.max(50) as i64,
+        }
     }
 
     fn expire(&self, inv: &InvoiceRow, now: i64) -> Result<(), ServiceError> {
