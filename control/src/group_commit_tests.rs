@@ -165,3 +165,46 @@ async fn the_unpaid_index_follows_rolled_back_stages_and_lost_batches() {
     );
     svc.unpaid_index_matches().unwrap();
 }
+
+/// A change staged without waiting for the server (PostgreSQL pipelines it) that fails is
+/// never taken for committed: a later stage finds the error and rolls back to its savepoint,
+/// but the batch's commit fails, so the first stage's waiter is told too. (On SQLite every
+/// statement waits: the first stage fails itself.)
+#[tokio::test]
+async fn a_change_sent_without_waiting_that_fails_fails_its_batch() {
+    use crate::writer::GroupCommit;
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::db::open_store(&dir.path().join("db")).unwrap();
+    db.execute_batch("CREATE TABLE pipelined (id INTEGER PRIMARY KEY)")
+        .unwrap();
+    db.execute("INSERT INTO pipelined(id) VALUES (1)", []).unwrap();
+    let g = GroupCommit::default();
+    // Stage A: a duplicate key, sent without waiting.
+    let a = g.stage(&db, |tx| {
+        tx.send("INSERT INTO pipelined(id) VALUES (1)", [])
+    });
+    // Stage B: a statement that waits (it finds A's error on PostgreSQL).
+    let b = g.stage(&db, |tx| {
+        tx.execute("INSERT INTO pipelined(id) VALUES (2)", [])
+    });
+    g.flush(&db);
+    let told: Vec<bool> = [a.map(|(_, t)| t), b.map(|(_, t)| t)]
+        .into_iter()
+        .map(|staged| match staged {
+            Ok(t) => futures_util::FutureExt::now_or_never(g.durable(t))
+                .expect("the batch is closed")
+                .is_ok(),
+            Err(_) => false,
+        })
+        .collect();
+    let kept: i64 = db
+        .query_row("SELECT COUNT(*) FROM pipelined", [], |r| r.get(0))
+        .unwrap();
+    if db.is_postgres() {
+        assert_eq!(told, [false, false], "the batch failed as a whole");
+        assert_eq!(kept, 1, "nothing of it was committed");
+    } else {
+        assert_eq!(told, [false, true], "A failed alone");
+        assert_eq!(kept, 2);
+    }
+}

@@ -54,6 +54,8 @@ pub struct GroupCommit {
     closed: watch::Sender<u64>,
     /// Requests waiting for the connection to stage a change.
     entering: AtomicUsize,
+    /// Told when no request is waiting for the connection any more.
+    gathered: (Mutex<()>, Condvar),
     kick: (Mutex<bool>, Condvar),
     failures: AtomicU64,
     /// Test seam: this many next commits fail (rolled back) as a full disk's would.
@@ -70,6 +72,7 @@ impl Default for GroupCommit {
             }),
             closed: watch::channel(0).0,
             entering: AtomicUsize::new(0),
+            gathered: (Mutex::new(()), Condvar::new()),
             kick: (Mutex::new(false), Condvar::new()),
             failures: AtomicU64::new(0),
             fail_next: AtomicU64::new(0),
@@ -105,7 +108,11 @@ impl GroupCommit {
     ) -> Result<MutexGuard<'a, Connection>, Poisoned> {
         self.entering.fetch_add(1, Ordering::SeqCst);
         let guard = lock_conn(db);
-        self.entering.fetch_sub(1, Ordering::SeqCst);
+        if self.entering.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last one queued is in: the writer gathering the batch may commit it.
+            let _g = lock(&self.gathered.0);
+            self.gathered.1.notify_all();
+        }
         guard
     }
 
@@ -317,9 +324,20 @@ fn writer(g: Weak<GroupCommit>, db: Weak<Mutex<Connection>>) {
             }
             *kicked = false;
         }
-        let start = Instant::now();
-        while gc.entering.load(Ordering::SeqCst) > 0 && start.elapsed() < GATHER {
-            std::thread::sleep(Duration::from_micros(50));
+        let until = Instant::now() + GATHER;
+        {
+            let mut g = lock(&gc.gathered.0);
+            while gc.entering.load(Ordering::SeqCst) > 0 {
+                let Some(left) = until.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                g = gc
+                    .gathered
+                    .1
+                    .wait_timeout(g, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
         }
         let Some(db) = db.upgrade() else { return };
         let conn = lock(&db);

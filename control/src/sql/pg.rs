@@ -288,6 +288,10 @@ struct Worker {
     lost_xact: bool,
     /// An error aborted the open transaction (and no savepoint was rolled back to since).
     aborted: bool,
+    /// A request sent without waiting failed inside the open transaction: whoever sent it
+    /// was told it was staged, so no rollback to a savepoint makes the transaction whole
+    /// again. Its COMMIT fails (every change of the batch is told so, none lost silently).
+    poisoned: bool,
 }
 
 /// Whether `sql` (one batch) begins a transaction (Some(true)), ends one (Some(false)), or
@@ -405,6 +409,7 @@ impl Worker {
                 if let Some(open) = opens_or_ends(&sql) {
                     self.in_xact = open;
                     self.aborted = false;
+                    self.poisoned = false;
                 }
                 Box::pin(async move {
                     c.batch_execute(&sql).await.map_err(pg_error)?;
@@ -492,7 +497,7 @@ impl Worker {
     fn note(&mut self, out: Result<()>) {
         if let Err(e) = out {
             if self.in_xact {
-                self.aborted = true;
+                self.poisoned = true;
             }
             self.failed.get_or_insert(e);
         }
@@ -512,7 +517,7 @@ impl Worker {
             }
             _ => (false, false),
         };
-        let failed_before = self.aborted;
+        let failed_before = self.aborted || self.poisoned;
         let fut = self.future(req);
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let mut earlier = Vec::new();
@@ -530,6 +535,9 @@ impl Worker {
                 Err(e)
             }
         };
+        if self.in_xact && !earlier.is_empty() {
+            self.poisoned = true;
+        }
         let first_err = self.failed.take().or(earlier.into_iter().next());
         if self.in_xact && !commits {
             // PostgreSQL's COMMIT of a transaction an error aborted rolls it back, and says
@@ -546,8 +554,9 @@ impl Worker {
             None => out,
         };
         if commits {
-            let was_aborted = failed_before || self.aborted;
+            let was_aborted = failed_before || self.aborted || self.poisoned;
             self.aborted = false;
+            self.poisoned = false;
             if was_aborted && out.is_ok() {
                 return Err(Error::Postgres {
                     message: "the transaction had failed: COMMIT rolled it back".into(),
@@ -658,6 +667,7 @@ impl Pg {
                     in_xact: false,
                     lost_xact: false,
                     aborted: false,
+                    poisoned: false,
                 };
                 let first = worker.client().map(|_| ());
                 let ok = first.is_ok();
