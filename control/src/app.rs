@@ -258,9 +258,9 @@ pub async fn serve(
     // Backends that can push settlements do; the poll below catches anything missed.
     tokio::spawn(service.clone().follow_settlements());
     // Deadlines, invoice checks, leases and the rare full compare (control/src/deadlines.rs).
-    tokio::spawn(run::run(service.clone(), beat));
+    let service_loop = tokio::spawn(run::run(service.clone(), beat));
     // Reverse DNS: the full compare at start, then on its own schedule (control/src/rdns).
-    tokio::spawn(run::rdns::run(service.clone()));
+    let rdns_loop = tokio::spawn(run::rdns::run(service.clone()));
     if let Some(addr) = service.cfg().rdns.tunnel_listen {
         // /v1 for requests from inside the tunnels, where a rental's own source address may
         // stand in for its proof on the reverse-DNS routes (PROTOCOL.md, Reverse DNS).
@@ -316,5 +316,18 @@ pub async fn serve(
         }
     };
     limits::serve(listener, app, limits, None, shutdown).await;
+    // The loops end at their next wait, while the runtime still runs them (a loop inside a
+    // database call when the runtime goes would find no timer to wait on).
+    service.stop();
+    let ended = async {
+        let _ = service_loop.await;
+        let _ = rdns_loop.await;
+    };
+    if tokio::time::timeout(STOP_WAIT, ended).await.is_err() {
+        tracing::warn!("the service loop did not end in {STOP_WAIT:?}; stopping anyway");
+    }
     Ok(())
 }
+
+/// How long a stop waits for the service loops to end.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -33,7 +33,7 @@ fn next_wake(s: &Service) -> Result<Option<Duration>, ServiceError> {
     Ok(at_ms.map(|ms| s.clock().until_ms(ms)))
 }
 
-/// The service loop: deadlines, invoice checks, full compares. Runs until the process ends;
+/// The service loop: deadlines, invoice checks, full compares. Runs until [`Service::stop`];
 /// the start (crash recovery, first full compare) is done by the caller.
 pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
     tokio::spawn(watch_sockets(s.clone()));
@@ -41,7 +41,7 @@ pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
     let full_every = Duration::from_secs(s.cfg().reconcile_interval_secs.max(1));
     let mut last_full = Instant::now();
     let mut cursor = s.compared_at().unwrap_or_else(|| s.clock().now());
-    loop {
+    while !s.is_stopping() {
         let round_start = tokio::time::Instant::now();
         beat.busy();
         let now = s.clock().now();
@@ -83,7 +83,7 @@ pub async fn run(s: Arc<Service>, beat: Arc<Heartbeat>) {
         if wait > Duration::ZERO {
             beat.idle();
             let deadline = tokio::time::Instant::now() + wait;
-            if s.sleep_unless_woken(wait).await {
+            if s.sleep_unless_woken(wait).await && !s.is_stopping() {
                 // Woken by a change: a burst of them (a rent each) is taken together, one
                 // round per WOKEN_GAP at most, never past the deadline it slept for.
                 tokio::time::sleep_until((round_start + WOKEN_GAP).min(deadline)).await;

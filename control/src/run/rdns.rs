@@ -9,7 +9,7 @@ use std::time::Duration;
 /// How soon a failed compare is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Runs until the process ends; returns at once when reverse DNS is off.
+/// Runs until [`Service::stop`]; returns at once when reverse DNS is off.
 pub async fn run(service: Arc<Service>) {
     let Some(rdns) = service.rdns().cloned() else {
         return;
@@ -34,6 +34,9 @@ pub async fn run(service: Arc<Service>) {
                 RETRY.min(every)
             }
         };
-        rdns.sleep_unless_woken(wait).await;
+        tokio::select! {
+            () = rdns.sleep_unless_woken(wait) => {}
+            () = service.stopped() => return,
+        }
     }
 }

@@ -252,6 +252,9 @@ pub struct Service {
     /// Whether the Lightning node's settlement stream is up: the invoice checks are then its
     /// safety net, far apart ([`Service::follow_settlements`]).
     stream_live: std::sync::atomic::AtomicBool,
+    /// Set when the process stops: the loops end at their next wait, before the runtime
+    /// that runs them goes ([`Service::stop`]).
+    stopping: watch::Sender<bool>,
     /// The routers whose expiries and reconciliation this replica runs (None: all of them,
     /// as a single control on SQLite does); set from the leases in the database.
     owned: Mutex<Option<HashSet<String>>>,
@@ -378,6 +381,7 @@ impl Service {
             payee,
             warnings: WarnLimiter::new(WARN_EVERY),
             stream_live: std::sync::atomic::AtomicBool::new(false),
+            stopping: watch::channel(false).0,
             owned: Mutex::new(None),
             limits: Limits::new(cfg.limits.clone()),
             wake: tokio::sync::Notify::new(),
@@ -489,9 +493,28 @@ impl Service {
     }
 
     /// Sleeps for `wait` or until [`Service::wake`] is called, whichever comes first; true
-    /// when woken.
+    /// when woken (also when stopping).
     pub async fn sleep_unless_woken(&self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.wake.notified()).await.is_ok()
+        tokio::select! {
+            woken = tokio::time::timeout(wait, self.wake.notified()) => woken.is_ok(),
+            () = self.stopped() => true,
+        }
+    }
+
+    /// Tells the loops to end (the process stops).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+        self.wake();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Answers once [`Service::stop`] was called.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The clock time of the last full compare of every router (where the service loop's
