@@ -185,7 +185,8 @@ fn place_on(
     };
     rs.wake(now);
     let address = match prefix_len {
-        Some(len) => match pick_v4_checked(db, &r.name, &mut rs.v4, 32 - len.min(32), now, unread)? {
+        Some(len) => match pick_v4_checked(db, &r.name, &mut rs.v4, 32 - len.min(32), now, unread)?
+        {
             Some(a) => Some(a),
             None => return Ok(None),
         },

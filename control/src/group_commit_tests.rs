@@ -177,7 +177,8 @@ async fn a_change_sent_without_waiting_that_fails_fails_its_batch() {
     let db = crate::db::open_store(&dir.path().join("db")).unwrap();
     db.execute_batch("CREATE TABLE pipelined (id INTEGER PRIMARY KEY)")
         .unwrap();
-    db.execute("INSERT INTO pipelined(id) VALUES (1)", []).unwrap();
+    db.execute("INSERT INTO pipelined(id) VALUES (1)", [])
+        .unwrap();
     let g = GroupCommit::default();
     // Stage A: a duplicate key, sent without waiting.
     let a = g.stage(&db, |tx| {

@@ -247,9 +247,11 @@ pub fn insert_rental_with(
     now: i64,
 ) -> crate::sql::Result<i64> {
     // None: the key rents already (no row is made).
-    insert_hold(db, public_key, address, prefix_len, ipv6, router, now, None, None)?
-        .map(|r| r.id)
-        .ok_or(crate::sql::Error::NoRows)
+    insert_hold(
+        db, public_key, address, prefix_len, ipv6, router, now, None, None,
+    )?
+    .map(|r| r.id)
+    .ok_or(crate::sql::Error::NoRows)
 }
 
 /// [`insert_rental_with`] of a new hold asked for by `client` (the rentals' `client`
@@ -314,7 +316,11 @@ pub fn insert_hold(
              {}
              ON CONFLICT (public_key) WHERE released_at IS NULL DO NOTHING
              RETURNING {RENTAL_COLS}",
-            if guard.is_empty() { "WHERE 1 = 1" } else { guard }
+            if guard.is_empty() {
+                "WHERE 1 = 1"
+            } else {
+                guard
+            }
         ),
         values,
         rental,
@@ -638,7 +644,6 @@ pub fn credit(
         &serde_json::json!({"payment_hash": inv.payment_hash, "amount_msat": inv.amount_msat, "credited_secs": credited}),
     )
 }
-
 
 /// (total paid in sat, number of payments) of a rental.
 pub fn paid_totals(db: &Connection, rental_id: i64) -> crate::sql::Result<(i64, i64)> {

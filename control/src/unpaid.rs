@@ -434,7 +434,10 @@ impl UnpaidIndex {
         let id = hold.id;
         if db.is_postgres() {
             db.lock_for_transaction(ALLOCATION_LOCK)?;
-            db.send("INSERT INTO unpaid_changes(rental_id) VALUES (?1)", params![id])?;
+            db.send(
+                "INSERT INTO unpaid_changes(rental_id) VALUES (?1)",
+                params![id],
+            )?;
         }
         self.set(id, Some(hold));
         self.touched.push(id);

@@ -376,10 +376,19 @@ mod tests {
         assert!(node.settled_after(0, 10).unwrap().is_empty());
         for i in [2, 0] {
             let c = db.lock().unwrap();
-            pay(&c, &node.node_id, &invoices[i].bolt11, 1_800_000_010 + i as i64).unwrap();
+            pay(
+                &c,
+                &node.node_id,
+                &invoices[i].bolt11,
+                1_800_000_010 + i as i64,
+            )
+            .unwrap();
         }
         let all = node.settled_after(0, 10).unwrap();
-        let got: Vec<_> = all.iter().map(|s| (s.payment_hash.as_str(), s.index)).collect();
+        let got: Vec<_> = all
+            .iter()
+            .map(|s| (s.payment_hash.as_str(), s.index))
+            .collect();
         assert_eq!(
             got,
             [
@@ -393,7 +402,8 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let mut index = 1;
         let follow = async {
-            node.follow(&mut index, &tx, Duration::from_millis(10)).await
+            node.follow(&mut index, &tx, Duration::from_millis(10))
+                .await
         };
         let paid_later = async {
             let first = rx.recv().await.unwrap();

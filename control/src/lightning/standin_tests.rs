@@ -836,8 +836,7 @@ async fn lnd_settlements_stream_and_resume_after_the_last_settle_index() {
     let b = backend.clone();
     tokio::spawn(async move {
         let live = std::sync::atomic::AtomicBool::new(false);
-        b
-            .stream_settlements(0, tx, std::time::Duration::from_millis(50), &live)
+        b.stream_settlements(0, tx, std::time::Duration::from_millis(50), &live)
             .await
     });
     let node = s.node.clone();

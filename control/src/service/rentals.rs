@@ -3,12 +3,12 @@
 
 use super::{parse_public_key, Service, ServiceError};
 use crate::alloc::{AllocError, Want};
+use crate::freespace::FreeBlock;
 use crate::holds::{self, HoldError, Listener, Requester, ALLOCATION_LOCK};
 use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
 use crate::sql::{Connection, OptionalExtension};
 use crate::store::{self, RentalRow};
-use crate::freespace::FreeBlock;
 use crate::unpaid::Unpaid;
 use crate::writer::Ticket;
 use staticwire_api as api;
@@ -81,7 +81,9 @@ impl Service {
         let staged = match fresh {
             Err(_) if unconfirmed => self.stage_locking(|tx| {
                 self.hold_in(tx, key, now, client, want, true)?
-                    .ok_or_else(|| ServiceError::Conflict("this key's rental changed; retry".into()))
+                    .ok_or_else(|| {
+                        ServiceError::Conflict("this key's rental changed; retry".into())
+                    })
             })?,
             other => other?,
         };

@@ -265,7 +265,6 @@ impl Stats {
     }
 }
 
-
 /// A request sent without waiting, until its outcome is known.
 type InFlight = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>>>>;
 
@@ -304,7 +303,12 @@ fn opens_or_ends(sql: &str) -> Option<bool> {
             .take(2)
             .map(str::to_ascii_uppercase)
             .collect();
-        match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["BEGIN", ..] | ["START", "TRANSACTION"] => out = Some(true),
             ["COMMIT", ..] | ["END", ..] | ["ROLLBACK"] | ["ABORT", ..] => out = Some(false),
             ["ROLLBACK", second] if *second != "TO" => out = Some(false),
@@ -354,7 +358,9 @@ impl Worker {
         if let Some(init) = &self.init {
             setup = format!("{setup}; {init}");
         }
-        self.rt.block_on(c.batch_execute(&setup)).map_err(pg_error)?;
+        self.rt
+            .block_on(c.batch_execute(&setup))
+            .map_err(pg_error)?;
         let c = std::rc::Rc::new(c);
         self.client = Some(c.clone());
         Ok(c)
@@ -427,7 +433,10 @@ impl Worker {
                 let stmt = self.statement(&sql)?;
                 Box::pin(async move {
                     let params = params_of(&values);
-                    let n = c.execute(&stmt, &sql_refs(&params)).await.map_err(pg_error)?;
+                    let n = c
+                        .execute(&stmt, &sql_refs(&params))
+                        .await
+                        .map_err(pg_error)?;
                     Ok(Reply::Count(n))
                 })
             }
@@ -710,7 +719,9 @@ impl Pg {
             return Ok(());
         }
         to.xact.taken(key);
-        to.jobs.send(Job::Send(Req::XactLock(key))).map_err(|_| gone())
+        to.jobs
+            .send(Job::Send(Req::XactLock(key)))
+            .map_err(|_| gone())
     }
 
     /// The number of the acquisition of the advisory lock `key` the open transaction holds.
