@@ -1,7 +1,9 @@
-//! PostgreSQL on a thread of its own: the synchronous `postgres` client runs its own small
-//! runtime, which may not be entered from the tokio threads that serve the API, and a blocking
-//! call on a channel behaves like a blocking SQLite call there. Values are converted to and
-//! from whatever types the server inferred.
+//! PostgreSQL on a thread of its own: tokio-postgres driven by a small runtime of that thread
+//! (one that may not be entered from the tokio threads that serve the API; a blocking call on
+//! a channel behaves like a blocking SQLite call there). A request is either waited for, or
+//! sent without waiting ([`Pg::send`]): such requests go out with the next one, pipelined,
+//! and their answers are read with its answer or while the thread is idle. Values are
+//! converted to and from whatever types the server inferred.
 
 use super::dialect::to_postgres;
 use super::{Error, Result, TypeError, Value};
@@ -280,10 +282,11 @@ struct Worker {
     in_flight: std::collections::VecDeque<InFlight>,
     /// The first error of a request sent without waiting, not yet told.
     failed: Option<Error>,
-    /// Whether a transaction is open (from the transaction-control statements run): the
-    /// connection lost with one open fails every request until it is ended, so nothing
-    /// staged in it is taken for committed.
+    /// Whether a transaction is open (from the transaction-control statements run).
     in_xact: bool,
+    /// The connection was lost with a transaction open: every request fails until that
+    /// transaction is ended (or a new one begins), so nothing staged in it is taken for
+    /// committed.
     lost_xact: bool,
     /// An error aborted the open transaction (and no savepoint was rolled back to since).
     aborted: bool,
