@@ -94,7 +94,8 @@ impl Connection {
 
     /// [`Connection::execute_batch`] whose outcome nobody needs at once, inside a transaction
     /// (savepoints): PostgreSQL sends it without waiting, with the next statement that is
-    /// waited for (one round trip for both), and an error of it is that statement's.
+    /// waited for (one round trip for both); an error of it is that statement's, and the
+    /// transaction's COMMIT then fails (`super::pg`).
     pub fn send_batch(&self, sql: &str) -> Result<()> {
         match self {
             Connection::Sqlite(c) => Ok(c.execute_batch(sql)?),
