@@ -34,8 +34,10 @@ pub struct Config {
     /// Seconds between full compares with every router (changes are sent as they happen; a
     /// restarted router is compared when its socket appears).
     pub reconcile_interval_secs: u64,
-    /// Milliseconds between checks of a young open invoice with the backend; older ones are
-    /// checked less often (up to every 30 s), each at its expiry.
+    /// Milliseconds between checks of a young open invoice with the backend while its
+    /// settlement stream is down (while it is up, 10 s: the check is its safety net); older
+    /// ones are checked less often (up to every 30 s), each at its expiry. Also how often
+    /// the dev node's settlement stream is read.
     pub invoice_poll_millis: u64,
     /// HTTPS (self-signed, pinned by fingerprint) serving the original StaticWire client's
     /// protocol beside `/v1`. Off unless `listen` is set.
