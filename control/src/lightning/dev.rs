@@ -1,7 +1,8 @@
 //! The dev backend: a local "node" whose key lives in the data dir. It signs real regtest BOLT11
 //! invoices (any decoder accepts them) and keeps their preimages in the database, where
 //! `staticwire-control dev-pay` settles them — also while the server runs, since both open the
-//! same SQLite file.
+//! same SQLite file — numbering each settlement, as LND's settle index does, so the control
+//! follows them as a stream ([`DevNode::follow`]).
 
 use super::{LnError, NewInvoice, Settlement, Status};
 use crate::sql::{params, Connection, OptionalExtension};
@@ -157,9 +158,7 @@ impl DevNode {
             .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
         status_in(&db, payment_hash, now)
     }
-}
 
-impl DevNode {
     /// The settlements after `index`, in order, at most `limit` (the node's settlement stream,
     /// as LND's by settle index).
     pub fn settled_after(&self, index: u64, limit: u32) -> Result<Vec<Settlement>, LnError> {
@@ -188,9 +187,7 @@ impl DevNode {
             .collect::<crate::sql::Result<Vec<_>>>()
             .map_err(db_err)
     }
-}
 
-impl DevNode {
     /// Follows the settlements after `index` into `tx`, asking the database every `poll`
     /// (a page at a time while there are more), until `tx` closes or a read fails.
     pub async fn follow(
