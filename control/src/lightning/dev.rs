@@ -147,29 +147,25 @@ impl DevNode {
     }
 
     pub fn status(&self, payment_hash: &str, now: i64) -> Result<Status, LnError> {
-        // On the connection its invoices are staged on (PostgreSQL: not the one whose
-        // batches hold the allocation lock).
+        status_in(&*self.reads()?, payment_hash, now)
+    }
+
+    /// The connection the node's reads go to: the one its invoices are staged on
+    /// (PostgreSQL: not the one whose batches hold the allocation lock).
+    fn reads(&self) -> Result<std::sync::MutexGuard<'_, Connection>, LnError> {
         let db = match self.group.get() {
             Some((_, db)) => db,
             None => &self.db,
         };
-        let db = db
-            .lock()
-            .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
-        status_in(&db, payment_hash, now)
+        db.lock()
+            .map_err(|_| LnError::Dev("database lock poisoned".into()))
     }
 
     /// The settlements after `index`, in order, at most `limit` (the node's settlement stream,
     /// as LND's by settle index).
     pub fn settled_after(&self, index: u64, limit: u32) -> Result<Vec<Settlement>, LnError> {
-        let db = match self.group.get() {
-            Some((_, db)) => db,
-            None => &self.db,
-        };
-        let db = db
-            .lock()
-            .map_err(|_| LnError::Dev("database lock poisoned".into()))?;
-        let rows = db
+        let rows = self
+            .reads()?
             .query_all(
                 "SELECT payment_hash, settled_at, settle_index FROM dev_invoices
                  WHERE settle_index > ?1 ORDER BY settle_index LIMIT ?2",
