@@ -48,10 +48,11 @@ network_log = []  # every request the browsers made: (url, headers, post data)
 passed = 0
 
 
-def check(cond, what):
+def check(cond, what, seen=None):
+    """`seen`: what was found instead, printed only on a failure."""
     global passed
     if not cond:
-        print(f"FAIL: {what}", file=sys.stderr)
+        print(f"FAIL: {what}" + (f" (found: {seen!r})" if seen is not None else ""), file=sys.stderr)
         sys.exit(1)
     passed += 1
     print(f"ok: {what}")
@@ -153,12 +154,16 @@ def phone_screen(d, sel, name):
 
 
 def zbar(d, canvas_sel):
-    """Decodes the QR code a canvas shows, from its own pixels, with zbarimg."""
+    """Decodes the QR code a canvas shows, from its own pixels, with zbarimg.
+
+    QR only: with every symbology on, zbarimg now and then also reads a linear barcode (EAN,
+    interleaved 2 of 5) out of a row of the QR's modules and prints it as a second line."""
     url = d.execute_script("return document.querySelector(arguments[0]).toDataURL('image/png')", canvas_sel)
     with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
         f.write(base64.b64decode(url.split(",", 1)[1]))
     try:
-        out = subprocess.run(["zbarimg", "--raw", "-q", f.name], capture_output=True, timeout=30)
+        out = subprocess.run(["zbarimg", "--raw", "-q", "-Sdisable", "-Sqrcode.enable", f.name],
+                             capture_output=True, timeout=30)
     finally:
         os.unlink(f.name)
     check(out.returncode == 0, f"zbarimg decodes {canvas_sel} (rc {out.returncode})")
@@ -202,8 +207,8 @@ def rent_flow(d, name, keygen, keyboard=False, first_sat="72,000"):
     check(el(d, "#rent-invoice .pay").get_attribute("href") == "lightning:" + bolt11,
           "lightning: link")
     check(f"{first_sat} sat" in text(d, "#rent-invoice .amount"), f"invoice amount {first_sat} sat")
-    check(zbar(d, "#rent-invoice canvas").strip().lower() == "lightning:" + bolt11,
-          "invoice QR decodes to lightning:<invoice>")
+    qr = zbar(d, "#rent-invoice canvas").strip()
+    check(qr.lower() == "lightning:" + bolt11, "invoice QR decodes to lightning:<invoice>", qr)
     check(text(d, "#rent-invoice .state") == "Waiting for your payment…", "waiting for payment")
     if first_sat == "72,000":
         invoice_checks(d, pub)
@@ -224,8 +229,8 @@ def rent_flow(d, name, keygen, keyboard=False, first_sat="72,000"):
     v6 = text(d, "#rent-ipv6")
     check(v6.startswith("2001:db8:") and v6.endswith("/64"), f"IPv6 prefix shown: {v6}")
     check(v6.split("/")[0] in m.group(1), "configuration has the IPv6 address")
-    check(zbar(d, "#config-qr").rstrip("\n") == conf.rstrip("\n"),
-          "configuration QR decodes to the configuration")
+    qr = zbar(d, "#config-qr").rstrip("\n")
+    check(qr == conf.rstrip("\n"), "configuration QR decodes to the configuration", qr)
     shot(d, f"{name}-3-config")
     phone_screen(d, "#rent-config", f"{name}-screen-config")
     return pub, priv, conf
@@ -376,8 +381,8 @@ def main():
         check("48,000 sat for 2 month(s) of rent" in text(d, "#renew-invoice .amount"),
               "renewal invoice includes the back payment")
         bolt11 = el(d, "#renew-invoice .bolt11").get_attribute("value")
-        check(zbar(d, "#renew-invoice canvas").strip().lower() == "lightning:" + bolt11,
-              "renewal QR decodes")
+        qr = zbar(d, "#renew-invoice canvas").strip()
+        check(qr.lower() == "lightning:" + bolt11, "renewal QR decodes", qr)
         shot(d, "b-3-renewal-invoice")
         dev_pay(bolt11)
         wait(d, lambda: el(d, "#status").get_attribute("data-state") == "active", "active again")
