@@ -7,6 +7,7 @@
 # the replicas and the stand-in router are stopped and removed at the end.
 #
 #   bash benches/control-pg.sh [N=1000] [CREATE=5000]     (RATE=1000: the creates paced)
+# PGSTAT=1: the server's time per statement (pg_stat_statements: planning and execution) at the end.
 set -euo pipefail
 N=${1:-1000}
 CREATE=${2:-5000}
@@ -32,10 +33,13 @@ pg_up
 as=()
 if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
 "${as[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null
+stat=()
+[ -n "${PGSTAT:-}" ] && stat=(-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on)
 "${as[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=400" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=400 ${stat[*]}" start >/dev/null
 psql -q "$PG_URL" -c "CREATE DATABASE swt_bench" >/dev/null
 DB_URL="${PG_URL%/*}/swt_bench"
+[ -n "${PGSTAT:-}" ] && psql -q "$DB_URL" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
 echo "PostgreSQL fsync = $(psql -At "$PG_URL" -c 'SHOW fsync'), synchronous_commit = $(psql -At "$PG_URL" -c 'SHOW synchronous_commit')"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 P1=$(free_port)
@@ -99,3 +103,9 @@ fi
 head -3 "$DIR/rent.err"
 echo "in the database: $(psql -At "$DB_URL" -c "SELECT COUNT(*) FROM rentals WHERE started_at IS NULL AND released_at IS NULL") live unpaid holds, $(psql -At "$DB_URL" -c "SELECT COUNT(*) - COUNT(DISTINCT address) FROM rentals WHERE released_at IS NULL AND address IS NOT NULL") addresses held twice"
 echo "replica RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$R1/status) / 1024 )) and $(( $(awk '/VmRSS/ {print $2}' /proc/$R2/status) / 1024 )) MiB"
+if [ -n "${PGSTAT:-}" ]; then
+  psql "$DB_URL" -c "SELECT calls, round(total_plan_time) AS plan_ms, round(total_exec_time) AS exec_ms,
+      round(((total_plan_time + total_exec_time) * 1000 / calls)::numeric) AS us_each,
+      left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS statement
+    FROM pg_stat_statements WHERE calls > 0 ORDER BY total_plan_time + total_exec_time DESC LIMIT 20"
+fi

@@ -305,12 +305,14 @@ pub fn insert_hold(
                        AND EXISTS (SELECT 1 FROM rentals r
                              WHERE r.address = a.address AND r.released_at IS NULL
                                AND (a.num >= ?9
-                                    OR a.num + (CAST(1 AS BIGINT) << CAST(32 - r.prefix_len AS INTEGER)) > ?9)))"
+                                    OR a.num + (CAST(1 AS BIGINT) << CAST(32 - r.prefix_len AS INTEGER)) > ?9)
+                             LIMIT 1 OFFSET 0))"
         }
     };
     db.query_row(
         &format!(
-            "INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6, client)
+            "/* generic plan */
+             INSERT INTO rentals(public_key, address, router, created_at, prefix_len, ipv6, client)
              SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS BIGINT),
                     CAST(?5 AS INTEGER), CAST(?6 AS TEXT), CAST(?7 AS TEXT)
              {}
@@ -492,7 +494,8 @@ pub fn insert_invoice_sold(
     // Sent without waiting (it goes with the batch's next statement or its commit): the row
     // is what was inserted, and a failure fails the batch (`crate::sql::pg`).
     db.send(
-        "WITH i AS (
+        "/* generic plan */
+         WITH i AS (
            INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api, next_check_ms)
            VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?13))
          INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?12)",
@@ -662,26 +665,24 @@ pub fn event(
     detail: &serde_json::Value,
 ) -> crate::sql::Result<()> {
     db.execute(
-        "INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        "/* generic plan */ INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![at, rental_id, kind, detail.to_string()],
     )?;
     Ok(())
 }
 
-/// [`event`] of rental `rental_id`, written only while it has no invoice (its first one is
-/// about to be made): one statement.
-pub fn event_unless_invoiced(
+/// [`event`] of rental `rental_id`, sent without waiting on PostgreSQL (it goes with the
+/// invoice's insert that follows): the "rented" event of a hold just placed, written with its
+/// first invoice.
+pub fn event_sent(
     db: &Connection,
     at: i64,
     rental_id: i64,
     kind: &str,
     detail: &serde_json::Value,
 ) -> crate::sql::Result<()> {
-    // Sent without waiting on PostgreSQL: it goes with the invoice's insert that follows.
     db.send(
-        "INSERT INTO events(at, rental_id, kind, detail)
-         SELECT CAST(?1 AS BIGINT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), CAST(?4 AS TEXT)
-         WHERE NOT EXISTS (SELECT 1 FROM invoices WHERE rental_id = ?2)",
+        "/* generic plan */ INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![at, rental_id, kind, detail.to_string()],
     )
 }

@@ -414,7 +414,8 @@ impl UnpaidIndex {
             // The log row and the read back in one round trip.
             let rows = db.query_all(
                 &format!(
-                    "WITH l AS (INSERT INTO unpaid_changes(rental_id) VALUES (?1) RETURNING seq)
+                    "/* generic plan */
+                     WITH l AS (INSERT INTO unpaid_changes(rental_id) VALUES (?1) RETURNING seq)
                      SELECT l.seq, {JOINED} FROM l LEFT JOIN rentals r ON r.id = ?1"
                 ),
                 params![id],
@@ -435,7 +436,7 @@ impl UnpaidIndex {
         if db.is_postgres() {
             db.lock_for_transaction(ALLOCATION_LOCK)?;
             db.send(
-                "INSERT INTO unpaid_changes(rental_id) VALUES (?1)",
+                "/* generic plan */ INSERT INTO unpaid_changes(rental_id) VALUES (?1)",
                 params![id],
             )?;
         }

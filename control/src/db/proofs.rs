@@ -31,22 +31,27 @@ pub fn remember_proof(
 
 /// [`remember_proof`] as one statement committed on its own, for a PostgreSQL
 /// connection kept for the cache (`Service`'s, its session set to `synchronous_commit = off`):
-/// one round trip instead of five.
+/// one round trip instead of five. Prunes only when `prune_before` is given (the caller does
+/// so once a second: the insert alone runs on a generic plan, `crate::sql::GENERIC_PLAN`).
 pub fn remember_proof_alone(
     conn: &Connection,
     mac: &str,
     ts: u64,
-    oldest: u64,
+    prune_before: Option<u64>,
 ) -> Result<bool, crate::sql::Error> {
-    let added = conn.execute(
-        "WITH gone AS (DELETE FROM proofs_seen WHERE ts < ?1)
-         INSERT INTO proofs_seen(mac, ts) VALUES (?2, ?3) ON CONFLICT(mac) DO NOTHING",
-        params![
-            i64::try_from(oldest).unwrap_or(i64::MAX),
-            mac,
-            i64::try_from(ts).unwrap_or(i64::MAX)
-        ],
-    )?;
+    let ts = i64::try_from(ts).unwrap_or(i64::MAX);
+    let added = match prune_before {
+        Some(oldest) => conn.execute(
+            "WITH gone AS (DELETE FROM proofs_seen WHERE ts < ?1)
+             INSERT INTO proofs_seen(mac, ts) VALUES (?2, ?3) ON CONFLICT(mac) DO NOTHING",
+            params![i64::try_from(oldest).unwrap_or(i64::MAX), mac, ts],
+        )?,
+        None => conn.execute(
+            "/* generic plan */
+             INSERT INTO proofs_seen(mac, ts) VALUES (?1, ?2) ON CONFLICT(mac) DO NOTHING",
+            params![mac, ts],
+        )?,
+    };
     Ok(added == 1)
 }
 

@@ -125,8 +125,10 @@ impl Service {
                 ));
             }
         }
+        // An activation invoice is made only for a hold just placed (`Service::rent_with`,
+        // compat's rent; a hold asked for again answers its open invoice): its first.
         if purpose == InvoicePurpose::Activation {
-            store::event_unless_invoiced(
+            store::event_sent(
                 tx,
                 now,
                 r.id,

@@ -289,6 +289,8 @@ pub struct Service {
     /// transaction: the shared replay cache (recording a proof neither commits an open batch
     /// nor waits behind it) and the lookups of committed state ([`Service::read`]).
     plain_db: Option<Mutex<Connection>>,
+    /// The replay cache was last pruned of proofs older than this (Unix seconds).
+    proofs_pruned: std::sync::atomic::AtomicU64,
     /// PostgreSQL: the changes that take no allocation lock (invoices, their next checks),
     /// on a connection and group commit of their own.
     side: Option<Side>,
@@ -405,6 +407,7 @@ impl Service {
             proof: None,
             rdns: None,
             plain_db,
+            proofs_pruned: std::sync::atomic::AtomicU64::new(0),
             side,
         })
     }
@@ -432,9 +435,14 @@ impl Service {
         // PostgreSQL: one statement on the plain connection, seen by every replica at
         // once. SQLite: in the open batch, sharing the commit of the change it allows.
         if self.plain_db.is_some() {
+            // Pruned once a second (a proof older than the window is refused by its time).
+            let pruned = self
+                .proofs_pruned
+                .fetch_max(oldest, std::sync::atomic::Ordering::Relaxed);
+            let prune = (pruned < oldest).then_some(oldest);
             let db = self.plain()?;
             return Ok(crate::writer::blocking(|| {
-                crate::db::remember_proof_alone(&db, &mac, proof.ts, oldest)
+                crate::db::remember_proof_alone(&db, &mac, proof.ts, prune)
             })?);
         }
         let (added, _) =

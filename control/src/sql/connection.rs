@@ -282,4 +282,42 @@ mod tests {
             Err(Error::Type(1, crate::sql::TypeError::NoSuchColumn))
         ));
     }
+
+    /// Statements marked with `GENERIC_PLAN` run on generic plans, the rest planned for each
+    /// run, also after a rollback undid the session's `SET` (PostgreSQL only).
+    #[test]
+    fn plan_modes_follow_the_marker_across_rollbacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open_store(&dir.path().join("db")).unwrap();
+        if !db.is_postgres() {
+            eprintln!("SKIPPED: STATICWIRE_TEST_PG is not set (ops/test.sh sets it)");
+            return;
+        }
+        let mode = |generic: bool| -> String {
+            let sql = "SELECT current_setting('plan_cache_mode') WHERE ?1 = 1";
+            let sql = match generic {
+                true => format!("{} {sql}", crate::sql::GENERIC_PLAN),
+                false => sql.to_string(),
+            };
+            db.query_row(&sql, [1i64], |r| r.get(0)).unwrap()
+        };
+        let (generic, custom) = ("force_generic_plan", "force_custom_plan");
+        assert_eq!(mode(false), custom);
+        assert_eq!(mode(true), generic);
+        assert_eq!(mode(false), custom);
+        // Set inside a transaction rolled back: undone by PostgreSQL, set again here.
+        db.execute_batch("BEGIN").unwrap();
+        assert_eq!(mode(true), generic);
+        db.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(mode(true), generic);
+        // Set after a savepoint rolled back to.
+        db.execute_batch("BEGIN; SAVEPOINT s").unwrap();
+        assert_eq!(mode(false), custom);
+        db.execute_batch("ROLLBACK TO s").unwrap();
+        assert_eq!(mode(false), custom);
+        assert_eq!(mode(true), generic);
+        db.execute_batch("COMMIT").unwrap();
+        assert_eq!(mode(true), generic);
+        assert_eq!(mode(false), custom);
+    }
 }

@@ -25,7 +25,7 @@ pub use connection::{Connection, Statement, Transaction};
 pub use dialect::{render_schema, to_postgres, Dialect};
 pub use error::{Error, OptionalExtension, Result};
 pub use params::{Params, Row, RowIndex};
-pub use pg::Pg;
+pub use pg::{Pg, GENERIC_PLAN};
 pub use value::{FromSql, ToSql, TypeError, Value};
 
 /// `params![a, b]`: parameters of mixed types.

@@ -294,7 +294,17 @@ struct Worker {
     /// was told it was staged, so no rollback to a savepoint makes the transaction whole
     /// again. Its COMMIT fails (every change of the batch is told so, none lost silently).
     poisoned: bool,
+    /// The session's plan mode: generic plans (true) or a plan made for each run; None once
+    /// a rollback may have undone a `SET` (it is set again before the next statement).
+    generic: Option<bool>,
 }
+
+/// Statements that begin with this comment run on plans made once (`force_generic_plan`),
+/// with the foreign-key checks they fire; every other statement is planned for each run
+/// (see `Worker::client`). For writes whose plan does not depend on their values or on how
+/// full a table is: a row inserted, its keys checked through unique indexes. Planning each
+/// run was half of PostgreSQL's time in a rent.
+pub const GENERIC_PLAN: &str = "/* generic plan */";
 
 /// Whether `sql` (one batch) begins a transaction (Some(true)), ends one (Some(false)), or
 /// neither.
@@ -364,6 +374,7 @@ impl Worker {
         self.rt
             .block_on(c.batch_execute(&setup))
             .map_err(pg_error)?;
+        self.generic = Some(false);
         let c = std::rc::Rc::new(c);
         self.client = Some(c.clone());
         Ok(c)
@@ -413,6 +424,37 @@ impl Worker {
             }
         }
         let c = self.client()?;
+        let set_plan = match &req {
+            Req::Execute(sql, _) | Req::Query(sql, _) | Req::Stream(sql, _, _) => {
+                let generic = sql.trim_start().starts_with(GENERIC_PLAN);
+                (self.generic != Some(generic)).then(|| {
+                    self.generic = Some(generic);
+                    let mode = if generic { "generic" } else { "custom" };
+                    format!("SET plan_cache_mode = force_{mode}_plan")
+                })
+            }
+            Req::Batch(sql) => {
+                // A session's SET made inside a transaction or after a savepoint is undone
+                // by rolling back.
+                if sql.to_ascii_uppercase().contains("ROLLBACK") {
+                    self.generic = None;
+                }
+                None
+            }
+            Req::XactLock(_) => None,
+        };
+        let req = match set_plan {
+            None => req,
+            Some(set) => {
+                // Sent first, the two go out together.
+                let (c, run) = (c.clone(), self.future(req)?);
+                return Ok(Box::pin(async move {
+                    let (set, out) = futures_util::future::join(c.batch_execute(&set), run).await;
+                    set.map_err(pg_error)?;
+                    out
+                }));
+            }
+        };
         Ok(match req {
             Req::Batch(sql) => {
                 if let Some(open) = opens_or_ends(&sql) {
@@ -680,6 +722,7 @@ impl Pg {
                     lost_xact: false,
                     aborted: false,
                     poisoned: false,
+                    generic: None,
                 };
                 let first = worker.client().map(|_| ());
                 let ok = first.is_ok();
