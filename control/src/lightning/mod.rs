@@ -68,13 +68,13 @@ pub struct Settlement {
 }
 
 /// One verification context for every invoice check: `lightning_invoice`'s own parse builds
-/// (and randomises) a fresh context for each of its three signature steps, which cost more
+/// (and randomises) a fresh context for each of its signature steps, which cost more
 /// than the check itself when the control makes a thousand invoices a second.
 static VERIFY: std::sync::LazyLock<Secp256k1<VerifyOnly>> =
     std::sync::LazyLock::new(Secp256k1::verification_only);
 
-/// An invoice as the control checks the ones its node makes: its signature (one recovery and
-/// one verification, on [`VERIFY`]) and the fields a payer needs (BOLT 11: a payment hash, a
+/// An invoice as the control checks the ones its node makes: its signature (one recovery, on
+/// [`VERIFY`], and a low-S check) and the fields a payer needs (BOLT 11: a payment hash, a
 /// payment secret, a description or its hash).
 pub struct CheckedInvoice {
     pub payee: PublicKey,
@@ -92,12 +92,18 @@ impl CheckedInvoice {
         let msg = Message::from_digest(*signed.signable_hash());
         let sig = &signed.signature().0;
         let payee = VERIFY.recover_ecdsa(&msg, sig).ok()?;
-        // A payee the invoice names must be the signer; and the signature must verify as
-        // well as recover (verification also refuses a high-S signature).
+        // A payee the invoice names must be the signer. The recovered key is one the
+        // signature verifies under; what verifying adds is the refusal of a high-S signature
+        // (BOLT 11 readers refuse those), checked here without a second curve operation.
         if raw.payee_pub_key().is_some_and(|named| named.0 != payee) {
             return None;
         }
-        VERIFY.verify_ecdsa(&msg, &sig.to_standard(), &payee).ok()?;
+        let standard = sig.to_standard();
+        let mut low = standard;
+        low.normalize_s();
+        if low != standard {
+            return None;
+        }
         Some(CheckedInvoice {
             payee,
             currency: raw.currency(),
@@ -375,7 +381,10 @@ mod tests {
             Some(pk) => b.payee_pub_key(pk),
             None => b,
         };
-        b.build_signed(sign).unwrap().to_string()
+        let raw = b.build_raw().unwrap();
+        raw.sign::<_, std::convert::Infallible>(|m| Ok(sign(m)))
+            .unwrap()
+            .to_string()
     }
 
     /// An invoice signed by `key`, naming `named` as its payee if given.
@@ -404,6 +413,46 @@ mod tests {
                 .payee,
             node
         );
+    }
+
+    #[test]
+    fn a_high_s_signature_does_not_check() {
+        use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+        let key = bitcoin::secp256k1::SecretKey::from_slice(&[0x11; 32]).unwrap();
+        let sign = |high: bool| {
+            invoice(None, |m| {
+                let sig = Secp256k1::new().sign_ecdsa_recoverable(m, &key);
+                if !high {
+                    return sig;
+                }
+                // The same signature with s replaced by n - s (and the other recovery id):
+                // it recovers the same key, and verification refuses it.
+                const N: [u8; 32] = [
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                    0xff, 0xff, 0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2,
+                    0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+                ];
+                let (id, mut bytes) = sig.serialize_compact();
+                let mut borrow = 0i16;
+                for i in (0..32).rev() {
+                    let d = i16::from(N[i]) - i16::from(bytes[32 + i]) - borrow;
+                    bytes[32 + i] = d.rem_euclid(256) as u8;
+                    borrow = i16::from(d < 0);
+                }
+                let id = RecoveryId::from_i32(id.to_i32() ^ 1).unwrap();
+                RecoverableSignature::from_compact(&bytes, id).unwrap()
+            })
+        };
+        let node = PublicKey::from_secret_key(&Secp256k1::new(), &key);
+        assert_eq!(CheckedInvoice::parse(&sign(false)).unwrap().payee, node);
+        let high = sign(true);
+        let raw: lightning_invoice::SignedRawBolt11Invoice = high.parse().unwrap();
+        assert_eq!(
+            raw.recover_payee_pub_key().unwrap().0,
+            node,
+            "it recovers the signer"
+        );
+        assert!(CheckedInvoice::parse(&high).is_none());
     }
 
     #[test]
