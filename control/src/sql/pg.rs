@@ -181,24 +181,11 @@ impl XactLocks {
 
     /// Follows a batch of SQL the connection ran successfully.
     fn ran(&mut self, sql: &str) {
-        for one in sql.split(';').filter(|s| !s.trim().is_empty()) {
-            self.ran_one(one);
-        }
-    }
-
-    fn ran_one(&mut self, sql: &str) {
-        let words: Vec<String> = sql
-            .trim()
-            .trim_end_matches(';')
-            .split_whitespace()
-            .map(str::to_ascii_uppercase)
-            .collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            ["BEGIN"] | ["COMMIT"] | ["ROLLBACK"] | ["END"] => self.forget(),
-            ["SAVEPOINT", name] => self.savepoints.push(name.to_string()),
-            ["RELEASE", name] | ["RELEASE", "SAVEPOINT", name] => {
-                match self.savepoints.iter().rposition(|s| s == name) {
+        for one in controls(sql) {
+            match one {
+                Control::Begin | Control::Commit | Control::Rollback => self.forget(),
+                Control::Savepoint(name) => self.savepoints.push(name),
+                Control::Release(name) => match self.savepoints.iter().rposition(|s| *s == name) {
                     Some(i) => {
                         self.savepoints.truncate(i);
                         for (_, depth, _) in &mut self.held {
@@ -206,22 +193,79 @@ impl XactLocks {
                         }
                     }
                     None => self.forget(),
-                }
-            }
-            ["ROLLBACK", "TO", name] | ["ROLLBACK", "TO", "SAVEPOINT", name] => {
-                match self.savepoints.iter().rposition(|s| s == name) {
+                },
+                Control::RollbackTo(name) => match self.savepoints.iter().rposition(|s| *s == name)
+                {
                     // The savepoint stays; what was taken inside it is released.
                     Some(i) => {
                         self.savepoints.truncate(i + 1);
                         self.held.retain(|(_, depth, _)| *depth <= i);
                     }
                     None => self.forget(),
-                }
+                },
+                Control::Other => {}
             }
-            [first, ..] if *first == "SET" || *first == "SELECT" => {}
-            _ => self.forget(),
         }
     }
+}
+
+/// What a statement does to the transaction: the one reading of transaction-control SQL,
+/// for the advisory-lock tracker (caller side) and the connection's state (its thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Control {
+    /// BEGIN, START TRANSACTION.
+    Begin,
+    /// COMMIT, END, PREPARE TRANSACTION: the transaction ends (committed unless aborted).
+    Commit,
+    /// ROLLBACK, ABORT.
+    Rollback,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
+    /// Anything else (a query, a SET, DDL): the transaction goes on.
+    Other,
+}
+
+/// One [`Control`] per statement of a batch (`;`-separated; names upper-cased, as
+/// PostgreSQL folds unquoted ones).
+fn controls(sql: &str) -> impl Iterator<Item = Control> + '_ {
+    sql.split(';').filter(|s| !s.trim().is_empty()).map(|one| {
+        let words: Vec<String> = one
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        // ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name
+        let after_rollback = match w.get(1) {
+            Some(&"WORK") | Some(&"TRANSACTION") => &w[2..],
+            _ => &w[1.min(w.len())..],
+        };
+        match w.as_slice() {
+            ["COMMIT", "PREPARED", ..] | ["ROLLBACK", "PREPARED", ..] => Control::Other,
+            ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Control::Begin,
+            ["COMMIT", ..] | ["END", ..] | ["PREPARE", "TRANSACTION", ..] => Control::Commit,
+            ["ABORT", ..] => Control::Rollback,
+            ["ROLLBACK", ..] => match after_rollback {
+                ["TO", "SAVEPOINT", name] | ["TO", name] => Control::RollbackTo(name.to_string()),
+                _ => Control::Rollback,
+            },
+            ["SAVEPOINT", name] => Control::Savepoint(name.to_string()),
+            ["RELEASE", "SAVEPOINT", name] | ["RELEASE", name] => {
+                Control::Release(name.to_string())
+            }
+            _ => Control::Other,
+        }
+    })
+}
+
+/// How a batch leaves the transaction: Some(true) when it begins one, Some(false) when it
+/// ends one (its last such statement), None when neither.
+fn opens_or_ends(sql: &str) -> Option<bool> {
+    controls(sql).fold(None, |out, c| match c {
+        Control::Begin => Some(true),
+        Control::Commit | Control::Rollback => Some(false),
+        _ => out,
+    })
 }
 
 /// Round trips per statement and the time spent in them, logged every `every` when the
@@ -306,31 +350,6 @@ struct Worker {
 /// run was half of PostgreSQL's time in a rent.
 pub const GENERIC_PLAN: &str = "/* generic plan */";
 
-/// Whether `sql` (one batch) begins a transaction (Some(true)), ends one (Some(false)), or
-/// neither.
-fn opens_or_ends(sql: &str) -> Option<bool> {
-    let mut out = None;
-    for one in sql.split(';') {
-        let words: Vec<String> = one
-            .split_whitespace()
-            .take(2)
-            .map(str::to_ascii_uppercase)
-            .collect();
-        match words
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
-            ["BEGIN", ..] | ["START", "TRANSACTION"] => out = Some(true),
-            ["COMMIT", ..] | ["END", ..] | ["ROLLBACK"] | ["ABORT", ..] => out = Some(false),
-            ["ROLLBACK", second] if *second != "TO" => out = Some(false),
-            _ => {}
-        }
-    }
-    out
-}
-
 fn params_of(values: &[Value]) -> Vec<Param<'_>> {
     values.iter().map(Param).collect()
 }
@@ -404,7 +423,7 @@ impl Worker {
                 _ => None,
             };
             let rollback = matches!(&req, Req::Batch(sql)
-                if sql.trim_start().to_ascii_uppercase().starts_with("ROLLBACK"));
+                if controls(sql).any(|c| c == Control::Rollback));
             if ends.is_some() {
                 self.lost_xact = false;
             }
@@ -435,8 +454,14 @@ impl Worker {
             }
             Req::Batch(sql) => {
                 // A session's SET made inside a transaction or after a savepoint is undone
-                // by rolling back.
-                if sql.to_ascii_uppercase().contains("ROLLBACK") {
+                // by rolling back (and by the COMMIT of an aborted transaction).
+                let undoes = |c: Control| {
+                    matches!(
+                        c,
+                        Control::Commit | Control::Rollback | Control::RollbackTo(_)
+                    )
+                };
+                if controls(sql).any(undoes) {
                     self.generic = None;
                 }
                 None
@@ -562,11 +587,12 @@ impl Worker {
     fn wait(&mut self, req: Req) -> Result<Reply> {
         let (restores, commits) = match &req {
             Req::Batch(sql) => {
-                let upper = sql.trim_start().to_ascii_uppercase();
-                let ends = opens_or_ends(sql) == Some(false);
+                let ending = controls(sql)
+                    .filter(|c| matches!(c, Control::Commit | Control::Rollback))
+                    .last();
                 (
-                    upper.starts_with("ROLLBACK TO"),
-                    ends && !upper.starts_with("ROLLBACK"),
+                    matches!(controls(sql).next(), Some(Control::RollbackTo(_))),
+                    ending == Some(Control::Commit),
                 )
             }
             _ => (false, false),
@@ -859,5 +885,79 @@ impl Pg {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{controls, opens_or_ends, Control, XactLocks};
+
+    #[test]
+    fn transaction_control_is_read_one_way() {
+        let read = |sql: &str| controls(sql).collect::<Vec<_>>();
+        let name = |n: &str| n.to_string();
+        assert_eq!(
+            read("BEGIN; SAVEPOINT staged"),
+            [Control::Begin, Control::Savepoint(name("STAGED"))]
+        );
+        assert_eq!(
+            read("RELEASE staged; SAVEPOINT staged;"),
+            [
+                Control::Release(name("STAGED")),
+                Control::Savepoint(name("STAGED"))
+            ]
+        );
+        for sql in [
+            "ROLLBACK TO staged",
+            "rollback to savepoint staged",
+            "ROLLBACK WORK TO staged",
+        ] {
+            assert_eq!(read(sql), [Control::RollbackTo(name("STAGED"))], "{sql}");
+        }
+        for sql in ["ROLLBACK", "rollback work", "ROLLBACK TRANSACTION", "ABORT"] {
+            assert_eq!(read(sql), [Control::Rollback], "{sql}");
+        }
+        for sql in [
+            "COMMIT",
+            "END",
+            "commit and chain",
+            "PREPARE TRANSACTION 'x'",
+        ] {
+            assert_eq!(read(sql), [Control::Commit], "{sql}");
+        }
+        for sql in ["START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "begin"] {
+            assert_eq!(read(sql), [Control::Begin], "{sql}");
+        }
+        for sql in [
+            "SET plan_cache_mode = force_custom_plan",
+            "ROLLBACK PREPARED 'x'",
+            "COMMIT PREPARED 'x'",
+            "SELECT 1",
+        ] {
+            assert_eq!(read(sql), [Control::Other], "{sql}");
+        }
+        assert_eq!(opens_or_ends("BEGIN; SAVEPOINT staged"), Some(true));
+        assert_eq!(opens_or_ends("RELEASE staged; COMMIT"), Some(false));
+        assert_eq!(opens_or_ends("ROLLBACK TO staged; RELEASE staged"), None);
+    }
+
+    #[test]
+    fn a_lock_taken_inside_a_savepoint_rolled_back_to_is_forgotten() {
+        let mut locks = XactLocks::default();
+        locks.ran("BEGIN; SAVEPOINT a");
+        locks.taken(1);
+        locks.ran("SAVEPOINT b");
+        locks.taken(2);
+        locks.ran("ROLLBACK TO b");
+        assert!(locks.holds(1) && !locks.holds(2));
+        // Released, what was taken in it belongs to the savepoint around it.
+        locks.ran("RELEASE b; RELEASE a; SAVEPOINT c");
+        locks.taken(3);
+        locks.ran("ROLLBACK TO c");
+        assert!(locks.holds(1) && !locks.holds(3));
+        locks.ran("SET plan_cache_mode = force_generic_plan");
+        assert!(locks.holds(1), "a SET leaves the locks");
+        locks.ran("COMMIT");
+        assert!(!locks.holds(1));
     }
 }
