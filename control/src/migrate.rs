@@ -200,6 +200,8 @@ mod tests {
                 store::Credit::Months(1),
                 20 + i as i64,
                 4000,
+                "v1",
+                0,
             )
             .unwrap();
             let inv = store::invoice_by_hash(db, &h).unwrap().unwrap();

@@ -3,7 +3,7 @@
 
 use crate::freespace::FreeBlock;
 use crate::ledger::Account;
-use crate::sql::{params, Connection, OptionalExtension, Row, ToSql, Value};
+use crate::sql::{params, Connection, OptionalExtension, Row, ToSql, Value, GENERIC_PLAN};
 use staticwire_api::{Invoice, InvoicePurpose, InvoiceState};
 use std::net::Ipv4Addr;
 
@@ -427,38 +427,13 @@ fn invoice_event(
     serde_json::json!({"payment_hash": payment_hash, "amount_msat": amount_msat, "months": months, "purpose": purpose_str(purpose)})
 }
 
+/// Inserts a new open invoice with its "invoice" event: `api` is the API that sold it (`v1`,
+/// `2023`, `credit`: the revenue figures') and `first_check_ms` when it is first asked about
+/// at the node. Returns the row as inserted (no read back). On PostgreSQL one statement, sent
+/// without waiting (it goes with the batch's next statement or its commit; a failure fails the
+/// batch: `crate::sql::pg`).
 #[allow(clippy::too_many_arguments)]
 pub fn insert_invoice(
-    db: &Connection,
-    payment_hash: &str,
-    rental_id: i64,
-    bolt11: &str,
-    amount_msat: u64,
-    purpose: InvoicePurpose,
-    credit: Credit,
-    created_at: i64,
-    expires_at: i64,
-) -> crate::sql::Result<()> {
-    let (months, credit_secs, from_creation) = credit_columns(credit);
-    db.execute(
-        "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10)",
-        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64],
-    )?;
-    event(
-        db,
-        created_at,
-        Some(rental_id),
-        "invoice",
-        &invoice_event(payment_hash, amount_msat, months, purpose),
-    )
-}
-
-/// [`insert_invoice`], then the API that sold it (`v1`, `2023`, `credit`: the revenue
-/// figures') and when it is first asked about at the node, returning the new row. On
-/// PostgreSQL one statement, sent without waiting.
-#[allow(clippy::too_many_arguments)]
-pub fn insert_invoice_sold(
     db: &Connection,
     payment_hash: &str,
     rental_id: i64,
@@ -471,36 +446,41 @@ pub fn insert_invoice_sold(
     api: &str,
     first_check_ms: i64,
 ) -> crate::sql::Result<InvoiceRow> {
-    if !db.is_postgres() {
-        insert_invoice(
-            db,
-            payment_hash,
-            rental_id,
-            bolt11,
-            amount_msat,
-            purpose,
-            credit,
-            created_at,
-            expires_at,
-        )?;
-        db.execute(
-            "UPDATE invoices SET api = ?1, next_check_ms = ?2 WHERE payment_hash = ?3",
-            params![api, first_check_ms, payment_hash],
-        )?;
-        return invoice_by_hash(db, payment_hash)?.ok_or(crate::sql::Error::NoRows);
-    }
     let (months, credit_secs, from_creation) = credit_columns(credit);
-    let detail = invoice_event(payment_hash, amount_msat, months, purpose);
-    // Sent without waiting (it goes with the batch's next statement or its commit): the row
-    // is what was inserted, and a failure fails the batch (`crate::sql::pg`).
-    db.send(
-        "/* generic plan */
-         WITH i AS (
-           INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api, next_check_ms)
-           VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?13))
-         INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?12)",
-        params![payment_hash, rental_id, bolt11, amount_msat as i64, purpose_str(purpose), months, created_at, expires_at, credit_secs, from_creation as i64, api, detail.to_string(), first_check_ms],
-    )?;
+    let detail = invoice_event(payment_hash, amount_msat, months, purpose).to_string();
+    let row = params![
+        payment_hash,
+        rental_id,
+        bolt11,
+        amount_msat as i64,
+        purpose_str(purpose),
+        months,
+        created_at,
+        expires_at,
+        credit_secs,
+        from_creation as i64,
+        api,
+        first_check_ms
+    ];
+    const INSERT: &str = "INSERT INTO invoices(payment_hash, rental_id, bolt11, amount_msat, purpose, months, state, created_at, expires_at, credit_secs, ledger_from_creation, api, next_check_ms)
+           VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?12)";
+    if db.is_postgres() {
+        let mut values = row.iter().map(|v| v.to_value()).collect::<Vec<_>>();
+        values.push(Value::Text(detail));
+        db.send(
+            &format!(
+                "{GENERIC_PLAN} WITH i AS ({INSERT})
+                 INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?13)"
+            ),
+            values,
+        )?;
+    } else {
+        db.execute(INSERT, row)?;
+        db.execute(
+            "INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, 'invoice', ?3)",
+            params![created_at, rental_id, detail],
+        )?;
+    }
     Ok(InvoiceRow {
         payment_hash: payment_hash.to_string(),
         rental_id,

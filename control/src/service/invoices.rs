@@ -136,7 +136,7 @@ impl Service {
                 &serde_json::json!({"address": r.address}),
             )?;
         }
-        let inv = store::insert_invoice_sold(
+        let inv = store::insert_invoice(
             tx,
             &new.payment_hash,
             r.id,
