@@ -204,6 +204,10 @@ async fn metrics_follow_a_rental_from_invoice_to_payment() {
         v("staticwire_control_lightning_errors_total{backend=\"dev\",op=\"create_invoice\",kind=\"unavailable\"}"),
         0.0
     );
+    assert_eq!(
+        v("staticwire_control_settlement_stream_up{backend=\"dev\"}"),
+        1.0
+    );
     assert!(v("staticwire_control_data_dir_free_bytes") > 0.0);
     assert!(v("staticwire_control_database_bytes") > 0.0);
     assert_eq!(v("staticwire_control_build_info{version=\"0.1.0\"}"), 1.0);

@@ -213,15 +213,19 @@ impl Backend {
         use std::sync::atomic::Ordering;
         let mut index = from;
         let mut backoff = Duration::from_secs(1);
+        let up = |is: bool| {
+            live.store(is, Ordering::Relaxed);
+            events::settlement_stream(self.kind(), is);
+        };
         while !tx.is_closed() {
-            live.store(true, Ordering::Relaxed);
+            up(true);
             let result = match self {
                 Backend::Dev(d) => d.follow(&mut index, &tx, poll).await,
                 Backend::Lnd(l) => l.subscribe(&mut index, &tx).await,
                 Backend::Cln(c) => c.wait_any(&mut index, &tx).await,
             };
             if let Err(e) = result {
-                live.store(false, Ordering::Relaxed);
+                up(false);
                 events::lightning_error(self.kind(), "settlement_stream", e.metric_kind());
                 tracing::warn!(
                     "settlement stream: {e}; reconnecting in {} s",
@@ -233,7 +237,7 @@ impl Backend {
                 backoff = Duration::from_secs(1);
             }
         }
-        live.store(false, Ordering::Relaxed);
+        up(false);
     }
 
     /// Meta key under which the position of this backend's settlement stream is kept.

@@ -83,6 +83,16 @@ pub fn lightning_error(backend: &'static str, op: &'static str, kind: &'static s
     .increment(1);
 }
 
+/// Whether the backend's settlement stream is up (1) or down, reconnecting (0): while it is
+/// down payments are credited by the invoice checks alone.
+pub fn settlement_stream(backend: &'static str, up: bool) {
+    gauge!("staticwire_control_settlement_stream_up", "backend" => backend).set(if up {
+        1.0
+    } else {
+        0.0
+    });
+}
+
 /// What one reconciliation of a router changed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {

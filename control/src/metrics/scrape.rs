@@ -58,6 +58,10 @@ fn describe() {
         "Invoices that expired unpaid, by purpose"
     );
     describe_gauge!(
+        "staticwire_control_settlement_stream_up",
+        "1 while the Lightning backend's settlement stream is up; 0 while it reconnects (payments then credited by the invoice checks alone, every 10 s at best)"
+    );
+    describe_gauge!(
         "staticwire_control_invoices_open",
         "Invoices awaiting payment"
     );
