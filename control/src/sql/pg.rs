@@ -339,7 +339,8 @@ struct Worker {
     /// again. Its COMMIT fails (every change of the batch is told so, none lost silently).
     poisoned: bool,
     /// The session's plan mode: generic plans (true) or a plan made for each run; None once
-    /// a rollback may have undone a `SET` (it is set again before the next statement).
+    /// a transaction's end may have undone a `SET` (it is set again before the next
+    /// statement).
     generic: Option<bool>,
 }
 
