@@ -3,7 +3,7 @@
 
 use crate::freespace::FreeBlock;
 use crate::ledger::Account;
-use crate::sql::{params, Connection, OptionalExtension, Row, ToSql, Value, GENERIC_PLAN};
+use crate::sql::{params, Connection, OptionalExtension, Row, ToSql, Value};
 use staticwire_api::{Invoice, InvoicePurpose, InvoiceState};
 use std::net::Ipv4Addr;
 
@@ -469,7 +469,7 @@ pub fn insert_invoice(
         values.push(Value::Text(detail));
         db.send(
             &format!(
-                "{GENERIC_PLAN} WITH i AS ({INSERT})
+                "/* generic plan */ WITH i AS ({INSERT})
                  INSERT INTO events(at, rental_id, kind, detail) VALUES (?7, ?2, 'invoice', ?13)"
             ),
             values,
