@@ -228,7 +228,9 @@ impl Service {
     pub async fn reconcile_only(&self, only: Option<&HashSet<String>>) -> Result<(), ServiceError> {
         let _feed = self.feed_lock.lock().await;
         let now = self.clock.now();
-        let mut desired = self.sweep_at(now)?;
+        // Seconds at a million rentals: the worker hands its other tasks on first, so a
+        // request arriving meanwhile (the terms) is not held up behind the read.
+        let mut desired = crate::writer::blocking(|| self.sweep_at(now))?;
         if only.is_none() {
             self.compared_at
                 .store(now, std::sync::atomic::Ordering::SeqCst);
