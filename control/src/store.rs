@@ -447,7 +447,7 @@ pub fn insert_invoice(
     first_check_ms: i64,
 ) -> crate::sql::Result<InvoiceRow> {
     let (months, credit_secs, from_creation) = credit_columns(credit);
-    let detail = invoice_event(payment_hash, amount_msat, months, purpose).to_string();
+    let detail = invoice_event(payment_hash, amount_msat, months, purpose);
     let row = params![
         payment_hash,
         rental_id,
@@ -466,7 +466,7 @@ pub fn insert_invoice(
            VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8, ?9, ?10, ?11, ?12)";
     if db.is_postgres() {
         let mut values = row.iter().map(|v| v.to_value()).collect::<Vec<_>>();
-        values.push(Value::Text(detail));
+        values.push(Value::Text(detail.to_string()));
         db.send(
             &format!(
                 "/* generic plan */ WITH i AS ({INSERT})
@@ -476,10 +476,7 @@ pub fn insert_invoice(
         )?;
     } else {
         db.execute(INSERT, row)?;
-        db.execute(
-            "INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, 'invoice', ?3)",
-            params![created_at, rental_id, detail],
-        )?;
+        event(db, created_at, Some(rental_id), "invoice", &detail)?;
     }
     Ok(InvoiceRow {
         payment_hash: payment_hash.to_string(),
@@ -637,6 +634,9 @@ pub fn paid_totals(db: &Connection, rental_id: i64) -> crate::sql::Result<(i64, 
     )
 }
 
+const EVENT_SQL: &str =
+    "/* generic plan */ INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)";
+
 pub fn event(
     db: &Connection,
     at: i64,
@@ -644,10 +644,7 @@ pub fn event(
     kind: &str,
     detail: &serde_json::Value,
 ) -> crate::sql::Result<()> {
-    db.execute(
-        "/* generic plan */ INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![at, rental_id, kind, detail.to_string()],
-    )?;
+    db.execute(EVENT_SQL, params![at, rental_id, kind, detail.to_string()])?;
     Ok(())
 }
 
@@ -661,10 +658,7 @@ pub fn event_sent(
     kind: &str,
     detail: &serde_json::Value,
 ) -> crate::sql::Result<()> {
-    db.send(
-        "/* generic plan */ INSERT INTO events(at, rental_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![at, rental_id, kind, detail.to_string()],
-    )
+    db.send(EVENT_SQL, params![at, rental_id, kind, detail.to_string()])
 }
 
 pub fn events_of(

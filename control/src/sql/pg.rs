@@ -908,34 +908,31 @@ mod tests {
                 Control::Savepoint(name("STAGED"))
             ]
         );
-        for sql in [
-            "ROLLBACK TO staged",
-            "rollback to savepoint staged",
-            "ROLLBACK WORK TO staged",
-        ] {
-            assert_eq!(read(sql), [Control::RollbackTo(name("STAGED"))], "{sql}");
-        }
-        for sql in ["ROLLBACK", "rollback work", "ROLLBACK TRANSACTION", "ABORT"] {
-            assert_eq!(read(sql), [Control::Rollback], "{sql}");
-        }
-        for sql in [
-            "COMMIT",
-            "END",
-            "commit and chain",
-            "PREPARE TRANSACTION 'x'",
-        ] {
-            assert_eq!(read(sql), [Control::Commit], "{sql}");
-        }
-        for sql in ["START TRANSACTION ISOLATION LEVEL SERIALIZABLE", "begin"] {
-            assert_eq!(read(sql), [Control::Begin], "{sql}");
-        }
-        for sql in [
-            "SET plan_cache_mode = force_custom_plan",
-            "ROLLBACK PREPARED 'x'",
-            "COMMIT PREPARED 'x'",
-            "SELECT 1",
-        ] {
-            assert_eq!(read(sql), [Control::Other], "{sql}");
+        let to_staged = || Control::RollbackTo(name("STAGED"));
+        let cases = [
+            ("ROLLBACK TO staged", to_staged()),
+            ("rollback to savepoint staged", to_staged()),
+            ("ROLLBACK WORK TO staged", to_staged()),
+            ("ROLLBACK", Control::Rollback),
+            ("rollback work", Control::Rollback),
+            ("ROLLBACK TRANSACTION", Control::Rollback),
+            ("ABORT", Control::Rollback),
+            ("COMMIT", Control::Commit),
+            ("END", Control::Commit),
+            ("commit and chain", Control::Commit),
+            ("PREPARE TRANSACTION 'x'", Control::Commit),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                Control::Begin,
+            ),
+            ("begin", Control::Begin),
+            ("SET plan_cache_mode = force_custom_plan", Control::Other),
+            ("ROLLBACK PREPARED 'x'", Control::Other),
+            ("COMMIT PREPARED 'x'", Control::Other),
+            ("SELECT 1", Control::Other),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(read(sql), [want], "{sql}");
         }
         assert_eq!(opens_or_ends("BEGIN; SAVEPOINT staged"), Some(true));
         assert_eq!(opens_or_ends("RELEASE staged; COMMIT"), Some(false));
