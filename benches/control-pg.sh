@@ -36,11 +36,11 @@ if [ "$(id -u)" = 0 ]; then as=(runuser -u postgres --); fi
 stat=()
 [ -n "${PGSTAT:-}" ] && stat=(-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on)
 "${as[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=400 ${stat[*]}" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=400 ${stat[*]} ${PGOPTS:-}" start >/dev/null
 psql -q "$PG_URL" -c "CREATE DATABASE swt_bench" >/dev/null
 DB_URL="${PG_URL%/*}/swt_bench"
 [ -n "${PGSTAT:-}" ] && psql -q "$DB_URL" -c "CREATE EXTENSION pg_stat_statements" >/dev/null
-echo "PostgreSQL fsync = $(psql -At "$PG_URL" -c 'SHOW fsync'), synchronous_commit = $(psql -At "$PG_URL" -c 'SHOW synchronous_commit')"
+echo "PostgreSQL fsync = $(psql -At "$PG_URL" -c 'SHOW fsync'), synchronous_commit = $(psql -At "$PG_URL" -c 'SHOW synchronous_commit'), shared_buffers = $(psql -At "$PG_URL" -c 'SHOW shared_buffers'), wal_compression = $(psql -At "$PG_URL" -c 'SHOW wal_compression')"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 P1=$(free_port)
 P2=$(free_port)
@@ -76,6 +76,7 @@ psql -q "$DB_URL" -c "INSERT INTO rentals(public_key, address, router, created_a
   SELECT encode(sha256(('seed ' || i)::bytea), 'base64'), host('100.64.0.2'::inet + i), 'wg0',
          $NOW, $NOW, 30 * 86400
   FROM generate_series(0, $N - 1) AS i" -c "ANALYZE" >/dev/null
+[ -n "${SYNC:-}" ] && { psql -q "$DB_URL" -c "CHECKPOINT"; sync; }
 echo "seeded $N rentals in $(python3 -c "print(round($(date +%s.%N)-$t,1))") s"
 "$LOAD" router "$DIR/wg0.sock" >"$DIR/removed.log" &
 PIDS+=($!)
@@ -95,6 +96,11 @@ echo "both replicas serving after $(python3 -c "print(round($(date +%s.%N)-$t,1)
 for _ in $(seq 1200); do grep -q "router reconciled" "$DIR/r1.log" "$DIR/r2.log" && break; sleep 0.1; done
 echo "first full compare done after $(python3 -c "print(round($(date +%s.%N)-$t,1))") s"
 if [ -n "${PERF:-}" ]; then perf record -q -g -o "$DIR/perf.data" -p "$R1" 2>/dev/null & PERFPID=$!; fi
+wal() {
+  psql -At "$DB_URL" -c "SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req,
+    b.buffers_checkpoint + b.buffers_backend + b.buffers_clean FROM pg_stat_wal w, pg_stat_bgwriter b"
+}
+WAL0=$(wal)
 "$LOAD" terms "http://127.0.0.1:$P1" "$DIR/stop" 2 &
 TPID=$!
 "$LOAD" rent "http://127.0.0.1:$P1,http://127.0.0.1:$P2" "$CREATE" "$CONC" ${RATE:+"$RATE"} 2>"$DIR/rent.err" || true
@@ -105,6 +111,16 @@ if [ -n "${PERF:-}" ]; then
   perf report -i "$DIR/perf.data" --no-children --percent-limit 2 --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
 fi
 head -3 "$DIR/rent.err"
+# What the creates wrote: WAL (full-page images are a page's first change after a checkpoint),
+# checkpoints begun, buffers written out.
+python3 - "$WAL0" "$(wal)" "$CREATE" <<'PY'
+import sys
+a, b = ([int(x) for x in s.split("|")] for s in sys.argv[1:3])
+n = int(sys.argv[3])
+d = [y - x for x, y in zip(a, b)]
+print(f"WAL while creating: {d[0] / n:.1f} records, {d[1] / n:.2f} full-page images, "
+      f"{d[2] / n / 1024:.1f} KiB a rental; {d[3]} checkpoints begun, {d[4]} buffers written")
+PY
 echo "in the database: $(psql -At "$DB_URL" -c "SELECT COUNT(*) FROM rentals WHERE started_at IS NULL AND released_at IS NULL") live unpaid holds, $(psql -At "$DB_URL" -c "SELECT COUNT(*) - COUNT(DISTINCT address) FROM rentals WHERE released_at IS NULL AND address IS NOT NULL") addresses held twice"
 echo "replica RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$R1/status) / 1024 )) and $(( $(awk '/VmRSS/ {print $2}' /proc/$R2/status) / 1024 )) MiB"
 if [ -n "${PGSTAT:-}" ]; then

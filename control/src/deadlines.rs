@@ -230,17 +230,32 @@ pub fn next_deadlines(
 
 pub(crate) const ACTIVE_SQL: &str = "SELECT {COLS} FROM rentals
      WHERE released_at IS NULL AND started_at IS NOT NULL
-       AND started_at + credited_secs > ?1 AND suspended = 0";
+       AND started_at + credited_secs > ?1 AND suspended = 0 {OF}";
 
 /// Calls `f(router, key, networks)` for every active rental (started, paid-until after `now`,
-/// not suspended), read from the paid-until index, row by row where the database allows.
+/// not suspended) on `routers` (None: all), read from the paid-until index, row by row where
+/// the database allows.
 pub fn for_each_active(
     db: &Connection,
     now: i64,
+    routers: Option<&[String]>,
     mut f: impl FnMut(&str, [u8; 32], Vec<ipnet::IpNet>),
 ) -> crate::sql::Result<()> {
-    let sql = ACTIVE_SQL.replace("{COLS}", store::RENTAL_COLS);
-    db.query_each(&sql, [now], |row| {
+    let of = routers.map_or(String::new(), |names| {
+        let list: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 2)).collect();
+        format!("AND router IN ({})", list.join(", "))
+    });
+    let sql = ACTIVE_SQL
+        .replace("{COLS}", store::RENTAL_COLS)
+        .replace("{OF}", &of);
+    let mut params = vec![Value::Int(now)];
+    params.extend(
+        routers
+            .unwrap_or(&[])
+            .iter()
+            .map(|r| Value::Text(r.clone())),
+    );
+    db.query_each(&sql, params, |row| {
         let r = store::rental(row)?;
         if let (Some(key), Some(nets)) = (decode_key(&r.public_key), r.networks()) {
             f(&r.router, key, nets);

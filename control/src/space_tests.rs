@@ -54,7 +54,7 @@ fn service_with(dir: &Path, pool: &str, singles: u32, blocks: u32) -> Service {
 
 /// SQLite virtual machine steps `f` costs on the service's connections (every statement, on
 /// the writer's and on each reader's).
-fn steps<T>(svc: &Service, f: impl FnOnce() -> T) -> (u64, T) {
+pub(crate) fn steps<T>(svc: &Service, f: impl FnOnce() -> T) -> (u64, T) {
     let n = Arc::new(AtomicU64::new(0));
     let count = n.clone();
     with_sqlite(svc, |c| {

@@ -186,14 +186,18 @@ impl Builder {
                 Backend::Dev(dev::DevNode::new(key, db.clone()))
             }
         };
-        let routers = vec![RouterLink {
-            name: ROUTER.into(),
-            socket: dir.join(self.socket),
-            listen_port: 51820,
-            private_key: [1; 32],
-            public_key: [2; 32],
-            socket_uid: None,
-        }];
+        let routers = cfg
+            .routers
+            .iter()
+            .map(|r| RouterLink {
+                name: r.name.clone(),
+                socket: r.socket.clone(),
+                listen_port: r.listen_port,
+                private_key: [1; 32],
+                public_key: [2; 32],
+                socket_uid: None,
+            })
+            .collect();
         let proof = crate::secrets::proof_key(dir).expect("proof key");
         // Status reads go through read-only connections as in `serve` (SQLite only).
         let readers = match db.lock().expect("db").is_postgres() {

@@ -100,19 +100,35 @@ impl Service {
     /// first). Used by the full compare and by tests.
     #[cfg(test)]
     pub fn sweep(&self) -> Result<HashMap<String, Desired>, ServiceError> {
-        self.sweep_at(self.clock.now())
+        self.sweep_at(self.clock.now(), None)
     }
 
-    pub(crate) fn sweep_at(&self, now: i64) -> Result<HashMap<String, Desired>, ServiceError> {
+    /// The peers each router this replica runs (of `only`, when given) should hold now.
+    /// A replica that runs none of them reads nothing: the read is seconds at a million
+    /// rentals, and the replica without the lease was making it for nothing whenever its
+    /// socket watcher first saw the router's socket.
+    pub(crate) fn sweep_at(
+        &self,
+        now: i64,
+        only: Option<&HashSet<String>>,
+    ) -> Result<HashMap<String, Desired>, ServiceError> {
         self.take_due(None, now)?;
-        let mut desired: HashMap<String, Desired> = self
+        let compared: Vec<String> = self
             .routers
             .iter()
-            .map(|r| (r.name.clone(), Desired::new()))
+            .map(|r| r.name.clone())
+            .filter(|n| self.owns(n) && only.is_none_or(|o| o.contains(n)))
             .collect();
-        // Every active rental, a read of committed state: on PostgreSQL on a connection of
-        // its own (seconds at a million rentals, which no placement, invoice or lookup waits
-        // for), on SQLite through a reader.
+        let mut desired: HashMap<String, Desired> = compared
+            .iter()
+            .map(|n| (n.clone(), Desired::new()))
+            .collect();
+        if compared.is_empty() {
+            return Ok(desired);
+        }
+        // Every active rental of those routers, a read of committed state: on PostgreSQL on a
+        // connection of its own (seconds at a million rentals, which no placement, invoice or
+        // lookup waits for), on SQLite through a reader.
         let own = self.peek()?.another(None)?;
         let reader;
         let db = match &own {
@@ -122,7 +138,8 @@ impl Service {
                 &*reader
             }
         };
-        for_each_active(db, now, |router, key, nets| {
+        let of = (compared.len() < self.routers.len()).then_some(&compared[..]);
+        for_each_active(db, now, of, |router, key, nets| {
             if let Some(d) = desired.get_mut(router) {
                 d.insert(key, nets);
             }
@@ -230,7 +247,7 @@ impl Service {
         let now = self.clock.now();
         // Seconds at a million rentals: the worker hands its other tasks on first, so a
         // request arriving meanwhile (the terms) is not held up behind the read.
-        let mut desired = crate::writer::blocking(|| self.sweep_at(now))?;
+        let mut desired = crate::writer::blocking(|| self.sweep_at(now, only))?;
         if only.is_none() {
             self.compared_at
                 .store(now, std::sync::atomic::Ordering::SeqCst);
