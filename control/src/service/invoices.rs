@@ -30,7 +30,16 @@ pub fn api_of(credit: Credit) -> &'static str {
     }
 }
 
+/// What an invoice of `quote` is for, in its description.
+pub(super) fn quote_what(quote: &ledger::Quote, purpose: InvoicePurpose) -> String {
+    match purpose {
+        InvoicePurpose::Activation => "activation and first month".to_string(),
+        InvoicePurpose::Renewal => format!("{} month(s)", quote.months),
+    }
+}
+
 impl Service {
+    /// The invoice of `quote` (activation and first month, or a renewal), made and recorded.
     pub(super) async fn invoice_for(
         &self,
         r: &RentalRow,
@@ -38,19 +47,9 @@ impl Service {
         purpose: InvoicePurpose,
         now: i64,
     ) -> Result<api::InvoiceResponse, ServiceError> {
-        let what = match purpose {
-            InvoicePurpose::Activation => "activation and first month".to_string(),
-            InvoicePurpose::Renewal => format!("{} month(s)", quote.months),
-        };
-        self.invoice_with(
-            r,
-            quote.amount_sat,
-            &what,
-            purpose,
-            Credit::Months(quote.months),
-            now,
-        )
-        .await
+        let what = quote_what(&quote, purpose);
+        let new = self.make_invoice(r, quote.amount_sat, &what, now).await?;
+        self.record_invoice(r, &new, &quote, purpose, now).await
     }
 
     /// Creates an invoice of `amount_sat` that credits `credit` when paid.
@@ -63,6 +62,20 @@ impl Service {
         credit: Credit,
         now: i64,
     ) -> Result<api::InvoiceResponse, ServiceError> {
+        let new = self.make_invoice(r, amount_sat, what, now).await?;
+        self.record(r, &new, amount_sat, purpose, credit, now).await
+    }
+
+    /// Asks the node for an invoice of `amount_sat` for `r`, checked payable to the published
+    /// payee on this network. Nothing is recorded: an invoice made and never recorded is
+    /// shown to nobody and expires unpaid at the node.
+    pub(super) async fn make_invoice(
+        &self,
+        r: &RentalRow,
+        amount_sat: u64,
+        what: &str,
+        now: i64,
+    ) -> Result<crate::lightning::NewInvoice, ServiceError> {
         let expiry = Duration::from_secs(self.cfg.terms.invoice_expiry_secs);
         let new = self
             .ln
@@ -83,19 +96,42 @@ impl Service {
         }
         // A customer's client refuses an invoice of another network; refuse it first.
         match parsed.as_ref().map(|(_, n)| *n) {
-            Some(n) if n == self.network => {}
-            other => {
-                return Err(LnError::Protocol(format!(
-                    "the node made an invoice for {}, but the network is {}",
-                    other.unwrap_or("an unknown network"),
-                    self.network
-                ))
-                .into())
-            }
+            Some(n) if n == self.network => Ok(new),
+            other => Err(LnError::Protocol(format!(
+                "the node made an invoice for {}, but the network is {}",
+                other.unwrap_or("an unknown network"),
+                self.network
+            ))
+            .into()),
         }
+    }
+
+    /// Records the invoice of `quote` that [`Service::make_invoice`] made.
+    pub(super) async fn record_invoice(
+        &self,
+        r: &RentalRow,
+        new: &crate::lightning::NewInvoice,
+        quote: &ledger::Quote,
+        purpose: InvoicePurpose,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
+        let credit = Credit::Months(quote.months);
+        self.record(r, new, quote.amount_sat, purpose, credit, now)
+            .await
+    }
+
+    /// Stages the new invoice's row; answers once its commit is on disk.
+    async fn record(
+        &self,
+        r: &RentalRow,
+        new: &crate::lightning::NewInvoice,
+        amount_sat: u64,
+        purpose: InvoicePurpose,
+        credit: Credit,
+        now: i64,
+    ) -> Result<api::InvoiceResponse, ServiceError> {
         let (resp, ticket) =
-            self.stage(|tx| self.invoice_in(tx, r, &new, amount_sat, purpose, credit, now))?;
-        // Answered only once its commit is on disk.
+            self.stage(|tx| self.invoice_in(tx, r, new, amount_sat, purpose, credit, now))?;
         self.durable(ticket).await?;
         self.wake();
         Ok(resp)

@@ -284,15 +284,27 @@ impl Service {
             (Hold::New(r), ticket) => (r, ticket),
         };
         let (rental, held) = rental;
-        if !self.stages_share_a_batch() {
-            // The invoice is staged on another connection, which sees the hold once committed.
-            self.durable(held).await?;
-        }
         let quote = ledger::activation_quote(&self.terms_of(&rental));
-        match self
-            .invoice_for(&rental, quote, InvoicePurpose::Activation, now)
-            .await
-        {
+        let what = super::invoices::quote_what(&quote, InvoicePurpose::Activation);
+        let made = self.make_invoice(&rental, quote.amount_sat, &what, now);
+        let made = if self.stages_share_a_batch() {
+            made.await
+        } else {
+            // The invoice is staged on another connection, which sees the hold once committed;
+            // the node makes it meanwhile (a Lightning node's answer is a round trip of its
+            // own). Made for a hold whose commit then fails, it is shown to nobody.
+            let (durable, made) = tokio::join!(self.durable(held), made);
+            durable?;
+            made
+        };
+        let recorded = match made {
+            Ok(new) => {
+                self.record_invoice(&rental, &new, &quote, InvoicePurpose::Activation, now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match recorded {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 // A hold whose commit failed: that failure is the answer.
