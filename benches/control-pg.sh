@@ -8,6 +8,7 @@
 #
 #   bash benches/control-pg.sh [N=1000] [CREATE=5000]     (RATE=1000: the creates paced)
 # PGSTAT=1: the server's time per statement (pg_stat_statements: planning and execution) at the end.
+# PGOPTS="-c name=value ...": server settings beside the defaults (e.g. shared_buffers).
 set -euo pipefail
 N=${1:-1000}
 CREATE=${2:-5000}
@@ -76,7 +77,6 @@ psql -q "$DB_URL" -c "INSERT INTO rentals(public_key, address, router, created_a
   SELECT encode(sha256(('seed ' || i)::bytea), 'base64'), host('100.64.0.2'::inet + i), 'wg0',
          $NOW, $NOW, 30 * 86400
   FROM generate_series(0, $N - 1) AS i" -c "ANALYZE" >/dev/null
-[ -n "${SYNC:-}" ] && { psql -q "$DB_URL" -c "CHECKPOINT"; sync; }
 echo "seeded $N rentals in $(python3 -c "print(round($(date +%s.%N)-$t,1))") s"
 "$LOAD" router "$DIR/wg0.sock" >"$DIR/removed.log" &
 PIDS+=($!)
