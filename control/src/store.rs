@@ -212,13 +212,6 @@ pub fn rental_by_id(db: &Connection, id: i64) -> crate::sql::Result<RentalRow> {
     )
 }
 
-pub fn live_rentals(db: &Connection) -> crate::sql::Result<Vec<RentalRow>> {
-    let mut stmt = db.prepare(&format!(
-        "SELECT {RENTAL_COLS} FROM rentals WHERE released_at IS NULL ORDER BY id"
-    ))?;
-    stmt.query_map([], rental)?.collect()
-}
-
 pub fn all_rentals(db: &Connection) -> crate::sql::Result<Vec<RentalRow>> {
     let mut stmt = db.prepare(&format!("SELECT {RENTAL_COLS} FROM rentals ORDER BY id"))?;
     stmt.query_map([], rental)?.collect()

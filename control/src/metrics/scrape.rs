@@ -10,8 +10,8 @@ use axum::routing::get;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use staticwire_api::RentalState;
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -189,33 +189,71 @@ pub async fn serve(
     service: Arc<Service>,
     handle: PrometheusHandle,
 ) {
-    async fn scrape(State((s, h)): State<(Arc<Service>, PrometheusHandle)>) -> Response {
-        if let Err(e) = refresh(&s) {
-            tracing::warn!("metrics: {e}");
+    type Scraped = (Arc<Service>, PrometheusHandle, Arc<tokio::sync::Mutex<()>>);
+    async fn scrape(State((s, h, reading)): State<Scraped>) -> Response {
+        // One read at a time: a scrape arriving during one waits for it and answers what it
+        // read (several Prometheus servers, or a short interval, cost one read a round).
+        match reading.try_lock() {
+            Ok(_reading) => {
+                // Seconds at a million rentals: on a blocking thread, not a runtime worker.
+                let s = s.clone();
+                match tokio::task::spawn_blocking(move || refresh(&s)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("metrics: {e}"),
+                    Err(e) => tracing::warn!("metrics: the read failed: {e}"),
+                }
+            }
+            Err(_) => drop(reading.lock().await),
         }
         ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response()
     }
     let app = axum::Router::new()
         .route("/metrics", get(scrape))
-        .with_state((service, handle));
+        .with_state((service, handle, Arc::new(tokio::sync::Mutex::new(()))));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("metrics listener: {e}");
     }
 }
 
-/// Reads the state series from the database.
+/// Reads the state series from the database, on a connection of its own
+/// ([`Service::long_read`]: seconds at a million rentals, which no placement, settlement or
+/// lookup waits for).
 pub fn refresh(s: &Service) -> Result<(), MetricsError> {
+    s.long_read(|db| state_series(s, db))?;
+    // The data dir's disk.
+    if let Some((free, size)) = disk(&s.cfg().data_dir) {
+        gauge!("staticwire_control_data_dir_free_bytes").set(free as f64);
+        gauge!("staticwire_control_data_dir_size_bytes").set(size as f64);
+    }
+    let db_path = s.cfg().db_path();
+    let mut bytes = 0;
+    for suffix in ["", "-wal"] {
+        let mut p = db_path.clone().into_os_string();
+        p.push(suffix);
+        bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    }
+    gauge!("staticwire_control_database_bytes").set(bytes as f64);
+    Ok(())
+}
+
+/// Rentals by state, addresses by status, invoices and money, read through `db`.
+fn state_series(s: &Service, db: &Connection) -> Result<(), MetricsError> {
     let now = s.clock().now();
-    let db = s.db()?;
     let e = MetricsError::from;
-    // Rentals by state, and which address each live one occupies.
+    // Rentals by state, and which address each live one occupies (row by row where the
+    // database allows).
     let mut by_state: HashMap<&'static str, u64> =
         ["pending", "active", "lapsed", "suspended", "released"]
             .into_iter()
             .map(|k| (k, 0))
             .collect();
-    let mut occupied: HashMap<String, &'static str> = HashMap::new();
-    for r in crate::store::live_rentals(&db).map_err(e)? {
+    let mut occupied: Vec<(u32, &'static str)> = Vec::new();
+    let live = format!(
+        "SELECT {} FROM rentals WHERE released_at IS NULL",
+        crate::store::RENTAL_COLS
+    );
+    db.query_each(&live, [], |row| {
+        let r = crate::store::rental(row)?;
         let state = r.account().state(s.terms(), now);
         *by_state.entry(state_name(state)).or_default() += 1;
         let status = if state == RentalState::Pending {
@@ -227,14 +265,18 @@ pub fn refresh(s: &Service) -> Result<(), MetricsError> {
         match r.networks_of().and_then(|n| n.v4) {
             Some(net) => {
                 for a in u32::from(net.network())..=u32::from(net.broadcast()) {
-                    occupied.insert(std::net::Ipv4Addr::from(a).to_string(), status);
+                    occupied.push((a, status));
                 }
             }
             None => {
-                occupied.insert(r.address.clone(), status);
+                if let Ok(a) = r.address.parse::<Ipv4Addr>() {
+                    occupied.push((u32::from(a), status));
+                }
             }
         }
-    }
+        Ok(())
+    })
+    .map_err(e)?;
     let released: i64 = db
         .query_row(
             "SELECT COUNT(*) FROM rentals WHERE released_at IS NOT NULL",
@@ -247,23 +289,13 @@ pub fn refresh(s: &Service) -> Result<(), MetricsError> {
         gauge!("staticwire_control_rentals", "state" => state).set(n as f64);
     }
     // Addresses per router and pool.
-    let cooling = cooling(&db, now).map_err(e)?;
+    occupied.sort_unstable_by_key(|(a, _)| *a);
+    occupied.dedup_by_key(|(a, _)| *a);
+    let cooling = cooling(db, now).map_err(e)?;
     for rc in &s.cfg().routers {
         let addrs = rc.addresses();
         for pool in &rc.pools {
-            let mut counts: HashMap<&'static str, u64> =
-                [("free", 0), ("held", 0), ("used", 0), ("cooldown", 0)]
-                    .into_iter()
-                    .collect();
-            for a in addrs.iter().filter(|a| pool.contains(*a)) {
-                let key = a.to_string();
-                let status = match occupied.get(&key) {
-                    Some(s) => *s,
-                    None if cooling.contains(&key) => "cooldown",
-                    None => "free",
-                };
-                *counts.entry(status).or_default() += 1;
-            }
+            let counts = address_counts(&addrs, pool, &occupied, &cooling);
             for (status, n) in counts {
                 gauge!("staticwire_control_addresses",
                     "router" => rc.name.clone(), "pool" => pool.to_string(), "status" => status)
@@ -346,20 +378,6 @@ pub fn refresh(s: &Service) -> Result<(), MetricsError> {
         counter!("staticwire_control_received_sat_total", "api" => api.clone()).absolute(total);
         counter!("staticwire_control_payments_total", "api" => api).absolute(n);
     }
-    drop(db);
-    // The data dir's disk.
-    if let Some((free, size)) = disk(&s.cfg().data_dir) {
-        gauge!("staticwire_control_data_dir_free_bytes").set(free as f64);
-        gauge!("staticwire_control_data_dir_size_bytes").set(size as f64);
-    }
-    let db_path = s.cfg().db_path();
-    let mut bytes = 0;
-    for suffix in ["", "-wal"] {
-        let mut p = db_path.clone().into_os_string();
-        p.push(suffix);
-        bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
-    }
-    gauge!("staticwire_control_database_bytes").set(bytes as f64);
     Ok(())
 }
 
@@ -373,10 +391,50 @@ fn state_name(s: RentalState) -> &'static str {
     }
 }
 
-fn cooling(db: &Connection, now: i64) -> crate::sql::Result<std::collections::HashSet<String>> {
+/// The addresses of `pool` among a router's `addrs` (sorted) by status: each occupied one
+/// (`occupied`: sorted by address, one entry each) as its rental has it, a cooling one as
+/// "cooldown", the rest "free". No lookup per address of the pool (a million at scale): the
+/// occupied and the cooling are looked up in it instead.
+fn address_counts(
+    addrs: &[Ipv4Addr],
+    pool: &ipnet::Ipv4Net,
+    occupied: &[(u32, &'static str)],
+    cooling: &HashSet<u32>,
+) -> HashMap<&'static str, u64> {
+    let of_pool = |a: u32| {
+        let ip = Ipv4Addr::from(a);
+        pool.contains(&ip) && addrs.binary_search(&ip).is_ok()
+    };
+    let mut counts: HashMap<&'static str, u64> = [("held", 0), ("used", 0)].into_iter().collect();
+    let (first, last) = (u32::from(pool.network()), u32::from(pool.broadcast()));
+    let from = occupied.partition_point(|(a, _)| *a < first);
+    for &(a, status) in occupied[from..].iter().take_while(|(a, _)| *a <= last) {
+        if of_pool(a) {
+            *counts.entry(status).or_default() += 1;
+        }
+    }
+    let occupied_at = |a: u32| occupied.binary_search_by_key(&a, |(o, _)| *o).is_ok();
+    let cool = cooling
+        .iter()
+        .filter(|&&a| of_pool(a) && !occupied_at(a))
+        .count() as u64;
+    let total = addrs.iter().filter(|a| pool.contains(*a)).count() as u64;
+    let taken: u64 = counts.values().sum::<u64>() + cool;
+    counts.insert("cooldown", cool);
+    counts.insert("free", total.saturating_sub(taken));
+    counts
+}
+
+fn cooling(db: &Connection, now: i64) -> crate::sql::Result<HashSet<u32>> {
     let mut stmt = db.prepare("SELECT address FROM addresses WHERE cooldown_until > ?1")?;
-    let rows = stmt.query_map([now], |r| r.get(0))?;
-    rows.collect()
+    let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+    let mut out = HashSet::new();
+    for a in rows {
+        if let Ok(a) = a?.parse::<Ipv4Addr>() {
+            out.insert(u32::from(a));
+        }
+    }
+    Ok(out)
 }
 
 /// (available, total) bytes of the filesystem holding `dir`.
@@ -398,4 +456,81 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
         tracing::warn!(%addr, "metrics listen address is not loopback: anyone who can reach it sees the business figures");
     }
     tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state series are read beside the writer's connection, not through it: a scrape
+    /// (seconds at a million rentals) never holds up a placement, a settlement or an expiry.
+    #[test]
+    fn a_scrape_reads_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let svc = Arc::new(
+            crate::testkit::Builder::new("203.0.113.0/28")
+                .sqlite_only()
+                .service(dir.path()),
+        );
+        let writer = svc.db().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = svc.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(refresh(&s).map_err(|e| e.to_string()));
+        });
+        let read = rx.recv_timeout(std::time::Duration::from_secs(60));
+        drop(writer);
+        read.expect("the scrape waited for the writer's connection")
+            .unwrap();
+    }
+
+    /// Each address of the pool counted once, by the first status that holds: occupied (as
+    /// its rental has it), cooling, free; reserved addresses and the pool's edges are not
+    /// counted, nor anything outside the pool.
+    #[test]
+    fn addresses_are_counted_by_status() {
+        let pool: ipnet::Ipv4Net = "203.0.113.0/28".parse().unwrap();
+        let other: ipnet::Ipv4Net = "203.0.113.16/29".parse().unwrap();
+        let ip = |last: u8| u32::from(Ipv4Addr::new(203, 0, 113, last));
+        // .1 reserved; .0 and .15 are the pool's edges; .17–.22 the other pool's hosts.
+        let mut addrs: Vec<Ipv4Addr> = pool.hosts().chain(other.hosts()).collect();
+        addrs.retain(|a| *a != Ipv4Addr::from(ip(1)));
+        addrs.sort();
+        // A held /30 at .4, a used address at .9, a used one in the other pool; .9 is also
+        // cooling (occupied wins), .12 and .18 are cooling, .1 (reserved) too.
+        let mut occupied: Vec<(u32, &'static str)> = (4..8).map(|i| (ip(i), "held")).collect();
+        occupied.extend([(ip(9), "used"), (ip(17), "used")]);
+        occupied.sort_unstable();
+        let cooling: HashSet<u32> = [ip(9), ip(12), ip(18), ip(1)].into_iter().collect();
+        let c = address_counts(&addrs, &pool, &occupied, &cooling);
+        // 14 hosts (.1–.14) less the reserved .1: 13.
+        assert_eq!(c["held"], 4);
+        assert_eq!(c["used"], 1);
+        assert_eq!(c["cooldown"], 1);
+        assert_eq!(c["free"], 13 - 4 - 1 - 1);
+        let c = address_counts(&addrs, &other, &occupied, &cooling);
+        assert_eq!(
+            (c["held"], c["used"], c["cooldown"], c["free"]),
+            (0, 1, 1, 4)
+        );
+        // The same as asking for each address of the pool in turn.
+        for p in [pool, other] {
+            let mut each: HashMap<&'static str, u64> = HashMap::new();
+            for a in addrs
+                .iter()
+                .filter(|a| p.contains(*a))
+                .map(|a| u32::from(*a))
+            {
+                let status = match occupied.iter().find(|(o, _)| *o == a) {
+                    Some((_, s)) => *s,
+                    None if cooling.contains(&a) => "cooldown",
+                    None => "free",
+                };
+                *each.entry(status).or_default() += 1;
+            }
+            let mut fast = address_counts(&addrs, &p, &occupied, &cooling);
+            fast.retain(|_, n| *n > 0);
+            assert_eq!(fast, each, "{p}");
+        }
+    }
 }

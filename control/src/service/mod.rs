@@ -592,6 +592,27 @@ impl Service {
         }
     }
 
+    /// Runs `f` on a connection for a long read of committed state (every active rental):
+    /// on PostgreSQL one opened for it, a session of its own; on SQLite one of the readers
+    /// ([`Service::read`]). Nothing that places, settles or expires waits for it.
+    pub(crate) fn long_read<T, E: From<ServiceError>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // Only PostgreSQL has the plain connection; asking the writer's would wait for it.
+        let own = match &self.plain_db {
+            Some(_) => self
+                .plain()?
+                .another(None)
+                .map_err(|e| E::from(ServiceError::from(e)))?,
+            None => None,
+        };
+        match &own {
+            Some(c) => f(c),
+            None => f(&*self.read()?),
+        }
+    }
+
     /// A connection for a read of committed state only (a status lookup): one of the readers
     /// (no wait for the open batch, its commit or the service loop's work), PostgreSQL's
     /// plain connection, or else the connection after committing the open batch, as

@@ -126,23 +126,16 @@ impl Service {
         if compared.is_empty() {
             return Ok(desired);
         }
-        // Every active rental of those routers, a read of committed state: on PostgreSQL on a
-        // connection of its own (seconds at a million rentals, which no placement, invoice or
-        // lookup waits for), on SQLite through a reader.
-        let own = self.peek()?.another(None)?;
-        let reader;
-        let db = match &own {
-            Some(c) => c,
-            None => {
-                reader = self.read()?;
-                &*reader
-            }
-        };
+        // Every active rental of those routers: seconds at a million rentals, which no
+        // placement, invoice or lookup waits for.
         let of = (compared.len() < self.routers.len()).then_some(&compared[..]);
-        for_each_active(db, now, of, |router, key, nets| {
-            if let Some(d) = desired.get_mut(router) {
-                d.insert(key, nets);
-            }
+        self.long_read(|db| {
+            for_each_active(db, now, of, |router, key, nets| {
+                if let Some(d) = desired.get_mut(router) {
+                    d.insert(key, nets);
+                }
+            })
+            .map_err(ServiceError::from)
         })?;
         Ok(desired)
     }
