@@ -45,6 +45,7 @@ echo "PostgreSQL fsync = $(psql -At "$PG_URL" -c 'SHOW fsync'), synchronous_comm
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 P1=$(free_port)
 P2=$(free_port)
+MPORT=$(free_port)
 POOL=$(python3 -c "import math; n=$N+$CREATE+16; print('100.64.0.0/%d' % (32-max(8, math.ceil(math.log2(n)))))")
 cat >"$DIR/control.toml" <<TOML
 listen = "127.0.0.1:$P1"
@@ -80,7 +81,9 @@ psql -q "$DB_URL" -c "INSERT INTO rentals(public_key, address, router, created_a
 echo "seeded $N rentals in $(python3 -c "print(round($(date +%s.%N)-$t,1))") s"
 "$LOAD" router "$DIR/wg0.sock" >"$DIR/removed.log" &
 PIDS+=($!)
-"$BIN" -c "$DIR/control.toml" serve --listen "127.0.0.1:$P1" 2>"$DIR/r1.log" &
+# The first replica also serves /metrics (its own copy of the configuration).
+sed "s|^reconcile_interval_secs = 3600|&\n[metrics]\nlisten = \"127.0.0.1:$MPORT\"|" "$DIR/control.toml" >"$DIR/control1.toml"
+"$BIN" -c "$DIR/control1.toml" serve --listen "127.0.0.1:$P1" 2>"$DIR/r1.log" &
 R1=$!
 PIDS+=($R1)
 "$BIN" -c "$DIR/control.toml" serve --listen "127.0.0.1:$P2" 2>"$DIR/r2.log" &
@@ -111,6 +114,10 @@ if [ -n "${PERF:-}" ]; then
   perf report -i "$DIR/perf.data" --no-children --percent-limit 2 --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
 fi
 head -3 "$DIR/rent.err"
+# The state series at this size (a Prometheus scrape: read beside the writer).
+for _ in 1 2; do
+  curl -sf -o /dev/null -w "GET /metrics: %{time_total} s\n" "http://127.0.0.1:$MPORT/metrics" || echo "GET /metrics failed"
+done
 # What the creates wrote: WAL (full-page images are a page's first change after a checkpoint),
 # checkpoints begun, buffers written out.
 python3 - "$WAL0" "$(wal)" "$CREATE" <<'PY'

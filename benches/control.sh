@@ -39,11 +39,14 @@ trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # A pool of 100.64.0.0/10 space holding every rental: rows in SQLite only, never routed
 # (the stand-in router has no interface).
+MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 POOL=$(python3 -c "import math; n=$N+$SETTLE+$CREATE+$E+16; print('100.64.0.0/%d' % (32-max(8, math.ceil(math.log2(n)))))")
 cat >"$DIR/control.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 data_dir = "$DIR"
 reconcile_interval_secs = 3600
+[metrics]
+listen = "127.0.0.1:$MPORT"
 [limits]
 burst = 100000000
 per_second = 100000000.0
@@ -101,6 +104,10 @@ fi
 head -3 "$DIR/rent.err"
 "$LOAD" status "http://127.0.0.1:$PORT" "$N" "$LOOKUPS" "$CONC"
 "$LOAD" config "http://127.0.0.1:$PORT" "$N" "$((LOOKUPS / 4))" "$CONC"
+# The state series at this size (a Prometheus scrape: read beside the writer).
+for _ in 1 2; do
+  curl -sf -o /dev/null -w "GET /metrics: %{time_total} s\n" "http://127.0.0.1:$MPORT/metrics" || echo "GET /metrics failed"
+done
 echo "control RSS $(( $(awk '/VmRSS/ {print $2}' /proc/$CPID/status) / 1024 )) MiB after the creates"
 while [ "$(date +%s)" -le $((T0 + 11)) ]; do sleep 1; done
 "$LOAD" lag "$DIR/removed.log" "$F" $((F + E)) "$T0"
