@@ -97,6 +97,39 @@ async fn settlements_in_a_burst_are_credited_once() {
     assert_eq!(payments, hashes.len() as i64);
 }
 
+/// Settlements the node's stream delivers in a burst (a replay after an outage) are credited
+/// together, each once, and the stream's position is stored at the last of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_burst_is_credited_once_and_its_position_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = std::sync::Arc::new(Builder::new("203.0.113.0/24").service(dir.path()));
+    let keys: Vec<String> = (0..40).map(|_| new_key()).collect();
+    let rents = join_all(keys.iter().map(|k| svc.rent(k, None))).await;
+    let crate::lightning::Backend::Dev(node) = svc.ln() else {
+        unreachable!("the test kit's node is the dev node")
+    };
+    // All paid while nothing follows the stream: it replays them at once.
+    for r in rents {
+        let bolt11 = r.unwrap().invoice.bolt11;
+        let db = svc.db().unwrap();
+        crate::lightning::dev::pay(&db, &node.node_id, &bolt11, svc.clock().now()).unwrap();
+    }
+    tokio::spawn(svc.clone().follow_settlements());
+    let count = || -> (i64, Option<String>) {
+        let db = svc.db().unwrap();
+        let n = db
+            .query_row("SELECT COUNT(*) FROM payments", [], |r| r.get(0))
+            .unwrap();
+        (n, crate::db::meta_get(&db, "dev_settle_index").unwrap())
+    };
+    // A bound on waiting, not a measurement: the burst takes milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count() != (40, Some("40".into())) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", count());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// The index of unpaid holds (`crate::unpaid`) never drifts from the database: a staged rent
 /// that dropped its key's hold and then failed is rolled back with its savepoint (the hold is
 /// counted again), and a batch whose commit failed is forgotten (its holds are not counted).

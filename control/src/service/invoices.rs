@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Open invoices asked about per round; the rest wait for the next round (at once).
 const INVOICE_BATCH: usize = 512;
 
+/// Streamed settlements credited together at most (a replay after an outage comes in bursts).
+const STREAM_BURST: usize = 512;
+
 /// The least wait between two checks of an open invoice while the settlement stream is up.
 const CHECK_BESIDE_STREAM_MS: i64 = 10_000;
 
@@ -316,7 +319,7 @@ impl Service {
             .and_then(|db| crate::db::meta_get(&db, key).ok().flatten())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Settlement>(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Settlement>(STREAM_BURST);
         let streamer = self.clone();
         let poll = Duration::from_millis(self.cfg.invoice_poll_millis.max(50));
         tokio::spawn(async move {
@@ -324,23 +327,41 @@ impl Service {
             s.ln.stream_settlements(from, tx, poll, &s.stream_live)
                 .await
         });
-        while let Some(s) = rx.recv().await {
-            let at = if s.settled_at > 0 {
-                s.settled_at
-            } else {
-                self.clock.now()
-            };
-            match self.settle(&s.payment_hash, at).await {
-                Ok(_) | Err(ServiceError::NoInvoice) => {}
-                Err(e) => {
-                    // Not stored: the next start replays it; the poll may credit it first.
-                    tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
-                    continue;
+        while let Some(first) = rx.recv().await {
+            // What the stream delivered meanwhile is settled together (a node back after an
+            // outage replays every settlement since the stored position): the credits share
+            // group commits, and the position is stored once for them.
+            let mut burst = vec![first];
+            while burst.len() < STREAM_BURST {
+                match rx.try_recv() {
+                    Ok(s) => burst.push(s),
+                    Err(_) => break,
                 }
             }
-            if s.index > 0 {
+            let now = self.clock.now();
+            let settled = futures_util::future::join_all(burst.iter().map(|s| {
+                let at = if s.settled_at > 0 { s.settled_at } else { now };
+                self.settle(&s.payment_hash, at)
+            }))
+            .await;
+            // The position moves past the settlements credited (or not ours), in the stream's
+            // order, up to the first that failed: the next start replays from there, and the
+            // invoice checks may credit it first.
+            let mut upto = None;
+            for (s, r) in burst.iter().zip(settled) {
+                match r {
+                    Ok(_) | Err(ServiceError::NoInvoice) => {
+                        upto = Some(s.index).filter(|&i| i > 0).or(upto);
+                    }
+                    Err(e) => {
+                        tracing::warn!("streamed settlement {}: {e}", s.payment_hash);
+                        break;
+                    }
+                }
+            }
+            if let Some(index) = upto {
                 let stored = self.db().and_then(|db| {
-                    crate::db::meta_set(&db, key, &s.index.to_string())
+                    crate::db::meta_set(&db, key, &index.to_string())
                         .map_err(ServiceError::internal)
                 });
                 if let Err(e) = stored {
