@@ -37,9 +37,9 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # A pool of 100.64.0.0/10 space holding every rental: rows in SQLite only, never routed
 # (the stand-in router has no interface).
-MPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 POOL=$(python3 -c "import math; n=$N+$SETTLE+$CREATE+$E+16; print('100.64.0.0/%d' % (32-max(8, math.ceil(math.log2(n)))))")
 cat >"$DIR/control.toml" <<TOML
 listen = "127.0.0.1:$PORT"
