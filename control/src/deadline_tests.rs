@@ -454,12 +454,9 @@ fn invoice_checks_are_those_of_the_routers_asked_for() {
     assert_eq!(next(Some(&none)), None);
 }
 
-/// A replica checks the invoices of the routers it holds leases on, of all of them when it
-/// runs every router (or before leases decide: a single control).
-#[test]
-fn a_replica_checks_the_invoices_of_its_routers() {
-    let dir = tempfile::tempdir().unwrap();
-    let svc = Builder::new("203.0.113.0/25")
+/// A service with two routers: the test kit's "t" (203.0.113.0/25) and "b" (the other half).
+fn two_routers(dir: &Path) -> Service {
+    Builder::new("203.0.113.0/25")
         .sqlite_only()
         .config(|c| {
             let mut b = c.routers[0].clone();
@@ -467,7 +464,15 @@ fn a_replica_checks_the_invoices_of_its_routers() {
             b.pools = vec!["203.0.113.128/25".parse().unwrap()];
             c.routers.push(b);
         })
-        .service(dir.path());
+        .service(dir)
+}
+
+/// A replica checks the invoices of the routers it holds leases on, of all of them when it
+/// runs every router (or before leases decide: a single control).
+#[test]
+fn a_replica_checks_the_invoices_of_its_routers() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = two_routers(dir.path());
     let a = svc.cfg().routers[0].name.clone();
     assert_eq!(svc.checked_routers(), None);
     svc.set_owned([a.clone()].into());
@@ -484,15 +489,7 @@ fn a_replica_checks_the_invoices_of_its_routers() {
 #[test]
 fn a_replica_compares_only_the_routers_it_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Builder::new("203.0.113.0/25")
-        .sqlite_only()
-        .config(|c| {
-            let mut b = c.routers[0].clone();
-            b.name = "b".into();
-            b.pools = vec!["203.0.113.128/25".parse().unwrap()];
-            c.routers.push(b);
-        })
-        .service(dir.path());
+    let svc = two_routers(dir.path());
     let now = svc.clock().now();
     let add = |router: &str, addresses: std::ops::Range<u32>| {
         let db = svc.db().unwrap();

@@ -52,7 +52,9 @@ impl Service {
     ) -> Result<api::InvoiceResponse, ServiceError> {
         let what = quote_what(&quote, purpose);
         let new = self.make_invoice(r, quote.amount_sat, &what, now).await?;
-        self.record_invoice(r, &new, &quote, purpose, now).await
+        let credit = Credit::Months(quote.months);
+        self.record(r, &new, quote.amount_sat, purpose, credit, now)
+            .await
     }
 
     /// Creates an invoice of `amount_sat` that credits `credit` when paid.
@@ -109,22 +111,9 @@ impl Service {
         }
     }
 
-    /// Records the invoice of `quote` that [`Service::make_invoice`] made.
-    pub(super) async fn record_invoice(
-        &self,
-        r: &RentalRow,
-        new: &crate::lightning::NewInvoice,
-        quote: &ledger::Quote,
-        purpose: InvoicePurpose,
-        now: i64,
-    ) -> Result<api::InvoiceResponse, ServiceError> {
-        let credit = Credit::Months(quote.months);
-        self.record(r, new, quote.amount_sat, purpose, credit, now)
-            .await
-    }
-
-    /// Stages the new invoice's row; answers once its commit is on disk.
-    async fn record(
+    /// Stages the row of an invoice [`Service::make_invoice`] made; answers once its commit
+    /// is on disk.
+    pub(super) async fn record(
         &self,
         r: &RentalRow,
         new: &crate::lightning::NewInvoice,

@@ -8,7 +8,7 @@ use crate::holds::{self, HoldError, Listener, Requester, ALLOCATION_LOCK};
 use crate::ledger::{self, RenewError};
 use crate::limits::ClientId;
 use crate::sql::{Connection, OptionalExtension};
-use crate::store::{self, RentalRow};
+use crate::store::{self, Credit, RentalRow};
 use crate::unpaid::Unpaid;
 use crate::writer::Ticket;
 use staticwire_api as api;
@@ -299,8 +299,16 @@ impl Service {
         };
         let recorded = match made {
             Ok(new) => {
-                self.record_invoice(&rental, &new, &quote, InvoicePurpose::Activation, now)
-                    .await
+                let credit = Credit::Months(quote.months);
+                self.record(
+                    &rental,
+                    &new,
+                    quote.amount_sat,
+                    InvoicePurpose::Activation,
+                    credit,
+                    now,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
